@@ -1,0 +1,2 @@
+export {};
+//# sourceMappingURL=redis-policy.spec.d.ts.map

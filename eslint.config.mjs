@@ -1,0 +1,39 @@
+import nx from '@nx/eslint-plugin';
+
+export default [
+  ...nx.configs['flat/base'],
+  ...nx.configs['flat/typescript'],
+  {
+    ignores: ['**/dist', '**/out-tsc', '**/node_modules', '.nx/**', '**/vitest.config.*.timestamp*', 'tools/test/fixtures/**'],
+  },
+  {
+    files: ['**/src/**/*.ts', '**/test/**/*.ts', '**/bin/**/*.js'],
+    rules: {
+      // Architecture by tags: apps run, libs compose, tools drive. libs/data never needs the model, and the
+      // wire protocol stays free of both so that any process can speak it.
+      '@nx/enforce-module-boundaries': [
+        'error',
+        {
+          enforceBuildableLibDependency: true,
+          allow: [],
+          depConstraints: [
+            { sourceTag: 'type:app', onlyDependOnLibsWithTags: ['type:lib'] },
+            { sourceTag: 'type:lib', onlyDependOnLibsWithTags: ['type:lib'] },
+            { sourceTag: 'type:tool', onlyDependOnLibsWithTags: ['type:lib', 'type:app'] },
+            { sourceTag: 'scope:data', notDependOnLibsWithTags: ['scope:model', 'scope:coordinator', 'scope:worker'] },
+            { sourceTag: 'scope:protocol', onlyDependOnLibsWithTags: ['scope:protocol'] },
+            { sourceTag: 'scope:coordinator', notDependOnLibsWithTags: ['scope:worker'] },
+            { sourceTag: 'scope:worker', notDependOnLibsWithTags: ['scope:coordinator'] },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    files: ['**/*.ts', '**/*.mts'],
+    rules: {
+      '@typescript-eslint/no-explicit-any': 'error',
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+    },
+  },
+];

@@ -1,0 +1,2 @@
+export {};
+//# sourceMappingURL=shared-data.spec.d.ts.map

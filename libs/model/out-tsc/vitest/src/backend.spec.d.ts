@@ -1,0 +1,2 @@
+export {};
+//# sourceMappingURL=backend.spec.d.ts.map

@@ -1,0 +1,29 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { describe, expect, it } from 'vitest';
+import { chooseBackend, describeBackend } from './backend.js';
+
+describe('chooseBackend', () => {
+  it('falls back from the native backends to wasm on a machine without libtensorflow', async () => {
+    const choice = await chooseBackend({ env: {} });
+    expect(choice.name).toBe('wasm');
+    expect(tf.getBackend()).toBe('wasm');
+    expect(choice.attempts.map((a) => a.backend)).toEqual(['node-gpu', 'node', 'wasm']);
+    expect(choice.attempts.slice(0, 2).every((a) => !a.ok && (a.reason ?? '').length > 0)).toBe(true);
+    expect(describeBackend(choice)).toMatch(/^backend wasm \[auto\]; node-gpu unavailable/);
+  });
+
+  it('honours a forced cpu backend from the flag and from M3AE_BACKEND, and computes on it', async () => {
+    const forced = await chooseBackend({ backend: 'cpu' });
+    expect(forced).toMatchObject({ name: 'cpu', requestedBy: 'flag' });
+    expect(tf.getBackend()).toBe('cpu');
+    expect(Array.from(tf.tidy(() => tf.matMul(tf.tensor2d([[1, 2]]), tf.tensor2d([[3], [4]]))).dataSync())).toEqual([11]);
+    const fromEnv = await chooseBackend({ env: { M3AE_BACKEND: 'wasm' } });
+    expect(fromEnv).toMatchObject({ name: 'wasm', requestedBy: 'env' });
+  });
+
+  it('rejects an unknown backend naming the field, the value and the choices', async () => {
+    await expect(chooseBackend({ env: { M3AE_BACKEND: 'tpu' } })).rejects.toThrow(
+      'M3AE_BACKEND: unknown backend "tpu"; expected one of auto, node-gpu, node, wasm, cpu',
+    );
+  });
+});

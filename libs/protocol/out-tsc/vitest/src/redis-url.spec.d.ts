@@ -1,0 +1,2 @@
+export {};
+//# sourceMappingURL=redis-url.spec.d.ts.map

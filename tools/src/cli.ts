@@ -1,0 +1,39 @@
+import { Command, CommanderError } from 'commander';
+import { doctor, formatDoctor } from './commands/doctor.js';
+import { registerBench } from './commands/bench.js';
+import { m3aeVersion } from './version.js';
+
+/** Builds the `m3ae` program. Each later capability adds its subcommand here. */
+export function buildProgram(): Command {
+  const program = new Command('m3ae')
+    .description('Distributed M3AE medical vision-and-language pre-training (TensorFlow.js, BullMQ, Redis)')
+    .version(m3aeVersion(), '-V, --version')
+    .showHelpAfterError();
+
+  program
+    .command('doctor')
+    .description('check this machine: Node, TensorFlow.js backend, Redis at REDIS_URL, redis-server, memory')
+    .option('--json', 'print one JSON object instead of text', false)
+    .option('--backend <name>', 'backend to try instead of the automatic order')
+    .action(async (opts: { json: boolean; backend?: string }) => {
+      const report = await doctor(process.env, opts.backend);
+      process.stdout.write((opts.json ? JSON.stringify(report) : formatDoctor(report)) + '\n');
+    });
+
+  registerBench(program);
+  return program;
+}
+
+export async function main(argv: readonly string[]): Promise<void> {
+  const program = buildProgram();
+  program.exitOverride();
+  try {
+    await program.parseAsync(argv as string[]);
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      process.exitCode = e.exitCode;
+      return;
+    }
+    throw e;
+  }
+}

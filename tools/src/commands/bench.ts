@@ -1,0 +1,23 @@
+import type { Command } from 'commander';
+import { benchArea, benchAreaNames } from '../bench/areas.js';
+import { formatReport, writeReport, type BenchReport } from '../bench/report.js';
+import '../bench/backend.js';
+
+export function registerBench(program: Command): void {
+  program
+    .command('bench')
+    .description('run a benchmark area; prints a table and (with --json) writes the figures as JSON')
+    .argument('<area>', 'what to measure')
+    .option('--json <file>', 'also write the report as JSON to this file')
+    .option('--backend <name>', 'TensorFlow.js backend (auto, node-gpu, node, wasm, cpu)')
+    .option('--quick', 'a shorter run (fewer sizes and repetitions)', false)
+    .option('--preset <name>', 'model preset, for areas that train a model')
+    .addHelpText('after', () => `\nAreas: ${benchAreaNames().join(', ')}`)
+    .action(async (area: string, opts: { json?: string; backend?: string; quick: boolean; preset?: string }) => {
+      const run = benchArea(area);
+      const body = await run.run({ backend: opts.backend, quick: opts.quick, extra: { preset: opts.preset } });
+      const report: BenchReport = { ...body, command: `m3ae ${process.argv.slice(2).join(' ')}`, date: new Date().toISOString() };
+      process.stdout.write(formatReport(report) + '\n');
+      if (opts.json) writeReport(opts.json, report);
+    });
+}
