@@ -1,1 +1,3 @@
 export * from './shared-data.js';
+export * from './rng.js';
+export * from './batch.js';
