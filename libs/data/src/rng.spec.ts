@@ -54,7 +54,7 @@ describe('counter-based streams', () => {
       if (!(x >= 0 && x < 1)) outside++;
       sum += x;
       sq += x * x;
-      bins[Math.floor(x * 20)]! += 1;
+      bins[Math.floor(x * 20)] = (bins[Math.floor(x * 20)] ?? 0) + 1;
     }
     expect(outside).toBe(0);
     const mean = sum / n;
@@ -75,7 +75,7 @@ describe('counter-based streams', () => {
     for (let i = 0; i < draws; i++) {
       const k = rng.nextInt(n);
       if (!(Number.isInteger(k) && k >= 0 && k < n)) outside++;
-      else counts[k]! += 1;
+      else counts[k] = (counts[k] ?? 0) + 1;
     }
     expect(outside).toBe(0);
     const chi2 = counts.reduce((acc, c) => acc + (c - draws / n) ** 2 / (draws / n), 0);
@@ -89,7 +89,8 @@ describe('counter-based streams', () => {
     for (let t = 0; t < trials; t++) {
       const p = seededPermutation(n, 77, t, 0, 'epochPermutation');
       if (t < 100) expect([...p].sort()).toEqual([0, 1, 2, 3, 4]);
-      firstCounts[p[0]!]! += 1;
+      const first = p[0] ?? 0;
+      firstCounts[first] = (firstCounts[first] ?? 0) + 1;
     }
     const chi2 = firstCounts.reduce((acc, c) => acc + (c - trials / n) ** 2 / (trials / n), 0);
     expect(chi2).toBeLessThan(18.5); // 4 degrees of freedom, 0.999 quantile
