@@ -1,3 +1,5 @@
 export * from './shared-data.js';
 export * from './rng.js';
 export * from './batch.js';
+export * from './skip-log.js';
+export * from './readers/index.js';
