@@ -3,3 +3,4 @@ export * from './rng.js';
 export * from './batch.js';
 export * from './skip-log.js';
 export * from './readers/index.js';
+export * from './tokenizer/index.js';

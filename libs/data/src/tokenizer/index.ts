@@ -1,0 +1,3 @@
+export * from './load.js';
+export * from './corpus.js';
+export * from './train.js';
