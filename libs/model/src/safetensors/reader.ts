@@ -92,6 +92,19 @@ export class SafetensorsFile {
     return bytes;
   }
 
+  /**
+   * Reads the tensor's bytes straight into `into` (which must be exactly its size): lets a loader fill one big
+   * flat buffer without a copy per tensor.
+   */
+  async readBytesInto(name: string, into: Uint8Array): Promise<void> {
+    const t = this.info(name);
+    if (!this.handle) throw new SafetensorsError(`${this.path}: file is closed`);
+    if (into.byteLength !== t.end - t.begin) {
+      throw new SafetensorsError(`${this.path}: tensor ${name} has ${t.end - t.begin} bytes; the target holds ${into.byteLength}`);
+    }
+    await readFully(this.handle, into, this.header.dataOffset + t.begin, this.path);
+  }
+
   async read(name: string): Promise<SafetensorsTensor> {
     const t = this.info(name);
     return { dtype: t.dtype, shape: t.shape, data: viewAs(t.dtype, await this.readBytes(name)) };

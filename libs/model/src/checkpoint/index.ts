@@ -1,0 +1,3 @@
+export * from './checkpoint.js';
+export * from './directory.js';
+export * from './inspect.js';
