@@ -4,3 +4,4 @@ export * from './batch.js';
 export * from './skip-log.js';
 export * from './readers/index.js';
 export * from './tokenizer/index.js';
+export * from './images/index.js';
