@@ -1,0 +1,466 @@
+import { Counter, Gauge, Histogram } from 'prom-client';
+import { BaseMetrics, type BaseMetricsOptions } from './base-metrics.js';
+
+export const OBJECTIVES = ['mlm', 'mim', 'itm'] as const;
+export type Objective = (typeof OBJECTIVES)[number];
+
+/** Where a synchronous step's wall time goes (the breakdown of `m3ae bench training`). */
+export const STEP_PHASES = ['compute', 'fetch', 'upload', 'reduction', 'optimizer', 'publish', 'idle'] as const;
+export type StepPhase = (typeof STEP_PHASES)[number];
+
+/** One completed optimizer step, as the coordinator saw it. */
+export interface StepObservation {
+  /** The step number just completed (the value `/status` and the gauge `m3ae_training_step` report). */
+  step: number;
+  /** Wall time of the step, from publishing version v to having published v + 1. */
+  durationSeconds: number;
+  /** Normalised global-batch losses; `total` = Σ w_o · S_o / N_o. Disabled objectives are left out. */
+  losses: { total: number } & Partial<Record<Objective, number>>;
+  /** Global-batch accuracies in [0, 1]. */
+  accuracy?: Partial<Record<'mlm' | 'itm', number>>;
+  learningRate: number;
+  /** Global gradient L2 norm before clipping. */
+  gradientNorm: number;
+  /** Samples in the global batch (minus skipped ones). */
+  samples: number;
+  /** Real (non-padding) text tokens in the global batch. */
+  tokens: number;
+  /** Seconds per phase; phases the caller does not measure are left out. */
+  phases?: Partial<Record<StepPhase, number>>;
+}
+
+export interface RunInfo {
+  /** Steps the run trains for; drives `m3ae_training_steps_remaining` and the ETA. */
+  totalSteps?: number;
+  /** Micro-batch jobs per step (global batch / micro-batch): the most workers a step can use. */
+  jobsPerStep?: number;
+  globalBatchSize?: number;
+  /** The step training (re)starts from (0, or the resumed checkpoint's step). */
+  startStep?: number;
+}
+
+export interface CheckpointObservation {
+  step: number;
+  durationSeconds: number;
+  /** @defaultValue true */
+  ok?: boolean;
+}
+
+export interface CoordinatorMetricsOptions extends Omit<BaseMetricsOptions, 'labels'> {
+  run: string;
+  /** tfjs backend of the coordinator's optimizer, if it uses one. */
+  backend?: string;
+  /** Buckets of `m3ae_step_duration_seconds`. */
+  stepBuckets?: number[];
+  /** Steps averaged for `/status` throughput and the ETA. @defaultValue 20 */
+  throughputWindow?: number;
+  /** Clock in milliseconds (tests). @defaultValue Date.now */
+  now?: () => number;
+}
+
+/** The `/status` document of the coordinator. */
+export interface CoordinatorStatus {
+  run: string;
+  state: 'starting' | 'training' | 'finished';
+  step: number;
+  totalSteps: number | null;
+  losses: ({ total: number } & Partial<Record<Objective, number>>) | null;
+  accuracy: Partial<Record<'mlm' | 'itm', number>> | null;
+  learningRate: number | null;
+  gradientNorm: number | null;
+  throughput: { samplesPerSecond: number; tokensPerSecond: number; secondsPerStep: number } | null;
+  workers: { active: number; ids: string[] };
+  jobs: {
+    perStep: number | null;
+    accepted: number;
+    rejected: number;
+    retried: number;
+    redelivered: number;
+    duplicated: number;
+    backups: number;
+  };
+  checkpoint: { step: number; ageSeconds: number } | null;
+  etaSeconds: number | null;
+  updatedAt: string;
+}
+
+const DEFAULT_STEP_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 600];
+const CHECKPOINT_BUCKETS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+
+/**
+ * The coordinator's registry: training curves, throughput, step-time breakdown, job accounting, workers,
+ * checkpoints, plus everything in {@link BaseMetrics}. Every series carries `run` (and `backend` if given).
+ */
+export class CoordinatorMetrics extends BaseMetrics {
+  readonly run: string;
+  private readonly now: () => number;
+  private readonly window: number;
+  private readonly recent: { samples: number; tokens: number; seconds: number }[] = [];
+  private readonly startedAt: number;
+  private info: RunInfo = {};
+  private last: StepObservation | undefined;
+  private step = 0;
+  private workerIds: string[] = [];
+  private activeWorkers = 0;
+  private lastCheckpoint: { step: number; at: number } | undefined;
+  private readonly tally = { accepted: 0, rejected: 0, retried: 0, redelivered: 0, duplicated: 0, backups: 0 };
+
+  private readonly m: {
+    loss: Gauge<'objective'>;
+    accuracy: Gauge<'objective'>;
+    learningRate: Gauge;
+    gradientNorm: Gauge;
+    step: Gauge;
+    targetSteps: Gauge;
+    stepsRemaining: Gauge;
+    eta: Gauge;
+    jobsPerStep: Gauge;
+    globalBatch: Gauge;
+    stepsCompleted: Counter;
+    stepDuration: Histogram;
+    phaseSeconds: Counter<'phase'>;
+    samples: Counter;
+    tokens: Counter;
+    jobsEnqueued: Counter;
+    jobsAccepted: Counter<'worker'>;
+    jobsRetried: Counter;
+    jobsRedelivered: Counter;
+    jobsRejected: Counter<'reason'>;
+    jobsDuplicated: Counter;
+    backupEnqueued: Counter;
+    backupWon: Counter;
+    workersActive: Gauge;
+    checkpointDuration: Histogram;
+    checkpoints: Counter<'outcome'>;
+    checkpointStep: Gauge;
+    checkpointTimestamp: Gauge;
+  };
+
+  constructor(options: CoordinatorMetricsOptions) {
+    super({ ...options, labels: { run: options.run, ...(options.backend ? { backend: options.backend } : {}) } });
+    this.run = options.run;
+    this.now = options.now ?? Date.now;
+    this.window = options.throughputWindow ?? 20;
+    if (!(Number.isInteger(this.window) && this.window >= 1)) {
+      throw new Error(`metrics: throughputWindow is ${options.throughputWindow}; expected an integer ≥ 1`);
+    }
+    this.startedAt = this.now();
+    const registers = [this.registry];
+    const self = this;
+    this.m = {
+      loss: new Gauge({
+        name: 'm3ae_loss',
+        help: 'Training loss of the last step, per objective (mlm, mim, itm) and in total (weighted sum).',
+        labelNames: ['objective'],
+        registers,
+      }),
+      accuracy: new Gauge({
+        name: 'm3ae_accuracy_ratio',
+        help: 'Accuracy of the last step (0–1): masked-token prediction (mlm) and image-text matching (itm).',
+        labelNames: ['objective'],
+        registers,
+      }),
+      learningRate: new Gauge({ name: 'm3ae_learning_rate', help: 'Learning rate applied at the last step.', registers }),
+      gradientNorm: new Gauge({
+        name: 'm3ae_gradient_norm',
+        help: 'Global L2 norm of the last step\u2019s gradient, before clipping.',
+        registers,
+      }),
+      step: new Gauge({ name: 'm3ae_training_step', help: 'Last completed optimizer step.', registers }),
+      targetSteps: new Gauge({ name: 'm3ae_training_target_steps', help: 'Steps the run trains for.', registers }),
+      stepsRemaining: new Gauge({
+        name: 'm3ae_training_steps_remaining',
+        help: 'Steps left to train (target − last completed); 0 when the run is done.',
+        registers,
+      }),
+      eta: new Gauge({
+        name: 'm3ae_eta_seconds',
+        help: 'Estimated seconds to the end of the run (steps remaining × recent mean step time).',
+        registers,
+      }),
+      jobsPerStep: new Gauge({
+        name: 'm3ae_jobs_per_step',
+        help: 'Micro-batch jobs per step (global batch / micro-batch): the most workers one step can use.',
+        registers,
+      }),
+      globalBatch: new Gauge({ name: 'm3ae_global_batch_size', help: 'Samples per optimizer step.', registers }),
+      stepsCompleted: new Counter({ name: 'm3ae_steps_completed_total', help: 'Optimizer steps completed.', registers }),
+      stepDuration: new Histogram({
+        name: 'm3ae_step_duration_seconds',
+        help: 'Wall time of one synchronous step (publish v → publish v + 1).',
+        buckets: options.stepBuckets ?? DEFAULT_STEP_BUCKETS,
+        registers,
+      }),
+      phaseSeconds: new Counter({
+        name: 'm3ae_step_phase_seconds_total',
+        help: 'Step time by phase (compute, fetch, upload, reduction, optimizer, publish, idle); rate / steps rate = seconds per step.',
+        labelNames: ['phase'],
+        registers,
+      }),
+      samples: new Counter({ name: 'm3ae_samples_total', help: 'Samples trained on (rate = samples/s).', registers }),
+      tokens: new Counter({ name: 'm3ae_tokens_total', help: 'Real text tokens trained on (rate = tokens/s).', registers }),
+      jobsEnqueued: new Counter({ name: 'm3ae_jobs_enqueued_total', help: 'Micro-batch jobs enqueued, backups included.', registers }),
+      jobsAccepted: new Counter({
+        name: 'm3ae_jobs_accepted_total',
+        help: 'Micro-batch results verified and counted into a step (exactly one per micro-batch), by worker.',
+        labelNames: ['worker'],
+        registers,
+      }),
+      jobsRetried: new Counter({
+        name: 'm3ae_jobs_retried_total',
+        help: 'Micro-batch jobs enqueued again after a failed or rejected attempt.',
+        registers,
+      }),
+      jobsRedelivered: new Counter({
+        name: 'm3ae_jobs_redelivered_total',
+        help: 'Jobs BullMQ delivered again after their lock expired (stalled: a worker died or blocked).',
+        registers,
+      }),
+      jobsRejected: new Counter({
+        name: 'm3ae_jobs_rejected_total',
+        help: 'Results refused, by reason (stale step/version/incarnation, manifest, length, checksum, non-finite, …).',
+        labelNames: ['reason'],
+        registers,
+      }),
+      jobsDuplicated: new Counter({
+        name: 'm3ae_jobs_duplicated_total',
+        help: 'Valid results ignored because their micro-batch was already counted (redelivery or backup lost the race).',
+        registers,
+      }),
+      backupEnqueued: new Counter({
+        name: 'm3ae_backup_jobs_total',
+        help: 'Backup copies enqueued for straggling micro-batches.',
+        registers,
+      }),
+      backupWon: new Counter({
+        name: 'm3ae_backup_jobs_won_total',
+        help: 'Micro-batches whose backup copy finished first.',
+        registers,
+      }),
+      workersActive: new Gauge({
+        name: 'm3ae_workers_active',
+        help: 'Workers that took or finished a job recently, as the coordinator sees them.',
+        registers,
+      }),
+      checkpointDuration: new Histogram({
+        name: 'm3ae_checkpoint_duration_seconds',
+        help: 'Time to write one checkpoint atomically.',
+        buckets: CHECKPOINT_BUCKETS,
+        registers,
+      }),
+      checkpoints: new Counter({
+        name: 'm3ae_checkpoints_total',
+        help: 'Checkpoint writes by outcome (written, failed).',
+        labelNames: ['outcome'],
+        registers,
+      }),
+      checkpointStep: new Gauge({ name: 'm3ae_checkpoint_last_step', help: 'Step of the newest checkpoint written.', registers }),
+      checkpointTimestamp: new Gauge({
+        name: 'm3ae_checkpoint_last_timestamp_seconds',
+        help: 'Unix time of the newest checkpoint written.',
+        registers,
+      }),
+    };
+    new Gauge({
+      name: 'm3ae_checkpoint_age_seconds',
+      help: 'Seconds since the newest checkpoint (or since this coordinator started, before its first): work a crash would lose.',
+      registers,
+      collect() {
+        this.set(self.checkpointAgeSeconds());
+      },
+    });
+  }
+
+  /** Static facts of the run; call once at start (and again after a resume). */
+  setRunInfo(info: RunInfo): void {
+    for (const [key, value] of Object.entries(info)) {
+      if (value !== undefined && !(Number.isInteger(value) && (value as number) >= 0)) {
+        throw new Error(`metrics: setRunInfo ${key} is ${String(value)}; expected an integer ≥ 0`);
+      }
+    }
+    this.info = { ...this.info, ...definedOnly(info) };
+    if (info.totalSteps !== undefined) this.m.targetSteps.set(info.totalSteps);
+    if (info.jobsPerStep !== undefined) this.m.jobsPerStep.set(info.jobsPerStep);
+    if (info.globalBatchSize !== undefined) this.m.globalBatch.set(info.globalBatchSize);
+    if (info.startStep !== undefined) {
+      this.step = info.startStep;
+      this.m.step.set(info.startStep);
+    }
+    this.updateProgress();
+  }
+
+  /** Records one completed step. */
+  observeStep(obs: StepObservation): void {
+    requireCount('observeStep step', obs.step);
+    requireNonNegative('observeStep durationSeconds', obs.durationSeconds);
+    requireNonNegative('observeStep samples', obs.samples);
+    requireNonNegative('observeStep tokens', obs.tokens);
+    this.step = obs.step;
+    this.last = obs;
+    this.m.step.set(obs.step);
+    this.m.stepsCompleted.inc();
+    this.m.stepDuration.observe(obs.durationSeconds);
+    // A diverged loss is exported as NaN/Inf on purpose: the curve should show it.
+    this.m.loss.set({ objective: 'total' }, obs.losses.total);
+    for (const o of OBJECTIVES) {
+      const v = obs.losses[o];
+      if (v !== undefined) this.m.loss.set({ objective: o }, v);
+    }
+    for (const o of ['mlm', 'itm'] as const) {
+      const v = obs.accuracy?.[o];
+      if (v !== undefined) this.m.accuracy.set({ objective: o }, v);
+    }
+    this.m.learningRate.set(obs.learningRate);
+    this.m.gradientNorm.set(obs.gradientNorm);
+    this.m.samples.inc(obs.samples);
+    this.m.tokens.inc(obs.tokens);
+    for (const [phase, seconds] of Object.entries(obs.phases ?? {})) {
+      if (!(STEP_PHASES as readonly string[]).includes(phase)) {
+        throw new Error(`metrics: observeStep phases.${phase} is not one of ${STEP_PHASES.join(', ')}`);
+      }
+      requireNonNegative(`observeStep phases.${phase}`, seconds);
+      this.m.phaseSeconds.inc({ phase }, seconds);
+    }
+    this.recent.push({ samples: obs.samples, tokens: obs.tokens, seconds: obs.durationSeconds });
+    if (this.recent.length > this.window) this.recent.shift();
+    this.updateProgress();
+  }
+
+  jobEnqueued(count = 1): void {
+    this.m.jobsEnqueued.inc(count);
+  }
+
+  /** A verified result counted into its step; `worker` is the id of the worker that computed it. */
+  jobAccepted(worker?: string): void {
+    if (worker) this.m.jobsAccepted.inc({ worker });
+    else this.m.jobsAccepted.inc();
+    this.tally.accepted++;
+  }
+
+  jobRetried(count = 1): void {
+    this.m.jobsRetried.inc(count);
+    this.tally.retried += count;
+  }
+
+  jobRedelivered(count = 1): void {
+    this.m.jobsRedelivered.inc(count);
+    this.tally.redelivered += count;
+  }
+
+  /** A refused result; `reason` is a short kebab-case word (`stale-step`, `checksum`, `non-finite`, …). */
+  jobRejected(reason: string, count = 1): void {
+    if (!/^[a-z][a-z0-9-]*$/.test(reason)) {
+      throw new Error(`metrics: jobRejected reason ${JSON.stringify(reason)}; expected a short kebab-case word`);
+    }
+    this.m.jobsRejected.inc({ reason }, count);
+    this.tally.rejected += count;
+  }
+
+  jobDuplicated(count = 1): void {
+    this.m.jobsDuplicated.inc(count);
+    this.tally.duplicated += count;
+  }
+
+  backupJobEnqueued(count = 1): void {
+    this.m.backupEnqueued.inc(count);
+    this.tally.backups += count;
+  }
+
+  backupJobWon(count = 1): void {
+    this.m.backupWon.inc(count);
+  }
+
+  /** Workers currently seen; `ids` (optional) only feed `/status`, never a label. */
+  setActiveWorkers(count: number, ids: readonly string[] = []): void {
+    requireCount('setActiveWorkers count', count);
+    this.activeWorkers = count;
+    this.workerIds = [...ids];
+    this.m.workersActive.set(count);
+  }
+
+  observeCheckpoint(obs: CheckpointObservation): void {
+    requireCount('observeCheckpoint step', obs.step);
+    requireNonNegative('observeCheckpoint durationSeconds', obs.durationSeconds);
+    if (obs.ok === false) {
+      this.m.checkpoints.inc({ outcome: 'failed' });
+      return;
+    }
+    this.m.checkpoints.inc({ outcome: 'written' });
+    this.m.checkpointDuration.observe(obs.durationSeconds);
+    const at = this.now();
+    this.lastCheckpoint = { step: obs.step, at };
+    this.m.checkpointStep.set(obs.step);
+    this.m.checkpointTimestamp.set(at / 1000);
+  }
+
+  /** The `/status` document, from what was observed (serve it with `status: () => metrics.status()`). */
+  status(): CoordinatorStatus {
+    const t = this.throughput();
+    const total = this.info.totalSteps ?? null;
+    const state = total !== null && this.step >= total ? 'finished' : this.last ? 'training' : 'starting';
+    return {
+      run: this.run,
+      state,
+      step: this.step,
+      totalSteps: total,
+      losses: this.last ? { ...this.last.losses } : null,
+      accuracy: this.last?.accuracy ? { ...this.last.accuracy } : null,
+      learningRate: this.last?.learningRate ?? null,
+      gradientNorm: this.last?.gradientNorm ?? null,
+      throughput: t,
+      workers: { active: this.activeWorkers, ids: [...this.workerIds] },
+      jobs: { perStep: this.info.jobsPerStep ?? null, ...this.tally },
+      checkpoint: this.lastCheckpoint
+        ? { step: this.lastCheckpoint.step, ageSeconds: (this.now() - this.lastCheckpoint.at) / 1000 }
+        : null,
+      etaSeconds: this.etaSeconds(),
+      updatedAt: new Date(this.now()).toISOString(),
+    };
+  }
+
+  private throughput(): CoordinatorStatus['throughput'] {
+    if (this.recent.length === 0) return null;
+    let samples = 0;
+    let tokens = 0;
+    let seconds = 0;
+    for (const r of this.recent) {
+      samples += r.samples;
+      tokens += r.tokens;
+      seconds += r.seconds;
+    }
+    if (seconds <= 0) return null;
+    return { samplesPerSecond: samples / seconds, tokensPerSecond: tokens / seconds, secondsPerStep: seconds / this.recent.length };
+  }
+
+  private etaSeconds(): number | null {
+    const total = this.info.totalSteps;
+    if (total === undefined) return null;
+    const remaining = Math.max(0, total - this.step);
+    if (remaining === 0) return 0;
+    const t = this.throughput();
+    return t ? remaining * t.secondsPerStep : null;
+  }
+
+  private updateProgress(): void {
+    const total = this.info.totalSteps;
+    if (total !== undefined) this.m.stepsRemaining.set(Math.max(0, total - this.step));
+    const eta = this.etaSeconds();
+    if (eta !== null) this.m.eta.set(eta);
+  }
+
+  private checkpointAgeSeconds(): number {
+    return (this.now() - (this.lastCheckpoint?.at ?? this.startedAt)) / 1000;
+  }
+}
+
+function requireCount(what: string, value: number): void {
+  if (!(Number.isInteger(value) && value >= 0)) throw new Error(`metrics: ${what} is ${value}; expected an integer ≥ 0`);
+}
+
+function requireNonNegative(what: string, value: number): void {
+  if (!(Number.isFinite(value) && value >= 0)) throw new Error(`metrics: ${what} is ${value}; expected a finite number ≥ 0`);
+}
+
+function definedOnly<T extends object>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

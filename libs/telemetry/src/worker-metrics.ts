@@ -1,0 +1,134 @@
+import { Counter, Gauge, Histogram } from 'prom-client';
+import { BaseMetrics, type BaseMetricsOptions } from './base-metrics.js';
+
+/** Where one micro-batch job's time goes on a worker. */
+export const JOB_PHASES = ['fetch', 'data', 'compute', 'upload'] as const;
+export type JobPhase = (typeof JOB_PHASES)[number];
+
+export const JOB_OUTCOMES = ['completed', 'failed', 'handed-back'] as const;
+export type JobOutcome = (typeof JOB_OUTCOMES)[number];
+
+/** One micro-batch job as a worker ran it. */
+export interface JobObservation {
+  /** Wall time from taking the job to completing (or failing, or handing back) it. */
+  durationSeconds: number;
+  /** Samples in the micro-batch that were computed (skipped ones excluded). */
+  samples: number;
+  /** Real (non-padding) text tokens in the micro-batch. */
+  tokens: number;
+  /** Seconds per phase: fetch (parameters), data (build the micro-batch), compute (forward/backward), upload (gradient). */
+  phases?: Partial<Record<JobPhase, number>>;
+  /** @defaultValue 'completed' */
+  outcome?: JobOutcome;
+  /** The job's step, for `m3ae_worker_last_step`. */
+  step?: number;
+}
+
+export interface WorkerMetricsOptions extends Omit<BaseMetricsOptions, 'labels'> {
+  run: string;
+  worker: string;
+  /** tfjs backend; may be set later with `setBackend` once the compute thread has chosen it. */
+  backend?: string;
+  /** Buckets of `m3ae_worker_job_duration_seconds`. */
+  jobBuckets?: number[];
+}
+
+const DEFAULT_JOB_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 600];
+
+/** A worker's registry: jobs, their time breakdown, throughput, parameter cache, plus {@link BaseMetrics}. */
+export class WorkerMetrics extends BaseMetrics {
+  readonly run: string;
+  readonly worker: string;
+  private readonly m: {
+    jobs: Counter<'outcome'>;
+    jobDuration: Histogram;
+    phaseSeconds: Counter<'phase'>;
+    samples: Counter;
+    tokens: Counter;
+    paramCache: Counter<'result'>;
+    busy: Gauge;
+    lastStep: Gauge;
+  };
+
+  constructor(options: WorkerMetricsOptions) {
+    super({
+      ...options,
+      labels: { run: options.run, worker: options.worker, ...(options.backend ? { backend: options.backend } : {}) },
+    });
+    this.run = options.run;
+    this.worker = options.worker;
+    const registers = [this.registry];
+    this.m = {
+      jobs: new Counter({
+        name: 'm3ae_worker_jobs_total',
+        help: 'Micro-batch jobs this worker finished, by outcome (completed, failed, handed-back).',
+        labelNames: ['outcome'],
+        registers,
+      }),
+      jobDuration: new Histogram({
+        name: 'm3ae_worker_job_duration_seconds',
+        help: 'Wall time of one micro-batch job on this worker.',
+        buckets: options.jobBuckets ?? DEFAULT_JOB_BUCKETS,
+        registers,
+      }),
+      phaseSeconds: new Counter({
+        name: 'm3ae_worker_job_phase_seconds_total',
+        help: 'Job time by phase (fetch parameters, data, compute, upload gradient).',
+        labelNames: ['phase'],
+        registers,
+      }),
+      samples: new Counter({ name: 'm3ae_worker_samples_total', help: 'Samples this worker computed gradients for.', registers }),
+      tokens: new Counter({ name: 'm3ae_worker_tokens_total', help: 'Real text tokens this worker computed gradients for.', registers }),
+      paramCache: new Counter({
+        name: 'm3ae_worker_param_cache_total',
+        help: 'Parameter-version lookups: hit (cached) or miss (fetched from Redis).',
+        labelNames: ['result'],
+        registers,
+      }),
+      busy: new Gauge({ name: 'm3ae_worker_busy', help: '1 while a job is being processed, else 0.', registers }),
+      lastStep: new Gauge({ name: 'm3ae_worker_last_step', help: 'Step of the last job this worker took.', registers }),
+    };
+  }
+
+  /** Sets the `backend` label on every series (once the compute thread reports its backend). */
+  setBackend(backend: string): void {
+    this.setLabel('backend', backend);
+  }
+
+  observeJob(obs: JobObservation): void {
+    requireNonNegative('observeJob durationSeconds', obs.durationSeconds);
+    requireNonNegative('observeJob samples', obs.samples);
+    requireNonNegative('observeJob tokens', obs.tokens);
+    const outcome = obs.outcome ?? 'completed';
+    if (!(JOB_OUTCOMES as readonly string[]).includes(outcome)) {
+      throw new Error(`metrics: observeJob outcome ${JSON.stringify(outcome)} is not one of ${JOB_OUTCOMES.join(', ')}`);
+    }
+    this.m.jobs.inc({ outcome });
+    this.m.jobDuration.observe(obs.durationSeconds);
+    if (outcome === 'completed') {
+      this.m.samples.inc(obs.samples);
+      this.m.tokens.inc(obs.tokens);
+    }
+    for (const [phase, seconds] of Object.entries(obs.phases ?? {})) {
+      if (!(JOB_PHASES as readonly string[]).includes(phase)) {
+        throw new Error(`metrics: observeJob phases.${phase} is not one of ${JOB_PHASES.join(', ')}`);
+      }
+      requireNonNegative(`observeJob phases.${phase}`, seconds);
+      this.m.phaseSeconds.inc({ phase }, seconds);
+    }
+    if (obs.step !== undefined) this.m.lastStep.set(obs.step);
+  }
+
+  /** A parameter version was found in the per-version cache (`true`) or fetched (`false`). */
+  paramLookup(hit: boolean): void {
+    this.m.paramCache.inc({ result: hit ? 'hit' : 'miss' });
+  }
+
+  setBusy(busy: boolean): void {
+    this.m.busy.set(busy ? 1 : 0);
+  }
+}
+
+function requireNonNegative(what: string, value: number): void {
+  if (!(Number.isFinite(value) && value >= 0)) throw new Error(`metrics: ${what} is ${value}; expected a finite number ≥ 0`);
+}
