@@ -5,3 +5,5 @@ export * from './skip-log.js';
 export * from './readers/index.js';
 export * from './tokenizer/index.js';
 export * from './images/index.js';
+export * from './masking.js';
+export * from './sampler.js';
