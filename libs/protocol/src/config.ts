@@ -1,0 +1,300 @@
+import { readFileSync } from 'node:fs';
+import { extname } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { CHECKSUM_ALGORITHMS, TENSOR_ENCODINGS } from './encoding.js';
+import { ConfigError } from './errors.js';
+import { formatIssues } from './issues.js';
+import { RUN_ID_PATTERN } from './keys.js';
+import { DEFAULT_REDIS_URL, redactRedisUrl } from './redis-url.js';
+import type { RedisEndpoint } from './redis-connection.js';
+
+const positiveInt = z.number().int().positive();
+const nonNegativeInt = z.number().int().nonnegative();
+const redisUrl = z.string().regex(/^rediss?:\/\/\S+$/, 'expected a URL redis://[user:password@]host[:port][/db] or rediss://… (TLS)');
+
+const objective = z.object({ enabled: z.boolean().default(true), weight: z.number().nonnegative().default(1) }).strict();
+
+/**
+ * The one description of a run, shared by the coordinator, every worker and `m3ae train`. Read from a YAML
+ * or JSON file, then overridden by environment variables ({@link ENV_OVERRIDES}, how Kubernetes configures
+ * pods), then by command-line flags. Unknown fields are errors (a misspelt field must not be ignored).
+ */
+export const RunConfigSchema = z
+  .object({
+    /** Namespaces every Redis key and the job queue: runs can share one Redis. */
+    runId: z.string().regex(RUN_ID_PATTERN, 'expected 1–64 letters, digits, "_", "." or "-"').default('m3ae'),
+    seed: nonNegativeInt.default(0),
+    model: z
+      .object({
+        /** A preset of @m3ae/model (`tiny`, `small`, `base`). */
+        preset: z.string().min(1).default('tiny'),
+        /** Fields of the model configuration that replace the preset's (checked by @m3ae/model). */
+        overrides: z.record(z.string(), z.unknown()).default({}),
+      })
+      .strict()
+      .prefault({}),
+    data: z
+      .object({
+        /** A shard dataset written by `m3ae prepare` (every worker must see the same one). */
+        dir: z.string().min(1).optional(),
+        /** A `tokenizer.json`; default: the one the dataset was prepared with. */
+        tokenizer: z.string().min(1).optional(),
+      })
+      .strict()
+      .default({}),
+    training: z
+      .object({
+        steps: positiveInt.default(100),
+        /** Samples per optimizer step, over all workers. */
+        globalBatch: positiveInt.default(8),
+        /** Samples per job; globalBatch / microBatch jobs per step, whatever the number of workers. */
+        microBatch: positiveInt.default(2),
+        learningRate: z.number().positive().default(1e-4),
+        /** Linear warm-up over `warmupFraction` of the steps, then this decay (M3AE: linear to 0). */
+        schedule: z.enum(['linear', 'cosine', 'constant']).default('linear'),
+        warmupFraction: z.number().min(0).max(1).default(0.1),
+        weightDecay: z.number().nonnegative().default(0.01),
+        beta1: z.number().min(0).lt(1).default(0.9),
+        beta2: z.number().min(0).lt(1).default(0.98),
+        epsilon: z.number().positive().default(1e-8),
+        /** Clip the global gradient norm to this (0 = no clipping). */
+        clipNorm: z.number().nonnegative().default(1),
+        /** Gradients on the wire: f32 (exact) or bf16 (half the bytes, still deterministic). */
+        gradEncoding: z.enum(TENSOR_ENCODINGS).default('f32'),
+        objectives: z
+          .object({ mlm: objective.prefault({}), mim: objective.prefault({}), itm: objective.prefault({}) })
+          .strict()
+          .prefault({}),
+      })
+      .strict()
+      .refine((t) => t.globalBatch % t.microBatch === 0, { message: 'expected globalBatch to be a multiple of microBatch', path: ['globalBatch'] })
+      .prefault({}),
+    compute: z
+      .object({
+        /** `model`: real M3AE gradients; `synthetic`: fixed work and deterministic fake gradients (orchestration tests, `bench scaling`). */
+        kind: z.enum(['model', 'synthetic']).default('model'),
+        /** TensorFlow.js backend for `model` (auto, node-gpu, node, wasm, cpu). */
+        backend: z.string().min(1).default('auto'),
+        synthetic: z
+          .object({
+            paramCount: positiveInt.default(1_000_000),
+            /** Busy milliseconds per sample of a micro-batch (stands in for forward/backward). */
+            workMsPerSample: z.number().nonnegative().default(0),
+          })
+          .strict()
+          .prefault({}),
+      })
+      .strict()
+      .prefault({}),
+    checkpoint: z
+      .object({
+        dir: z.string().min(1).default('checkpoints'),
+        /** Write one every N steps (0: only at the end and on shutdown). */
+        every: nonNegativeInt.default(100),
+        /** Keep the last M. */
+        keep: positiveInt.default(3),
+      })
+      .strict()
+      .prefault({}),
+    redis: z
+      .object({
+        /** The Redis of the job queue and the run's bookkeeping (and blobs unless `blobUrls`). */
+        url: redisUrl.default(DEFAULT_REDIS_URL),
+        /** Redis instances that blob chunks are spread over (default: `url` only). */
+        blobUrls: z.array(redisUrl).default([]),
+        username: z.string().min(1).optional(),
+        password: z.string().min(1).optional(),
+        /** PEM file of a CA to trust for `rediss://`. */
+        caFile: z.string().min(1).optional(),
+        tlsRejectUnauthorized: z.boolean().default(true),
+        chunkBytes: z.number().int().min(1024).max(512 * 2 ** 20).default(4 * 2 ** 20),
+        checksum: z.enum(CHECKSUM_ALGORITHMS).default('crc32'),
+        /** Gradient blobs expire after this if nobody consumes them (a worker died mid-upload…). */
+        gradTtlSeconds: positiveInt.default(3600),
+      })
+      .strict()
+      .prefault({}),
+    coordinator: z
+      .object({
+        /** A job running longer than backupFactor × the step's median job time gets a backup copy. */
+        backupFactor: z.number().gt(1).default(3),
+        /** …and never before this many milliseconds. */
+        backupMinMs: nonNegativeInt.default(5000),
+        /** At most this many copies of one micro-batch in a step (original, redeliveries, backups). */
+        maxCopies: positiveInt.default(8),
+        /** How often to look at job states, stragglers and the Redis sentinel. */
+        checkIntervalMs: positiveInt.default(500),
+      })
+      .strict()
+      .prefault({}),
+    worker: z
+      .object({
+        /** BullMQ lock duration; renewed every half of it while a job computes. */
+        lockDurationMs: z.number().int().min(1000).default(30_000),
+        heartbeatSeconds: positiveInt.default(10),
+        /** On SIGTERM, finish the current job if it ends within this; otherwise hand it back. */
+        shutdownGraceMs: nonNegativeInt.default(20_000),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict();
+
+export type RunConfig = z.infer<typeof RunConfigSchema>;
+/** What a config file may contain: any subset, the rest takes defaults. */
+export type RunConfigInput = z.input<typeof RunConfigSchema>;
+
+type EnvKind = 'string' | 'int' | 'number' | 'boolean' | 'list';
+
+/** Environment variables that override the file (later rows win). Empty values are ignored. */
+export const ENV_OVERRIDES: readonly { env: string; field: string; kind: EnvKind }[] = [
+  { env: 'M3AE_RUN_ID', field: 'runId', kind: 'string' },
+  { env: 'M3AE_SEED', field: 'seed', kind: 'int' },
+  { env: 'M3AE_PRESET', field: 'model.preset', kind: 'string' },
+  { env: 'M3AE_DATA_DIR', field: 'data.dir', kind: 'string' },
+  { env: 'M3AE_TOKENIZER', field: 'data.tokenizer', kind: 'string' },
+  { env: 'M3AE_STEPS', field: 'training.steps', kind: 'int' },
+  { env: 'M3AE_GLOBAL_BATCH', field: 'training.globalBatch', kind: 'int' },
+  { env: 'M3AE_MICRO_BATCH', field: 'training.microBatch', kind: 'int' },
+  { env: 'M3AE_LR', field: 'training.learningRate', kind: 'number' },
+  { env: 'M3AE_GRAD_ENCODING', field: 'training.gradEncoding', kind: 'string' },
+  { env: 'M3AE_COMPUTE', field: 'compute.kind', kind: 'string' },
+  { env: 'M3AE_BACKEND', field: 'compute.backend', kind: 'string' },
+  { env: 'M3AE_CHECKPOINT_DIR', field: 'checkpoint.dir', kind: 'string' },
+  { env: 'M3AE_CHECKPOINT_EVERY', field: 'checkpoint.every', kind: 'int' },
+  { env: 'M3AE_CHECKPOINT_KEEP', field: 'checkpoint.keep', kind: 'int' },
+  { env: 'REDIS_URL', field: 'redis.url', kind: 'string' },
+  { env: 'M3AE_REDIS_URL', field: 'redis.url', kind: 'string' },
+  { env: 'M3AE_BLOB_REDIS_URLS', field: 'redis.blobUrls', kind: 'list' },
+  { env: 'M3AE_REDIS_USERNAME', field: 'redis.username', kind: 'string' },
+  { env: 'M3AE_REDIS_PASSWORD', field: 'redis.password', kind: 'string' },
+  { env: 'M3AE_REDIS_CA_FILE', field: 'redis.caFile', kind: 'string' },
+  { env: 'M3AE_REDIS_TLS_REJECT_UNAUTHORIZED', field: 'redis.tlsRejectUnauthorized', kind: 'boolean' },
+];
+
+function convert(raw: string, kind: EnvKind): unknown {
+  const v = raw.trim();
+  switch (kind) {
+    case 'string':
+      return v;
+    case 'list':
+      return v.split(',').map((s) => s.trim()).filter(Boolean);
+    case 'boolean':
+      return v === 'true' || v === '1' ? true : v === 'false' || v === '0' ? false : v;
+    case 'int':
+    case 'number': {
+      // A non-numeric value stays a string so that the schema reports it with its text.
+      const n = Number(v);
+      return v !== '' && Number.isFinite(n) ? n : v;
+    }
+  }
+}
+
+function setPath(target: Record<string, unknown>, field: string, value: unknown): void {
+  const parts = field.split('.');
+  let node = target;
+  for (const p of parts.slice(0, -1)) {
+    const next = node[p];
+    if (typeof next !== 'object' || next === null || Array.isArray(next)) node[p] = {};
+    node = node[p] as Record<string, unknown>;
+  }
+  node[parts[parts.length - 1] as string] = value;
+}
+
+/** Reads a YAML or JSON run file (JSON for `.json`, YAML otherwise — YAML also reads JSON). */
+export function readRunConfigFile(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`config file ${JSON.stringify(file)} cannot be read (${(e as NodeJS.ErrnoException).code ?? String(e)}); expected a YAML or JSON run configuration`);
+  }
+  let data: unknown;
+  try {
+    data = extname(file).toLowerCase() === '.json' ? JSON.parse(text) : parseYaml(text);
+  } catch (e) {
+    throw new ConfigError(`config file ${JSON.stringify(file)} is not valid ${extname(file) === '.json' ? 'JSON' : 'YAML'}: ${(e as Error).message.split('\n')[0]}`);
+  }
+  if (data === null || data === undefined) return {};
+  if (typeof data !== 'object' || Array.isArray(data)) throw new ConfigError(`config file ${JSON.stringify(file)} holds ${Array.isArray(data) ? 'a list' : typeof data}; expected a mapping of fields`);
+  return data as Record<string, unknown>;
+}
+
+export interface LoadRunConfigOptions {
+  /** A YAML or JSON file (optional: everything has a default). */
+  file?: string | undefined;
+  /** Environment to read overrides from (default `process.env`). */
+  env?: NodeJS.ProcessEnv;
+  /** Command-line overrides by dotted field, applied last, with the flag named in errors: `{ 'training.steps': { value: 5, source: '--steps' } }`. */
+  overrides?: Readonly<Record<string, { value: unknown; source: string }>>;
+  /** Raw configuration used instead of a file (tests, `m3ae train`). */
+  base?: Record<string, unknown>;
+}
+
+/**
+ * The run configuration from file ← environment ← flags, validated. Errors list every bad field with its
+ * value (secrets as `***`), where the value came from, and what was expected.
+ */
+export function loadRunConfig(options: LoadRunConfigOptions = {}): RunConfig {
+  const raw: Record<string, unknown> = structuredClone(options.base ?? (options.file ? readRunConfigFile(options.file) : {}));
+  const sources = new Map<string, string>();
+  const env = options.env ?? process.env;
+  for (const { env: name, field, kind } of ENV_OVERRIDES) {
+    const value = env[name];
+    if (value === undefined || value.trim() === '') continue;
+    setPath(raw, field, convert(value, kind));
+    sources.set(field, name);
+  }
+  for (const [field, { value, source }] of Object.entries(options.overrides ?? {})) {
+    if (value === undefined) continue;
+    setPath(raw, field, value);
+    sources.set(field, source);
+  }
+  const r = RunConfigSchema.safeParse(raw, { reportInput: true });
+  if (!r.success) {
+    const issues = formatIssues(r.error.issues, sources, raw);
+    const where = options.file ? ` (${options.file})` : '';
+    throw new ConfigError(`invalid run configuration${where}:\n  ${issues.join('\n  ')}`, issues);
+  }
+  return r.data;
+}
+
+/** A copy safe to log or serve on /status: URLs and passwords redacted. */
+export function redactConfig(config: RunConfig): RunConfig {
+  return {
+    ...config,
+    redis: {
+      ...config.redis,
+      url: redactRedisUrl(config.redis.url),
+      blobUrls: config.redis.blobUrls.map(redactRedisUrl),
+      ...(config.redis.password ? { password: '***' } : {}),
+    },
+  };
+}
+
+function endpoint(config: RunConfig, url: string): RedisEndpoint {
+  return {
+    url,
+    username: config.redis.username,
+    password: config.redis.password,
+    caFile: config.redis.caFile,
+    tlsRejectUnauthorized: config.redis.tlsRejectUnauthorized,
+  };
+}
+
+/** The Redis of the queue and bookkeeping. */
+export function queueEndpoint(config: RunConfig): RedisEndpoint {
+  return endpoint(config, config.redis.url);
+}
+
+/** The Redis instances blobs are spread over (the queue's Redis unless `redis.blobUrls` is set). */
+export function blobEndpoints(config: RunConfig): RedisEndpoint[] {
+  const urls = config.redis.blobUrls.length ? config.redis.blobUrls : [config.redis.url];
+  return urls.map((u) => endpoint(config, u));
+}
+
+/** Micro-batch jobs per step: fixed by the run, independent of the number of workers. */
+export function jobsPerStep(config: RunConfig): number {
+  return config.training.globalBatch / config.training.microBatch;
+}

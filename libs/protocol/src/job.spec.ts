@@ -1,0 +1,64 @@
+import { describe, expect, it } from 'vitest';
+import { PayloadError } from './errors.js';
+import { parseContribution, parseMicroBatchJob, PROTOCOL_VERSION, type Contribution, type MicroBatchJob } from './job.js';
+
+const params = { key: 'm3ae:r:params:v3', encoding: 'f32', elements: 10, bytes: 40, chunkBytes: 4194304, chunks: 1, stores: 1, checksum: 'crc32:0badf00d' } as const;
+const hash = 'a'.repeat(64);
+const job: MicroBatchJob = {
+  protocol: PROTOCOL_VERSION,
+  runId: 'r',
+  incarnation: 'i1',
+  step: 3,
+  version: 3,
+  jobIndex: 1,
+  jobCount: 4,
+  copy: 0,
+  seed: 0,
+  globalBatchSize: 8,
+  indices: [17, 4],
+  positions: [2, 3],
+  normalizers: { mlm: 10, mim: 72, itm: 8 },
+  manifestHash: hash,
+  params: { ...params },
+  gradEncoding: 'bf16',
+};
+
+describe('micro-batch job payload', () => {
+  it('accepts a well-formed job and survives a JSON round trip', () => {
+    expect(parseMicroBatchJob(JSON.parse(JSON.stringify(job)))).toEqual(job);
+  });
+
+  it('refuses anything else with the field named', () => {
+    expect(() => parseMicroBatchJob({ ...job, pixelValues: [1, 2, 3] })).toThrow('pixelValues: unknown field');
+    expect(() => parseMicroBatchJob({ ...job, positions: [2] })).toThrow('positions = [2]: positions must have one entry per index');
+    expect(() => parseMicroBatchJob({ ...job, positions: [2, 8] })).toThrow('every position must be below globalBatchSize');
+    expect(() => parseMicroBatchJob({ ...job, jobIndex: 4 })).toThrow('jobIndex must be below jobCount');
+    expect(() => parseMicroBatchJob({ ...job, step: -1 })).toThrow('step = -1: Too small');
+    expect(() => parseMicroBatchJob({ ...job, protocol: 2 })).toThrow('protocol = 2: expected 1');
+    expect(() => parseMicroBatchJob({ ...job, manifestHash: 'xyz' })).toThrow('manifestHash = "xyz": expected 64 lowercase hex characters');
+    expect(() => parseMicroBatchJob({ ...job, params: { ...params, bytes: 41 } })).toThrow('params.bytes = ');
+    expect(() => parseMicroBatchJob({ ...job, params: { ...params, encoding: 'bf16', bytes: 20 } })).toThrow('parameters travel as f32');
+    expect(() => parseMicroBatchJob('nonsense')).toThrow(PayloadError);
+  });
+
+  it('validates contributions the same way', () => {
+    const c: Contribution = {
+      protocol: PROTOCOL_VERSION,
+      runId: 'r',
+      incarnation: 'i1',
+      step: 3,
+      version: 3,
+      jobIndex: 1,
+      copy: 0,
+      workerId: 'w-1',
+      manifestHash: hash,
+      grad: { ...params, key: 'm3ae:r:grads:s3:j1:w-1:x' },
+      sums: { mlm: 1, mim: 2, itm: 3 },
+      counts: { mlm: 2, mim: 18, itm: 2 },
+      correct: { mlm: 1, itm: 1 },
+      timings: { fetchMs: 1, computeMs: 2, encodeMs: 0, uploadMs: 1, totalMs: 4 },
+    };
+    expect(parseContribution(JSON.parse(JSON.stringify(c)))).toEqual(c);
+    expect(() => parseContribution({ ...c, sums: { mlm: 1, mim: 2 } })).toThrow('invalid contribution: sums.itm = nothing: expected number, received undefined');
+  });
+});
