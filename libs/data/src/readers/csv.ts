@@ -66,7 +66,6 @@ export function* parseCsv(text: string, delimiter = ','): Generator<CsvRow> {
       if (i >= n) break;
       if (text[i] === delimiter) {
         i++;
-        if (i >= n) fields.push('');
         continue;
       }
       if (text[i] === '\r') i++;

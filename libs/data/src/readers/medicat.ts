@@ -40,7 +40,8 @@ export function medicatHoldout(radiologyFigures: number, holdout = 1000): number
  *   small held-out sets instead of Python's slicing putting everything into test;
  * - texts: `s2_caption`, then each of `s2orc_references`, whitespace collapsed, at least `minWords` words; each
  *   kept text is its own pair with id `{pdf_hash}_{fig_uri}#caption` or `#ref{k}` (k = 1-based reference number).
- * Malformed lines and repeated figures (same pdf_hash and fig_uri) are skipped before numbering. Records of the
+ * Malformed lines and repeated figures (same pdf_hash and fig_uri) are skipped before numbering, so every split's
+ * read reports them; text and image skips are reported by the split the figure belongs to. Records of the
  * chosen split come out in file order.
  */
 export async function* readMedicat(input: string, options: MedicatOptions): AsyncGenerator<PairRecord> {

@@ -33,12 +33,14 @@ export async function* readRoco(root: string, options: RocoOptions): AsyncGenera
       const file = join(dir, 'captions.txt');
       for await (const { line, text } of readLines(file)) {
         if (text.trim() === '') continue;
-        const fields = text.trim().split('\t');
-        if (fields.length !== 2 || !/^\S+$/.test(fields[0] ?? '')) {
+        // Split before trimming so that "ID<TAB>" is an empty caption rather than a malformed line.
+        const fields = text.split('\t');
+        if (fields.length !== 2 || !/^\S+$/.test(fields[0].trim())) {
           options.skipLog.skip('malformed-line', file, line, `expected "ROCO_ID<TAB>caption", got ${fields.length} field(s)`);
           continue;
         }
-        const [id, rawCaption] = fields as [string, string];
+        const id = fields[0].trim();
+        const rawCaption = fields[1];
         const caption = acceptText(rawCaption, minWords, options.skipLog, file, line, id);
         if (caption === undefined) continue;
         if (!ids.accept(id, file, line)) continue;
