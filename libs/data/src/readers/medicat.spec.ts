@@ -39,7 +39,7 @@ describe.skipIf(!data)('readMedicat on the official sample', () => {
     expect(medicatHoldout(radiology.size)).toBe(0);
     expect(recs.length).toBeGreaterThan(radiology.size);
     for (const r of recs) {
-      const fig = r.id.split('#')[0]!;
+      const fig = r.id.split('#')[0];
       expect(radiology.has(fig)).toBe(true);
       expect(r.imagePath).toBe(join(dir, 'figures', fig));
       expect(r.text.split(' ').length).toBeGreaterThanOrEqual(3);
@@ -51,7 +51,7 @@ describe.skipIf(!data)('readMedicat on the official sample', () => {
     const figId = `${first.pdf_hash}_${first.fig_uri}`;
     const mine = recs.filter((r) => r.id.startsWith(figId + '#'));
     expect(mine.map((r) => r.id)).toEqual([`${figId}#caption`, ...first.s2orc_references!.map((_, k) => `${figId}#ref${k + 1}`)]);
-    expect(mine[1]!.text).toBe(first.s2orc_references![0]!.trim().replace(/\s+/g, ' '));
+    expect(mine[1].text).toBe(first.s2orc_references![0].trim().replace(/\s+/g, ' '));
     expect(log.counts()['missing-image'] ?? 0).toBe(0);
     expect(await collect(readMedicat(dir, { split: 'test', skipLog: new SkipLog() }))).toEqual([]);
   });
@@ -73,7 +73,7 @@ describe('readMedicat hold-out and skips on a generated release', () => {
     writeFileSync(join(dir, 'figures', `${rec.pdf_hash}_${rec.fig_uri}`), 'x');
   }
   lines.splice(5, 0, '{not json');
-  lines.push(lines[0]!); // a repeated figure
+  lines.push(lines[0]); // a repeated figure
   lines.push(JSON.stringify({ pdf_hash: 'q', fig_uri: 'f.png', s2_caption: 'Some long caption here.', radiology: 'yes' }));
   writeFileSync(join(dir, 'release.jsonl'), lines.join('\n') + '\n');
 

@@ -42,7 +42,7 @@ describe.skipIf(!data)('readRoco on the real ROCO text files', () => {
     }
     expect(new Set(recs.map((r) => r.id)).size).toBe(recs.length);
     for (const e of log.entries.filter((x) => x.reason === 'too-short-text')) {
-      const caption = lines[e.line - 1]!.split('\t')[1]!;
+      const caption = lines[e.line - 1].split('\t')[1];
       expect(caption.trim().split(/\s+/).length).toBeLessThan(3);
     }
   });
@@ -53,7 +53,7 @@ describe.skipIf(!data)('readRoco on the real ROCO text files', () => {
     const recs = await collect(readRoco(root, { split: 'validation', skipLog: log }));
     expect(recs).toHaveLength(0);
     expect(log.counts()['missing-image']).toBe(textOnly.length);
-    expect(log.entries[0]!.detail).toContain('images');
+    expect(log.entries[0].detail).toContain('images');
   });
 
   it('reads both subsets, radiology first', async () => {
@@ -61,7 +61,7 @@ describe.skipIf(!data)('readRoco on the real ROCO text files', () => {
     const non = await collect(readRoco(root, { split: 'validation', subset: 'non-radiology', requireImages: false, skipLog: new SkipLog() }));
     const all = await collect(readRoco(root, { split: 'validation', subset: 'all', requireImages: false, skipLog: new SkipLog() }));
     expect(all.length).toBe(rad.length + non.length);
-    expect(all[0]!.id).toBe(rad[0]!.id);
+    expect(all[0].id).toBe(rad[0].id);
     expect(all.at(-1)!.id).toBe(non.at(-1)!.id);
   });
 

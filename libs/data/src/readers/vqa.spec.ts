@@ -32,8 +32,8 @@ describe.skipIf(!data)('readVqaRad on the real training questions', () => {
     expect(recs.find((r) => r.id === String(numeric.qid))?.answer).toBe(String(numeric.answer));
     const spaced = raw.find((r) => r.answer_type !== r.answer_type.trim())!;
     expect(recs.find((r) => r.id === String(spaced.qid))?.answerType).toBe(spaced.answer_type.trim());
-    expect(existsSync(recs[0]!.imagePath)).toBe(true);
-    expect(recs[0]!.provenance.line).toBe(1);
+    expect(existsSync(recs[0].imagePath)).toBe(true);
+    expect(recs[0].provenance.line).toBe(1);
   });
 });
 
@@ -51,8 +51,8 @@ describe.skipIf(!data)('readSlake on the real question files (images absent here
     expect(en.every((r) => /^[\x20-\x7e]+$/.test(r.question))).toBe(true);
     const all = await collect(readSlake(root, { requireImages: false, language: 'all', skipLog: new SkipLog() }));
     expect(all.length).toBe(raw.filter((r) => String(r.answer).trim() !== '').length);
-    expect(en[0]!.imagePath).toBe(join(root, 'imgs', 'xmlab1', 'source.jpg'));
-    expect(en[0]!.category).toBe('Modality');
+    expect(en[0].imagePath).toBe(join(root, 'imgs', 'xmlab1', 'source.jpg'));
+    expect(en[0].category).toBe('Modality');
   });
 
   it('reads the validation file through its alias and counts the absent images', async () => {
@@ -138,8 +138,8 @@ describe('readMelinda on a hand-made CSV', () => {
       ['f1.jpg', 'Western blot of lysates, 24 h'],
       ['f2.jpg', 'Confocal microscopy of HeLa cells'],
     ]);
-    expect(recs[0]!.labels).toEqual({ i_meth: 'western blot', p_meth: 'protein', i_meth_label: 'Protein methods', p_meth_label: 'Western blot' });
-    expect(recs[0]!.imagePath).toBe(join(dir, 'melinda_images', 'f1.jpg'));
+    expect(recs[0].labels).toEqual({ i_meth: 'western blot', p_meth: 'protein', i_meth_label: 'Protein methods', p_meth_label: 'Western blot' });
+    expect(recs[0].imagePath).toBe(join(dir, 'melinda_images', 'f1.jpg'));
     expect(log.counts()).toEqual({ 'missing-image': 1, 'duplicate-id': 1, 'too-short-text': 1, 'malformed-line': 1 });
   });
 });
