@@ -7,3 +7,4 @@ export * from './tokenizer/index.js';
 export * from './images/index.js';
 export * from './masking.js';
 export * from './sampler.js';
+export * from './shards/index.js';
