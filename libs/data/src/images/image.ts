@@ -75,7 +75,8 @@ async function open(input: ImageInput, options: DecodeOptions): Promise<Opened> 
   const sharpOptions = { limitInputPixels: maxPixels, failOn: 'truncated' as const };
   let meta: Metadata;
   try {
-    meta = await sharp(bytes, sharpOptions).metadata();
+    // The header alone is safe to read without the limit; the size check below then names the dimensions.
+    meta = await sharp(bytes, { limitInputPixels: false }).metadata();
   } catch (e) {
     throw classify(name, e);
   }
