@@ -4,3 +4,6 @@ export * from './config.js';
 export * from './batch.js';
 export * from './params.js';
 export * from './checkpoint/index.js';
+export * from './model.js';
+export * from './pretrain.js';
+export * from './synthetic.js';

@@ -1,0 +1,119 @@
+/**
+ * Input preparation in plain JavaScript (no tensors, nothing that needs a gradient): patch extraction,
+ * MIM targets, RoBERTa position ids, MAE's argsort of the masking noise.
+ */
+
+/**
+ * Patches for the patch embedding, in the conv kernel's (c, ky, kx) order: [B·N, 3·P·P], patches in grid
+ * order (row-major). `only` selects patches per sample (e.g. the kept ones), in the given order.
+ */
+export function patchesForEmbedding(pixels: Float32Array, batch: number, size: number, patch: number, only?: { indices: Int32Array; perSample: number }): Float32Array {
+  const g = size / patch;
+  const n = g * g;
+  const per = only ? only.perSample : n;
+  const dim = 3 * patch * patch;
+  const out = new Float32Array(batch * per * dim);
+  const plane = size * size;
+  for (let b = 0; b < batch; b++) {
+    const img = b * 3 * plane;
+    for (let j = 0; j < per; j++) {
+      const idx = only ? (only.indices[b * per + j] ?? 0) : j;
+      const gy = Math.floor(idx / g);
+      const gx = idx - gy * g;
+      let o = (b * per + j) * dim;
+      for (let c = 0; c < 3; c++) {
+        for (let ky = 0; ky < patch; ky++) {
+          const row = img + c * plane + (gy * patch + ky) * size + gx * patch;
+          for (let kx = 0; kx < patch; kx++) out[o++] = pixels[row + kx] ?? 0;
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * MAE `patchify` of selected patches in (ky, kx, c) order, optionally normalised per patch
+ * (`norm_pix_loss`: (x − mean) / sqrt(var + 1e-6), var unbiased as torch.var). Returns [rows, P·P·3] for the
+ * (sample, patch) pairs given.
+ */
+export function mimTargets(pixels: Float32Array, size: number, patch: number, pairs: { sample: Int32Array; patch: Int32Array }, normPix: boolean): Float32Array {
+  const g = size / patch;
+  const dim = 3 * patch * patch;
+  const rows = pairs.sample.length;
+  const out = new Float32Array(rows * dim);
+  const plane = size * size;
+  for (let r = 0; r < rows; r++) {
+    const b = pairs.sample[r] ?? 0;
+    const idx = pairs.patch[r] ?? 0;
+    const gy = Math.floor(idx / g);
+    const gx = idx - gy * g;
+    const o = r * dim;
+    let k = o;
+    for (let ky = 0; ky < patch; ky++) {
+      for (let kx = 0; kx < patch; kx++) {
+        const at = b * 3 * plane + (gy * patch + ky) * size + gx * patch + kx;
+        for (let c = 0; c < 3; c++) out[k++] = pixels[at + c * plane] ?? 0;
+      }
+    }
+    if (normPix) {
+      let mean = 0;
+      for (let i = o; i < o + dim; i++) mean += out[i] ?? 0;
+      mean /= dim;
+      let ss = 0;
+      for (let i = o; i < o + dim; i++) ss += ((out[i] ?? 0) - mean) ** 2;
+      const inv = 1 / Math.sqrt(ss / (dim - 1) + 1e-6);
+      for (let i = o; i < o + dim; i++) out[i] = ((out[i] ?? 0) - mean) * inv;
+    }
+  }
+  return out;
+}
+
+/** HF `create_position_ids_from_input_ids`: non-padding tokens count up from padTokenId + 1; padding gets padTokenId. */
+export function robertaPositionIds(ids: Int32Array, batch: number, length: number, pad: number): Int32Array {
+  const out = new Int32Array(batch * length);
+  for (let b = 0; b < batch; b++) {
+    let count = 0;
+    for (let i = 0; i < length; i++) {
+      const k = b * length + i;
+      if (ids[k] !== pad) {
+        count++;
+        out[k] = count + pad;
+      } else out[k] = pad;
+    }
+  }
+  return out;
+}
+
+export interface MimShuffle {
+  /** [B, N]: patch indices sorted by ascending noise (the first `keep` are kept, in this order). */
+  idsShuffle: Int32Array;
+  /** [B, N]: rank of each patch in idsShuffle (argsort of idsShuffle). */
+  idsRestore: Int32Array;
+  keep: number;
+}
+
+/** MAE's `argsort(noise)` per sample (ties broken by index, i.e. a stable sort). */
+export function mimShuffle(noise: Float32Array, batch: number, n: number, keep: number): MimShuffle {
+  const idsShuffle = new Int32Array(batch * n);
+  const idsRestore = new Int32Array(batch * n);
+  const order = new Array<number>(n);
+  for (let b = 0; b < batch; b++) {
+    for (let i = 0; i < n; i++) order[i] = i;
+    const base = b * n;
+    order.sort((x, y) => (noise[base + x] ?? 0) - (noise[base + y] ?? 0) || x - y);
+    for (let r = 0; r < n; r++) {
+      const idx = order[r] ?? 0;
+      idsShuffle[base + r] = idx;
+      idsRestore[base + idx] = r;
+    }
+  }
+  return { idsShuffle, idsRestore, keep };
+}
+
+/** Additive attention bias [B, L] from a 0/1 mask: 0 for real tokens, −1e9 for padding. */
+export function keyBiasFromMask(mask: Int32Array): Float32Array {
+  const out = new Float32Array(mask.length);
+  for (let i = 0; i < mask.length; i++) out[i] = mask[i] === 1 ? 0 : -1e9;
+  return out;
+}

@@ -1,0 +1,146 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { gridSize, type M3AEConfig } from './config.js';
+import { buildManifest, parameterSpecs, shapeSize, sincos2d, type ParamManifest, type ParamSpec } from './params.js';
+import { HashStream, hashWords } from './random.js';
+
+export interface CreateModelOptions {
+  /** Seed of the parameter initialisation. @defaultValue 0 (the official seed) */
+  readonly seed?: number;
+  /**
+   * Skip the random initialisation and fill every parameter with zeros (except the fixed sin-cos table), for
+   * callers that load weights right after (import, checkpoint restore). @defaultValue false
+   */
+  readonly zeroInit?: boolean;
+}
+
+let nextModelId = 0;
+
+/**
+ * An M3AE model: its configuration and its parameters in one flat, canonically ordered name → tf.Variable map.
+ * Map keys are the canonical (official) names; the tfjs variable names carry a per-model prefix
+ * (`m3ae<id>/…`) because tfjs variable names are global to the engine.
+ */
+export class M3AEModel {
+  readonly id: number;
+  readonly config: M3AEConfig;
+  readonly params: Map<string, tf.Variable>;
+  readonly manifest: ParamManifest;
+  readonly specs: readonly ParamSpec[];
+  /** The trainable variables in manifest order (the gradient order). */
+  readonly trainable: readonly tf.Variable[];
+  private disposed = false;
+
+  constructor(config: M3AEConfig, options: CreateModelOptions = {}) {
+    this.id = nextModelId++;
+    this.config = config;
+    this.specs = parameterSpecs(config);
+    this.manifest = buildManifest(this.specs);
+    this.params = new Map();
+    const seed = options.seed ?? 0;
+    this.specs.forEach((spec, index) => {
+      const values = options.zeroInit && spec.init.kind !== 'sincos2d' ? new Float32Array(shapeSize(spec.shape)) : initialValues(config, spec, seed, index);
+      // tf.variable(init) created outside a tidy would leak its initialiser: build it inside one.
+      const v = tf.tidy(() => tf.variable(tf.tensor(values, [...spec.shape], 'float32'), spec.trainable, `m3ae${this.id}/${spec.name}`, 'float32'));
+      this.params.set(spec.name, v);
+    });
+    this.trainable = this.specs.filter((s) => s.trainable).map((s) => this.param(s.name));
+  }
+
+  /** A parameter by canonical name (throws on an unknown name). */
+  param(name: string): tf.Variable {
+    const v = this.params.get(name);
+    if (!v) throw new Error(`unknown parameter ${JSON.stringify(name)}`);
+    return v;
+  }
+
+  get isDisposed(): boolean {
+    return this.disposed;
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    for (const v of this.params.values()) v.dispose();
+    this.disposed = true;
+  }
+}
+
+/** Creates a model with seeded initialisation (as the official code initialises each module). */
+export function createModel(config: M3AEConfig, options: CreateModelOptions = {}): M3AEModel {
+  return new M3AEModel(config, options);
+}
+
+/** Initial values of one parameter: a pure function of (config, spec, seed, canonical index). */
+export function initialValues(config: M3AEConfig, spec: ParamSpec, seed: number, index: number): Float32Array {
+  const n = shapeSize(spec.shape);
+  const out = new Float32Array(n);
+  const init = spec.init;
+  switch (init.kind) {
+    case 'zeros':
+      return out;
+    case 'ones':
+      return out.fill(1);
+    case 'sincos2d':
+      return sincos2d(config.decoderHiddenSize, gridSize(config));
+    case 'normal': {
+      const s = new HashStream(hashWords(seed, index, 0x6e6f726d));
+      for (let i = 0; i < n; i++) out[i] = s.normal() * init.std;
+      if (init.zeroRow !== undefined) {
+        const cols = spec.shape[spec.shape.length - 1] ?? 1;
+        out.fill(0, init.zeroRow * cols, (init.zeroRow + 1) * cols);
+      }
+      return out;
+    }
+    case 'uniform': {
+      const s = new HashStream(hashWords(seed, index, 0x756e6966));
+      for (let i = 0; i < n; i++) out[i] = (2 * s.uniform() - 1) * init.bound;
+      return out;
+    }
+  }
+}
+
+/** The trainable parameters as one Float32Array in manifest order. */
+export function flattenParams(model: M3AEModel): Float32Array {
+  const flat = new Float32Array(model.manifest.size);
+  for (const e of model.manifest.entries) {
+    if (e.offset === null) continue;
+    flat.set(model.param(e.name).dataSync() as Float32Array, e.offset);
+  }
+  return flat;
+}
+
+/** Assigns every trainable parameter from a flat buffer in manifest order. */
+export function setParamsFromFlat(model: M3AEModel, flat: Float32Array): void {
+  if (flat.length !== model.manifest.size) {
+    throw new Error(`setParamsFromFlat: got ${flat.length} values; expected ${model.manifest.size} (manifest ${model.manifest.hash.slice(0, 12)})`);
+  }
+  for (const e of model.manifest.entries) {
+    if (e.offset === null) continue;
+    const size = shapeSize(e.shape);
+    const v = model.param(e.name);
+    tf.tidy(() => v.assign(tf.tensor(flat.subarray(e.offset ?? 0, (e.offset ?? 0) + size), [...e.shape], 'float32')));
+  }
+}
+
+/** Splits a flat buffer (parameters or gradients) into named views, in manifest order (no copy). */
+export function unflatten(manifest: ParamManifest, flat: Float32Array): Map<string, Float32Array> {
+  if (flat.length !== manifest.size) throw new Error(`unflatten: got ${flat.length} values; expected ${manifest.size}`);
+  const out = new Map<string, Float32Array>();
+  for (const e of manifest.entries) {
+    if (e.offset === null) continue;
+    out.set(e.name, flat.subarray(e.offset, e.offset + shapeSize(e.shape)));
+  }
+  return out;
+}
+
+/** Packs named arrays into one flat buffer in manifest order (missing names stay zero). */
+export function flattenNamed(manifest: ParamManifest, named: ReadonlyMap<string, ArrayLike<number>>): Float32Array {
+  const flat = new Float32Array(manifest.size);
+  for (const e of manifest.entries) {
+    if (e.offset === null) continue;
+    const a = named.get(e.name);
+    if (!a) continue;
+    if (a.length !== shapeSize(e.shape)) throw new Error(`flattenNamed: ${e.name} has ${a.length} values; expected ${shapeSize(e.shape)}`);
+    flat.set(a, e.offset);
+  }
+  return flat;
+}

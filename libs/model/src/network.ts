@@ -1,0 +1,200 @@
+import * as tf from '@tensorflow/tfjs-core';
+import type { M3AEConfig } from './config.js';
+import type { Dropout } from './dropout.js';
+import { affine, attend, fusedWeights, gatherRows, gelu, layerNorm, linear, mergeHeads, quickGelu, splitHeads, type Params } from './ops.js';
+
+/**
+ * The M3AE network as functions of (params, inputs), named after the official modules
+ * (`vision_encoder.visual`, `language_encoder`, `multi_modal_*`, `*_head`). Activations are [B·T, D].
+ */
+export interface Ctx {
+  readonly p: Params;
+  readonly c: M3AEConfig;
+  /** Samples in this (micro-)batch. */
+  readonly batch: number;
+  readonly drop: Dropout;
+}
+
+const CLIP_LN_EPS = 1e-5;
+
+/** CLIP ResidualAttentionBlock (pre-LN, QuickGELU), used by the vision encoder and the MIM decoder. */
+export function clipBlock(ctx: Ctx, prefix: string, x: tf.Tensor2D, tokens: number, heads: number): tf.Tensor2D {
+  const { p, batch } = ctx;
+  const h1 = layerNorm(p, `${prefix}.ln_1`, x, CLIP_LN_EPS);
+  const qkv = fusedWeights(p, [`${prefix}.attn.q_proj`, `${prefix}.attn.k_proj`, `${prefix}.attn.v_proj`]);
+  const [q, k, v] = splitHeads(affine(h1, qkv.weight, qkv.bias), 3, batch, tokens, heads) as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
+  const x1: tf.Tensor2D = tf.add(x, linear(p, `${prefix}.attn.out_proj`, mergeHeads(attend(q, k, v))));
+  const h2 = layerNorm(p, `${prefix}.ln_2`, x1, CLIP_LN_EPS);
+  return tf.add(x1, linear(p, `${prefix}.mlp.c_proj`, quickGelu(linear(p, `${prefix}.mlp.c_fc`, h2))));
+}
+
+/**
+ * CLIP visual tower. `patches` [B·K, 3·P·P] in (c, ky, kx) order; `patchIndex` [B·K] gives each patch's grid
+ * index when only some patches are present (MAE masking: positions are added before the tokens are dropped,
+ * which for a per-patch linear embedding equals embedding only the kept patches). Returns ln_post of every
+ * token, [B·(1+K), D] (class token first).
+ */
+export function visionEncoder(ctx: Ctx, patches: tf.Tensor2D, patchIndex?: tf.Tensor1D): tf.Tensor2D {
+  const { p, c, batch } = ctx;
+  const v = 'vision_encoder.visual';
+  const D = c.hiddenSize;
+  const K = patches.shape[0] / batch;
+  const pos = p.get(`${v}.positional_embedding`) as tf.Tensor2D;
+  const emb = tf.matMul(patches, p.get(`${v}.patch_embed.weight`) as tf.Tensor2D);
+  // Full grid: one [N, D] slice broadcast over the batch (its gradient is a sum, not B slices as tile's).
+  const patchPos = patchIndex ? tf.reshape(gatherRows(pos, patchIndex), [batch, K, D]) : tf.slice(pos, [1, 0], [K, D]);
+  const tokens = tf.add(tf.reshape(emb, [batch, K, D]), patchPos);
+  const cls = tf.add(p.get(`${v}.class_embedding`), tf.slice(pos, [0, 0], [1, D]));
+  const clsTokens = tf.broadcastTo(tf.reshape(cls, [1, 1, D]), [batch, 1, D]);
+  let x: tf.Tensor2D = tf.reshape(tf.concat([clsTokens, tokens], 1), [batch * (K + 1), D]);
+  x = layerNorm(p, `${v}.ln_pre`, x, CLIP_LN_EPS);
+  for (let i = 0; i < c.visionLayers; i++) x = clipBlock(ctx, `${v}.transformer.resblocks.${i}`, x, K + 1, c.numHeads);
+  return layerNorm(p, `${v}.ln_post`, x, CLIP_LN_EPS);
+}
+
+/**
+ * HF BertAttention: self-attention when `kv` is undefined, else cross-attention (queries from x, keys and
+ * values from kv). `keyBias` [B,1,1,Tk] masks padding keys. Dropout on probabilities and on the output.
+ */
+export function bertAttention(ctx: Ctx, prefix: string, x: tf.Tensor2D, tq: number, kv: { x: tf.Tensor2D; tokens: number } | undefined, keyBias: tf.Tensor | undefined, eps: number): tf.Tensor2D {
+  const { p, c, batch, drop } = ctx;
+  const heads = c.numHeads;
+  let q: tf.Tensor4D;
+  let k: tf.Tensor4D;
+  let v: tf.Tensor4D;
+  const tk = kv ? kv.tokens : tq;
+  if (!kv) {
+    const w = fusedWeights(p, [`${prefix}.self.query`, `${prefix}.self.key`, `${prefix}.self.value`]);
+    [q, k, v] = splitHeads(affine(x, w.weight, w.bias), 3, batch, tq, heads) as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
+  } else {
+    [q] = splitHeads(linear(p, `${prefix}.self.query`, x), 1, batch, tq, heads) as [tf.Tensor4D];
+    const w = fusedWeights(p, [`${prefix}.self.key`, `${prefix}.self.value`]);
+    [k, v] = splitHeads(affine(kv.x, w.weight, w.bias), 2, batch, tk, heads) as [tf.Tensor4D, tf.Tensor4D];
+  }
+  const probsMask = drop.mask([heads, tq, tk]);
+  const context = mergeHeads(attend(q, k, v, keyBias, probsMask));
+  const out = drop.apply2d(linear(p, `${prefix}.output.dense`, context), batch);
+  return layerNorm(p, `${prefix}.output.LayerNorm`, tf.add(out, x), eps);
+}
+
+/** HF BertIntermediate + BertOutput (GELU erf FFN, dropout, residual, post-LN). */
+export function bertFeedForward(ctx: Ctx, prefix: string, x: tf.Tensor2D, eps: number): tf.Tensor2D {
+  const { p, batch, drop } = ctx;
+  const h = gelu(linear(p, `${prefix}.intermediate.dense`, x));
+  const out = drop.apply2d(linear(p, `${prefix}.output.dense`, h), batch);
+  return layerNorm(p, `${prefix}.output.LayerNorm`, tf.add(out, x), eps);
+}
+
+export interface TextInputs {
+  /** [B·L] token ids. */
+  ids: tf.Tensor1D;
+  /** [B·L] RoBERTa position ids. */
+  positionIds: tf.Tensor1D;
+  /** [B·L, 1]: 0 where the id is the padding id (nn.Embedding(padding_idx) gets no gradient there). */
+  notPad: tf.Tensor2D;
+  /** [B,1,1,L] additive attention bias (0 or −1e9). */
+  keyBias: tf.Tensor4D;
+  length: number;
+}
+
+/** RoBERTa: embeddings (word + position + token type 0, LayerNorm, dropout) and post-LN layers. */
+export function textEncoder(ctx: Ctx, t: TextInputs): tf.Tensor2D {
+  const { p, c, batch, drop } = ctx;
+  const e = 'language_encoder.embeddings';
+  const word = gatherRows(p.get(`${e}.word_embeddings.weight`) as tf.Tensor2D, t.ids, t.notPad);
+  const pos = gatherRows(p.get(`${e}.position_embeddings.weight`) as tf.Tensor2D, t.positionIds, t.notPad);
+  let x = tf.add(tf.add(word, pos), p.get(`${e}.token_type_embeddings.weight`)) as tf.Tensor2D;
+  x = drop.apply2d(layerNorm(p, `${e}.LayerNorm`, x, c.textLayerNormEps), batch);
+  for (let i = 0; i < c.textLayers; i++) {
+    const l = `language_encoder.encoder.layer.${i}`;
+    x = bertAttention(ctx, `${l}.attention`, x, t.length, undefined, t.keyBias, c.textLayerNormEps);
+    x = bertFeedForward(ctx, l, x, c.textLayerNormEps);
+  }
+  return x;
+}
+
+/** METER's BertCrossLayer: self-attention → cross-attention → FFN, each post-LN. */
+export function crossLayer(ctx: Ctx, prefix: string, x: tf.Tensor2D, tx: number, y: tf.Tensor2D, ty: number, selfBias: tf.Tensor | undefined, crossBias: tf.Tensor | undefined): tf.Tensor2D {
+  const eps = ctx.c.fusionLayerNormEps;
+  const a = bertAttention(ctx, `${prefix}.attention`, x, tx, undefined, selfBias, eps);
+  const b = bertAttention(ctx, `${prefix}.crossattention`, a, tx, { x: y, tokens: ty }, crossBias, eps);
+  return bertFeedForward(ctx, prefix, b, eps);
+}
+
+export interface FusionOutput {
+  text: tf.Tensor2D;
+  image: tf.Tensor2D;
+}
+
+/**
+ * Co-attention fusion: per-modality projection, modality-type embedding (0 text, 1 image), then `layers`
+ * layers advancing in parallel: text_{l+1} = T_l(text_l, image_l), image_{l+1} = V_l(image_l, text_l). Only
+ * what `need` asks for is computed in the last layer (the other side's last layer feeds nothing).
+ */
+export function fusion(ctx: Ctx, text: tf.Tensor2D, tl: number, image: tf.Tensor2D, ti: number, textBias: tf.Tensor4D, layers: number, need: 'text' | 'image' | 'both'): FusionOutput {
+  const { p, c } = ctx;
+  const mte = p.get('modality_type_embeddings.weight') as tf.Tensor2D;
+  const D = c.hiddenSize;
+  let x = tf.add(linear(p, 'multi_modal_language_proj', text), tf.slice(mte, [0, 0], [1, D])) as tf.Tensor2D;
+  let y = tf.add(linear(p, 'multi_modal_vision_proj', image), tf.slice(mte, [1, 0], [1, D])) as tf.Tensor2D;
+  for (let l = 0; l < layers; l++) {
+    const last = l === layers - 1;
+    const x1 = !last || need !== 'image' ? crossLayer(ctx, `multi_modal_language_layers.${l}`, x, tl, y, ti, textBias, undefined) : x;
+    const y1 = !last || need !== 'text' ? crossLayer(ctx, `multi_modal_vision_layers.${l}`, y, ti, x, tl, undefined, textBias) : y;
+    x = x1;
+    y = y1;
+  }
+  return { text: x, image: y };
+}
+
+/** Pooler: first token → Linear → tanh. */
+export function pooler(ctx: Ctx, prefix: string, x: tf.Tensor2D, tokens: number): tf.Tensor2D {
+  const D = ctx.c.hiddenSize;
+  const first: tf.Tensor2D = tf.reshape(tf.slice(tf.reshape(x, [ctx.batch, tokens, D]), [0, 0, 0], [ctx.batch, 1, D]), [ctx.batch, D]);
+  return tf.tanh(linear(ctx.p, `${prefix}.dense`, first));
+}
+
+/** Σ over rows of −log softmax(logits)[label], and the number of rows whose argmax is the label. */
+export { gatherRows };
+
+export function crossEntropySum(logits: tf.Tensor2D, labels: tf.Tensor1D): { sum: tf.Scalar; correct: tf.Scalar } {
+  const classes = logits.shape[1];
+  const logp = tf.logSoftmax(logits);
+  const sum: tf.Scalar = tf.neg(tf.sum(tf.mul(logp, tf.oneHot(labels, classes))));
+  const correct: tf.Scalar = tf.sum(tf.cast(tf.equal(tf.argMax(logits, 1), labels), 'float32'));
+  return { sum, correct };
+}
+
+/** MLM head on the selected (masked) rows: transform (dense, GELU, LayerNorm) → untied decoder + bias. */
+export function mlmHead(ctx: Ctx, rows: tf.Tensor2D): tf.Tensor2D {
+  const { p, c } = ctx;
+  const h = layerNorm(p, 'mlm_head.transform.LayerNorm', gelu(linear(p, 'mlm_head.transform.dense', rows)), c.fusionLayerNormEps);
+  return tf.add(tf.matMul(h, p.get('mlm_head.decoder.weight') as tf.Tensor2D), p.get('mlm_head.bias'));
+}
+
+/** ITM head on the joint feature [text pooler, image pooler] (2·hidden). */
+export function itmHead(ctx: Ctx, joint: tf.Tensor2D): tf.Tensor2D {
+  return linear(ctx.p, 'itm_head.fc', joint);
+}
+
+/**
+ * MIM decoder (MAE): decoder_embed, mask tokens inserted and the sequence un-shuffled (one row gather:
+ * `restoreIndex` [B·(N+1)] indexes the table [visible rows (B·(1+K)); mask_token]), fixed sin-cos
+ * positions, CLIP blocks. Returns the decoder output [B·(N+1), Dd] before decoder_norm.
+ */
+export function mimDecoder(ctx: Ctx, image: tf.Tensor2D, restoreIndex: tf.Tensor1D): tf.Tensor2D {
+  const { p, c, batch } = ctx;
+  const Dd = c.decoderHiddenSize;
+  const n1 = restoreIndex.shape[0] / batch;
+  const visible = linear(p, 'mim_head.decoder_embed', image);
+  const table = tf.concat([visible, tf.reshape(p.get('mim_head.mask_token'), [1, Dd])], 0);
+  const seq = tf.reshape(gatherRows(table as tf.Tensor2D, restoreIndex), [batch, n1, Dd]);
+  let x: tf.Tensor2D = tf.reshape(tf.add(seq, p.get('mim_head.decoder_pos_embed')), [batch * n1, Dd]);
+  for (let i = 0; i < c.decoderLayers; i++) x = clipBlock(ctx, `mim_head.decoder.resblocks.${i}`, x, n1, c.decoderHeads);
+  return x;
+}
+
+/** decoder_norm → decoder_pred on selected rows (the masked patches). */
+export function mimPredict(ctx: Ctx, rows: tf.Tensor2D): tf.Tensor2D {
+  return linear(ctx.p, 'mim_head.decoder_pred', layerNorm(ctx.p, 'mim_head.decoder_norm', rows, CLIP_LN_EPS));
+}

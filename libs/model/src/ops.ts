@@ -1,0 +1,112 @@
+import * as tf from '@tensorflow/tfjs-core';
+// tfjs-core registers no gradients by itself (the umbrella @tensorflow/tfjs package does this import).
+import '@tensorflow/tfjs-core/dist/register_all_gradients.js';
+
+/**
+ * Small functional building blocks. Activations are 2-D [rows, features] (rows = batch × tokens) except
+ * inside attention. Every function here has a gradient on the wasm backend (no gather/where gradients).
+ */
+
+/** Read-only access to parameters by canonical name. */
+export interface Params {
+  get(name: string): tf.Tensor;
+}
+
+export function paramsFromMap(map: ReadonlyMap<string, tf.Tensor>): Params {
+  return {
+    get(name: string): tf.Tensor {
+      const t = map.get(name);
+      if (!t) throw new Error(`missing parameter ${JSON.stringify(name)}`);
+      return t;
+    },
+  };
+}
+
+/** x·W + b for a Linear stored [in, out] (`${prefix}.weight`, `${prefix}.bias`). */
+export function linear(p: Params, prefix: string, x: tf.Tensor2D, bias = true): tf.Tensor2D {
+  const w = p.get(`${prefix}.weight`) as tf.Tensor2D;
+  if (!bias) return tf.matMul(x, w);
+  return tf.fused.matMul({ a: x, b: w, bias: p.get(`${prefix}.bias`) }) as tf.Tensor2D;
+}
+
+/** LayerNorm over the last axis (biased variance, as PyTorch). */
+export function layerNorm(p: Params, prefix: string, x: tf.Tensor2D, eps: number): tf.Tensor2D {
+  const gamma = p.get(`${prefix}.weight`);
+  const beta = p.get(`${prefix}.bias`);
+  const { mean, variance } = tf.moments(x, -1, true);
+  const inv = tf.rsqrt(tf.add(variance, eps));
+  return tf.add(tf.mul(tf.mul(tf.sub(x, mean), inv), gamma), beta);
+}
+
+/** GELU, erf form (HF "gelu"): x · Φ(x). */
+export function gelu(x: tf.Tensor2D): tf.Tensor2D {
+  return tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1));
+}
+
+/** CLIP's QuickGELU: x · σ(1.702 x). */
+export function quickGelu(x: tf.Tensor2D): tf.Tensor2D {
+  return tf.mul(x, tf.sigmoid(tf.mul(x, 1.702)));
+}
+
+/**
+ * Row lookup `table[indices]` whose gradient is a scatter-add (scatterND sums duplicate indices): the wasm
+ * backend has no UnsortedSegmentSum, the gradient tfjs registers for gather. `gradRowMask` [M,1] (0/1)
+ * drops the gradient of some rows — PyTorch's nn.Embedding(padding_idx) never updates the padding row.
+ */
+export function gatherRows(table: tf.Tensor2D, indices: tf.Tensor1D, gradRowMask?: tf.Tensor2D): tf.Tensor2D {
+  const shape = table.shape;
+  const lookup = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    // Tensors the gradient needs must go through save(): the forward pass runs in its own tidy.
+    const save = args[1] as tf.GradSaveFunc;
+    save(gradRowMask ? [indices, gradRowMask] : [indices]);
+    return {
+      value: tf.gather(args[0] as tf.Tensor, indices),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [idx, mask] = saved as [tf.Tensor, tf.Tensor | undefined];
+        return tf.scatterND(tf.reshape(idx, [-1, 1]), mask ? tf.mul(dy, mask) : dy, shape);
+      },
+    };
+  });
+  return lookup(table) as tf.Tensor2D;
+}
+
+/** Splits fused projections [B·T, n·D] into n tensors [B, h, T, dh] with one transpose. */
+export function splitHeads(x: tf.Tensor2D, n: number, batch: number, tokens: number, heads: number): tf.Tensor4D[] {
+  const dh = x.shape[1] / n / heads;
+  const t = tf.transpose(tf.reshape(x, [batch, tokens, n, heads, dh]), [2, 0, 3, 1, 4]);
+  if (n === 1) return [tf.reshape(t, [batch, heads, tokens, dh])];
+  return tf.split(t, n, 0).map((s) => tf.reshape(s, [batch, heads, tokens, dh]));
+}
+
+/** [B, h, T, dh] → [B·T, h·dh]. */
+export function mergeHeads(x: tf.Tensor4D): tf.Tensor2D {
+  const [b, h, t, dh] = x.shape;
+  return tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [b * t, h * dh]);
+}
+
+/**
+ * Scaled dot-product attention on [B, h, T, dh] tensors. `keyBias` [B,1,1,Tk] is added to the scores
+ * (0 for real keys, a large negative number for padding); `probsMask` [B,h,Tq,Tk] is the dropout mask on
+ * the attention probabilities (already scaled by 1/(1−p)).
+ */
+export function attend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, keyBias?: tf.Tensor, probsMask?: tf.Tensor): tf.Tensor4D {
+  const dh = q.shape[3];
+  let scores: tf.Tensor4D = tf.matMul(tf.mul(q, 1 / Math.sqrt(dh)), k, false, true);
+  if (keyBias) scores = tf.add(scores, keyBias);
+  let probs: tf.Tensor4D = tf.softmax(scores);
+  if (probsMask) probs = tf.mul(probs, probsMask);
+  return tf.matMul(probs, v);
+}
+
+/** Concatenates the weights (and biases) of several Linears stored [in, out] along the output axis. */
+export function fusedWeights(p: Params, prefixes: readonly string[]): { weight: tf.Tensor2D; bias: tf.Tensor1D } {
+  return {
+    weight: tf.concat(prefixes.map((q) => p.get(`${q}.weight`) as tf.Tensor2D), 1),
+    bias: tf.concat(prefixes.map((q) => p.get(`${q}.bias`) as tf.Tensor1D), 0),
+  };
+}
+
+/** x·W + b with given tensors. */
+export function affine(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor): tf.Tensor2D {
+  return tf.fused.matMul({ a: x, b: w, bias: b }) as tf.Tensor2D;
+}

@@ -1,0 +1,290 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { validateBatch, type PretrainBatch } from './batch.js';
+import { mimKeepCount, mimReadoutLayer, numPatches, OBJECTIVE_NAMES, patchDim, type M3AEConfig, type ObjectiveName } from './config.js';
+import { Dropout } from './dropout.js';
+import { keyBiasFromMask, mimShuffle, mimTargets, patchesForEmbedding, robertaPositionIds } from './inputs.js';
+import type { M3AEModel } from './model.js';
+import { crossEntropySum, fusion, gatherRows, itmHead, mimDecoder, mimPredict, mlmHead, pooler, textEncoder, visionEncoder, type Ctx, type TextInputs } from './network.js';
+import { paramsFromMap, type Params } from './ops.js';
+
+/** Global counts N_o the summed losses are divided by (contracts §3); > 0 for every enabled objective. */
+export interface LossNormalizers {
+  mlm: number;
+  mim: number;
+  itm: number;
+}
+
+export interface LossTotals {
+  /** S_{o,k}: summed per-item losses (per masked token, per masked patch, per pair). */
+  sums: { mlm: number; mim: number; itm: number };
+  /** Local item counts: masked tokens, masked patches, pairs (0 for a disabled objective). */
+  counts: { mlm: number; mim: number; itm: number };
+  /** Correct predictions (argmax = label) among the counted MLM tokens and ITM pairs. */
+  correct: { mlm: number; itm: number };
+}
+
+export interface MicroBatchResult extends LossTotals {
+  /** ∇ Σ_o w_o · S_{o,k} / N_o, flat in manifest order (trainable parameters only). */
+  grads: Float32Array;
+}
+
+export interface ComputeGradientsOptions {
+  normalizers: LossNormalizers;
+  /** Dropout on (driven by batch.dropoutSeeds) when true. */
+  training: boolean;
+}
+
+/** The per-pass dropout stream ids (part of the determinism contract: never renumber). */
+const PASS_ID: Record<ObjectiveName, number> = { mlm: 1, mim: 2, itm: 3 };
+
+/** Everything derived from a batch in plain JS before any tensor is made. */
+interface Prepared {
+  B: number;
+  L: number;
+  counts: { mlm: number; mim: number; itm: number };
+  keyBias: Float32Array;
+  text: { ids: Int32Array; positions: Int32Array; notPad: Float32Array };
+  mlmText: { ids: Int32Array; positions: Int32Array; notPad: Float32Array };
+  mlmRows: Int32Array;
+  mlmLabels: Int32Array;
+  itmLabels: Int32Array;
+  imagePatches?: Float32Array;
+  itmPatches?: Float32Array;
+  mim?: { patches: Float32Array; patchIndex: Int32Array; restoreIndex: Int32Array; maskedRows: Int32Array; targets: Float32Array };
+}
+
+function textArrays(ids: Int32Array, B: number, L: number, pad: number): Prepared['text'] {
+  const notPad = new Float32Array(ids.length);
+  for (let i = 0; i < ids.length; i++) notPad[i] = ids[i] === pad ? 0 : 1;
+  return { ids, positions: robertaPositionIds(ids, B, L, pad), notPad };
+}
+
+function enabled(c: M3AEConfig, o: ObjectiveName): boolean {
+  return c.objectives[o].enabled;
+}
+
+function prepare(c: M3AEConfig, b: PretrainBatch): Prepared {
+  const B = b.batchSize;
+  const L = b.textLength;
+  const S = c.imageSize;
+  const P = c.patchSize;
+  const prep: Prepared = {
+    B,
+    L,
+    counts: { mlm: 0, mim: 0, itm: 0 },
+    keyBias: keyBiasFromMask(b.attentionMask),
+    text: textArrays(b.inputIds, B, L, c.padTokenId),
+    mlmText: textArrays(b.mlmInputIds, B, L, c.padTokenId),
+    mlmRows: new Int32Array(0),
+    mlmLabels: new Int32Array(0),
+    itmLabels: b.itmLabels,
+  };
+  if (enabled(c, 'mlm')) {
+    const rows: number[] = [];
+    const labels: number[] = [];
+    for (let i = 0; i < b.mlmLabels.length; i++) {
+      const l = b.mlmLabels[i] ?? -100;
+      if (l !== -100) {
+        rows.push(i);
+        labels.push(l);
+      }
+    }
+    prep.mlmRows = Int32Array.from(rows);
+    prep.mlmLabels = Int32Array.from(labels);
+    prep.counts.mlm = rows.length;
+    if (rows.length > 0) prep.imagePatches = patchesForEmbedding(b.pixelValues, B, S, P);
+  }
+  if (enabled(c, 'itm')) {
+    prep.counts.itm = B;
+    prep.itmPatches = patchesForEmbedding(b.itmPixelValues, B, S, P);
+  }
+  if (enabled(c, 'mim')) {
+    const N = numPatches(c);
+    const keep = mimKeepCount(c);
+    const sh = mimShuffle(b.mimNoise, B, N, keep);
+    const keptIdx = new Int32Array(B * keep);
+    const patchIndex = new Int32Array(B * keep);
+    for (let s = 0; s < B; s++) {
+      for (let j = 0; j < keep; j++) {
+        const idx = sh.idsShuffle[s * N + j] ?? 0;
+        keptIdx[s * keep + j] = idx;
+        patchIndex[s * keep + j] = 1 + idx; // row of positional_embedding (row 0 is the class token's)
+      }
+    }
+    // Decoder sequence per sample: [cls, N patches in grid order]; visible rows come from the encoder output
+    // (B·(1+keep) rows, class token first), removed ones from the mask token (the table's last row).
+    const visibleRows = B * (1 + keep);
+    const restoreIndex = new Int32Array(B * (N + 1));
+    const maskedSample: number[] = [];
+    const maskedPatch: number[] = [];
+    const maskedRows: number[] = [];
+    for (let s = 0; s < B; s++) {
+      restoreIndex[s * (N + 1)] = s * (1 + keep);
+      for (let n = 0; n < N; n++) {
+        const rank = sh.idsRestore[s * N + n] ?? 0;
+        restoreIndex[s * (N + 1) + 1 + n] = rank < keep ? s * (1 + keep) + 1 + rank : visibleRows;
+        if (rank >= keep) {
+          maskedSample.push(s);
+          maskedPatch.push(n);
+          maskedRows.push(s * (N + 1) + 1 + n);
+        }
+      }
+    }
+    prep.counts.mim = maskedRows.length;
+    prep.mim = {
+      patches: patchesForEmbedding(b.pixelValues, B, S, P, { indices: keptIdx, perSample: keep }),
+      patchIndex,
+      restoreIndex,
+      maskedRows: Int32Array.from(maskedRows),
+      targets: mimTargets(b.pixelValues, S, P, { sample: Int32Array.from(maskedSample), patch: Int32Array.from(maskedPatch) }, c.normPixLoss),
+    };
+  }
+  return prep;
+}
+
+function textTensors(t: Prepared['text'], keyBias: tf.Tensor4D, L: number): TextInputs {
+  return {
+    ids: tf.tensor1d(t.ids, 'int32'),
+    positionIds: tf.tensor1d(t.positions, 'int32'),
+    notPad: tf.tensor2d(t.notPad, [t.notPad.length, 1]),
+    keyBias,
+    length: L,
+  };
+}
+
+interface PassResult {
+  sum: tf.Scalar;
+  correct?: tf.Scalar;
+}
+
+/** The three objectives, each its own forward pass as in the official `objectives.compute_*`. */
+function runPass(o: ObjectiveName, p: Params, c: M3AEConfig, prep: Prepared, keyBias: tf.Tensor4D, drop: Dropout): PassResult {
+  const B = prep.B;
+  const L = prep.L;
+  const ctx: Ctx = { p, c, batch: B, drop };
+  const N = numPatches(c);
+  const dim = patchDim(c);
+  switch (o) {
+    case 'mlm': {
+      // Masked text + full image; only the final text features at masked positions reach the loss.
+      const text = textEncoder(ctx, textTensors(prep.mlmText, keyBias, L));
+      const image = visionEncoder(ctx, tf.tensor2d(prep.imagePatches ?? new Float32Array(0), [B * N, dim]));
+      const fused = fusion(ctx, text, L, image, N + 1, keyBias, c.fusionLayers, 'text');
+      const rows = gatherRows(fused.text, tf.tensor1d(prep.mlmRows, 'int32'));
+      return crossEntropySum(mlmHead(ctx, rows), tf.tensor1d(prep.mlmLabels, 'int32'));
+    }
+    case 'mim': {
+      // Full text + masked image; the decoder reads the image side after mimLayer fusion layers.
+      const m = prep.mim;
+      if (!m) throw new Error('mim inputs missing');
+      const keep = mimKeepCount(c);
+      const text = textEncoder(ctx, textTensors(prep.text, keyBias, L));
+      const image = visionEncoder(ctx, tf.tensor2d(m.patches, [B * keep, dim]), tf.tensor1d(m.patchIndex, 'int32'));
+      const fused = fusion(ctx, text, L, image, keep + 1, keyBias, mimReadoutLayer(c), 'image');
+      const decoded = mimDecoder(ctx, fused.image, tf.tensor1d(m.restoreIndex, 'int32'));
+      const pred = mimPredict(ctx, gatherRows(decoded, tf.tensor1d(m.maskedRows, 'int32')));
+      const target = tf.tensor2d(m.targets, [m.maskedRows.length, dim]);
+      return { sum: tf.div(tf.sum(tf.squaredDifference(pred, target)), dim) };
+    }
+    case 'itm': {
+      const text = textEncoder(ctx, textTensors(prep.text, keyBias, L));
+      const image = visionEncoder(ctx, tf.tensor2d(prep.itmPatches ?? new Float32Array(0), [B * N, dim]));
+      const fused = fusion(ctx, text, L, image, N + 1, keyBias, c.fusionLayers, 'both');
+      const joint = tf.concat([pooler(ctx, 'multi_modal_language_pooler', fused.text, L), pooler(ctx, 'multi_modal_vision_pooler', fused.image, N + 1)], 1);
+      return crossEntropySum(itmHead(ctx, joint), tf.tensor1d(prep.itmLabels, 'int32'));
+    }
+  }
+}
+
+function activeObjectives(c: M3AEConfig, prep: Prepared): ObjectiveName[] {
+  return OBJECTIVE_NAMES.filter((o) => enabled(c, o) && prep.counts[o] > 0);
+}
+
+function checkNormalizers(c: M3AEConfig, n: LossNormalizers, prep: Prepared): void {
+  for (const o of OBJECTIVE_NAMES) {
+    if (!enabled(c, o) || prep.counts[o] === 0) continue;
+    const v = n[o];
+    if (!(typeof v === 'number' && Number.isFinite(v) && v > 0)) {
+      throw new Error(`normalizers.${o}: got ${String(v)}; expected a positive global count (objective ${o} is enabled)`);
+    }
+    if (v < prep.counts[o]) throw new Error(`normalizers.${o}: got ${v}; expected at least this micro-batch's count ${prep.counts[o]}`);
+  }
+}
+
+function emptyTotals(prep: Prepared): LossTotals {
+  return { sums: { mlm: 0, mim: 0, itm: 0 }, counts: { ...prep.counts }, correct: { mlm: 0, itm: 0 } };
+}
+
+/**
+ * Gradient of Σ_o w_o · S_{o,k} / N_o for one micro-batch (contracts §3): summing the results of K
+ * micro-batches in any split gives the gradient of the whole batch. Dropout (when `training`) depends only on
+ * each sample's dropout seed.
+ */
+export function computeGradients(model: M3AEModel, batch: PretrainBatch, opts: ComputeGradientsOptions): MicroBatchResult {
+  const c = model.config;
+  validateBatch(c, batch);
+  const prep = prepare(c, batch);
+  checkNormalizers(c, opts.normalizers, prep);
+  const totals = emptyTotals(prep);
+  const grads = new Float32Array(model.manifest.size);
+  const objectives = activeObjectives(c, prep);
+  if (objectives.length === 0) return { ...totals, grads };
+
+  const kept: { o: ObjectiveName; sum: tf.Scalar; correct?: tf.Scalar }[] = [];
+  try {
+    tf.tidy(() => {
+      const p = paramsFromMap(model.params);
+      const keyBias = tf.tensor4d(prep.keyBias, [prep.B, 1, 1, prep.L]);
+      const loss = (): tf.Scalar => {
+        let total: tf.Scalar | undefined;
+        for (const o of objectives) {
+          const drop = opts.training ? new Dropout(batch.dropoutSeeds, c.dropout, PASS_ID[o]) : Dropout.off();
+          const r = runPass(o, p, c, prep, keyBias, drop);
+          kept.push({ o, sum: tf.keep(r.sum), ...(r.correct ? { correct: tf.keep(r.correct) } : {}) });
+          const term = tf.mul(r.sum, c.objectives[o].weight / opts.normalizers[o]) as tf.Scalar;
+          total = total ? tf.add(total, term) : term;
+        }
+        if (!total) throw new Error('no objective to differentiate');
+        return total;
+      };
+      const result = tf.variableGrads(loss, model.trainable as tf.Variable[]);
+      for (const e of model.manifest.entries) {
+        if (e.offset === null) continue;
+        const g = result.grads[model.param(e.name).name];
+        if (g) grads.set(g.dataSync() as Float32Array, e.offset);
+      }
+    });
+    for (const k of kept) {
+      totals.sums[k.o] = k.sum.dataSync()[0] ?? 0;
+      if (k.correct && k.o !== 'mim') totals.correct[k.o] = k.correct.dataSync()[0] ?? 0;
+    }
+  } finally {
+    for (const k of kept) {
+      k.sum.dispose();
+      k.correct?.dispose();
+    }
+  }
+  return { ...totals, grads };
+}
+
+/** Forward only (evaluation): summed losses, counts and correct predictions of one batch. */
+export function computeLosses(model: M3AEModel, batch: PretrainBatch, opts: { training: boolean } = { training: false }): LossTotals {
+  const c = model.config;
+  validateBatch(c, batch);
+  const prep = prepare(c, batch);
+  const totals = emptyTotals(prep);
+  for (const o of activeObjectives(c, prep)) {
+    const [sum, correct] = tf.tidy(() => {
+      const p = paramsFromMap(model.params);
+      const keyBias = tf.tensor4d(prep.keyBias, [prep.B, 1, 1, prep.L]);
+      const drop = opts.training ? new Dropout(batch.dropoutSeeds, c.dropout, PASS_ID[o]) : Dropout.off();
+      const r = runPass(o, p, c, prep, keyBias, drop);
+      return [r.sum, r.correct ?? tf.scalar(0)];
+    });
+    totals.sums[o] = sum.dataSync()[0] ?? 0;
+    if (o !== 'mim') totals.correct[o] = correct.dataSync()[0] ?? 0;
+    sum.dispose();
+    correct.dispose();
+  }
+  return totals;
+}
