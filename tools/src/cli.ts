@@ -1,6 +1,8 @@
 import { Command, CommanderError } from 'commander';
 import { doctor, formatDoctor } from './commands/doctor.js';
 import { registerBench } from './commands/bench.js';
+import { registerPrepare } from './commands/prepare.js';
+import { registerTokenizer } from './commands/tokenizer.js';
 import { m3aeVersion } from './version.js';
 
 /** Builds the `m3ae` program. Each later capability adds its subcommand here. */
@@ -21,6 +23,8 @@ export function buildProgram(): Command {
     });
 
   registerBench(program);
+  registerPrepare(program);
+  registerTokenizer(program);
   return program;
 }
 

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { benchArea, benchAreaNames } from '../bench/areas.js';
 import { formatReport, writeReport, type BenchReport } from '../bench/report.js';
 import '../bench/backend.js';
+import '../bench/data.js';
 
 export function registerBench(program: Command): void {
   program

@@ -1,0 +1,95 @@
+import { availableParallelism } from 'node:os';
+import { InvalidArgumentError, type Command } from 'commander';
+import cliProgress from 'cli-progress';
+import { IMAGE_FORMATS, loadTokenizer, PAIR_SOURCES, prepareShards, type PairSource, type ShardImageFormat } from '@m3ae/data';
+
+interface PrepareCliOptions {
+  source: string;
+  input: string;
+  output: string;
+  split?: string;
+  imageSize: number;
+  tokenizer?: string;
+  imageFormat: string;
+  samplesPerShard: number;
+  concurrency: number;
+}
+
+function positiveInt(name: string): (v: string) => number {
+  return (v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got ${JSON.stringify(v)}`);
+    return n;
+  };
+}
+
+function oneOf(name: string, allowed: readonly string[]): (v: string) => string {
+  return (v) => {
+    if (!allowed.includes(v)) throw new InvalidArgumentError(`${name} must be one of ${allowed.join(', ')}, got ${JSON.stringify(v)}`);
+    return v;
+  };
+}
+
+/**
+ * `m3ae prepare`: a source → checksummed shards + dataset.json. A progress bar on a terminal, nothing else on
+ * stderr otherwise; ends with one JSON line on stdout. Ctrl-C stops after the images in flight; finished
+ * shards stay and the same command resumes.
+ */
+export function registerPrepare(program: Command): void {
+  program
+    .command('prepare')
+    .description('convert a dataset source into checksummed shards with a dataset.json manifest (resumable)')
+    .requiredOption('--source <name>', `dataset format: ${PAIR_SOURCES.join(', ')}`, oneOf('--source', PAIR_SOURCES))
+    .requiredOption('--input <path>', 'the source root folder, JSONL file or manifest')
+    .requiredOption('--output <dir>', 'folder for shards, index.json, skips.json and dataset.json')
+    .option('--split <name>', 'split to read (roco/medicat: train|validation|test, medpix: train|dev|test)')
+    .option('--image-size <n>', 'side of the stored square images', positiveInt('--image-size'), 288)
+    .option('--tokenizer <file>', 'tokenizer.json: also store each text\'s token ids')
+    .option('--image-format <f>', `stored images: ${IMAGE_FORMATS.join(', ')} (raw: lossless, fastest to read; jpeg: q95, ~12x smaller)`, oneOf('--image-format', IMAGE_FORMATS), 'raw')
+    .option('--samples-per-shard <n>', 'source records per shard', positiveInt('--samples-per-shard'), 1000)
+    .option('--concurrency <n>', 'images decoded at once', positiveInt('--concurrency'), Math.max(2, 2 * availableParallelism()))
+    .action(async (opts: PrepareCliOptions) => {
+      const tokenizer = opts.tokenizer ? await loadTokenizer(opts.tokenizer) : undefined;
+      const ac = new AbortController();
+      const onSignal = (): void => ac.abort();
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      const bar = process.stderr.isTTY
+        ? new cliProgress.SingleBar(
+            { format: 'prepare [{bar}] {percentage}% | {value}/{total} images | shards {shardsDone}/{shardsTotal} | ETA {eta_formatted}', stream: process.stderr },
+            cliProgress.Presets.shades_classic,
+          )
+        : undefined;
+      let started = false;
+      try {
+        const result = await prepareShards({
+          source: opts.source as PairSource,
+          input: opts.input,
+          output: opts.output,
+          split: opts.split,
+          imageSize: opts.imageSize,
+          imageFormat: opts.imageFormat as ShardImageFormat,
+          samplesPerShard: opts.samplesPerShard,
+          concurrency: opts.concurrency,
+          tokenizer,
+          signal: ac.signal,
+          onProgress: (p) => {
+            if (!bar) return;
+            if (!started) {
+              bar.start(p.total, p.done, { shardsDone: p.shardsDone, shardsTotal: p.shardsTotal });
+              started = true;
+            } else bar.update(p.done, { shardsDone: p.shardsDone, shardsTotal: p.shardsTotal });
+          },
+        });
+        bar?.stop();
+        process.stdout.write(JSON.stringify({ written: result.written, skipped: result.skipped, shards: result.shards }) + '\n');
+      } catch (e) {
+        bar?.stop();
+        if (ac.signal.aborted) process.exitCode = 130;
+        throw e;
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
+    });
+}
