@@ -7,3 +7,4 @@ export * from './checkpoint/index.js';
 export * from './model.js';
 export * from './pretrain.js';
 export * from './synthetic.js';
+export * from './adamw.js';

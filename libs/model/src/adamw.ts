@@ -1,0 +1,193 @@
+import { hasWeightDecay, lrGroup, shapeSize, type ParamManifest } from './params.js';
+
+/**
+ * AdamW exactly as the official optimiser (`m3ae_utils.set_schedule`): `transformers.optimization.AdamW`
+ * (correct_bias=True: eps added to √v before bias correction, decoupled weight decay applied after the
+ * Adam update to the updated parameter), six groups from substring rules on the parameter names (no decay
+ * for names containing bias / LayerNorm.weight / norm.weight …; heads and multi_modal modules at ×5 the
+ * learning rate), and `get_polynomial_decay_schedule_with_warmup` (power 1, end 0): linear warm-up, then
+ * linear decay to 0, stepped once per optimizer step (so update t uses the factor of step t, and update 0
+ * has learning rate 0). Works on flat Float32Arrays in manifest order: the coordinator applies it to the
+ * summed gradient. Plain loops in double precision, stored as float32 — deterministic.
+ */
+export interface AdamWOptions {
+  /** Base learning rate (encoders and modality-type embedding). @defaultValue 1e-5 (official pre-training) */
+  learningRate?: number;
+  /** Total optimizer steps (max_steps); the schedule decays to endLearningRate there. */
+  totalSteps: number;
+  /** Warm-up steps; a number in (0, 1) is a fraction of totalSteps (int(max_steps · f)). @defaultValue 0.1 */
+  warmupSteps?: number;
+  /** @defaultValue [0.9, 0.98] */
+  betas?: readonly [number, number];
+  /** @defaultValue 1e-8 */
+  eps?: number;
+  /** @defaultValue 0.01 */
+  weightDecay?: number;
+  /** @defaultValue 5 */
+  lrMultiplierHead?: number;
+  /** @defaultValue 5 */
+  lrMultiplierMultiModal?: number;
+  /** @defaultValue 0 */
+  endLearningRate?: number;
+  /** Clip the global gradient L2 norm to this value (as torch.nn.utils.clip_grad_norm_); off when undefined. */
+  maxGradNorm?: number;
+}
+
+export interface AdamWState {
+  /** Optimizer steps taken. */
+  step: number;
+  /** First moments, flat in manifest order. */
+  m: Float32Array;
+  /** Second moments, flat in manifest order. */
+  v: Float32Array;
+}
+
+export interface AdamWStepInfo {
+  /** The scheduler factor used for this update (lr of a group = its base lr × factor). */
+  lrFactor: number;
+  /** Base learning rate × factor. */
+  learningRate: number;
+  /** Global L2 norm of the gradient before clipping. */
+  gradNorm: number;
+  clipped: boolean;
+}
+
+interface Segment {
+  start: number;
+  end: number;
+  lrMultiplier: number;
+  decay: boolean;
+}
+
+export class AdamW {
+  readonly options: Required<Omit<AdamWOptions, 'maxGradNorm'>> & { maxGradNorm: number | undefined };
+  readonly warmupSteps: number;
+  readonly size: number;
+  private readonly segments: Segment[];
+  private m: Float32Array;
+  private v: Float32Array;
+  private stepCount = 0;
+
+  constructor(manifest: ParamManifest, options: AdamWOptions) {
+    const o = {
+      learningRate: options.learningRate ?? 1e-5,
+      totalSteps: options.totalSteps,
+      warmupSteps: options.warmupSteps ?? 0.1,
+      betas: options.betas ?? ([0.9, 0.98] as const),
+      eps: options.eps ?? 1e-8,
+      weightDecay: options.weightDecay ?? 0.01,
+      lrMultiplierHead: options.lrMultiplierHead ?? 5,
+      lrMultiplierMultiModal: options.lrMultiplierMultiModal ?? 5,
+      endLearningRate: options.endLearningRate ?? 0,
+      maxGradNorm: options.maxGradNorm,
+    };
+    const bad = (field: string, value: unknown, expected: string): never => {
+      throw new Error(`AdamW options.${field}: got ${String(value)}; expected ${expected}`);
+    };
+    if (!(Number.isInteger(o.totalSteps) && o.totalSteps > 0)) bad('totalSteps', o.totalSteps, 'a positive integer');
+    if (!(o.learningRate >= 0 && Number.isFinite(o.learningRate))) bad('learningRate', o.learningRate, 'a finite number >= 0');
+    if (!(o.warmupSteps >= 0)) bad('warmupSteps', o.warmupSteps, 'a count >= 0 or a fraction in (0, 1)');
+    if (!(o.betas[0] >= 0 && o.betas[0] < 1 && o.betas[1] >= 0 && o.betas[1] < 1)) bad('betas', o.betas, 'two numbers in [0, 1)');
+    if (!(o.eps > 0)) bad('eps', o.eps, 'a positive number');
+    if (!(o.weightDecay >= 0)) bad('weightDecay', o.weightDecay, 'a number >= 0');
+    if (o.maxGradNorm !== undefined && !(o.maxGradNorm > 0)) bad('maxGradNorm', o.maxGradNorm, 'a positive number or nothing');
+    this.options = o;
+    // The official config gives warmup_steps = 0.1 (a float): int(max_steps * 0.1).
+    this.warmupSteps = o.warmupSteps > 0 && o.warmupSteps < 1 ? Math.floor(o.totalSteps * o.warmupSteps) : Math.floor(o.warmupSteps);
+    this.size = manifest.size;
+    this.segments = [];
+    for (const e of manifest.entries) {
+      if (e.offset === null) continue;
+      const group = lrGroup(e.name);
+      this.segments.push({
+        start: e.offset,
+        end: e.offset + shapeSize(e.shape),
+        lrMultiplier: group === 'head' ? o.lrMultiplierHead : group === 'multiModal' ? o.lrMultiplierMultiModal : 1,
+        decay: hasWeightDecay(e.name),
+      });
+    }
+    this.m = new Float32Array(this.size);
+    this.v = new Float32Array(this.size);
+  }
+
+  /** Optimizer steps taken so far. */
+  get step(): number {
+    return this.stepCount;
+  }
+
+  /** `get_polynomial_decay_schedule_with_warmup` (power 1) factor at scheduler step t. */
+  lrFactor(t: number): number {
+    const { learningRate: lr, endLearningRate: end, totalSteps } = this.options;
+    const w = this.warmupSteps;
+    if (t < w) return t / Math.max(1, w);
+    if (t > totalSteps) return lr > 0 ? end / lr : 0;
+    const pctRemaining = 1 - (t - w) / (totalSteps - w);
+    const decayed = (lr - end) * pctRemaining + end;
+    return lr > 0 ? decayed / lr : 0;
+  }
+
+  /** One update of `params` (in place) from the summed gradient `grads` (clipped in place when asked). */
+  update(params: Float32Array, grads: Float32Array): AdamWStepInfo {
+    if (params.length !== this.size || grads.length !== this.size) {
+      throw new Error(`AdamW.update: got ${params.length} parameters and ${grads.length} gradients; expected ${this.size} each`);
+    }
+    let ss = 0;
+    for (let i = 0; i < grads.length; i++) {
+      const g = grads[i] as number;
+      ss += g * g;
+    }
+    const gradNorm = Math.sqrt(ss);
+    if (!Number.isFinite(gradNorm)) throw new Error(`AdamW.update: gradient norm is ${gradNorm}; refusing to update`);
+    let clipped = false;
+    const maxNorm = this.options.maxGradNorm;
+    if (maxNorm !== undefined) {
+      const coef = maxNorm / (gradNorm + 1e-6);
+      if (coef < 1) {
+        for (let i = 0; i < grads.length; i++) grads[i] = (grads[i] as number) * coef;
+        clipped = true;
+      }
+    }
+    const factor = this.lrFactor(this.stepCount);
+    this.stepCount++;
+    const [b1, b2] = this.options.betas;
+    const eps = this.options.eps;
+    const wd = this.options.weightDecay;
+    const bc1 = 1 - b1 ** this.stepCount;
+    const bc2 = 1 - b2 ** this.stepCount;
+    const m = this.m;
+    const v = this.v;
+    for (const s of this.segments) {
+      const lr = this.options.learningRate * s.lrMultiplier * factor;
+      const stepSize = (lr * Math.sqrt(bc2)) / bc1;
+      const decay = s.decay && wd > 0 ? lr * wd : 0;
+      for (let i = s.start; i < s.end; i++) {
+        const g = grads[i] as number;
+        const mi = b1 * (m[i] as number) + (1 - b1) * g;
+        const vi = b2 * (v[i] as number) + (1 - b2) * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        // Use the float32-rounded moments, as PyTorch's float32 state would.
+        let p = (params[i] as number) - (stepSize * (m[i] as number)) / (Math.sqrt(v[i] as number) + eps);
+        if (decay !== 0) p -= decay * p;
+        params[i] = p;
+      }
+    }
+    return { lrFactor: factor, learningRate: this.options.learningRate * factor, gradNorm, clipped };
+  }
+
+  /** A copy of the state (for checkpoints). */
+  getState(): AdamWState {
+    return { step: this.stepCount, m: this.m.slice(), v: this.v.slice() };
+  }
+
+  /** Restores a state saved by getState (copied). */
+  setState(state: AdamWState): void {
+    if (!(Number.isInteger(state.step) && state.step >= 0)) throw new Error(`AdamW.setState: step got ${state.step}; expected an integer >= 0`);
+    if (state.m.length !== this.size || state.v.length !== this.size) {
+      throw new Error(`AdamW.setState: got m of ${state.m.length} and v of ${state.v.length} values; expected ${this.size} each`);
+    }
+    this.stepCount = state.step;
+    this.m = Float32Array.from(state.m);
+    this.v = Float32Array.from(state.v);
+  }
+}
