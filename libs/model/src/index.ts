@@ -8,3 +8,4 @@ export * from './model.js';
 export * from './pretrain.js';
 export * from './synthetic.js';
 export * from './adamw.js';
+export * from './weights/index.js';

@@ -1,0 +1,5 @@
+export * from './bicubic.js';
+export * from './mapping.js';
+export * from './official.js';
+export * from './source.js';
+export { transpose2d } from './transforms.js';
