@@ -36,6 +36,22 @@ export interface BaseMetricsOptions {
   queueExportTimeoutMs?: number;
 }
 
+const NON_COUNTER_TOTALS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+
+/**
+ * BullMQ names its job-count gauge `bullmq_job_count`; `_count` is reserved for histograms and summaries
+ * (promtool rejects it), so it is served as `bullmq_jobs{queue, state}`. Its counters keep their names.
+ */
+export const QUEUE_METRIC_RENAMES: Readonly<Record<string, string>> = { bullmq_job_count: 'bullmq_jobs' };
+
+export function renameQueueMetrics(text: string): string {
+  let out = text;
+  for (const [from, to] of Object.entries(QUEUE_METRIC_RENAMES)) {
+    out = out.replace(new RegExp(`(^|\\n)(# (?:HELP|TYPE) )?${from}(?=[\\s{])`, 'g'), `$1$2${to}`);
+  }
+  return out;
+}
+
 /** Label names must be Prometheus label names; values are free text but never secrets. */
 const LABEL_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
 
@@ -67,7 +83,12 @@ export abstract class BaseMetrics implements MetricsSource {
     this.registry.setDefaultLabels(this.labels);
     this.queueExportTimeoutMs = options.queueExportTimeoutMs ?? 2000;
     this.tensorMemorySource = options.tensorMemory;
-    if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+    if (options.defaultMetrics ?? true) {
+      collectDefaultMetrics({ register: this.registry });
+      // prom-client names these gauges `_total`, a suffix Prometheus reserves for counters (promtool rejects
+      // it); the per-type gauges without the suffix carry the same numbers (sum them).
+      for (const name of NON_COUNTER_TOTALS) this.registry.removeSingleMetric(name);
+    }
 
     const registers = [this.registry];
     this.blobBytes = new Counter({
@@ -87,13 +108,13 @@ export abstract class BaseMetrics implements MetricsSource {
       help: 'Scrapes in which the BullMQ queue export failed or timed out (queue metrics missing from that scrape).',
       registers,
     });
-    const self = this;
+    const readMemory = (): TensorMemory | undefined => this.readTensorMemory();
     new Gauge({
       name: 'm3ae_tensors',
       help: 'Live tfjs tensors in this process (tf.memory().numTensors); flat over steps unless something leaks.',
       registers,
       collect() {
-        const mem = self.readTensorMemory();
+        const mem = readMemory();
         if (mem) this.set(mem.numTensors);
       },
     });
@@ -102,7 +123,7 @@ export abstract class BaseMetrics implements MetricsSource {
       help: 'Bytes held by live tfjs tensors in this process (tf.memory().numBytes).',
       registers,
       collect() {
-        const mem = self.readTensorMemory();
+        const mem = readMemory();
         if (mem) this.set(mem.numBytes);
       },
     });
@@ -174,12 +195,13 @@ export abstract class BaseMetrics implements MetricsSource {
   private async exportQueue(queue: PrometheusQueue): Promise<string | undefined> {
     let timer: NodeJS.Timeout | undefined;
     try {
-      return await Promise.race([
+      const text = await Promise.race([
         queue.exportPrometheusMetrics({ ...this.labels }),
         new Promise<never>((_, reject) => {
           timer = setTimeout(() => reject(new Error(`queue ${queue.name}: export timed out`)), this.queueExportTimeoutMs);
         }),
       ]);
+      return renameQueueMetrics(text);
     } catch (err) {
       this.queueExportErrors.inc();
       this.lastQueueExportError = scrubSecrets(err instanceof Error ? err.message : String(err));

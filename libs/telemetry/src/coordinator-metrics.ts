@@ -146,7 +146,7 @@ export class CoordinatorMetrics extends BaseMetrics {
     }
     this.startedAt = this.now();
     const registers = [this.registry];
-    const self = this;
+    const checkpointAge = (): number => this.checkpointAgeSeconds();
     this.m = {
       loss: new Gauge({
         name: 'm3ae_loss',
@@ -266,7 +266,7 @@ export class CoordinatorMetrics extends BaseMetrics {
       help: 'Seconds since the newest checkpoint (or since this coordinator started, before its first): work a crash would lose.',
       registers,
       collect() {
-        this.set(self.checkpointAgeSeconds());
+        this.set(checkpointAge());
       },
     });
   }

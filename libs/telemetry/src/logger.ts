@@ -80,6 +80,12 @@ export function createLogger(options: CreateLoggerOptions): Logger {
         })
       : options.destination;
   const logger = destination ? pino(pinoOptions, destination) : pino(pinoOptions);
+  // pino formats only the root's bindings; children are created from this instance by prototype, so one
+  // override here scrubs the bindings of every descendant (`logger.child({ redisUrl })`).
+  const child = logger.child;
+  logger.child = function scrubbedChild(this: Logger, bindings, childOptions) {
+    return child.call(this, scrubValue(bindings), childOptions);
+  } as Logger['child'];
   return options.bindings ? logger.child(definedOnly(options.bindings)) : logger;
 }
 

@@ -1,5 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
+
+const hangingUp = new WeakSet<Socket>();
 import type { MetricsSource } from './base-metrics.js';
 import { scrubSecrets, scrubValue } from './redact.js';
 
@@ -57,6 +59,7 @@ export async function startTelemetryServer(options: TelemetryServerOptions): Pro
   }
   const host = options.host ?? '0.0.0.0';
   const startedAt = Date.now();
+  const sockets = new Set<Socket>();
   const server: Server = createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
       const message = scrubSecrets(err instanceof Error ? err.message : String(err));
@@ -65,8 +68,10 @@ export async function startTelemetryServer(options: TelemetryServerOptions): Pro
       else res.destroy();
     });
   });
-  // Prometheus keeps connections alive between scrapes; don't let an idle one pin the process.
-  server.keepAliveTimeout = 65_000;
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = new URL(req.url ?? '/', 'http://localhost').pathname;
@@ -115,6 +120,7 @@ export async function startTelemetryServer(options: TelemetryServerOptions): Pro
     url: `http://127.0.0.1:${port}`,
     close() {
       closing ??= new Promise<void>((resolve) => {
+        for (const socket of sockets) hangingUp.add(socket);
         const timer = setTimeout(() => server.closeAllConnections(), options.closeTimeoutMs ?? 3000);
         timer.unref();
         server.close(() => {
@@ -164,6 +170,9 @@ function endpoints(options: TelemetryServerOptions): string[] {
 }
 
 function send(res: ServerResponse, code: number, contentType: string, body: string, headOnly = false): void {
+  // Set once the server is closing: answer and hang up (requests in flight included), so that a
+  // kept-alive connection does not hold `close()` up.
+  if (hangingUp.has(res.req.socket)) res.setHeader('Connection', 'close');
   res.statusCode = code;
   res.setHeader('Content-Type', contentType);
   res.setHeader('Content-Length', Buffer.byteLength(body));
