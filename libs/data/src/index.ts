@@ -8,3 +8,4 @@ export * from './images/index.js';
 export * from './masking.js';
 export * from './sampler.js';
 export * from './shards/index.js';
+export * from './synth/index.js';

@@ -1,0 +1,3 @@
+export * from './attributes.js';
+export * from './render.js';
+export * from './corpus.js';
