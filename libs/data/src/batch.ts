@@ -1,8 +1,8 @@
-import { normalizeRgb } from './images/normalize.js';
+import { CLIP_MEAN, CLIP_STD, normalizeRgb } from './images/normalize.js';
 import { maskTokens } from './masking.js';
 import { CounterRng, hashUniforms, sampleSeed, seededPermutation } from './rng.js';
 import { MAX_STORED_TOKENS } from './shards/format.js';
-import type { ShardRecord, ShardSample } from './shards/reader.js';
+import type { ShardPixels, ShardRecord } from './shards/reader.js';
 import type { TextTokenizer } from './tokenizer/load.js';
 
 /**
@@ -52,7 +52,7 @@ export interface BatchDataset {
   readonly size: number;
   readonly imageSize: number;
   readonly manifest?: { tokenizer: { hash: string } | null };
-  get(index: number): Promise<ShardSample>;
+  getPixels(index: number): Promise<ShardPixels>;
   getRecord(index: number): Promise<ShardRecord>;
 }
 
@@ -109,6 +109,34 @@ function contentIds(record: ShardRecord, o: PretrainCountsOptions): Int32Array {
   return o.tokenizer.encodeContent(record.text);
 }
 
+/**
+ * value → normalised float per channel: the same double-precision multiply-add as `normalizeRgb`, rounded to
+ * float32 once, so a lookup gives exactly the floats `normalizeRgb` writes.
+ */
+const CHANNEL_LUT = [0, 1, 2].map((c) => {
+  const scale = 1 / (255 * (CLIP_STD[c] as number));
+  const bias = -(CLIP_MEAN[c] as number) / (CLIP_STD[c] as number);
+  return Float32Array.from({ length: 256 }, (_, v) => v * scale + bias);
+});
+
+/**
+ * CLIP normalisation of stored pixels into a batch. Grey pictures (most radiographs) are normalised from
+ * their one channel by table lookup — identical floats to normalising the expanded RGB, without building it.
+ */
+function normalizePixels(p: ShardPixels, out: Float32Array, offset: number): void {
+  if (p.channels === 3) {
+    normalizeRgb(p.data, p.size, p.size, out, offset);
+    return;
+  }
+  const plane = p.size * p.size;
+  const d = p.data;
+  for (let c = 0; c < 3; c++) {
+    const lut = CHANNEL_LUT[c] as Float32Array;
+    const o = offset + c * plane;
+    for (let i = 0; i < plane; i++) out[o + i] = lut[d[i] as number] as number;
+  }
+}
+
 /** Patches MIM masks per image: N − floor(N·(1 − ratio)) (MAE keeps the floor(N·(1−ratio)) smallest noises). */
 export function maskedPatchCount(numPatches: number, mimMaskRatio: number): number {
   return numPatches - Math.floor(numPatches * (1 - mimMaskRatio));
@@ -156,24 +184,24 @@ export async function buildPretrainBatch(options: PretrainBatchOptions): Promise
   const positives = itmPositives(seed, step, options.globalBatchSize);
   const indices = Array.from(options.indices);
   const negatives = indices.map((i, b) => (positives[options.positions[b] as number] === 1 ? -1 : itmNegativeIndex(seed, step, i, dataset.size)));
-  const [samples, negativeSamples] = await Promise.all([
-    Promise.all(indices.map((i) => dataset.get(i))),
-    Promise.all(negatives.map((j) => (j < 0 ? undefined : dataset.get(j)))),
+  const [records, pixels, negativePixels] = await Promise.all([
+    Promise.all(indices.map((i) => dataset.getRecord(i))),
+    Promise.all(indices.map((i) => dataset.getPixels(i))),
+    Promise.all(negatives.map((j) => (j < 0 ? undefined : dataset.getPixels(j)))),
   ]);
   for (let b = 0; b < B; b++) {
     const index = indices[b] as number;
-    const s = samples[b] as ShardSample;
-    normalizeRgb(s.image.data, s.image.width, s.image.height, batch.pixelValues, b * plane);
-    const neg = negativeSamples[b];
+    normalizePixels(pixels[b] as ShardPixels, batch.pixelValues, b * plane);
+    const neg = negativePixels[b];
     if (neg) {
-      normalizeRgb(neg.image.data, neg.image.width, neg.image.height, batch.itmPixelValues, b * plane);
+      normalizePixels(neg, batch.itmPixelValues, b * plane);
       batch.itmLabels[b] = 0;
     } else {
       batch.itmPixelValues.set(batch.pixelValues.subarray(b * plane, (b + 1) * plane), b * plane);
       batch.itmLabels[b] = 1;
     }
     const row = { inputIds: batch.inputIds.subarray(b * L, (b + 1) * L), attentionMask: batch.attentionMask.subarray(b * L, (b + 1) * L) };
-    tokenizer.assemble(contentIds(s, options), L, row);
+    tokenizer.assemble(contentIds(records[b] as ShardRecord, options), L, row);
     maskTokens({
       ...row,
       vocab: tokenizer,

@@ -22,6 +22,13 @@ export interface ShardSample extends ShardRecord {
   image: { data: Uint8Array; width: number; height: number };
 }
 
+/** A sample's picture as stored: size×size pixels, HWC, 1 channel (exactly grey) or 3. */
+export interface ShardPixels {
+  data: Uint8Array;
+  channels: 1 | 3;
+  size: number;
+}
+
 export interface OpenShardDatasetOptions {
   /**
    * `lazy` (default): a shard's SHA-256 is checked the first time this process opens it, before any of its
@@ -40,6 +47,8 @@ export interface ShardDataset {
   readonly manifest: DatasetManifest;
   /** The sample at a global index (0 ≤ index < size): text, provenance, tokens and the RGB picture. */
   get(index: number): Promise<ShardSample>;
+  /** The picture as stored (grey pictures keep one channel): what batch building normalises from. */
+  getPixels(index: number): Promise<ShardPixels>;
   /** The text side of a sample only (no image read). */
   getRecord(index: number): Promise<ShardRecord>;
   close(): Promise<void>;
@@ -184,6 +193,12 @@ class Dataset implements ShardDataset {
   }
 
   async get(index: number): Promise<ShardSample> {
+    const [record, pixels] = await Promise.all([this.getRecord(index), this.getPixels(index)]);
+    const n = pixels.size;
+    return { ...record, image: { data: pixels.channels === 1 ? expandGrey(pixels.data) : pixels.data, width: n, height: n } };
+  }
+
+  async getPixels(index: number): Promise<ShardPixels> {
     const [k, i] = this.locate(index);
     let s = await this.shard(k);
     while (s.evicted) s = await this.shard(k); // evicted (and maybe closed) while we waited: reopen
@@ -197,20 +212,19 @@ class Dataset implements ShardDataset {
       s.users--;
       if (s.evicted && s.users === 0) void s.fh.close().catch(() => undefined);
     }
-    if (bytesRead !== e.length) throw new ShardFormatError(`${this.manifest.shards[k]?.file}: sample ${i} is cut short (${bytesRead} of ${e.length} bytes)`);
+    const file = this.manifest.shards[k]?.file;
+    if (bytesRead !== e.length) throw new ShardFormatError(`${file}: sample ${i} is cut short (${bytesRead} of ${e.length} bytes)`);
     const n = this.imageSize;
-    let pixels: Uint8Array;
-    let channels: number = e.channels;
-    if (s.header.imageFormat === 'raw') {
-      pixels = bytes;
-    } else {
-      const { data, info } = await sharp(bytes).raw().toBuffer({ resolveWithObject: true });
-      pixels = new Uint8Array(data.buffer, data.byteOffset, data.length);
-      channels = info.channels;
+    let data = bytes;
+    let channels = e.channels;
+    if (s.header.imageFormat === 'jpeg') {
+      const decoded = await sharp(bytes).raw().toBuffer({ resolveWithObject: true });
+      data = new Uint8Array(decoded.data.buffer, decoded.data.byteOffset, decoded.data.length);
+      if (decoded.info.channels !== 1 && decoded.info.channels !== 3) throw new ShardFormatError(`${file}: sample ${i} decodes to ${decoded.info.channels} channels`);
+      channels = decoded.info.channels;
     }
-    if (pixels.length !== n * n * channels) throw new ShardFormatError(`${this.manifest.shards[k]?.file}: sample ${i} has ${pixels.length} bytes, expected ${n * n * channels}`);
-    const data = channels === 1 ? expandGrey(pixels) : pixels;
-    return { ...this.record(index, e), image: { data, width: n, height: n } };
+    if (data.length !== n * n * channels) throw new ShardFormatError(`${file}: sample ${i} has ${data.length} bytes, expected ${n * n * channels}`);
+    return { data, channels, size: n };
   }
 
   async close(): Promise<void> {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdir, open, readFile, rename, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import sharp from 'sharp';
@@ -142,6 +142,8 @@ export async function prepareShards(options: PrepareShardsOptions): Promise<Prep
   const output = resolve(options.output);
   const baseDir = (await stat(input)).isDirectory() ? input : dirname(input);
   await mkdir(output, { recursive: true });
+  // Temp files of a run that was killed mid-write: never part of the dataset.
+  for (const name of await readdir(output)) if (/\.tmp-\d+$/.test(name)) await rm(join(output, name), { force: true });
 
   // 1. Read the source (fast: text files and stat calls), then partition into shards.
   const readerLog = new SkipLog();
