@@ -3,6 +3,7 @@ import { doctor, formatDoctor } from './commands/doctor.js';
 import { registerBench } from './commands/bench.js';
 import { registerPrepare } from './commands/prepare.js';
 import { registerTokenizer } from './commands/tokenizer.js';
+import { registerData } from './commands/data.js';
 import { m3aeVersion } from './version.js';
 
 /** Builds the `m3ae` program. Each later capability adds its subcommand here. */
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   registerBench(program);
   registerPrepare(program);
   registerTokenizer(program);
+  registerData(program);
   return program;
 }
 
