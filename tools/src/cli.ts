@@ -1,8 +1,12 @@
 import { Command, CommanderError } from 'commander';
 import { doctor, formatDoctor } from './commands/doctor.js';
 import { registerBench } from './commands/bench.js';
+import { registerCoordinator } from './commands/coordinator.js';
+import { registerWorker } from './commands/worker.js';
 import { registerPrepare } from './commands/prepare.js';
 import { registerTokenizer } from './commands/tokenizer.js';
+import { registerModelForward } from './commands/model-forward.js';
+import { registerCheckpoint } from './commands/checkpoint.js';
 import { registerData } from './commands/data.js';
 import { m3aeVersion } from './version.js';
 
@@ -24,8 +28,12 @@ export function buildProgram(): Command {
     });
 
   registerBench(program);
+  registerCoordinator(program);
+  registerWorker(program);
   registerPrepare(program);
   registerTokenizer(program);
+  registerModelForward(program);
+  registerCheckpoint(program);
   registerData(program);
   return program;
 }

@@ -1,1 +1,5 @@
+export * from './gradient-computer.js';
 export * from './identity.js';
+export * from './synthetic-computer.js';
+export * from './threaded-computer.js';
+export * from './training-worker.js';

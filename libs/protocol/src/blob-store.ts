@@ -25,6 +25,8 @@ export interface GetOptions {
   requireFinite?: boolean;
   /** Refuse a blob whose element count differs. */
   expectElements?: number;
+  /** Write into this buffer (exactly the blob's size; e.g. a SharedArrayBuffer view) instead of a new one. */
+  into?: Uint8Array;
 }
 
 /** Transfer counters, for metrics and benchmarks. */
@@ -112,11 +114,12 @@ export class BlobStore {
   }
 
   /** Reads and verifies a blob's bytes (chunk count and lengths, checksum). */
-  async getBytes(ref: BlobRef): Promise<Uint8Array> {
+  async getBytes(ref: BlobRef, into?: Uint8Array): Promise<Uint8Array> {
     if (ref.stores !== this.stores.length) {
       throw new BlobError('layout', `blob ${ref.key} is spread over ${ref.stores} Redis instances; this process has ${this.stores.length} (check redis.blobUrls)`);
     }
-    const out = new Uint8Array(ref.bytes);
+    if (into && into.byteLength !== ref.bytes) throw new BlobError('length', `blob ${ref.key} has ${ref.bytes} bytes; the target buffer has ${into.byteLength}`);
+    const out = into ?? new Uint8Array(ref.bytes);
     const sum = new Checksum(checksumAlgorithm(ref.checksum));
     const fetchWindow = (start: number): Promise<(Buffer | null)[]> => {
       const end = Math.min(ref.chunks, start + WINDOW_CHUNKS);
@@ -171,7 +174,7 @@ export class BlobStore {
     if (options.expectElements !== undefined && ref.elements !== options.expectElements) {
       throw new BlobError('length', `blob ${ref.key} holds ${ref.elements} values; expected ${options.expectElements}`);
     }
-    const bytes = await this.getBytes(ref);
+    const bytes = await this.getBytes(ref, options.into);
     if (options.requireFinite ?? true) {
       const bad = countNonFinite(bytes, ref.encoding);
       if (bad > 0) throw new BlobError('non-finite', `blob ${ref.key}: ${bad} of ${ref.elements} values are NaN or infinite`);

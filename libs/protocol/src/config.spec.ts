@@ -26,7 +26,6 @@ describe('run configuration', () => {
     const c = loadRunConfig({ env: {} });
     expect(c.runId).toBe('m3ae');
     expect(c.training).toMatchObject({ steps: 100, globalBatch: 8, microBatch: 2, gradEncoding: 'f32' });
-    expect(c.training.objectives.itm).toEqual({ enabled: true, weight: 1 });
     expect(c.redis.url).toBe('redis://127.0.0.1:6379');
     expect(jobsPerStep(c)).toBe(4);
   });

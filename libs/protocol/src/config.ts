@@ -13,7 +13,6 @@ const positiveInt = z.number().int().positive();
 const nonNegativeInt = z.number().int().nonnegative();
 const redisUrl = z.string().regex(/^rediss?:\/\/\S+$/, 'expected a URL redis://[user:password@]host[:port][/db] or rediss://… (TLS)');
 
-const objective = z.object({ enabled: z.boolean().default(true), weight: z.number().nonnegative().default(1) }).strict();
 
 /**
  * The one description of a run, shared by the coordinator, every worker and `m3ae train`. Read from a YAML
@@ -29,7 +28,7 @@ export const RunConfigSchema = z
       .object({
         /** A preset of @m3ae/model (`tiny`, `small`, `base`). */
         preset: z.string().min(1).default('tiny'),
-        /** Fields of the model configuration that replace the preset's (checked by @m3ae/model). */
+        /** Fields of the model configuration that replace the preset's, objectives included (checked by @m3ae/model). */
         overrides: z.record(z.string(), z.unknown()).default({}),
       })
       .strict()
@@ -62,10 +61,6 @@ export const RunConfigSchema = z
         clipNorm: z.number().nonnegative().default(1),
         /** Gradients on the wire: f32 (exact) or bf16 (half the bytes, still deterministic). */
         gradEncoding: z.enum(TENSOR_ENCODINGS).default('f32'),
-        objectives: z
-          .object({ mlm: objective.prefault({}), mim: objective.prefault({}), itm: objective.prefault({}) })
-          .strict()
-          .prefault({}),
       })
       .strict()
       .refine((t) => t.globalBatch % t.microBatch === 0, { message: 'expected globalBatch to be a multiple of microBatch', path: ['globalBatch'] })
@@ -79,8 +74,12 @@ export const RunConfigSchema = z
         synthetic: z
           .object({
             paramCount: positiveInt.default(1_000_000),
-            /** Busy milliseconds per sample of a micro-batch (stands in for forward/backward). */
+            /** Milliseconds of work per sample of a micro-batch (stands in for forward/backward). */
             workMsPerSample: z.number().nonnegative().default(0),
+            /** `sleep`: wait (a GPU computing; many simulated workers on few cores); `spin`: burn CPU (blocks its thread). */
+            work: z.enum(['sleep', 'spin']).default('sleep'),
+            /** Samples in the virtual dataset the sampler draws from. */
+            datasetSize: positiveInt.default(4096),
           })
           .strict()
           .prefault({}),

@@ -8,3 +8,4 @@ export * from './keys.js';
 export * from './redis-connection.js';
 export * from './redis-url.js';
 export * from './local-redis.js';
+export * from './synthetic.js';

@@ -1,0 +1,74 @@
+import { addEncodedInto, type LossTriple, type TensorEncoding } from '@m3ae/protocol';
+
+interface Pending {
+  bytes: Uint8Array;
+  encoding: TensorEncoding;
+  sums: LossTriple;
+  counts: LossTriple;
+  correct: { mlm: number; itm: number };
+}
+
+/**
+ * Exactly-once, in-order reduction of one step. Each micro-batch k is counted once (the first valid result);
+ * contributions are added to the sum strictly in micro-batch order 0, 1, 2, … — a result that arrives early
+ * waits (encoded, in memory) until its predecessors are in. The float sum is therefore the same whatever
+ * the arrival order, the number of workers or the copies that raced.
+ */
+export class OrderedReducer {
+  readonly sum: Float32Array;
+  readonly sums: LossTriple = { mlm: 0, mim: 0, itm: 0 };
+  readonly counts: LossTriple = { mlm: 0, mim: 0, itm: 0 };
+  readonly correct = { mlm: 0, itm: 0 };
+  private readonly accepted: boolean[];
+  private readonly pending = new Map<number, Pending>();
+  private next = 0;
+  /** Milliseconds spent adding gradients. */
+  reduceMs = 0;
+
+  constructor(
+    readonly jobCount: number,
+    paramCount: number,
+  ) {
+    this.sum = new Float32Array(paramCount);
+    this.accepted = new Array<boolean>(jobCount).fill(false);
+  }
+
+  has(jobIndex: number): boolean {
+    return this.accepted[jobIndex] === true;
+  }
+
+  get acceptedCount(): number {
+    return this.accepted.filter(Boolean).length;
+  }
+
+  get complete(): boolean {
+    return this.next === this.jobCount;
+  }
+
+  /** Micro-batches not yet counted. */
+  missing(): number[] {
+    const out: number[] = [];
+    this.accepted.forEach((a, k) => !a && out.push(k));
+    return out;
+  }
+
+  /** Counts micro-batch `jobIndex` (must not be counted yet) and folds in every contribution now in order. */
+  add(jobIndex: number, contribution: Pending): void {
+    if (this.has(jobIndex)) throw new Error(`micro-batch ${jobIndex} is already counted`);
+    this.accepted[jobIndex] = true;
+    this.pending.set(jobIndex, contribution);
+    const t = performance.now();
+    for (let c = this.pending.get(this.next); c; c = this.pending.get(this.next)) {
+      addEncodedInto(this.sum, c.bytes, c.encoding);
+      for (const o of ['mlm', 'mim', 'itm'] as const) {
+        this.sums[o] += c.sums[o];
+        this.counts[o] += c.counts[o];
+      }
+      this.correct.mlm += c.correct.mlm;
+      this.correct.itm += c.correct.itm;
+      this.pending.delete(this.next);
+      this.next++;
+    }
+    this.reduceMs += performance.now() - t;
+  }
+}

@@ -1,0 +1,34 @@
+import type { LossTriple, MicroBatchJob, RunConfig } from '@m3ae/protocol';
+
+/** What one micro-batch yields (structurally @m3ae/model's `MicroBatchResult`, contracts §3). */
+export interface MicroBatchResult {
+  sums: LossTriple;
+  counts: LossTriple;
+  correct: { mlm: number; itm: number };
+  /** Flat, canonical parameter order; g_k = ∇ Σ_o w_o · S_{o,k} / N_o. */
+  grads: Float32Array;
+}
+
+/**
+ * The worker's compute seam (contracts §6): real M3AE gradients with TensorFlow.js, or the synthetic
+ * workload. `params` is the parameter vector of `job.version`, fetched once per version and passed again
+ * for every job of that version (implementations may keep what they derived from it).
+ */
+export interface GradientComputer {
+  readonly manifestHash: string;
+  readonly paramCount: number;
+  /** The tfjs backend in use, or `synthetic`. */
+  readonly backend: string;
+  compute(job: MicroBatchJob, params: Float32Array): Promise<MicroBatchResult>;
+  dispose(): Promise<void>;
+}
+
+/** Builds the computer a run configuration asks for, in this thread. */
+export async function createComputer(config: RunConfig): Promise<GradientComputer> {
+  if (config.compute.kind === 'synthetic') {
+    const { SyntheticComputer } = await import('./synthetic-computer.js');
+    return new SyntheticComputer(config.compute.synthetic);
+  }
+  const { ModelComputer } = await import('./model-computer.js');
+  return await ModelComputer.create(config);
+}

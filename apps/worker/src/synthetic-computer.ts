@@ -1,0 +1,19 @@
+import { syntheticCompute, syntheticManifest, type MicroBatchJob, type SyntheticSpec } from '@m3ae/protocol';
+import type { GradientComputer, MicroBatchResult } from './gradient-computer.js';
+
+/** Fixed work and deterministic gradients of the synthetic quadratic workload (see @m3ae/protocol). */
+export class SyntheticComputer implements GradientComputer {
+  readonly manifestHash: string;
+  readonly paramCount: number;
+  readonly backend = 'synthetic';
+  constructor(private readonly spec: SyntheticSpec) {
+    this.paramCount = spec.paramCount;
+    this.manifestHash = syntheticManifest(spec.paramCount).hash;
+  }
+  async compute(job: MicroBatchJob, params: Float32Array): Promise<MicroBatchResult> {
+    return await syntheticCompute(this.spec, job.indices, job.normalizers, params);
+  }
+  async dispose(): Promise<void> {
+    // holds nothing to release
+  }
+}

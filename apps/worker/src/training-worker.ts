@@ -1,0 +1,287 @@
+import { randomBytes } from 'node:crypto';
+import { Worker as BullWorker, UnrecoverableError, WaitingError, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { pino, type Logger } from 'pino';
+import {
+  BlobStore,
+  blobEndpoints,
+  connectRedis,
+  encodeTensor,
+  JOB_QUEUE_NAME,
+  parseMicroBatchJob,
+  PayloadError,
+  PROTOCOL_VERSION,
+  queueEndpoint,
+  redisOptions,
+  RunKeys,
+  type Contribution,
+  type MicroBatchJob,
+  type RunConfig,
+} from '@m3ae/protocol';
+import type { GradientComputer } from './gradient-computer.js';
+import { workerId as defaultWorkerId } from './identity.js';
+
+/** This worker's model differs from the run's: it must not compute (its gradients would be wrong). */
+export class ManifestMismatchError extends Error {
+  override readonly name = 'ManifestMismatchError';
+}
+
+export type JobOutcome = 'completed' | 'stale' | 'failed' | 'handed-back' | 'refused';
+
+/** One job as this worker handled it (for logs, metrics and tests). */
+export interface WorkerJobEvent {
+  jobId: string;
+  step: number;
+  jobIndex: number;
+  copy: number;
+  outcome: JobOutcome;
+  samples: number;
+  /** Milliseconds: parameter fetch (0 on a cache hit), compute, encode, upload, total. */
+  timings: { fetchMs: number; computeMs: number; encodeMs: number; uploadMs: number; totalMs: number };
+  paramCacheHit: boolean;
+  gradBytes: number;
+  paramBytes: number;
+  error?: string;
+}
+
+export interface TrainingWorkerOptions {
+  config: RunConfig;
+  computer: GradientComputer;
+  workerId?: string;
+  logger?: Logger;
+  onJob?: (event: WorkerJobEvent) => void;
+}
+
+export interface WorkerStats {
+  completed: number;
+  stale: number;
+  failed: number;
+  handedBack: number;
+  paramFetches: number;
+}
+
+/**
+ * A training worker: a BullMQ worker (one job at a time, `maxRetriesPerRequest: null`) that takes
+ * micro-batch jobs, fetches the job's parameter version once, computes through its {@link GradientComputer},
+ * uploads the gradient blob and pushes a contribution message for the coordinator. Jobs of an earlier
+ * coordinator incarnation or an already finished step are completed without computing. `close()` (SIGTERM)
+ * lets the current job finish within `worker.shutdownGraceMs`, otherwise hands it back to the queue.
+ */
+export class TrainingWorker {
+  readonly id: string;
+  readonly stats: WorkerStats = { completed: 0, stale: 0, failed: 0, handedBack: 0, paramFetches: 0 };
+  readonly done: Promise<void>;
+  private readonly keys: RunKeys;
+  private readonly log: Logger;
+  private bull: BullWorker | undefined;
+  private heartbeat: NodeJS.Timeout | undefined;
+  private params: Float32Array | undefined;
+  private paramsVersion: { version: number; checksum: string } | undefined;
+  private closing: Promise<void> | undefined;
+  private fatal: Error | undefined;
+  private handBack: (() => void) | undefined;
+  private readonly handBackSignal: Promise<'hand-back'>;
+  private resolveDone!: () => void;
+  private rejectDone!: (e: Error) => void;
+
+  private constructor(
+    private readonly options: TrainingWorkerOptions,
+    private readonly redis: Redis,
+    private readonly blobs: BlobStore,
+  ) {
+    this.id = options.workerId ?? defaultWorkerId();
+    this.keys = new RunKeys(options.config.runId);
+    this.log = (options.logger ?? pino({ level: 'silent' })).child({ worker: this.id });
+    this.handBackSignal = new Promise((resolve) => (this.handBack = () => resolve('hand-back')));
+    this.done = new Promise((resolve, reject) => {
+      this.resolveDone = resolve;
+      this.rejectDone = reject;
+    });
+    this.done.catch(() => undefined); // observed by whoever awaits it
+  }
+
+  get computer(): GradientComputer {
+    return this.options.computer;
+  }
+
+  /** Connects, checks the run's model manifest, and starts taking jobs. */
+  static async start(options: TrainingWorkerOptions): Promise<TrainingWorker> {
+    const { config } = options;
+    const redis = connectRedis(queueEndpoint(config), { connectionName: 'm3ae-worker' });
+    const blobs = BlobStore.connect(blobEndpoints(config), { chunkBytes: config.redis.chunkBytes, checksum: config.redis.checksum });
+    const w = new TrainingWorker(options, redis, blobs);
+    try {
+      await w.checkManifest();
+    } catch (e) {
+      await w.disconnect();
+      throw e;
+    }
+    w.run();
+    return w;
+  }
+
+  private async checkManifest(): Promise<void> {
+    const published = await this.redis.hget(this.keys.coordinator, 'manifestHash');
+    if (published && published !== this.computer.manifestHash) {
+      throw new ManifestMismatchError(
+        `worker ${this.id} refuses run ${this.options.config.runId}: its model manifest is ${this.computer.manifestHash.slice(0, 16)}… but the coordinator trains ${published.slice(0, 16)}… (different preset or overrides?)`,
+      );
+    }
+  }
+
+  private run(): void {
+    const { config } = this.options;
+    const lockDuration = config.worker.lockDurationMs;
+    this.bull = new BullWorker(JOB_QUEUE_NAME, async (job, token) => await this.process(job, token), {
+      connection: redisOptions(queueEndpoint(config), { maxRetriesPerRequest: null, connectionName: 'm3ae-worker-bull' }),
+      prefix: this.keys.bullPrefix,
+      concurrency: 1,
+      lockDuration,
+      stalledInterval: Math.min(30_000, lockDuration),
+      maxStalledCount: 2,
+      name: this.id,
+    });
+    this.bull.on('error', (e) => this.log.warn({ err: e.message }, 'queue connection error (retrying)'));
+    for (const c of [this.redis, ...this.blobs.stores]) c.on('error', (e: Error) => this.log.warn({ err: e.message }, 'redis connection error (retrying)'));
+    const beat = (): void => {
+      this.redis
+        .set(this.keys.worker(this.id), JSON.stringify({ id: this.id, backend: this.computer.backend, pid: process.pid, at: Date.now() }), 'EX', config.worker.heartbeatSeconds * 3)
+        .catch(() => undefined);
+    };
+    beat();
+    this.heartbeat = setInterval(beat, config.worker.heartbeatSeconds * 1000);
+    this.heartbeat.unref();
+    this.log.info({ run: config.runId, backend: this.computer.backend, params: this.computer.paramCount }, 'worker ready');
+  }
+
+  private emit(event: WorkerJobEvent): void {
+    this.options.onJob?.(event);
+  }
+
+  private async process(job: Job, token: string | undefined): Promise<{ outcome: JobOutcome }> {
+    const t0 = performance.now();
+    const timings = { fetchMs: 0, computeMs: 0, encodeMs: 0, uploadMs: 0, totalMs: 0 };
+    let payload: MicroBatchJob;
+    try {
+      payload = parseMicroBatchJob(job.data);
+    } catch (e) {
+      // A malformed payload will not get better by retrying it.
+      throw new UnrecoverableError(e instanceof PayloadError ? e.message : String(e));
+    }
+    const base = { jobId: String(job.id), step: payload.step, jobIndex: payload.jobIndex, copy: payload.copy, samples: payload.indices.length, paramBytes: 0, gradBytes: 0, paramCacheHit: false };
+    if (payload.runId !== this.options.config.runId) throw new UnrecoverableError(`job of run ${payload.runId} on the queue of run ${this.options.config.runId}`);
+    if (payload.manifestHash !== this.computer.manifestHash) {
+      this.fatal = new ManifestMismatchError(
+        `worker ${this.id} refuses job ${job.id}: it is for model manifest ${payload.manifestHash.slice(0, 16)}… but this worker holds ${this.computer.manifestHash.slice(0, 16)}…`,
+      );
+      this.log.error({ job: job.id }, this.fatal.message);
+      await job.moveToWait(token);
+      this.emit({ ...base, outcome: 'refused', timings });
+      void this.close();
+      throw new WaitingError();
+    }
+    const [incarnation, stepText] = await this.redis.hmget(this.keys.coordinator, 'incarnation', 'step');
+    if (incarnation !== payload.incarnation || Number(stepText) > payload.step) {
+      // Left over from an earlier coordinator or an already reduced step: nobody needs it.
+      this.stats.stale++;
+      this.emit({ ...base, outcome: 'stale', timings });
+      return { outcome: 'stale' };
+    }
+    try {
+      const tf = performance.now();
+      const hit = this.paramsVersion?.version === payload.version && this.paramsVersion.checksum === payload.params.checksum;
+      const params = hit ? (this.params as Float32Array) : await this.fetchParams(payload);
+      timings.fetchMs = performance.now() - tf;
+
+      const tc = performance.now();
+      const computed = await Promise.race([this.computer.compute(payload, params), this.handBackSignal]);
+      if (computed === 'hand-back') {
+        await job.moveToWait(token);
+        this.stats.handedBack++;
+        this.emit({ ...base, outcome: 'handed-back', timings: { ...timings, totalMs: performance.now() - t0 } });
+        this.log.info({ job: job.id, step: payload.step }, 'handed the job back (shutting down)');
+        throw new WaitingError();
+      }
+      timings.computeMs = performance.now() - tc;
+      if (computed.grads.length !== this.computer.paramCount) throw new Error(`computer returned ${computed.grads.length} gradient values; expected ${this.computer.paramCount}`);
+
+      const te = performance.now();
+      const bytes = encodeTensor(computed.grads, payload.gradEncoding);
+      timings.encodeMs = performance.now() - te;
+
+      const tu = performance.now();
+      const nonce = randomBytes(4).toString('hex');
+      const ref = await this.blobs.putEncoded(this.keys.grad(payload.step, payload.jobIndex, this.id, nonce), bytes, payload.gradEncoding, computed.grads.length, {
+        ttlSeconds: this.options.config.redis.gradTtlSeconds,
+      });
+      timings.uploadMs = performance.now() - tu;
+      timings.totalMs = performance.now() - t0;
+      const contribution: Contribution = {
+        protocol: PROTOCOL_VERSION,
+        runId: payload.runId,
+        incarnation: payload.incarnation,
+        step: payload.step,
+        version: payload.version,
+        jobIndex: payload.jobIndex,
+        copy: payload.copy,
+        workerId: this.id,
+        manifestHash: this.computer.manifestHash,
+        grad: ref,
+        sums: computed.sums,
+        counts: computed.counts,
+        correct: computed.correct,
+        timings,
+      };
+      await this.redis.rpush(this.keys.results, JSON.stringify(contribution));
+      this.stats.completed++;
+      this.emit({ ...base, outcome: 'completed', timings, paramCacheHit: hit, paramBytes: hit ? 0 : payload.params.bytes, gradBytes: ref.bytes });
+      return { outcome: 'completed' };
+    } catch (e) {
+      if (e instanceof WaitingError) throw e;
+      this.stats.failed++;
+      const message = e instanceof Error ? e.message : String(e);
+      this.log.warn({ job: job.id, step: payload.step, err: message }, 'job failed');
+      this.emit({ ...base, outcome: 'failed', timings: { ...timings, totalMs: performance.now() - t0 }, error: message });
+      throw e;
+    }
+  }
+
+  /** Fetches a version's parameters into the shared buffer the compute thread reads. */
+  private async fetchParams(payload: MicroBatchJob): Promise<Float32Array> {
+    const n = this.computer.paramCount;
+    this.params ??= new Float32Array(new SharedArrayBuffer(n * 4));
+    this.paramsVersion = undefined; // the buffer is being overwritten
+    await this.blobs.getEncoded(payload.params, { expectElements: n, into: new Uint8Array(this.params.buffer, this.params.byteOffset, this.params.byteLength) });
+    this.paramsVersion = { version: payload.version, checksum: payload.params.checksum };
+    this.stats.paramFetches++;
+    return this.params;
+  }
+
+  /**
+   * Stops taking jobs. The running job finishes if it can within `worker.shutdownGraceMs`; otherwise it
+   * goes back to the queue for another worker. Resolves `done` (or rejects it after a refusal).
+   */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      const grace = setTimeout(() => this.handBack?.(), this.options.config.worker.shutdownGraceMs);
+      try {
+        await this.bull?.close();
+      } finally {
+        clearTimeout(grace);
+      }
+      await this.redis.del(this.keys.worker(this.id)).catch(() => undefined);
+      await this.disconnect();
+      this.log.info({ stats: this.stats }, 'worker stopped');
+      if (this.fatal) this.rejectDone(this.fatal);
+      else this.resolveDone();
+    })();
+    return this.closing;
+  }
+
+  private async disconnect(): Promise<void> {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    await this.computer.dispose().catch(() => undefined);
+    await this.blobs.close();
+    await this.redis.quit().catch(() => this.redis.disconnect());
+  }
+}
