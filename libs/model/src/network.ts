@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { M3AEConfig } from './config.js';
 import type { Dropout } from './dropout.js';
-import { affine, attend, fusedWeights, gatherRows, gelu, layerNorm, linear, mergeHeads, quickGelu, splitHeads, type Params } from './ops.js';
+import { attend, dense, gatherRows, gelu, layerNorm, linear, mergeHeads, quickGelu, splitHeads, type Params } from './ops.js';
 
 /**
  * The M3AE network as functions of (params, inputs), named after the official modules
@@ -21,8 +21,7 @@ const CLIP_LN_EPS = 1e-5;
 export function clipBlock(ctx: Ctx, prefix: string, x: tf.Tensor2D, tokens: number, heads: number): tf.Tensor2D {
   const { p, batch } = ctx;
   const h1 = layerNorm(p, `${prefix}.ln_1`, x, CLIP_LN_EPS);
-  const qkv = fusedWeights(p, [`${prefix}.attn.q_proj`, `${prefix}.attn.k_proj`, `${prefix}.attn.v_proj`]);
-  const [q, k, v] = splitHeads(affine(h1, qkv.weight, qkv.bias), 3, batch, tokens, heads) as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
+  const [q, k, v] = ['q', 'k', 'v'].map((n) => splitHeads(linear(p, `${prefix}.attn.${n}_proj`, h1), batch, tokens, heads)) as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
   const x1: tf.Tensor2D = tf.add(x, linear(p, `${prefix}.attn.out_proj`, mergeHeads(attend(q, k, v))));
   const h2 = layerNorm(p, `${prefix}.ln_2`, x1, CLIP_LN_EPS);
   return tf.add(x1, linear(p, `${prefix}.mlp.c_proj`, quickGelu(linear(p, `${prefix}.mlp.c_fc`, h2))));
@@ -40,7 +39,7 @@ export function visionEncoder(ctx: Ctx, patches: tf.Tensor2D, patchIndex?: tf.Te
   const D = c.hiddenSize;
   const K = patches.shape[0] / batch;
   const pos = p.get(`${v}.positional_embedding`) as tf.Tensor2D;
-  const emb = tf.matMul(patches, p.get(`${v}.patch_embed.weight`) as tf.Tensor2D);
+  const emb = dense(patches, p.get(`${v}.patch_embed.weight`) as tf.Tensor2D);
   // Full grid: one [N, D] slice broadcast over the batch (its gradient is a sum, not B slices as tile's).
   const patchPos = patchIndex ? tf.reshape(gatherRows(pos, patchIndex), [batch, K, D]) : tf.slice(pos, [1, 0], [K, D]);
   const tokens = tf.add(tf.reshape(emb, [batch, K, D]), patchPos);
@@ -59,18 +58,11 @@ export function visionEncoder(ctx: Ctx, patches: tf.Tensor2D, patchIndex?: tf.Te
 export function bertAttention(ctx: Ctx, prefix: string, x: tf.Tensor2D, tq: number, kv: { x: tf.Tensor2D; tokens: number } | undefined, keyBias: tf.Tensor | undefined, eps: number): tf.Tensor2D {
   const { p, c, batch, drop } = ctx;
   const heads = c.numHeads;
-  let q: tf.Tensor4D;
-  let k: tf.Tensor4D;
-  let v: tf.Tensor4D;
   const tk = kv ? kv.tokens : tq;
-  if (!kv) {
-    const w = fusedWeights(p, [`${prefix}.self.query`, `${prefix}.self.key`, `${prefix}.self.value`]);
-    [q, k, v] = splitHeads(affine(x, w.weight, w.bias), 3, batch, tq, heads) as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
-  } else {
-    [q] = splitHeads(linear(p, `${prefix}.self.query`, x), 1, batch, tq, heads) as [tf.Tensor4D];
-    const w = fusedWeights(p, [`${prefix}.self.key`, `${prefix}.self.value`]);
-    [k, v] = splitHeads(affine(kv.x, w.weight, w.bias), 2, batch, tk, heads) as [tf.Tensor4D, tf.Tensor4D];
-  }
+  const source = kv ? kv.x : x;
+  const q = splitHeads(linear(p, `${prefix}.self.query`, x), batch, tq, heads);
+  const k = splitHeads(linear(p, `${prefix}.self.key`, source), batch, tk, heads);
+  const v = splitHeads(linear(p, `${prefix}.self.value`, source), batch, tk, heads);
   const probsMask = drop.mask([heads, tq, tk]);
   const context = mergeHeads(attend(q, k, v, keyBias, probsMask));
   const out = drop.apply2d(linear(p, `${prefix}.output.dense`, context), batch);
@@ -169,7 +161,7 @@ export function crossEntropySum(logits: tf.Tensor2D, labels: tf.Tensor1D): { sum
 export function mlmHead(ctx: Ctx, rows: tf.Tensor2D): tf.Tensor2D {
   const { p, c } = ctx;
   const h = layerNorm(p, 'mlm_head.transform.LayerNorm', gelu(linear(p, 'mlm_head.transform.dense', rows)), c.fusionLayerNormEps);
-  return tf.add(tf.matMul(h, p.get('mlm_head.decoder.weight') as tf.Tensor2D), p.get('mlm_head.bias'));
+  return dense(h, p.get('mlm_head.decoder.weight') as tf.Tensor2D, p.get('mlm_head.bias'));
 }
 
 /** ITM head on the joint feature [text pooler, image pooler] (2·hidden). */

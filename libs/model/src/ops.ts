@@ -22,11 +22,35 @@ export function paramsFromMap(map: ReadonlyMap<string, tf.Tensor>): Params {
   };
 }
 
+/**
+ * x·W (+ b) for 2-D x [M, K] and W [K, N], with a gradient that uses only plain (non-transposed, batch-1)
+ * products: the wasm backend runs those through XNNPACK, but falls back to a scalar loop (10–15× slower)
+ * for the transposed products tfjs's own matMul gradient asks for. The transposes are explicit copies.
+ */
+export function dense(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor): tf.Tensor2D {
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [xi, wi] = args as [tf.Tensor2D, tf.Tensor2D];
+    const save = args[args.length - 1] as tf.GradSaveFunc;
+    save([xi, wi]);
+    const value = b ? (tf.fused.matMul({ a: xi, b: wi, bias: args[2] as tf.Tensor }) as tf.Tensor2D) : tf.matMul(xi, wi);
+    return {
+      value,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [xs, ws] = saved as [tf.Tensor2D, tf.Tensor2D];
+        const dy2 = dy as tf.Tensor2D;
+        const dx = tf.matMul(dy2, tf.transpose(ws));
+        const dw = tf.matMul(tf.transpose(xs), dy2);
+        return b ? [dx, dw, tf.sum(dy2, 0)] : [dx, dw];
+      },
+    };
+  });
+  return (b ? op(x, w, b) : op(x, w)) as tf.Tensor2D;
+}
+
 /** x·W + b for a Linear stored [in, out] (`${prefix}.weight`, `${prefix}.bias`). */
 export function linear(p: Params, prefix: string, x: tf.Tensor2D, bias = true): tf.Tensor2D {
   const w = p.get(`${prefix}.weight`) as tf.Tensor2D;
-  if (!bias) return tf.matMul(x, w);
-  return tf.fused.matMul({ a: x, b: w, bias: p.get(`${prefix}.bias`) }) as tf.Tensor2D;
+  return bias ? dense(x, w, p.get(`${prefix}.bias`)) : dense(x, w);
 }
 
 /** LayerNorm over the last axis (biased variance, as PyTorch). */
@@ -70,12 +94,10 @@ export function gatherRows(table: tf.Tensor2D, indices: tf.Tensor1D, gradRowMask
   return lookup(table) as tf.Tensor2D;
 }
 
-/** Splits fused projections [B·T, n·D] into n tensors [B, h, T, dh] with one transpose. */
-export function splitHeads(x: tf.Tensor2D, n: number, batch: number, tokens: number, heads: number): tf.Tensor4D[] {
-  const dh = x.shape[1] / n / heads;
-  const t = tf.transpose(tf.reshape(x, [batch, tokens, n, heads, dh]), [2, 0, 3, 1, 4]);
-  if (n === 1) return [tf.reshape(t, [batch, heads, tokens, dh])];
-  return tf.split(t, n, 0).map((s) => tf.reshape(s, [batch, heads, tokens, dh]));
+/** [B·T, h·dh] → [B, h, T, dh] (a rank-4 transpose: the wasm backend's rank-5 transpose is far slower). */
+export function splitHeads(x: tf.Tensor2D, batch: number, tokens: number, heads: number): tf.Tensor4D {
+  const dh = x.shape[1] / heads;
+  return tf.transpose(tf.reshape(x, [batch, tokens, heads, dh]), [0, 2, 1, 3]);
 }
 
 /** [B, h, T, dh] → [B·T, h·dh]. */
@@ -96,17 +118,4 @@ export function attend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, keyBias?:
   let probs: tf.Tensor4D = tf.softmax(scores);
   if (probsMask) probs = tf.mul(probs, probsMask);
   return tf.matMul(probs, v);
-}
-
-/** Concatenates the weights (and biases) of several Linears stored [in, out] along the output axis. */
-export function fusedWeights(p: Params, prefixes: readonly string[]): { weight: tf.Tensor2D; bias: tf.Tensor1D } {
-  return {
-    weight: tf.concat(prefixes.map((q) => p.get(`${q}.weight`) as tf.Tensor2D), 1),
-    bias: tf.concat(prefixes.map((q) => p.get(`${q}.bias`) as tf.Tensor1D), 0),
-  };
-}
-
-/** x·W + b with given tensors. */
-export function affine(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor): tf.Tensor2D {
-  return tf.fused.matMul({ a: x, b: w, bias: b }) as tf.Tensor2D;
 }
