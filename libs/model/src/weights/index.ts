@@ -3,3 +3,4 @@ export * from './mapping.js';
 export * from './official.js';
 export * from './source.js';
 export { transpose2d } from './transforms.js';
+export * from './reference.js';
