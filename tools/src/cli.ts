@@ -8,8 +8,6 @@ import { registerTokenizer } from './commands/tokenizer.js';
 import { registerModelForward } from './commands/model-forward.js';
 import { registerCheckpoint } from './commands/checkpoint.js';
 import { registerData } from './commands/data.js';
-import { registerModelForward } from './commands/model-forward.js';
-import { registerCheckpoint } from './commands/checkpoint.js';
 import { m3aeVersion } from './version.js';
 
 /** Builds the `m3ae` program. Each later capability adds its subcommand here. */
@@ -37,8 +35,6 @@ export function buildProgram(): Command {
   registerModelForward(program);
   registerCheckpoint(program);
   registerData(program);
-  registerModelForward(program);
-  registerCheckpoint(program);
   return program;
 }
 
