@@ -12,7 +12,6 @@ import {
   trainTokenizer,
   type ShardImageFormat,
 } from '@m3ae/data';
-import { numPatches, presetConfig } from '@m3ae/model';
 import { registerBenchArea } from './areas.js';
 import { machineInfo, type BenchRow } from './report.js';
 
@@ -34,6 +33,7 @@ registerBenchArea('data', {
     const data = sharedDataDir(workspaceRoot);
     if (!data) throw new Error('bench data needs the real MedPix images: set M3AE_SHARED_DATA or provide ../shared/data');
     const medpix = join(data, 'medpix2');
+    const { numPatches, presetConfig } = await import('@m3ae/model'); // lazy: only this area needs the model's presets
     const presets = [...new Set(['base', options.extra['preset'] ?? 'small'])].map((name) => ({ name, config: presetConfig(name) }));
     const formats: ShardImageFormat[] = ['raw', 'jpeg'];
     const G = 32;

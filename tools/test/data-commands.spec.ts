@@ -1,0 +1,54 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, describe, expect, it } from 'vitest';
+import { sharedDataDir } from '@m3ae/data';
+
+const run = promisify(execFile);
+const bin = resolve(import.meta.dirname, '../bin/m3ae.js');
+const data = sharedDataDir(resolve(import.meta.dirname, '../..'));
+if (!data) console.warn('m3ae tokenizer/prepare process tests skipped: ../shared/data (M3AE_SHARED_DATA) is absent');
+const work = mkdtempSync(join(tmpdir(), 'm3ae-cli-data-'));
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+describe.skipIf(!data)('m3ae tokenizer train and m3ae prepare (built, run as real processes)', () => {
+  it('trains a vocabulary, prepares shards with it, and resumes to the same dataset', async () => {
+    const d = data as string;
+    const tok = join(work, 'tokenizer.json');
+    const t = await run('node', [bin, 'tokenizer', 'train', '--vocab-size', '600', '--output', tok, `medpix:${join(d, 'medpix2')}`, join(d, 'iu_xray_reports')]);
+    const trained = JSON.parse(t.stdout.trim().split('\n').pop() as string) as { vocabSize: number; agreement: { mismatches: number } };
+    expect(trained.vocabSize).toBe(600);
+    expect(trained.agreement.mismatches).toBe(0);
+
+    const lines = readFileSync(join(d, 'medpix2', 'descriptions_dev.jsonl'), 'utf8').split('\n').filter(Boolean).slice(0, 12);
+    const manifest = join(work, 'pairs.jsonl');
+    writeFileSync(
+      manifest,
+      lines
+        .map((l) => {
+          const r = JSON.parse(l) as { image: string; Description: { Caption: string } };
+          return JSON.stringify({ id: r.image, image: join(d, 'medpix2', 'images_288', `${r.image}.jpg`), text: `${r.Description.Caption} (image ${r.image})` });
+        })
+        .join('\n') + '\n{"id": "broken", "image": "nowhere.jpg", "text": "an image that is not there"}\n',
+    );
+    const args = ['prepare', '--source', 'manifest', '--input', manifest, '--output', join(work, 'shards'), '--image-size', '32', '--samples-per-shard', '5', '--tokenizer', tok];
+    const first = await run('node', [bin, ...args]);
+    // Not a terminal: no progress bar, nothing on stderr, exactly one JSON line on stdout.
+    expect(first.stderr).toBe('');
+    expect(first.stdout.endsWith('\n')).toBe(true);
+    expect(first.stdout.trim().split('\n')).toHaveLength(1);
+    expect(JSON.parse(first.stdout)).toEqual({ written: 12, skipped: { 'missing-image': 1 }, shards: 3 });
+    const hash = (JSON.parse(readFileSync(join(work, 'shards', 'dataset.json'), 'utf8')) as { datasetHash: string }).datasetHash;
+    const second = await run('node', [bin, ...args]);
+    expect(second.stdout).toBe(first.stdout);
+    expect((JSON.parse(readFileSync(join(work, 'shards', 'dataset.json'), 'utf8')) as { datasetHash: string }).datasetHash).toBe(hash);
+  });
+
+  it('rejects a bad option naming it, the value and the choices', async () => {
+    const err = await run('node', [bin, 'prepare', '--source', 'medpix', '--input', 'x', '--output', join(work, 'o'), '--image-format', 'png']).catch((e: { stderr: string; code: number }) => e);
+    expect((err as { code: number }).code).not.toBe(0);
+    expect((err as { stderr: string }).stderr).toMatch(/--image-format must be one of raw, jpeg, got "png"/);
+  });
+});
