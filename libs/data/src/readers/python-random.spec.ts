@@ -34,7 +34,7 @@ describe('PythonRandom', () => {
       [0, 64],
     ] as const;
     for (const [seed, n] of cases) {
-      const out = execFileSync(python!, ['-c', `import random,json\nrandom.seed(${seed})\nx=list(range(${n}))\nrandom.shuffle(x)\nprint(json.dumps(x))`], {
+      const out = execFileSync('python3', ['-c', `import random,json\nrandom.seed(${seed})\nx=list(range(${n}))\nrandom.shuffle(x)\nprint(json.dumps(x))`], {
         encoding: 'utf8',
       });
       expect(new PythonRandom(seed).shuffle([...Array(n).keys()])).toEqual(JSON.parse(out));

@@ -28,9 +28,11 @@ describe.skipIf(!data)('readVqaRad on the real training questions', () => {
     expect(log.counts()['missing-image'] ?? 0).toBe(0);
     expect(new Set(recs.map((r) => r.answerType))).toEqual(new Set(['OPEN', 'CLOSED']));
     expect(recs.every((r) => typeof r.answer === 'string' && r.answer !== '' && r.question !== '')).toBe(true);
-    const numeric = raw.find((r) => typeof r.answer === 'number')!;
+    const numeric = raw.find((r) => typeof r.answer === 'number');
+    if (!numeric) throw new Error('VQA-RAD has numeric answers');
     expect(recs.find((r) => r.id === String(numeric.qid))?.answer).toBe(String(numeric.answer));
-    const spaced = raw.find((r) => r.answer_type !== r.answer_type.trim())!;
+    const spaced = raw.find((r) => r.answer_type !== r.answer_type.trim());
+    if (!spaced) throw new Error('VQA-RAD has an answer_type with a trailing space');
     expect(recs.find((r) => r.id === String(spaced.qid))?.answerType).toBe(spaced.answer_type.trim());
     expect(existsSync(recs[0].imagePath)).toBe(true);
     expect(recs[0].provenance.line).toBe(1);
