@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { CheckpointSummary } from '@m3ae/model';
+import { inspectCheckpoint, PRESETS, type CheckpointSummary } from '@m3ae/model';
 
 function deepEqual(a: unknown, b: unknown): boolean {
   if (a === b) return true;
@@ -10,8 +10,7 @@ function deepEqual(a: unknown, b: unknown): boolean {
 }
 
 /** The preset a stored configuration is, if it is one exactly. */
-export async function presetOf(config: unknown): Promise<string | null> {
-  const { PRESETS } = await import('@m3ae/model');
+export function presetOf(config: unknown): string | null {
   for (const [name, preset] of Object.entries(PRESETS)) if (deepEqual(preset, config)) return name;
   return null;
 }
@@ -19,10 +18,8 @@ export async function presetOf(config: unknown): Promise<string | null> {
 export type CheckpointInspection = CheckpointSummary & { preset: string | null };
 
 export async function checkpointInspect(path: string, verify: boolean): Promise<CheckpointInspection> {
-  // Loaded on use: the rest of the CLI starts without the model library (and tfjs).
-  const { inspectCheckpoint } = await import('@m3ae/model');
   const s = await inspectCheckpoint(path, { verify });
-  return { ...s, preset: s.metadata['preset'] ?? (await presetOf(s.config)) };
+  return { ...s, preset: s.metadata['preset'] ?? presetOf(s.config) };
 }
 
 /** `m3ae checkpoint inspect DIR|FILE`: one JSON line (step, params_sha256, manifest hash, preset, sizes, metadata). */

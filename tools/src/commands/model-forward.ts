@@ -1,9 +1,22 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import type { LossNormalizers, M3AEConfig, PretrainBatch } from '@m3ae/model';
-
-// The model library (and tfjs) is loaded only when the command runs: the rest of the CLI starts without it.
-const modelLib = (): Promise<typeof import('@m3ae/model')> => import('@m3ae/model');
+import {
+  chooseBackend,
+  computeGradients,
+  computeLosses,
+  createModel,
+  mimKeepCount,
+  numPatches,
+  readBatchFile,
+  readOfficialWeights,
+  resolveConfig,
+  setModelParams,
+  unflatten,
+  writeOfficialWeights,
+  type LossNormalizers,
+  type M3AEConfig,
+  type PretrainBatch,
+} from '@m3ae/model';
 
 export interface ModelForwardOptions {
   readonly config: string;
@@ -24,15 +37,13 @@ export interface ModelForwardResult {
 }
 
 /** Items each loss is averaged over in this batch: masked tokens, masked patches, pairs (the official means). */
-export async function batchCounts(config: M3AEConfig, b: PretrainBatch): Promise<LossNormalizers> {
-  const { mimKeepCount, numPatches } = await modelLib();
+export function batchCounts(config: M3AEConfig, b: PretrainBatch): LossNormalizers {
   let mlm = 0;
   for (const v of b.mlmLabels) if (v !== -100) mlm++;
   return { mlm, mim: b.batchSize * (numPatches(config) - mimKeepCount(config)), itm: b.batchSize };
 }
 
 export async function readConfigFile(path: string): Promise<M3AEConfig> {
-  const { resolveConfig } = await modelLib();
   let json: unknown;
   try {
     json = JSON.parse(await readFile(path, 'utf8'));
@@ -48,7 +59,6 @@ export async function readConfigFile(path: string): Promise<M3AEConfig> {
  * gradient with every enabled objective weighted 1 and normalised by this batch's own counts.
  */
 export async function modelForward(opts: ModelForwardOptions, warn: (line: string) => void = (l) => process.stderr.write(l + '\n')): Promise<ModelForwardResult> {
-  const { chooseBackend, computeGradients, computeLosses, createModel, readBatchFile, readOfficialWeights, setModelParams, unflatten, writeOfficialWeights } = await modelLib();
   const config = await readConfigFile(opts.config);
   // The reference figure is the plain sum of the three means, whatever weights the configuration trains with.
   const evalConfig: M3AEConfig = {
@@ -69,7 +79,7 @@ export async function modelForward(opts: ModelForwardOptions, warn: (line: strin
   const model = createModel(evalConfig, { zeroInit: true });
   try {
     setModelParams(model, params);
-    const counts = await batchCounts(config, batch);
+    const counts = batchCounts(config, batch);
     const normalizers: LossNormalizers = { mlm: counts.mlm || 1, mim: counts.mim || 1, itm: counts.itm || 1 };
     const withGrads = opts.grads ? computeGradients(model, batch, { normalizers, training: false }) : undefined;
     const r = withGrads ?? computeLosses(model, batch, { training: false });
