@@ -1,6 +1,8 @@
 import * as tf from '@tensorflow/tfjs-core';
-// tfjs-core registers no gradients by itself (the umbrella @tensorflow/tfjs package does this import).
-import '@tensorflow/tfjs-core/dist/register_all_gradients.js';
+// tfjs-core's Node bundle registers no gradients (nor chained ops); the umbrella package's CommonJS bundle
+// does, and it loads in plain Node (tfjs-core's own dist/register_all_gradients.js has extensionless ESM imports
+// that only bundlers resolve).
+import '@tensorflow/tfjs';
 
 /**
  * Small functional building blocks. Activations are 2-D [rows, features] (rows = batch × tokens) except
