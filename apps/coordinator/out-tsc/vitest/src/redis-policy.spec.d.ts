@@ -1,2 +1,0 @@
-export {};
-//# sourceMappingURL=redis-policy.spec.d.ts.map

@@ -1,2 +1,0 @@
-export {};
-//# sourceMappingURL=shared-data.spec.d.ts.map

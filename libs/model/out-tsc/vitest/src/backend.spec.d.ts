@@ -1,2 +1,0 @@
-export {};
-//# sourceMappingURL=backend.spec.d.ts.map

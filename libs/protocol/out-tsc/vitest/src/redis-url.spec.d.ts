@@ -1,2 +1,0 @@
-export {};
-//# sourceMappingURL=redis-url.spec.d.ts.map
