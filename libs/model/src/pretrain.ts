@@ -34,6 +34,21 @@ export interface ComputeGradientsOptions {
   training: boolean;
 }
 
+/**
+ * The item counts of a batch per objective (masked tokens, masked patches, pairs; 0 when disabled): for one
+ * global batch these are the normalizers N_o.
+ */
+export function batchCounts(config: M3AEConfig, batch: PretrainBatch): LossNormalizers {
+  let mlm = 0;
+  for (const l of batch.mlmLabels) if (l !== -100) mlm++;
+  const N = numPatches(config);
+  return {
+    mlm: enabled(config, 'mlm') ? mlm : 0,
+    mim: enabled(config, 'mim') ? batch.batchSize * (N - mimKeepCount(config)) : 0,
+    itm: enabled(config, 'itm') ? batch.batchSize : 0,
+  };
+}
+
 /** The per-pass dropout stream ids (part of the determinism contract: never renumber). */
 const PASS_ID: Record<ObjectiveName, number> = { mlm: 1, mim: 2, itm: 3 };
 
