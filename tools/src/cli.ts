@@ -6,6 +6,7 @@ import { registerWorker } from './commands/worker.js';
 import { registerPrepare } from './commands/prepare.js';
 import { registerTokenizer } from './commands/tokenizer.js';
 import { registerModelForward } from './commands/model-forward.js';
+import { registerModelInfo } from './commands/model.js';
 import { registerCheckpoint } from './commands/checkpoint.js';
 import { registerData } from './commands/data.js';
 import { m3aeVersion } from './version.js';
@@ -33,6 +34,7 @@ export function buildProgram(): Command {
   registerPrepare(program);
   registerTokenizer(program);
   registerModelForward(program);
+  registerModelInfo(program);
   registerCheckpoint(program);
   registerData(program);
   return program;

@@ -8,4 +8,5 @@ export * from './model.js';
 export * from './pretrain.js';
 export * from './synthetic.js';
 export * from './adamw.js';
+export * from './flops.js';
 export * from './weights/index.js';

@@ -212,3 +212,41 @@ export function shapeSize(shape: readonly number[]): number {
 }
 
 export { gridSize };
+
+/** Module groups of the official model, for parameter counts. */
+export const MODULE_GROUPS = [
+  { module: 'vision_encoder', prefixes: ['vision_encoder.'] },
+  { module: 'language_encoder', prefixes: ['language_encoder.'] },
+  { module: 'fusion', prefixes: ['multi_modal_', 'modality_type_embeddings.'] },
+  { module: 'mlm_head', prefixes: ['mlm_head.'] },
+  { module: 'mim_head', prefixes: ['mim_head.'] },
+  { module: 'itm_head', prefixes: ['itm_head.'] },
+] as const;
+
+export interface ModuleCount {
+  module: string;
+  /** Trainable parameters. */
+  trainable: number;
+  /** Fixed (non-trainable) parameters, e.g. the sin-cos decoder positions. */
+  fixed: number;
+}
+
+/** Parameter counts per module (in MODULE_GROUPS order) and in total. */
+export function parameterCounts(manifest: ParamManifest): { modules: ModuleCount[]; total: ModuleCount } {
+  const modules: ModuleCount[] = MODULE_GROUPS.map((g) => ({ module: g.module, trainable: 0, fixed: 0 }));
+  const total: ModuleCount = { module: 'total', trainable: 0, fixed: 0 };
+  for (const e of manifest.entries) {
+    const i = MODULE_GROUPS.findIndex((g) => g.prefixes.some((p) => e.name.startsWith(p)));
+    const n = shapeSize(e.shape);
+    const row = modules[i];
+    if (!row) throw new Error(`parameter ${e.name} belongs to no module group`);
+    if (e.trainable) {
+      row.trainable += n;
+      total.trainable += n;
+    } else {
+      row.fixed += n;
+      total.fixed += n;
+    }
+  }
+  return { modules, total };
+}

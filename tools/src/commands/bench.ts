@@ -3,6 +3,7 @@ import { benchArea, benchAreaNames } from '../bench/areas.js';
 import { formatReport, writeReport, type BenchReport } from '../bench/report.js';
 import '../bench/backend.js';
 import '../bench/data.js';
+import '../bench/model.js';
 
 export function registerBench(program: Command): void {
   program
