@@ -105,7 +105,10 @@ async function profileStep(step: () => void): Promise<string[]> {
   const info = await tf.profile(step);
   const byKernel = new Map<string, number>();
   let total = 0;
+  const backend = tf.getBackend();
   for (const k of info.kernels) {
+    // Skip wrapper scopes (customGrad's `forward`, `fusedMatMul__op`): their time includes the kernels inside.
+    if (!tf.getKernel(k.name, backend)) continue;
     const ms = typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
     // Attention products are batched (rank > 2): the wasm backend runs those in a scalar loop, not XNNPACK.
     const batched = k.name === 'BatchMatMul' && (k.inputShapes[0]?.length ?? 0) > 2 && (k.inputShapes[0]?.[0] ?? 1) > 1;
