@@ -5,3 +5,4 @@ export * from './logger.js';
 export * from './redact.js';
 export * from './server.js';
 export * from './worker-metrics.js';
+export * from './web/index.js';

@@ -27,6 +27,11 @@ export interface TelemetryServerOptions {
   readinessTimeoutMs?: number;
   /** The `/status` JSON document (served only when given: the coordinator's). */
   status?: () => unknown;
+  /**
+   * Extra paths served before the built-in ones (the coordinator's run page: `createRunPageHandler`).
+   * Returns true when it answered the request, false to let the built-in endpoints (or 404) answer.
+   */
+  routes?: (req: IncomingMessage, res: ServerResponse) => boolean | Promise<boolean>;
   /** Receives a warning when a handler fails. */
   logger?: { warn(obj: object, msg?: string): void };
   /** How long `close()` waits for requests in flight before cutting connections. @defaultValue 3000 */
@@ -80,6 +85,7 @@ export async function startTelemetryServer(options: TelemetryServerOptions): Pro
       send(res, 405, 'text/plain; charset=utf-8', 'method not allowed\n');
       return;
     }
+    if (options.routes && (await options.routes(req, res))) return;
     switch (path) {
       case '/metrics': {
         const body = await options.metrics.metrics();
