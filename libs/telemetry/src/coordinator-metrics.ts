@@ -1,12 +1,10 @@
 import { Counter, Gauge, Histogram } from 'prom-client';
 import { BaseMetrics, type BaseMetricsOptions } from './base-metrics.js';
+import { JOB_PHASES, STEP_PHASES, type JobPhase, type StepPhase } from './phases.js';
 
 export const OBJECTIVES = ['mlm', 'mim', 'itm'] as const;
 export type Objective = (typeof OBJECTIVES)[number];
 
-/** Where a synchronous step's wall time goes (the breakdown of `m3ae bench training`). */
-export const STEP_PHASES = ['compute', 'fetch', 'upload', 'reduction', 'optimizer', 'publish', 'idle'] as const;
-export type StepPhase = (typeof STEP_PHASES)[number];
 
 /** One completed optimizer step, as the coordinator saw it. */
 export interface StepObservation {
@@ -23,10 +21,12 @@ export interface StepObservation {
   gradientNorm: number;
   /** Samples in the global batch (minus skipped ones). */
   samples: number;
-  /** Real (non-padding) text tokens in the global batch. */
-  tokens: number;
-  /** Seconds per phase; phases the caller does not measure are left out. */
+  /** Real (non-padding) text tokens in the global batch; `m3ae_tokens_total` only moves when given. */
+  tokens?: number;
+  /** Coordinator wall-clock seconds per phase (they add up to the step); unmeasured phases left out. */
   phases?: Partial<Record<StepPhase, number>>;
+  /** Mean seconds per accepted job by phase, as the workers reported them. */
+  jobPhases?: Partial<Record<JobPhase, number>>;
 }
 
 export interface RunInfo {
@@ -119,6 +119,7 @@ export class CoordinatorMetrics extends BaseMetrics {
     stepsCompleted: Counter;
     stepDuration: Histogram;
     phaseSeconds: Counter<'phase'>;
+    jobPhaseSeconds: Counter<'phase'>;
     samples: Counter;
     tokens: Counter;
     jobsEnqueued: Counter;
@@ -193,7 +194,13 @@ export class CoordinatorMetrics extends BaseMetrics {
       }),
       phaseSeconds: new Counter({
         name: 'm3ae_step_phase_seconds_total',
-        help: 'Step time by phase (compute, fetch, upload, reduction, optimizer, publish, idle); rate / steps rate = seconds per step.',
+        help: 'Coordinator step time by phase (publish, enqueue, idle, reduction, optimizer, checkpoint); rate / steps rate = seconds per step.',
+        labelNames: ['phase'],
+        registers,
+      }),
+      jobPhaseSeconds: new Counter({
+        name: 'm3ae_job_phase_seconds_total',
+        help: 'Per step, the mean seconds an accepted job spent by phase (fetch, compute, encode, upload) as workers reported; rate / steps rate = seconds per job.',
         labelNames: ['phase'],
         registers,
       }),
@@ -294,7 +301,7 @@ export class CoordinatorMetrics extends BaseMetrics {
     requireCount('observeStep step', obs.step);
     requireNonNegative('observeStep durationSeconds', obs.durationSeconds);
     requireNonNegative('observeStep samples', obs.samples);
-    requireNonNegative('observeStep tokens', obs.tokens);
+    if (obs.tokens !== undefined) requireNonNegative('observeStep tokens', obs.tokens);
     this.step = obs.step;
     this.last = obs;
     this.m.step.set(obs.step);
@@ -313,15 +320,10 @@ export class CoordinatorMetrics extends BaseMetrics {
     this.m.learningRate.set(obs.learningRate);
     this.m.gradientNorm.set(obs.gradientNorm);
     this.m.samples.inc(obs.samples);
-    this.m.tokens.inc(obs.tokens);
-    for (const [phase, seconds] of Object.entries(obs.phases ?? {})) {
-      if (!(STEP_PHASES as readonly string[]).includes(phase)) {
-        throw new Error(`metrics: observeStep phases.${phase} is not one of ${STEP_PHASES.join(', ')}`);
-      }
-      requireNonNegative(`observeStep phases.${phase}`, seconds);
-      this.m.phaseSeconds.inc({ phase }, seconds);
-    }
-    this.recent.push({ samples: obs.samples, tokens: obs.tokens, seconds: obs.durationSeconds });
+    if (obs.tokens !== undefined) this.m.tokens.inc(obs.tokens);
+    addPhases('observeStep phases', STEP_PHASES, obs.phases, this.m.phaseSeconds);
+    addPhases('observeStep jobPhases', JOB_PHASES, obs.jobPhases, this.m.jobPhaseSeconds);
+    this.recent.push({ samples: obs.samples, tokens: obs.tokens ?? 0, seconds: obs.durationSeconds });
     if (this.recent.length > this.window) this.recent.shift();
     this.updateProgress();
   }
@@ -451,6 +453,16 @@ export class CoordinatorMetrics extends BaseMetrics {
   private checkpointAgeSeconds(): number {
     return (this.now() - (this.lastCheckpoint?.at ?? this.startedAt)) / 1000;
   }
+}
+
+/** Validates every phase first, then counts: a bad phase name leaves the counters untouched. */
+function addPhases(what: string, allowed: readonly string[], phases: Readonly<Record<string, number | undefined>> | undefined, counter: Counter<'phase'>): void {
+  const entries = Object.entries(phases ?? {}).filter((e): e is [string, number] => e[1] !== undefined);
+  for (const [phase, seconds] of entries) {
+    if (!allowed.includes(phase)) throw new Error(`metrics: ${what}.${phase} is not one of ${allowed.join(', ')}`);
+    requireNonNegative(`${what}.${phase}`, seconds);
+  }
+  for (const [phase, seconds] of entries) counter.inc({ phase }, seconds);
 }
 
 function requireCount(what: string, value: number): void {

@@ -24,7 +24,8 @@ function step(n: number, overrides: Partial<StepObservation> = {}): StepObservat
     gradientNorm: 3,
     samples: 16,
     tokens: 400,
-    phases: { compute: 1.5, fetch: 0.1, upload: 0.1, reduction: 0.1, optimizer: 0.1, publish: 0.05, idle: 0.05 },
+    phases: { publish: 0.1, enqueue: 0.05, idle: 1.5, reduction: 0.2, optimizer: 0.1, checkpoint: 0.05 },
+    jobPhases: { fetch: 0.1, compute: 1.2, encode: 0.05, upload: 0.1 },
     ...overrides,
   };
 }
@@ -70,7 +71,8 @@ describe('CoordinatorMetrics', () => {
     expect(v('m3ae_step_duration_seconds_count')).toBe(3);
     expect(v('m3ae_step_duration_seconds_bucket', { le: '1' })).toBe(0);
     expect(v('m3ae_step_duration_seconds_bucket', { le: '2.5' })).toBe(3);
-    expect(v('m3ae_step_phase_seconds_total', { phase: 'compute' })).toBe(4.5);
+    expect(v('m3ae_step_phase_seconds_total', { phase: 'idle' })).toBe(4.5);
+    expect(v('m3ae_job_phase_seconds_total', { phase: 'compute' })).toBeCloseTo(3.6);
     expect(v('m3ae_samples_total')).toBe(48);
     expect(v('m3ae_tokens_total')).toBe(1200);
     expect(v('m3ae_jobs_accepted_total', { worker: 'w-2' })).toBe(1);
@@ -114,7 +116,8 @@ describe('CoordinatorMetrics', () => {
     const m = new CoordinatorMetrics({ run: 'r', defaultMetrics: false });
     expect(() => m.observeStep(step(-1))).toThrow('observeStep step is -1; expected an integer ≥ 0');
     expect(() => m.observeStep(step(1, { durationSeconds: Number.NaN }))).toThrow(/durationSeconds is NaN/);
-    expect(() => m.observeStep(step(1, { phases: { warmup: 1 } as never }))).toThrow(/phases.warmup is not one of compute/);
+    expect(() => m.observeStep(step(1, { phases: { warmup: 1 } as never }))).toThrow('observeStep phases.warmup is not one of publish, enqueue, idle, reduction, optimizer, checkpoint');
+    expect(() => m.observeStep(step(1, { jobPhases: { compute: -1 } }))).toThrow('observeStep jobPhases.compute is -1; expected a finite number ≥ 0');
     expect(() => m.jobRejected('Bad Reason')).toThrow(/reason "Bad Reason"/);
     expect(() => m.setRunInfo({ totalSteps: 1.5 })).toThrow(/totalSteps is 1.5/);
     expect(() => new CoordinatorMetrics({ run: '', defaultMetrics: false })).toThrow(/label run is ""/);
@@ -191,7 +194,7 @@ describe('WorkerMetrics', () => {
     m.paramLookup(true);
     m.paramLookup(true);
     m.setBusy(true);
-    m.observeJob({ durationSeconds: 3, samples: 4, tokens: 90, step: 7, phases: { fetch: 0.5, data: 0.2, compute: 2, upload: 0.3 } });
+    m.observeJob({ durationSeconds: 3, samples: 4, tokens: 90, step: 7, phases: { fetch: 0.5, compute: 2, encode: 0.2, upload: 0.3 } });
     m.observeJob({ durationSeconds: 1, samples: 4, tokens: 90, outcome: 'handed-back' });
     m.bytesMoved('params', 'read', 1000);
     tensors = 12;

@@ -1,12 +1,7 @@
 import { Counter, Gauge, Histogram } from 'prom-client';
 import { BaseMetrics, type BaseMetricsOptions } from './base-metrics.js';
+import { JOB_OUTCOMES, JOB_PHASES, type JobOutcome, type JobPhase } from './phases.js';
 
-/** Where one micro-batch job's time goes on a worker. */
-export const JOB_PHASES = ['fetch', 'data', 'compute', 'upload'] as const;
-export type JobPhase = (typeof JOB_PHASES)[number];
-
-export const JOB_OUTCOMES = ['completed', 'failed', 'handed-back'] as const;
-export type JobOutcome = (typeof JOB_OUTCOMES)[number];
 
 /** One micro-batch job as a worker ran it. */
 export interface JobObservation {
@@ -14,9 +9,9 @@ export interface JobObservation {
   durationSeconds: number;
   /** Samples in the micro-batch that were computed (skipped ones excluded). */
   samples: number;
-  /** Real (non-padding) text tokens in the micro-batch. */
-  tokens: number;
-  /** Seconds per phase: fetch (parameters), data (build the micro-batch), compute (forward/backward), upload (gradient). */
+  /** Real (non-padding) text tokens in the micro-batch; `m3ae_worker_tokens_total` only moves when given. */
+  tokens?: number;
+  /** Seconds per phase: fetch (parameters; 0 on a cache hit), compute (batch + forward/backward), encode, upload. */
   phases?: Partial<Record<JobPhase, number>>;
   /** @defaultValue 'completed' */
   outcome?: JobOutcome;
@@ -61,7 +56,7 @@ export class WorkerMetrics extends BaseMetrics {
     this.m = {
       jobs: new Counter({
         name: 'm3ae_worker_jobs_total',
-        help: 'Micro-batch jobs this worker finished, by outcome (completed, failed, handed-back).',
+        help: 'Micro-batch jobs this worker finished, by outcome (completed, stale, failed, handed-back, refused).',
         labelNames: ['outcome'],
         registers,
       }),
@@ -73,7 +68,7 @@ export class WorkerMetrics extends BaseMetrics {
       }),
       phaseSeconds: new Counter({
         name: 'm3ae_worker_job_phase_seconds_total',
-        help: 'Job time by phase (fetch parameters, data, compute, upload gradient).',
+        help: 'Job time by phase (fetch parameters, compute, encode gradient, upload gradient).',
         labelNames: ['phase'],
         registers,
       }),
@@ -98,24 +93,25 @@ export class WorkerMetrics extends BaseMetrics {
   observeJob(obs: JobObservation): void {
     requireNonNegative('observeJob durationSeconds', obs.durationSeconds);
     requireNonNegative('observeJob samples', obs.samples);
-    requireNonNegative('observeJob tokens', obs.tokens);
+    if (obs.tokens !== undefined) requireNonNegative('observeJob tokens', obs.tokens);
     const outcome = obs.outcome ?? 'completed';
     if (!(JOB_OUTCOMES as readonly string[]).includes(outcome)) {
       throw new Error(`metrics: observeJob outcome ${JSON.stringify(outcome)} is not one of ${JOB_OUTCOMES.join(', ')}`);
+    }
+    const phases = Object.entries(obs.phases ?? {}).filter((e): e is [string, number] => e[1] !== undefined);
+    for (const [phase, seconds] of phases) {
+      if (!(JOB_PHASES as readonly string[]).includes(phase)) {
+        throw new Error(`metrics: observeJob phases.${phase} is not one of ${JOB_PHASES.join(', ')}`);
+      }
+      requireNonNegative(`observeJob phases.${phase}`, seconds);
     }
     this.m.jobs.inc({ outcome });
     this.m.jobDuration.observe(obs.durationSeconds);
     if (outcome === 'completed') {
       this.m.samples.inc(obs.samples);
-      this.m.tokens.inc(obs.tokens);
+      if (obs.tokens !== undefined) this.m.tokens.inc(obs.tokens);
     }
-    for (const [phase, seconds] of Object.entries(obs.phases ?? {})) {
-      if (!(JOB_PHASES as readonly string[]).includes(phase)) {
-        throw new Error(`metrics: observeJob phases.${phase} is not one of ${JOB_PHASES.join(', ')}`);
-      }
-      requireNonNegative(`observeJob phases.${phase}`, seconds);
-      this.m.phaseSeconds.inc({ phase }, seconds);
-    }
+    for (const [phase, seconds] of phases) this.m.phaseSeconds.inc({ phase }, seconds);
     if (obs.step !== undefined) this.m.lastStep.set(obs.step);
   }
 

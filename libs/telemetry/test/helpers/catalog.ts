@@ -23,7 +23,8 @@ export async function exportedSeries(): Promise<Map<string, Set<string>>> {
     gradientNorm: 1,
     samples: 1,
     tokens: 1,
-    phases: { compute: 1, fetch: 1, upload: 1, reduction: 1, optimizer: 1, publish: 1, idle: 1 },
+    phases: { publish: 1, enqueue: 1, idle: 1, reduction: 1, optimizer: 1, checkpoint: 1 },
+    jobPhases: { fetch: 1, compute: 1, encode: 1, upload: 1 },
   });
   coordinator.jobEnqueued();
   coordinator.jobAccepted('w');
@@ -40,7 +41,7 @@ export async function exportedSeries(): Promise<Map<string, Set<string>>> {
   coordinator.observeCheckpoint({ step: 1, durationSeconds: 1, ok: false });
 
   const worker = new WorkerMetrics({ run: 'catalog', worker: 'w', backend: 'wasm', tensorMemory: () => ({ numTensors: 1, numBytes: 1 }) });
-  worker.observeJob({ durationSeconds: 1, samples: 1, tokens: 1, step: 1, phases: { fetch: 1, data: 1, compute: 1, upload: 1 } });
+  worker.observeJob({ durationSeconds: 1, samples: 1, tokens: 1, step: 1, phases: { fetch: 1, compute: 1, encode: 1, upload: 1 } });
   worker.paramLookup(true);
   worker.setBusy(true);
   worker.bytesMoved('params', 'read', 1);

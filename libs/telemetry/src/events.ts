@@ -1,0 +1,124 @@
+import type { CoordinatorMetrics } from './coordinator-metrics.js';
+import type { JobOutcome } from './phases.js';
+import type { WorkerMetrics } from './worker-metrics.js';
+
+/*
+ * Adapters from the event hooks of the coordinator (`CoordinatorEvents`) and the worker (`onJob`) to the
+ * metrics, so that wiring telemetry in is one line each. The shapes are declared here structurally (this lib
+ * imports no app): if an app's events change, TypeScript flags the call site.
+ */
+
+/** The part of the coordinator's `StepReport` the metrics read (milliseconds, as the coordinator measures). */
+export interface StepReportLike {
+  step: number;
+  losses: { total: number; mlm?: number; mim?: number; itm?: number };
+  accuracy: { mlm?: number; itm?: number };
+  learningRate: number;
+  gradientNorm: number;
+  samples: number;
+  /** Real text tokens of the step, when the coordinator counts them. */
+  tokens?: number;
+  durationMs: number;
+  phases: { publishMs: number; enqueueMs: number; idleMs: number; reduceMs: number; optimizerMs: number; checkpointMs: number };
+  worker: { fetchMs: number; computeMs: number; encodeMs: number; uploadMs: number };
+  bytes: { params: number; grads: number };
+  jobs: { count: number };
+  /** Workers whose contributions this step counted. */
+  workers: string[];
+}
+
+export interface CoordinatorEventHandlers {
+  onStep(report: StepReportLike): void;
+  onReject(reason: string, detail: { workerId?: string }): void;
+  onDuplicate(detail: { workerId: string }): void;
+  onEnqueue(detail: { kind: 'original' | 'retry' | 'backup' }): void;
+  onBackupWon(detail: { step: number }): void;
+  onCheckpoint(detail: { step: number; durationMs: number }): void;
+}
+
+/**
+ * Event handlers that record a coordinator's steps, jobs and checkpoints into `metrics`; pass them as (or merge
+ * them into) the coordinator's `events`.
+ */
+export function coordinatorEvents(metrics: CoordinatorMetrics): CoordinatorEventHandlers {
+  return {
+    onStep(r) {
+      metrics.observeStep({
+        step: r.step,
+        durationSeconds: r.durationMs / 1000,
+        losses: r.losses,
+        accuracy: r.accuracy,
+        learningRate: r.learningRate,
+        gradientNorm: r.gradientNorm,
+        samples: r.samples,
+        ...(r.tokens !== undefined ? { tokens: r.tokens } : {}),
+        phases: {
+          publish: r.phases.publishMs / 1000,
+          enqueue: r.phases.enqueueMs / 1000,
+          idle: r.phases.idleMs / 1000,
+          reduction: r.phases.reduceMs / 1000,
+          optimizer: r.phases.optimizerMs / 1000,
+          checkpoint: r.phases.checkpointMs / 1000,
+        },
+        jobPhases: {
+          fetch: r.worker.fetchMs / 1000,
+          compute: r.worker.computeMs / 1000,
+          encode: r.worker.encodeMs / 1000,
+          upload: r.worker.uploadMs / 1000,
+        },
+      });
+      metrics.bytesMoved('params', 'write', r.bytes.params);
+      metrics.bytesMoved('gradients', 'read', r.bytes.grads);
+      for (let i = 0; i < r.jobs.count; i++) metrics.jobAccepted();
+      metrics.setActiveWorkers(r.workers.length, r.workers);
+    },
+    onReject(reason) {
+      metrics.jobRejected(reason);
+    },
+    onDuplicate() {
+      metrics.jobDuplicated();
+    },
+    onEnqueue({ kind }) {
+      metrics.jobEnqueued();
+      if (kind === 'retry') metrics.jobRetried();
+      if (kind === 'backup') metrics.backupJobEnqueued();
+    },
+    onBackupWon() {
+      metrics.backupJobWon();
+    },
+    onCheckpoint({ step, durationMs }) {
+      metrics.observeCheckpoint({ step, durationSeconds: durationMs / 1000 });
+    },
+  };
+}
+
+/** The part of the worker's `WorkerJobEvent` the metrics read. */
+export interface WorkerJobEventLike {
+  step: number;
+  outcome: JobOutcome;
+  samples: number;
+  tokens?: number;
+  timings: { fetchMs: number; computeMs: number; encodeMs: number; uploadMs: number; totalMs: number };
+  paramCacheHit: boolean;
+  gradBytes: number;
+  paramBytes: number;
+}
+
+/** A listener that records every job a worker handles into `metrics`; pass it as the worker's `onJob`. */
+export function workerJobListener(metrics: WorkerMetrics): (event: WorkerJobEventLike) => void {
+  return (e) => {
+    metrics.observeJob({
+      durationSeconds: e.timings.totalMs / 1000,
+      samples: e.samples,
+      ...(e.tokens !== undefined ? { tokens: e.tokens } : {}),
+      outcome: e.outcome,
+      step: e.step,
+      phases: { fetch: e.timings.fetchMs / 1000, compute: e.timings.computeMs / 1000, encode: e.timings.encodeMs / 1000, upload: e.timings.uploadMs / 1000 },
+    });
+    if (e.outcome === 'completed') {
+      metrics.paramLookup(e.paramCacheHit);
+      metrics.bytesMoved('params', 'read', e.paramBytes);
+      metrics.bytesMoved('gradients', 'write', e.gradBytes);
+    }
+  };
+}
