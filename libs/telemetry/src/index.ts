@@ -7,3 +7,4 @@ export * from './phases.js';
 export * from './redact.js';
 export * from './server.js';
 export * from './worker-metrics.js';
+export * from './web/index.js';
