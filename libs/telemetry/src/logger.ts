@@ -82,10 +82,14 @@ export function createLogger(options: CreateLoggerOptions): Logger {
   const logger = destination ? pino(pinoOptions, destination) : pino(pinoOptions);
   // pino formats only the root's bindings; children are created from this instance by prototype, so one
   // override here scrubs the bindings of every descendant (`logger.child({ redisUrl })`).
-  const child = logger.child;
-  logger.child = function scrubbedChild(this: Logger, bindings, childOptions) {
-    return child.call(this, scrubValue(bindings), childOptions);
-  } as Logger['child'];
+  const child = logger.child as unknown as (this: unknown, bindings: object, options?: object) => unknown;
+  Object.defineProperty(logger, 'child', {
+    configurable: true,
+    writable: true,
+    value: function scrubbedChild(this: unknown, bindings: object, options?: object): unknown {
+      return child.call(this, scrubValue(bindings), options);
+    },
+  });
   return options.bindings ? logger.child(definedOnly(options.bindings)) : logger;
 }
 
