@@ -10,3 +10,4 @@ export * from './synthetic.js';
 export * from './adamw.js';
 export * from './flops.js';
 export * from './weights/index.js';
+export * from './downstream/index.js';

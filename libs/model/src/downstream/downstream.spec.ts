@@ -1,0 +1,260 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AdamW } from '../adamw.js';
+import { chooseBackend } from '../backend.js';
+import { presetConfig, type M3AEConfig } from '../config.js';
+import { createModel, flattenParams, unflatten } from '../model.js';
+import { modelManifest } from '../params.js';
+import { HashStream } from '../random.js';
+import { createDownstreamModel, downstreamManifest, flattenDownstream, loadPretrained, setDownstreamFromFlat, type DownstreamModel } from './downstream-model.js';
+import { computeTaskGradients, computeTaskOutputs, retrievalScores, type DownstreamBatch } from './objective.js';
+import { finetuneImageSize, FINETUNE_DEFAULTS } from './tasks.js';
+
+/** A batch of random images and texts (ids in [5, vocab), RoBERTa-like: <s>=0 first, padding 1 at the end). */
+function randomBatch(c: M3AEConfig, B: number, K: number, classes: number, seed: number, L = 8): DownstreamBatch {
+  const s = new HashStream(seed);
+  const H = c.imageSize;
+  const rows = B * K;
+  const b: DownstreamBatch = {
+    batchSize: B,
+    textsPerExample: K,
+    imageSize: H,
+    textLength: L,
+    pixelValues: Float32Array.from({ length: B * 3 * H * H }, () => s.normal()),
+    inputIds: new Int32Array(rows * L),
+    attentionMask: new Int32Array(rows * L),
+    labels: Int32Array.from({ length: B }, () => Math.floor(s.uniform() * classes)),
+    dropoutSeeds: Int32Array.from({ length: rows }, () => Math.floor(s.uniform() * 2 ** 31)),
+  };
+  for (let r = 0; r < rows; r++) {
+    const len = 3 + Math.floor(s.uniform() * (L - 3));
+    for (let j = 0; j < L; j++) {
+      b.inputIds[r * L + j] = j === 0 ? 0 : j < len ? 5 + Math.floor(s.uniform() * (c.vocabSize - 5)) : 1;
+      b.attentionMask[r * L + j] = j < len ? 1 : 0;
+    }
+  }
+  return b;
+}
+
+function slice(b: DownstreamBatch, start: number, end: number): DownstreamBatch {
+  const K = b.textsPerExample;
+  const L = b.textLength;
+  const plane = 3 * b.imageSize * b.imageSize;
+  return {
+    ...b,
+    batchSize: end - start,
+    pixelValues: b.pixelValues.slice(start * plane, end * plane),
+    inputIds: b.inputIds.slice(start * K * L, end * K * L),
+    attentionMask: b.attentionMask.slice(start * K * L, end * K * L),
+    labels: b.labels.slice(start, end),
+    dropoutSeeds: b.dropoutSeeds.slice(start * K, end * K),
+  };
+}
+
+function norm(a: Float32Array): number {
+  let s = 0;
+  for (const v of a) s += v * v;
+  return Math.sqrt(s);
+}
+
+function segment(model: DownstreamModel, flat: Float32Array, name: string): Float32Array {
+  const e = model.manifest.entries.find((x) => x.name === name);
+  if (!e || e.offset === null) throw new Error(`no ${name}`);
+  return flat.subarray(e.offset, e.offset + e.shape.reduce((a, b) => a * b, 1));
+}
+
+describe('downstream heads and objectives (tiny, wasm)', () => {
+  const config = presetConfig('tiny');
+  let vqa: DownstreamModel;
+
+  beforeAll(async () => {
+    await chooseBackend({ backend: 'wasm' });
+    vqa = createDownstreamModel(config, { kind: 'vqa', outputs: 7 }, { seed: 3 });
+  });
+  afterAll(() => vqa.dispose());
+
+  it('builds the official head layout on the 2·hidden joint feature, without the pre-training heads', () => {
+    const names = vqa.manifest.entries.map((e) => e.name);
+    const shape = (n: string): readonly number[] | undefined => vqa.manifest.entries.find((e) => e.name === n)?.shape;
+    expect(shape('vqa_head.0.weight')).toEqual([64, 64]);
+    expect(shape('vqa_head.1.weight')).toEqual([64]);
+    expect(shape('vqa_head.3.weight')).toEqual([64, 7]);
+    expect(shape('vqa_head.3.bias')).toEqual([7]);
+    expect(names.some((n) => n.startsWith('mlm_head') || n.startsWith('mim_head') || n.startsWith('itm_head'))).toBe(false);
+    expect(names).toContain('multi_modal_vision_pooler.dense.weight');
+    const cls = downstreamManifest(config, { kind: 'classification', outputs: 7 });
+    expect(cls.entries.map((e) => e.name)).toContain('cls_head.3.weight');
+    expect(cls.hash).not.toBe(vqa.manifest.hash);
+    const irtr = downstreamManifest(config, { kind: 'retrieval', outputs: 1 });
+    expect(irtr.entries.find((e) => e.name === 'irtr_head.weight')?.shape).toEqual([64, 1]);
+    expect(() => downstreamManifest(config, { kind: 'retrieval', outputs: 2 })).toThrow(/1 output/);
+  });
+
+  it('gives logits [B, answers] and a gradient that matches finite differences', () => {
+    const batch = randomBatch(config, 3, 1, 7, 5);
+    const out = computeTaskOutputs(vqa, batch);
+    expect(out.classes).toBe(7);
+    expect(out.logits.length).toBe(21);
+    const g = computeTaskGradients(vqa, batch, { normalizer: 3, training: false });
+    expect(g.sum).toBeCloseTo(out.sum, 3);
+    expect(g.count).toBe(3);
+    // Every part of the model gets a gradient: head, fusion, both encoders.
+    for (const n of ['vqa_head.3.weight', 'vqa_head.0.weight', 'multi_modal_language_layers.1.output.dense.weight', 'vision_encoder.visual.patch_embed.weight', 'language_encoder.encoder.layer.0.attention.self.query.weight']) {
+      expect(norm(segment(vqa, g.grads, n)), n).toBeGreaterThan(0);
+    }
+    // Central differences on the largest-gradient coordinates of two parameters (float32: loose tolerance).
+    const flat = flattenDownstream(vqa);
+    try {
+      for (const name of ['vqa_head.3.weight', 'multi_modal_vision_pooler.dense.weight']) {
+        const e = vqa.manifest.entries.find((x) => x.name === name);
+        const offset = e?.offset ?? 0;
+        const seg = segment(vqa, g.grads, name);
+        let k = 0;
+        for (let i = 1; i < seg.length; i++) if (Math.abs(seg[i] ?? 0) > Math.abs(seg[k] ?? 0)) k = i;
+        const eps = 1e-2;
+        const at = (delta: number): number => {
+          const f = flat.slice();
+          f[offset + k] = (f[offset + k] ?? 0) + delta;
+          setDownstreamFromFlat(vqa, f);
+          return computeTaskOutputs(vqa, batch).sum / 3;
+        };
+        const fd = (at(eps) - at(-eps)) / (2 * eps);
+        expect(Math.abs(fd - (seg[k] ?? 0)) / Math.abs(seg[k] ?? 1), name).toBeLessThan(0.05);
+      }
+    } finally {
+      setDownstreamFromFlat(vqa, flat);
+    }
+  });
+
+  it('sums micro-batch gradients to the whole batch (dropout on), and leaks no tensor', () => {
+    const batch = randomBatch(config, 4, 1, 7, 9);
+    const before = tf.memory().numTensors;
+    const whole = computeTaskGradients(vqa, batch, { normalizer: 4, training: true });
+    const a = computeTaskGradients(vqa, slice(batch, 0, 1), { normalizer: 4, training: true });
+    const b = computeTaskGradients(vqa, slice(batch, 1, 4), { normalizer: 4, training: true });
+    expect(tf.memory().numTensors).toBe(before);
+    expect(a.sum + b.sum).toBeCloseTo(whole.sum, 3);
+    expect(a.correct + b.correct).toBe(whole.correct);
+    const summed = a.grads.map((v, i) => v + (b.grads[i] ?? 0));
+    const diff = summed.map((v, i) => v - (whole.grads[i] ?? 0));
+    expect(norm(diff) / norm(whole.grads)).toBeLessThan(1e-4);
+    // Dropout changes the result (it is on), deterministically (same seeds → same gradient).
+    const again = computeTaskGradients(vqa, batch, { normalizer: 4, training: true });
+    expect(Array.from(again.grads)).toEqual(Array.from(whole.grads));
+    const evalMode = computeTaskGradients(vqa, batch, { normalizer: 4, training: false });
+    expect(evalMode.sum).not.toBeCloseTo(whole.sum, 4);
+  });
+
+  it('counts an answer outside the vocabulary (label −1) wrong, with an all-zero BCE target', () => {
+    const batch = randomBatch(config, 2, 1, 7, 13);
+    batch.labels[1] = -1;
+    const out = computeTaskOutputs(vqa, batch);
+    expect(out.correct).toBeLessThanOrEqual(1);
+    // Row 1's loss is Σ_c softplus(x_c): recompute it from the logits.
+    let row1 = 0;
+    for (let j = 0; j < 7; j++) row1 += Math.log1p(Math.exp(out.logits[7 + j] ?? 0));
+    const only0 = computeTaskOutputs(vqa, slice(batch, 0, 1));
+    expect(out.sum - only0.sum).toBeCloseTo(row1, 3);
+    const bad = randomBatch(config, 2, 1, 7, 13);
+    bad.labels[0] = 7;
+    expect(() => computeTaskOutputs(vqa, bad)).toThrow(/labels\[0\]: got 7/);
+  });
+
+  it('retrieval: K captions per image, cross-entropy on the true one, and pair scores that agree with the batched pass', () => {
+    const irtr = createDownstreamModel(config, { kind: 'retrieval', outputs: 1 }, { seed: 4 });
+    try {
+      const batch = randomBatch(config, 2, 4, 1, 21);
+      batch.labels.fill(0);
+      const g = computeTaskGradients(irtr, batch, { normalizer: 2, training: true });
+      expect(norm(segment(irtr, g.grads, 'irtr_head.weight'))).toBeGreaterThan(0);
+      const out = computeTaskOutputs(irtr, batch);
+      expect(out.classes).toBe(4);
+      // Image b with its 4 texts, scored pair by pair by retrievalScores, equals row b of the batched logits.
+      const L = batch.textLength;
+      const plane = 3 * config.imageSize * config.imageSize;
+      const scores = retrievalScores(
+        irtr,
+        { pixelValues: batch.pixelValues, nImages: 2, inputIds: batch.inputIds, attentionMask: batch.attentionMask, nTexts: 8, textLength: L },
+        { textChunk: 3, imageChunk: 1 },
+      );
+      expect(scores.length).toBe(16);
+      for (let b = 0; b < 2; b++) for (let k = 0; k < 4; k++) expect(scores[b * 8 + b * 4 + k]).toBeCloseTo(out.logits[b * 4 + k] ?? NaN, 4);
+      expect(plane).toBeGreaterThan(0);
+      // The log-softmax loss of example b is logsumexp(scores) − score[0].
+      let expected = 0;
+      for (let b = 0; b < 2; b++) {
+        const row = Array.from(out.logits.subarray(b * 4, b * 4 + 4));
+        const m = Math.max(...row);
+        expected += m + Math.log(row.reduce((s, v) => s + Math.exp(v - m), 0)) - (row[0] ?? 0);
+      }
+      expect(out.sum).toBeCloseTo(expected, 4);
+    } finally {
+      irtr.dispose();
+    }
+  });
+
+  it('loads pre-trained weights: backbone copied, positions resized to the fine-tuning size, irtr head = ITM match row', () => {
+    const pre = createModel(config, { seed: 11 });
+    const ftConfig = presetConfig('tiny', { imageSize: finetuneImageSize(config) });
+    expect(ftConfig.imageSize).toBe(40);
+    const irtr = createDownstreamModel(ftConfig, { kind: 'retrieval', outputs: 1 }, { seed: 1 });
+    try {
+      const params = unflatten(modelManifest(config), flattenParams(pre));
+      const report = loadPretrained(irtr, { config, params });
+      expect(report.resized).toEqual(['vision_encoder.visual.positional_embedding']);
+      expect(report.initialised).toEqual([]);
+      const flat = flattenDownstream(irtr);
+      expect(Array.from(segment(irtr, flat, 'language_encoder.encoder.layer.0.attention.self.query.weight'))).toEqual(Array.from(params.get('language_encoder.encoder.layer.0.attention.self.query.weight') ?? []));
+      expect(segment(irtr, flat, 'vision_encoder.visual.positional_embedding').length).toBe(26 * 32);
+      // Class row kept as is.
+      expect(Array.from(segment(irtr, flat, 'vision_encoder.visual.positional_embedding').subarray(0, 32))).toEqual(Array.from((params.get('vision_encoder.visual.positional_embedding') ?? new Float32Array()).subarray(0, 32)));
+      const itmW = params.get('itm_head.fc.weight') ?? new Float32Array();
+      const irtrW = segment(irtr, flat, 'irtr_head.weight');
+      for (let r = 0; r < 64; r++) expect(irtrW[r]).toBe(itmW[2 * r + 1]);
+      expect(segment(irtr, flat, 'irtr_head.bias')[0]).toBe((params.get('itm_head.fc.bias') ?? new Float32Array(2))[1]);
+      const other = presetConfig('tiny', { hiddenSize: 48, numHeads: 2 });
+      const bad = createDownstreamModel(presetConfig('tiny'), { kind: 'vqa', outputs: 3 });
+      try {
+        expect(() => loadPretrained(bad, { config: other, params })).toThrow(/hiddenSize = 48/);
+      } finally {
+        bad.dispose();
+      }
+    } finally {
+      pre.dispose();
+      irtr.dispose();
+    }
+  });
+
+  it('fine-tunes a tiny model on a separable task: the loss falls and accuracy rises, with no tensor leak', () => {
+    // Label = whether the image is bright or dark; the text carries no information.
+    const cls = createDownstreamModel(config, { kind: 'classification', outputs: 2 }, { seed: 2 });
+    try {
+      const make = (seed: number): DownstreamBatch => {
+        const b = randomBatch(config, 8, 1, 2, seed);
+        const plane = 3 * config.imageSize * config.imageSize;
+        for (let i = 0; i < 8; i++) {
+          const shift = b.labels[i] === 1 ? 1.5 : -1.5;
+          for (let j = 0; j < plane; j++) b.pixelValues[i * plane + j] = (b.pixelValues[i * plane + j] ?? 0) * 0.3 + shift;
+        }
+        return b;
+      };
+      const evalBatch = make(1000);
+      const start = computeTaskOutputs(cls, evalBatch);
+      const opt = new AdamW(cls.manifest, { learningRate: 1e-3, totalSteps: 30, warmupSteps: 0.1, lrMultiplierHead: FINETUNE_DEFAULTS.melinda.lrMultiplierHead });
+      const params = flattenDownstream(cls);
+      const tensors = tf.memory().numTensors;
+      for (let step = 0; step < 30; step++) {
+        const g = computeTaskGradients(cls, make(step), { normalizer: 8, training: true });
+        opt.update(params, g.grads);
+        setDownstreamFromFlat(cls, params);
+      }
+      expect(tf.memory().numTensors).toBe(tensors);
+      const end = computeTaskOutputs(cls, evalBatch);
+      expect(end.sum).toBeLessThan(start.sum * 0.5);
+      expect(end.correct).toBeGreaterThanOrEqual(7);
+      expect(end.correct).toBeGreaterThan(start.correct);
+    } finally {
+      cls.dispose();
+    }
+  }, 120_000);
+});
