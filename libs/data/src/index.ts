@@ -9,3 +9,4 @@ export * from './masking.js';
 export * from './sampler.js';
 export * from './shards/index.js';
 export * from './synth/index.js';
+export * from './downstream/index.js';
