@@ -11,3 +11,5 @@ export * from './adamw.js';
 export * from './flops.js';
 export * from './weights/index.js';
 export * from './downstream/index.js';
+export * from './reconstruct.js';
+export * from './fill.js';
