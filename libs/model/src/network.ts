@@ -21,7 +21,9 @@ const CLIP_LN_EPS = 1e-5;
 export function clipBlock(ctx: Ctx, prefix: string, x: tf.Tensor2D, tokens: number, heads: number): tf.Tensor2D {
   const { p, batch } = ctx;
   const h1 = layerNorm(p, `${prefix}.ln_1`, x, CLIP_LN_EPS);
-  const [q, k, v] = ['q', 'k', 'v'].map((n) => splitHeads(linear(p, `${prefix}.attn.${n}_proj`, h1), batch, tokens, heads)) as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
+  const q = splitHeads(linear(p, `${prefix}.attn.q_proj`, h1), batch, tokens, heads);
+  const k = splitHeads(linear(p, `${prefix}.attn.k_proj`, h1), batch, tokens, heads, true);
+  const v = splitHeads(linear(p, `${prefix}.attn.v_proj`, h1), batch, tokens, heads);
   const x1: tf.Tensor2D = tf.add(x, linear(p, `${prefix}.attn.out_proj`, mergeHeads(attend(q, k, v))));
   const h2 = layerNorm(p, `${prefix}.ln_2`, x1, CLIP_LN_EPS);
   return tf.add(x1, linear(p, `${prefix}.mlp.c_proj`, quickGelu(linear(p, `${prefix}.mlp.c_fc`, h2))));
@@ -61,7 +63,7 @@ export function bertAttention(ctx: Ctx, prefix: string, x: tf.Tensor2D, tq: numb
   const tk = kv ? kv.tokens : tq;
   const source = kv ? kv.x : x;
   const q = splitHeads(linear(p, `${prefix}.self.query`, x), batch, tq, heads);
-  const k = splitHeads(linear(p, `${prefix}.self.key`, source), batch, tk, heads);
+  const k = splitHeads(linear(p, `${prefix}.self.key`, source), batch, tk, heads, true);
   const v = splitHeads(linear(p, `${prefix}.self.value`, source), batch, tk, heads);
   const probsMask = drop.mask([heads, tq, tk]);
   const context = mergeHeads(attend(q, k, v, keyBias, probsMask));

@@ -3,6 +3,7 @@ import * as tf from '@tensorflow/tfjs-core';
 // does, and it loads in plain Node (tfjs-core's own dist/register_all_gradients.js has extensionless ESM imports
 // that only bundlers resolve).
 import '@tensorflow/tfjs';
+import { batchMatMul } from './kernels/bmm.js';
 
 /**
  * Small functional building blocks. Activations are 2-D [rows, features] (rows = batch × tokens) except
@@ -118,10 +119,13 @@ export function gatherRows(table: tf.Tensor2D, indices: tf.Tensor1D, gradRowMask
   return lookup(table) as tf.Tensor2D;
 }
 
-/** [B·T, h·dh] → [B, h, T, dh] (a rank-4 transpose: the wasm backend's rank-5 transpose is far slower). */
-export function splitHeads(x: tf.Tensor2D, batch: number, tokens: number, heads: number): tf.Tensor4D {
+/**
+ * [B·T, h·dh] → [B, h, T, dh], or [B, h, dh, T] when `transposed` (keys, ready for q·kᵀ). Rank-4 transposes:
+ * the wasm backend's rank-5 transpose is far slower.
+ */
+export function splitHeads(x: tf.Tensor2D, batch: number, tokens: number, heads: number, transposed = false): tf.Tensor4D {
   const dh = x.shape[1] / heads;
-  return tf.transpose(tf.reshape(x, [batch, tokens, heads, dh]), [0, 2, 1, 3]);
+  return tf.transpose(tf.reshape(x, [batch, tokens, heads, dh]), transposed ? [0, 2, 3, 1] : [0, 2, 1, 3]);
 }
 
 /** [B, h, T, dh] → [B·T, h·dh]. */
@@ -131,15 +135,16 @@ export function mergeHeads(x: tf.Tensor4D): tf.Tensor2D {
 }
 
 /**
- * Scaled dot-product attention on [B, h, T, dh] tensors. `keyBias` [B,1,1,Tk] is added to the scores
- * (0 for real keys, a large negative number for padding); `probsMask` [B,h,Tq,Tk] is the dropout mask on
- * the attention probabilities (already scaled by 1/(1−p)).
+ * Scaled dot-product attention on q, v [B, h, T, dh] and transposed keys kᵀ [B, h, dh, Tk]. `keyBias` [B,1,1,Tk]
+ * is added to the scores (0 for real keys, a large negative number for padding); `probsMask` [B,h,Tq,Tk] is the
+ * dropout mask on the attention probabilities (already scaled by 1/(1−p)). The two batched products go through
+ * the SIMD kernel (`kernels/bmm.ts`).
  */
-export function attend(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, keyBias?: tf.Tensor, probsMask?: tf.Tensor): tf.Tensor4D {
+export function attend(q: tf.Tensor4D, kT: tf.Tensor4D, v: tf.Tensor4D, keyBias?: tf.Tensor, probsMask?: tf.Tensor): tf.Tensor4D {
   const dh = q.shape[3];
-  let scores: tf.Tensor4D = tf.matMul(tf.mul(q, 1 / Math.sqrt(dh)), k, false, true);
+  let scores: tf.Tensor4D = batchMatMul(tf.mul(q, 1 / Math.sqrt(dh)) as tf.Tensor4D, kT);
   if (keyBias) scores = tf.add(scores, keyBias);
   let probs: tf.Tensor4D = tf.softmax(scores);
   if (probsMask) probs = tf.mul(probs, probsMask);
-  return tf.matMul(probs, v);
+  return batchMatMul(probs, v);
 }
