@@ -1,11 +1,15 @@
-import { readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
 import { ENV_OVERRIDES, loadRunConfig, type RunConfig } from '@m3ae/protocol';
 import { parse as parseYaml } from 'yaml';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { exportedSeries } from './helpers/catalog.js';
 import { bytesOf, checkUnknownFields, K8S_DIR, kubectlVersion, kustomize, validateSchemas, type K8sObject } from './helpers/k8s.js';
 import { analysePromql } from './helpers/promql.js';
+import { freePort } from './helpers/redis.js';
 
 /* The rendered manifests, read loosely: only the fields the checks look at. */
 interface EnvVar {
@@ -211,6 +215,59 @@ describe(`k8s/ rendered with kubectl kustomize (${kubectlVersion()})`, () => {
       expect(c.volumeMounts?.find((m) => m.name === 'data')?.mountPath).toBe('/data');
       const maxmemory = c.env?.find((e) => e.name === 'REDIS_MAXMEMORY')?.value as string;
       expect(bytesOf(maxmemory), overlay).toBeLessThan(0.9 * bytesOf(String(c.resources?.limits?.['memory'])));
+    }
+  });
+
+  it('starts a real redis-server from the rendered command and redis.conf: password required, noeviction, maxmemory', async () => {
+    const objs = rendered.gpu;
+    const c = container(find<Workload>(objs, 'StatefulSet', 'm3ae-redis'), 'redis');
+    const conf = (findByPrefix(objs, 'ConfigMap', 'm3ae-redis-config') as K8sObject & { data: Record<string, string> }).data['redis.conf'] as string;
+    const dir = mkdtempSync(join(tmpdir(), 'm3ae-redis-'));
+    try {
+      // The pod's paths, moved into a scratch folder; the port moved to a free one.
+      const port = await freePort();
+      mkdirSync(join(dir, 'run'));
+      mkdirSync(join(dir, 'data'));
+      writeFileSync(join(dir, 'redis.conf'), conf.replaceAll('/run/redis', join(dir, 'run')).replace(/^dir \/data$/m, `dir ${join(dir, 'data')}`).replace(/^port 6379$/m, `port ${port}\nbind 127.0.0.1`));
+      const script = (c.args?.[0] as string).replaceAll('/run/redis', join(dir, 'run')).replace('/etc/redis/redis.conf', join(dir, 'redis.conf'));
+      const env = { PATH: process.env['PATH'] ?? '', REDIS_PASSWORD: 'pw-from-secret', REDIS_MAXMEMORY: c.env?.find((e) => e.name === 'REDIS_MAXMEMORY')?.value ?? '' };
+      const child = spawn('sh', ['-c', script], { env, stdio: 'ignore' });
+      const exited = new Promise((r) => child.once('exit', r));
+      const client = (password?: string): Redis => {
+        const r = new Redis({ port, lazyConnect: true, enableReadyCheck: false, maxRetriesPerRequest: 0, retryStrategy: () => null, ...(password ? { password } : {}) });
+        r.on('error', () => undefined);
+        return r;
+      };
+      let authed = client('pw-from-secret');
+      const anonymous = client();
+      try {
+        // Until the server listens.
+        for (let i = 0; ; i++) {
+          try {
+            await authed.connect();
+            break;
+          } catch (err) {
+            authed.disconnect();
+            if (i > 100) throw err;
+            await new Promise((r) => setTimeout(r, 50));
+            authed = client('pw-from-secret');
+          }
+        }
+        expect(await authed.ping()).toBe('PONG');
+        expect(await authed.config('GET', 'maxmemory-policy')).toEqual(['maxmemory-policy', 'noeviction']);
+        const maxmemory = (await authed.config('GET', 'maxmemory')) as string[];
+        expect(Number(maxmemory[1])).toBe(bytesOf(env.REDIS_MAXMEMORY));
+        await anonymous.connect();
+        await expect(anonymous.ping()).rejects.toThrow(/NOAUTH/);
+        await authed.call('SHUTDOWN', 'NOSAVE').catch(() => undefined);
+      } finally {
+        authed.disconnect();
+        anonymous.disconnect();
+        child.kill('SIGKILL');
+        await exited;
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
