@@ -9,6 +9,8 @@ import { registerModelForward } from './commands/model-forward.js';
 import { registerModelInfo } from './commands/model.js';
 import { registerCheckpoint } from './commands/checkpoint.js';
 import { registerData } from './commands/data.js';
+import { registerReconstruct } from './commands/reconstruct.js';
+import { registerFill } from './commands/fill.js';
 import { m3aeVersion } from './version.js';
 
 /** Builds the `m3ae` program. Each later capability adds its subcommand here. */
@@ -37,6 +39,8 @@ export function buildProgram(): Command {
   registerModelInfo(program);
   registerCheckpoint(program);
   registerData(program);
+  registerReconstruct(program);
+  registerFill(program);
   return program;
 }
 

@@ -385,10 +385,10 @@ export async function encodePng(grid: RgbGrid): Promise<Buffer> {
 }
 
 /** The grid of {@link reconstructImages} (one row per image: original · masked · reconstruction) as PNG bytes. */
-export async function renderReconstructionGrid(model: M3AEModel, input: MimInput, options: GridOptions = {}): Promise<{ png: Buffer; rows: ReconstructionRow[] }> {
+export async function renderReconstructionGrid(model: M3AEModel, input: MimInput, options: GridOptions = {}): Promise<{ png: Buffer; rows: ReconstructionRow[]; width: number; height: number }> {
   const rows = reconstructImages(model, input);
   const grid = composeGrid(rows.map((r) => [r.original, r.masked, r.reconstruction]), model.config.imageSize, options);
-  return { png: await encodePng(grid), rows };
+  return { png: await encodePng(grid), rows, width: grid.width, height: grid.height };
 }
 
 export interface CheckpointModel {
