@@ -9,6 +9,8 @@ import { registerModelForward } from './commands/model-forward.js';
 import { registerModelInfo } from './commands/model.js';
 import { registerCheckpoint } from './commands/checkpoint.js';
 import { registerData } from './commands/data.js';
+import { registerFinetune } from './commands/finetune.js';
+import { registerEval } from './commands/eval.js';
 import { registerReconstruct } from './commands/reconstruct.js';
 import { registerFill } from './commands/fill.js';
 import { m3aeVersion } from './version.js';
@@ -39,6 +41,8 @@ export function buildProgram(): Command {
   registerModelInfo(program);
   registerCheckpoint(program);
   registerData(program);
+  registerFinetune(program);
+  registerEval(program);
   registerReconstruct(program);
   registerFill(program);
   return program;
