@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { doctor, formatDoctor } from './commands/doctor.js';
 import { registerBench } from './commands/bench.js';
 import { registerCoordinator } from './commands/coordinator.js';
+import { registerTrain } from './commands/train.js';
 import { registerWorker } from './commands/worker.js';
 import { registerPrepare } from './commands/prepare.js';
 import { registerTokenizer } from './commands/tokenizer.js';
@@ -35,6 +36,7 @@ export function buildProgram(): Command {
   registerBench(program);
   registerCoordinator(program);
   registerWorker(program);
+  registerTrain(program);
   registerPrepare(program);
   registerTokenizer(program);
   registerModelForward(program);

@@ -141,9 +141,11 @@ describe('distributed training orchestration (synthetic compute)', () => {
     await stopWorkers(workers);
     const forged: RejectReason[] = ['checksum', 'counts', 'length', 'malformed', 'manifest', 'non-finite', 'stale-incarnation', 'stale-step', 'stale-version', 'truncated'];
     for (const reason of forged) expect(rejected.filter((r) => r === reason).length, reason).toBe(reason === 'stale-step' ? rejected.length - 9 : 1);
-    // The forged valid copy won micro-batch 3; the repeat was a duplicate, and so was the worker's own result —
-    // unless it arrived after step 1 was reduced, when it is refused as stale.
-    expect(duplicates + rejected.filter((r) => r === 'stale-step').length - 1).toBe(2);
+    // The forged valid copy won micro-batch 3 and its repeat was a duplicate. The worker's own result for it
+    // was a duplicate too, or refused as stale, or never uploaded (the worker saw the step was done).
+    const extraStale = rejected.filter((r) => r === 'stale-step').length - 1;
+    expect(duplicates).toBeGreaterThanOrEqual(1);
+    expect(duplicates + extraStale).toBeLessThanOrEqual(2);
     expect(summary.paramsSha256).toBe(serialReference(config));
     expect(await runKeys(config.runId)).toEqual([]);
     redis.disconnect();
@@ -166,16 +168,19 @@ describe('distributed training orchestration (synthetic compute)', () => {
     const config = syntheticRun({ training: { steps: 3 }, coordinator: { backupMinMs: 300, backupFactor: 2 } });
     let backupsWon = 0;
     const workers = await startWorkers(config, 2, {
-      // Worker 0 stalls on the original copy of step 1, micro-batch 1 (a slow node).
-      computer: (i) => new FaultyComputer(config, (j) => (i === 0 && j.step === 1 && j.jobIndex === 1 && j.copy === 0 ? { delayMs: 4000 } : undefined)),
+      // Whichever worker takes the original copy of step 1, micro-batch 1 stalls on it (a slow node).
+      computer: () => new FaultyComputer(config, (j) => (j.step === 1 && j.jobIndex === 1 && j.copy === 0 ? { delayMs: 4000 } : undefined)),
     });
     const started = Date.now();
     const { summary } = await runCoordinator(config, { onBackupWon: () => backupsWon++ });
+    const elapsed = Date.now() - started;
     await stopWorkers(workers);
     expect(summary.backups).toBeGreaterThanOrEqual(1);
     expect(backupsWon).toBe(1);
-    expect(Date.now() - started).toBeLessThan(4000 + 3000);
+    expect(elapsed).toBeLessThan(4000);
     expect(summary.paramsSha256).toBe(serialReference(config));
+    // The straggler finished after the run: it saw it was stale and uploaded nothing.
+    expect(await runKeys(config.runId)).toEqual([]);
   });
 
   it('refuses a worker whose model manifest differs, at start and per job', async () => {

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { EpochSampler } from '@m3ae/data';
-import { clipByGlobalNorm, Coordinator, globalNorm, learningRateAt, SgdOptimizer, syntheticSetup, type CoordinatorEvents, type RunSummary } from '@m3ae/coordinator';
+import { adamwFor, Coordinator, syntheticSetup, type CoordinatorEvents, type RunSummary } from '@m3ae/coordinator';
 import {
   addEncodedInto,
   encodeTensor,
@@ -13,6 +13,7 @@ import {
   syntheticCounts,
   syntheticGradients,
   syntheticInitialParams,
+  syntheticManifest,
   type LossTriple,
   type RunConfig,
   type TensorEncoding,
@@ -25,7 +26,7 @@ export function syntheticRun(overrides: Record<string, unknown> = {}, redisUrl =
     runId: `test-${randomUUID().slice(0, 8)}`,
     seed: 3,
     compute: { kind: 'synthetic', synthetic: { paramCount: 30_000, workMsPerSample: 15, datasetSize: 256 } },
-    training: { steps: 4, globalBatch: 8, microBatch: 2, learningRate: 0.5, warmupFraction: 0, schedule: 'constant', clipNorm: 0.05 },
+    training: { steps: 4, globalBatch: 8, microBatch: 2, learningRate: 0.01, warmupFraction: 0, schedule: 'constant', clipNorm: 0.05 },
     checkpoint: { dir: mkdtempSync(join(tmpdir(), 'm3ae-ckpt-')), every: 0, keep: 2 },
     redis: { url: redisUrl, chunkBytes: 16 * 1024 },
     coordinator: { checkIntervalMs: 100, backupMinMs: 60_000 },
@@ -45,13 +46,13 @@ function deepMerge(a: Record<string, unknown>, b: Record<string, unknown>): Reco
 
 /**
  * The run computed serially in this process, without Redis: what the distributed run must reproduce bit
- * for bit (same per-micro-batch gradients, summed in micro-batch order, clipped, SGD).
+ * for bit (same per-micro-batch gradients, summed in micro-batch order, clipped, AdamW).
  */
 export function serialReference(config: RunConfig, steps = config.training.steps, encoding: TensorEncoding = config.training.gradEncoding): string {
   const spec = config.compute.synthetic;
   const params = syntheticInitialParams(spec.paramCount, config.seed);
   const sampler = new EpochSampler({ size: spec.datasetSize, seed: config.seed, globalBatchSize: config.training.globalBatch });
-  const sgd = new SgdOptimizer();
+  const optimizer = adamwFor(syntheticManifest(spec.paramCount), config.training);
   const m = config.training.microBatch;
   for (let step = 0; step < steps; step++) {
     const batch = sampler.batchAt(step);
@@ -65,8 +66,7 @@ export function serialReference(config: RunConfig, steps = config.training.steps
     }
     const acc = new Float32Array(spec.paramCount);
     for (const s of slices) addEncodedInto(acc, encodeTensor(syntheticGradients(s, normalizers, params).grads, encoding), encoding);
-    clipByGlobalNorm(acc, globalNorm(acc), config.training.clipNorm);
-    sgd.step(params, acc, learningRateAt(step, config.training));
+    optimizer.update(params, acc, step);
   }
   return sha256OfFloats(params);
 }

@@ -24,7 +24,7 @@ import {
   type MicroBatchJob,
   type RunConfig,
 } from '@m3ae/protocol';
-import { clipByGlobalNorm, globalNorm, learningRateAt, type FlatOptimizer } from './optimizer.js';
+import type { FlatOptimizer } from './optimizer.js';
 import { assertNoEviction } from './redis-policy.js';
 import { OrderedReducer } from './step-reducer.js';
 import type { TrainingSetup } from './training-setup.js';
@@ -182,7 +182,8 @@ export class Coordinator {
     this.setup = options.setup;
     this.keys = new RunKeys(this.config.runId);
     this.jobCount = jobsPerStep(this.config);
-    this.log = (options.logger ?? pino({ level: 'silent' })).child({ run: this.config.runId, incarnation: this.incarnation.slice(0, 8) });
+    const base = options.logger ?? pino({ level: 'silent' });
+    this.log = base.child({ ...('run' in base.bindings() ? {} : { run: this.config.runId }), incarnation: this.incarnation.slice(0, 8) });
   }
 
   /** Asks the run to stop: the current step is abandoned, a checkpoint written, Redis cleaned. */
@@ -440,12 +441,7 @@ export class Coordinator {
 
     // Everything of this step is counted: the remaining copies are obsolete.
     await this.queue.drain(true);
-    const grads = state.reducer.sum;
-    const gradientNorm = globalNorm(grads);
-    if (!Number.isFinite(gradientNorm)) throw new CoordinatorError(`step ${step}: the summed gradient is not finite (norm ${gradientNorm})`);
-    clipByGlobalNorm(grads, gradientNorm, config.training.clipNorm);
-    const lr = learningRateAt(step, config.training);
-    this.optimizer.step(this.params, grads, lr);
+    const { learningRate: lr, gradientNorm } = this.optimizer.update(this.params, state.reducer.sum, step);
     const tOptimized = performance.now();
     await this.blobs.delete(paramsRef);
 

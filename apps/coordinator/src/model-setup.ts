@@ -1,7 +1,92 @@
-import type { RunConfig } from '@m3ae/protocol';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { loadTokenizer, openShardDataset, pretrainCounts, type ShardDataset, type TextTokenizer } from '@m3ae/data';
+import { initialValues, modelManifest, numPatches, parameterSpecs, resolveConfig, type M3AEConfig } from '@m3ae/model';
+import { ConfigError, type LossTriple, type RunConfig } from '@m3ae/protocol';
+import { adamwFor } from './optimizer.js';
 import type { TrainingSetup } from './training-setup.js';
 
-/** The real M3AE setup (model manifest, AdamW, shard dataset, exact normalizers). */
-export async function modelSetup(_config: RunConfig): Promise<TrainingSetup> {
-  throw new Error('compute.kind "model" needs @m3ae/model computeGradients and @m3ae/data pretrainCounts, which have not landed yet; use compute.kind "synthetic"');
+/** The model configuration of a run: the preset with the run's overrides (validated by @m3ae/model). */
+export function runModelConfig(config: RunConfig): M3AEConfig {
+  return resolveConfig({ preset: config.model.preset, ...config.model.overrides }, 'model');
+}
+
+/** The tokenizer of a run: `data.tokenizer`, else `tokenizer.json` next to the shards. */
+export function runTokenizerPath(config: RunConfig): string {
+  if (config.data.tokenizer) return config.data.tokenizer;
+  const dir = config.data.dir;
+  if (dir && existsSync(join(dir, 'tokenizer.json'))) return join(dir, 'tokenizer.json');
+  throw new ConfigError(`data.tokenizer is not set and ${dir ? JSON.stringify(join(dir, 'tokenizer.json')) : 'no data.dir'} does not exist; expected the tokenizer.json the dataset was prepared with`);
+}
+
+/** Opens the run's dataset and tokenizer and checks them against the model configuration. */
+export async function openRunData(config: RunConfig, model: M3AEConfig): Promise<{ dataset: ShardDataset; tokenizer: TextTokenizer }> {
+  if (!config.data.dir) throw new ConfigError('data.dir is not set; expected a shard dataset written by m3ae prepare (or use m3ae train --local, which makes one)');
+  const dataset = await openShardDataset(config.data.dir);
+  const tokenizer = await loadTokenizer(runTokenizerPath(config));
+  const bad = (field: string, value: unknown, expected: string): never => {
+    throw new ConfigError(`model.overrides.${field} = ${JSON.stringify(value)}: expected ${expected}`);
+  };
+  if (model.imageSize !== dataset.imageSize) bad('imageSize', model.imageSize, `${dataset.imageSize}, the size ${config.data.dir} was prepared at`);
+  if (model.vocabSize < tokenizer.vocabSize) bad('vocabSize', model.vocabSize, `at least ${tokenizer.vocabSize}, the tokenizer's vocabulary`);
+  if (model.padTokenId !== tokenizer.special.pad) bad('padTokenId', model.padTokenId, `${tokenizer.special.pad}, the tokenizer's pad id`);
+  return { dataset, tokenizer };
+}
+
+/**
+ * The real M3AE setup: parameter manifest and seeded initial values of the configured model (computed in
+ * plain JavaScript: the coordinator needs no TensorFlow.js), the shard dataset, exact normalizers from
+ * `pretrainCounts`, and the model's AdamW.
+ */
+export async function modelSetup(config: RunConfig): Promise<TrainingSetup> {
+  const model = runModelConfig(config);
+  const { dataset, tokenizer } = await openRunData(config, model);
+  const manifest = modelManifest(model);
+  const specs = parameterSpecs(model);
+  const fixedParams = new Map<string, Float32Array>();
+  specs.forEach((spec, index) => {
+    if (!spec.trainable) fixedParams.set(spec.name, initialValues(model, spec, config.seed, index));
+  });
+  const enabled = (o: keyof LossTriple): boolean => model.objectives[o].enabled;
+  return {
+    kind: 'model',
+    manifest,
+    modelConfig: model,
+    fixedParams,
+    datasetSize: dataset.size,
+    datasetHash: dataset.datasetHash,
+    objectiveWeights: {
+      mlm: enabled('mlm') ? model.objectives.mlm.weight : 0,
+      mim: enabled('mim') ? model.objectives.mim.weight : 0,
+      itm: enabled('itm') ? model.objectives.itm.weight : 0,
+    },
+    initialParams: () => {
+      const flat = new Float32Array(manifest.size);
+      // Specs and manifest entries are index-aligned (the manifest is built from the specs).
+      specs.forEach((spec, index) => {
+        const offset = manifest.entries[index]?.offset;
+        if (spec.trainable && typeof offset === 'number') flat.set(initialValues(model, spec, config.seed, index), offset);
+      });
+      return flat;
+    },
+    counts: async (slice) => {
+      const c = await pretrainCounts({
+        dataset,
+        tokenizer,
+        indices: slice.indices,
+        positions: slice.positions,
+        globalBatchSize: slice.globalBatchSize,
+        step: slice.step,
+        seed: slice.seed,
+        maxTextLength: model.maxTextLength,
+        mlmProbability: model.mlmMaskRatio,
+        mimMaskRatio: model.mimMaskRatio,
+        numPatches: numPatches(model),
+      });
+      // A disabled objective counts nothing (as the model's own batchCounts).
+      return { mlm: enabled('mlm') ? c.mlm : 0, mim: enabled('mim') ? c.mim : 0, itm: enabled('itm') ? c.itm : 0 };
+    },
+    createOptimizer: () => adamwFor(manifest, config.training),
+    close: async () => dataset.close(),
+  };
 }

@@ -1,4 +1,6 @@
+import { AdamW } from '@m3ae/model';
 import type { RunConfig } from '@m3ae/protocol';
+import type { SetupManifest } from './training-setup.js';
 
 /** Optimizer state in a checkpoint (structurally @m3ae/model's `OptimizerState`). */
 export interface FlatOptimizerState {
@@ -7,64 +9,51 @@ export interface FlatOptimizerState {
   v: Float32Array;
 }
 
-/** An optimizer over the flat parameter vector; the coordinator owns one. */
+/** An optimizer over the flat parameter vector, with its schedule and gradient clipping; the coordinator owns one. */
 export interface FlatOptimizer {
   readonly name: string;
-  /** Applies one update in place with learning rate `lr` (the schedule's value for this step). */
-  step(params: Float32Array, grads: Float32Array, lr: number): void;
-  /** State to checkpoint, or undefined for a stateless optimizer. */
+  /** Applies update number `step` (0-based) in place from the summed gradient (which it may clip in place). */
+  update(params: Float32Array, grads: Float32Array, step: number): { learningRate: number; gradientNorm: number };
   getState(): FlatOptimizerState | undefined;
   setState(state: FlatOptimizerState): void;
 }
 
-/** Plain SGD: the stand-in used where no AdamW is available (and a stateless baseline). */
-export class SgdOptimizer implements FlatOptimizer {
-  readonly name = 'sgd';
-  step(params: Float32Array, grads: Float32Array, lr: number): void {
-    for (let i = 0; i < params.length; i++) params[i] = (params[i] as number) - lr * (grads[i] as number);
+/** @m3ae/model's AdamW (official groups, warm-up, linear decay, clipping) behind the coordinator's interface. */
+export class AdamWOptimizer implements FlatOptimizer {
+  readonly name = 'adamw';
+  constructor(private readonly adamw: AdamW) {}
+  update(params: Float32Array, grads: Float32Array, step: number): { learningRate: number; gradientNorm: number } {
+    if (this.adamw.step !== step) throw new Error(`AdamW has taken ${this.adamw.step} steps; the coordinator is at step ${step}`);
+    const info = this.adamw.update(params, grads);
+    return { learningRate: info.learningRate, gradientNorm: info.gradNorm };
   }
-  getState(): undefined {
-    return undefined;
+  getState(): FlatOptimizerState {
+    return this.adamw.getState();
   }
-  setState(): void {
-    // stateless
+  setState(state: FlatOptimizerState): void {
+    this.adamw.setState(state);
   }
 }
 
 /**
- * The learning rate of `step` (0-based): linear warm-up over floor(warmupFraction · steps) steps, then linear
- * decay to 0 (as `get_linear_schedule_with_warmup` in the official code), a cosine decay, or constant.
+ * The run's AdamW: learning rate, betas, epsilon, weight decay and clipping from `training`; linear warm-up
+ * over floor(warmupFraction · steps) steps, then linear decay to 0 (`linear`, the official schedule) or no
+ * decay (`constant`).
  */
-export function learningRateAt(step: number, training: RunConfig['training']): number {
-  const total = training.steps;
-  const warmup = Math.floor(training.warmupFraction * total);
-  const base = training.learningRate;
-  if (step < warmup) return (base * step) / Math.max(1, warmup);
-  const progress = (step - warmup) / Math.max(1, total - warmup);
-  switch (training.schedule) {
-    case 'constant':
-      return base;
-    case 'linear':
-      return base * Math.max(0, 1 - progress);
-    case 'cosine':
-      return base * 0.5 * (1 + Math.cos(Math.PI * Math.min(1, progress)));
-  }
-}
-
-/** L2 norm of a flat vector, accumulated in float64 in index order (deterministic). */
-export function globalNorm(values: Float32Array): number {
-  let s = 0;
-  for (let i = 0; i < values.length; i++) {
-    const v = values[i] as number;
-    s += v * v;
-  }
-  return Math.sqrt(s);
-}
-
-/** Scales `grads` in place so that its norm is at most `maxNorm` (0 = no clipping); returns the factor. */
-export function clipByGlobalNorm(grads: Float32Array, norm: number, maxNorm: number): number {
-  if (maxNorm <= 0 || !(norm > maxNorm)) return 1;
-  const scale = maxNorm / (norm + 1e-6);
-  for (let i = 0; i < grads.length; i++) grads[i] = (grads[i] as number) * scale;
-  return scale;
+export function adamwFor(manifest: SetupManifest, training: RunConfig['training']): AdamWOptimizer {
+  return new AdamWOptimizer(
+    new AdamW(
+      { entries: manifest.entries.map((e) => ({ ...e, shape: [...e.shape], dtype: 'float32' as const })), size: manifest.size, hash: manifest.hash },
+      {
+        learningRate: training.learningRate,
+        totalSteps: training.steps,
+        warmupSteps: Math.floor(training.warmupFraction * training.steps),
+        betas: [training.beta1, training.beta2],
+        eps: training.epsilon,
+        weightDecay: training.weightDecay,
+        ...(training.clipNorm > 0 ? { maxGradNorm: training.clipNorm } : {}),
+        endLearningRate: training.schedule === 'constant' ? training.learningRate : 0,
+      },
+    ),
+  );
 }

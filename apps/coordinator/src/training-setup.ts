@@ -1,5 +1,5 @@
 import { syntheticCounts, syntheticInitialParams, syntheticManifest, type LossTriple, type RunConfig } from '@m3ae/protocol';
-import { SgdOptimizer, type FlatOptimizer } from './optimizer.js';
+import { adamwFor, type FlatOptimizer } from './optimizer.js';
 
 /** The parameter layout (structurally @m3ae/model's `ParamManifest` / `CheckpointManifest`). */
 export interface SetupManifest {
@@ -39,7 +39,7 @@ export interface TrainingSetup {
 }
 
 /** The synthetic workload of @m3ae/protocol: no model, no data files, the same contract. */
-export function syntheticSetup(config: RunConfig, optimizer: () => FlatOptimizer = () => new SgdOptimizer()): TrainingSetup {
+export function syntheticSetup(config: RunConfig): TrainingSetup {
   const spec = config.compute.synthetic;
   const manifest = syntheticManifest(spec.paramCount);
   return {
@@ -51,6 +51,6 @@ export function syntheticSetup(config: RunConfig, optimizer: () => FlatOptimizer
     objectiveWeights: { mlm: 1, mim: 1, itm: 1 },
     initialParams: () => syntheticInitialParams(spec.paramCount, config.seed),
     counts: async (slice) => syntheticCounts(slice.indices),
-    createOptimizer: optimizer,
+    createOptimizer: () => adamwFor(manifest, config.training),
   };
 }

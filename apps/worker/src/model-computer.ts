@@ -1,18 +1,71 @@
-import type { MicroBatchJob, RunConfig } from '@m3ae/protocol';
+import { buildPretrainBatch, loadTokenizer, openShardDataset, type ShardDataset, type TextTokenizer } from '@m3ae/data';
+import { chooseBackend, computeGradients, createModel, numPatches, resolveConfig, setParamsFromFlat, type M3AEConfig, type M3AEModel } from '@m3ae/model';
+import { ConfigError, type MicroBatchJob, type RunConfig } from '@m3ae/protocol';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import type { GradientComputer, MicroBatchResult } from './gradient-computer.js';
 
-/** Real M3AE gradients (TensorFlow.js): the micro-batch is built from the shard dataset by sample index. */
+/**
+ * Real M3AE gradients with TensorFlow.js: the micro-batch is built from the shard dataset by sample index
+ * (every random input a function of seed, step and index), parameters are loaded into the model once per
+ * version, and `computeGradients` returns Σ_o w_o · S_o / N_o's gradient with the job's global normalizers.
+ */
 export class ModelComputer implements GradientComputer {
-  readonly manifestHash = '';
-  readonly paramCount = 0;
-  readonly backend = 'none';
-  static async create(_config: RunConfig): Promise<ModelComputer> {
-    throw new Error('compute.kind "model" needs @m3ae/model computeGradients, which has not landed yet; use compute.kind "synthetic"');
+  readonly manifestHash: string;
+  readonly paramCount: number;
+  private loadedVersion: { version: number; checksum: string } | undefined;
+
+  private constructor(
+    private readonly run: RunConfig,
+    private readonly config: M3AEConfig,
+    private readonly model: M3AEModel,
+    private readonly dataset: ShardDataset,
+    private readonly tokenizer: TextTokenizer,
+    readonly backend: string,
+  ) {
+    this.manifestHash = model.manifest.hash;
+    this.paramCount = model.manifest.size;
   }
-  async compute(_job: MicroBatchJob, _params: Float32Array): Promise<MicroBatchResult> {
-    throw new Error('unreachable');
+
+  static async create(run: RunConfig): Promise<ModelComputer> {
+    const config = resolveConfig({ preset: run.model.preset, ...run.model.overrides }, 'model');
+    const choice = await chooseBackend({ backend: run.compute.backend });
+    if (!run.data.dir) throw new ConfigError('data.dir is not set; expected the shard dataset the coordinator trains on');
+    const tokenizerPath = run.data.tokenizer ?? join(run.data.dir, 'tokenizer.json');
+    if (!existsSync(tokenizerPath)) throw new ConfigError(`tokenizer ${JSON.stringify(tokenizerPath)} does not exist; set data.tokenizer to the tokenizer.json the dataset was prepared with`);
+    const [dataset, tokenizer] = await Promise.all([openShardDataset(run.data.dir), loadTokenizer(tokenizerPath)]);
+    // Parameters always come from the coordinator: no need to draw initial values here.
+    const model = createModel(config, { zeroInit: true });
+    return new ModelComputer(run, config, model, dataset, tokenizer, choice.name);
   }
+
+  async compute(job: MicroBatchJob, params: Float32Array): Promise<MicroBatchResult> {
+    if (job.datasetHash !== undefined && job.datasetHash !== this.dataset.datasetHash) {
+      throw new Error(`job ${job.step}/${job.jobIndex} is for dataset ${job.datasetHash.slice(0, 16)}…; this worker reads ${this.dataset.datasetHash.slice(0, 16)}… from ${this.run.data.dir}`);
+    }
+    if (this.loadedVersion?.version !== job.version || this.loadedVersion.checksum !== job.params.checksum) {
+      setParamsFromFlat(this.model, params);
+      this.loadedVersion = { version: job.version, checksum: job.params.checksum };
+    }
+    const batch = await buildPretrainBatch({
+      dataset: this.dataset,
+      tokenizer: this.tokenizer,
+      indices: job.indices,
+      positions: job.positions,
+      globalBatchSize: job.globalBatchSize,
+      step: job.step,
+      seed: job.seed,
+      imageSize: this.config.imageSize,
+      maxTextLength: this.config.maxTextLength,
+      mlmProbability: this.config.mlmMaskRatio,
+      mimMaskRatio: this.config.mimMaskRatio,
+      numPatches: numPatches(this.config),
+    });
+    return computeGradients(this.model, batch, { normalizers: job.normalizers, training: true });
+  }
+
   async dispose(): Promise<void> {
-    // holds nothing to release
+    this.model.dispose();
+    await this.dataset.close();
   }
 }

@@ -55,17 +55,31 @@ export class ThreadedComputer implements GradientComputer {
   static async start(config: RunConfig, threadPath = computeThreadPath()): Promise<ThreadedComputer> {
     if (!existsSync(threadPath)) throw new Error(`compute thread ${threadPath} does not exist (build @m3ae/worker first)`);
     const thread = new Worker(threadPath, { workerData: { config } });
-    const ready = await new Promise<Extract<ThreadReply, { type: 'ready' }>>((resolve, reject) => {
-      const onMessage = (msg: ThreadReply): void => {
-        if (msg.type === 'ready') resolve(msg);
-        else if (msg.type === 'failed') reject(new Error(msg.message));
-      };
-      thread.on('message', onMessage);
-      thread.once('error', reject);
-      thread.once('exit', (code) => reject(new Error(`compute thread exited with code ${code} before it was ready`)));
-    });
-    thread.removeAllListeners();
-    return new ThreadedComputer(thread, ready.manifestHash, ready.paramCount, ready.backend);
+    let onMessage: ((msg: ThreadReply) => void) | undefined;
+    let onError: ((e: Error) => void) | undefined;
+    let onExit: ((code: number) => void) | undefined;
+    try {
+      const ready = await new Promise<Extract<ThreadReply, { type: 'ready' }>>((resolve, reject) => {
+        onMessage = (msg: ThreadReply): void => {
+          if (msg.type === 'ready') resolve(msg);
+          else if (msg.type === 'failed') reject(new Error(msg.message));
+        };
+        onError = reject;
+        onExit = (code: number): void => reject(new Error(`compute thread exited with code ${code} before it was ready`));
+        thread.on('message', onMessage);
+        thread.once('error', onError);
+        thread.once('exit', onExit);
+      });
+      return new ThreadedComputer(thread, ready.manifestHash, ready.paramCount, ready.backend);
+    } catch (e) {
+      await thread.terminate();
+      throw e;
+    } finally {
+      // Only our own listeners: Worker keeps internal ones (they ref its message port).
+      if (onMessage) thread.off('message', onMessage);
+      if (onError) thread.off('error', onError);
+      if (onExit) thread.off('exit', onExit);
+    }
   }
 
   async compute(job: MicroBatchJob, params: Float32Array): Promise<MicroBatchResult> {

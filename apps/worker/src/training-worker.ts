@@ -91,7 +91,8 @@ export class TrainingWorker {
   ) {
     this.id = options.workerId ?? defaultWorkerId();
     this.keys = new RunKeys(options.config.runId);
-    this.log = (options.logger ?? pino({ level: 'silent' })).child({ worker: this.id });
+    const base = options.logger ?? pino({ level: 'silent' });
+    this.log = 'worker' in base.bindings() ? base : base.child({ worker: this.id });
     this.handBackSignal = new Promise((resolve) => (this.handBack = () => resolve('hand-back')));
     this.done = new Promise((resolve, reject) => {
       this.resolveDone = resolve;
@@ -180,8 +181,7 @@ export class TrainingWorker {
       void this.close();
       throw new WaitingError();
     }
-    const [incarnation, stepText] = await this.redis.hmget(this.keys.coordinator, 'incarnation', 'step');
-    if (incarnation !== payload.incarnation || Number(stepText) > payload.step) {
+    if (await this.isStale(payload)) {
       // Left over from an earlier coordinator or an already reduced step: nobody needs it.
       this.stats.stale++;
       this.emit({ ...base, outcome: 'stale', timings });
@@ -203,6 +203,12 @@ export class TrainingWorker {
         throw new WaitingError();
       }
       timings.computeMs = performance.now() - tc;
+      if (await this.isStale(payload)) {
+        // The step was reduced without us (a backup won, or the run ended): do not leave a blob behind.
+        this.stats.stale++;
+        this.emit({ ...base, outcome: 'stale', timings: { ...timings, totalMs: performance.now() - t0 } });
+        return { outcome: 'stale' };
+      }
       if (computed.grads.length !== this.computer.paramCount) throw new Error(`computer returned ${computed.grads.length} gradient values; expected ${this.computer.paramCount}`);
 
       const te = performance.now();
@@ -244,6 +250,12 @@ export class TrainingWorker {
       this.emit({ ...base, outcome: 'failed', timings: { ...timings, totalMs: performance.now() - t0 }, error: message });
       throw e;
     }
+  }
+
+  /** True when the job's coordinator is gone or has moved past its step. */
+  private async isStale(payload: MicroBatchJob): Promise<boolean> {
+    const [incarnation, stepText] = await this.redis.hmget(this.keys.coordinator, 'incarnation', 'step');
+    return incarnation !== payload.incarnation || Number(stepText) > payload.step;
   }
 
   /** Fetches a version's parameters into the shared buffer the compute thread reads. */

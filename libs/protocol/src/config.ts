@@ -50,8 +50,8 @@ export const RunConfigSchema = z
         /** Samples per job; globalBatch / microBatch jobs per step, whatever the number of workers. */
         microBatch: positiveInt.default(2),
         learningRate: z.number().positive().default(1e-4),
-        /** Linear warm-up over `warmupFraction` of the steps, then this decay (M3AE: linear to 0). */
-        schedule: z.enum(['linear', 'cosine', 'constant']).default('linear'),
+        /** Linear warm-up over `warmupFraction` of the steps, then linear decay to 0 (M3AE) or a constant rate. */
+        schedule: z.enum(['linear', 'constant']).default('linear'),
         warmupFraction: z.number().min(0).max(1).default(0.1),
         weightDecay: z.number().nonnegative().default(0.01),
         beta1: z.number().min(0).lt(1).default(0.9),

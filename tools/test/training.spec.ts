@@ -1,0 +1,163 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LocalRedis, type RunConfig } from '@m3ae/protocol';
+import { runKeys, serialReference, syntheticRun } from './training-harness.js';
+
+const run = promisify(execFile);
+const bin = resolve(import.meta.dirname, '../bin/m3ae.js');
+const work = mkdtempSync(join(tmpdir(), 'm3ae-train-'));
+
+interface TrainReport {
+  runId: string;
+  steps: number;
+  workers: number;
+  paramsSha256: string;
+  checkpoint: string;
+  finalLosses: { total: number; mlm: number; mim: number; itm: number };
+  redis: string;
+}
+
+async function train(workers: number, extra: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<TrainReport> {
+  const { stdout } = await run(process.execPath, [bin, 'train', '--local', '--workers', String(workers), '--steps', '3', '--work-dir', work, '--checkpoint-dir', join(work, `ckpt-${workers}`), '--json', ...extra], {
+    env: { ...process.env, REDIS_URL: '', M3AE_REDIS_URL: '', M3AE_LOG_LEVEL: 'warn', ...env },
+    maxBuffer: 1 << 24,
+  });
+  return JSON.parse(stdout.trim().split('\n').pop() as string) as TrainReport;
+}
+
+describe('m3ae train --local (real processes, tiny preset, real compute)', () => {
+  it('1, 2 and 3 worker processes end with bitwise-identical parameters', async () => {
+    const one = await train(1);
+    const two = await train(2);
+    // The third run uses the Redis at 127.0.0.1:6379 instead of a private one, and must leave nothing in it.
+    const three = await train(3, [], { REDIS_URL: 'redis://127.0.0.1:6379' });
+    expect(one.redis).toMatch(/^redis:\/\/127\.0\.0\.1:\d+$/);
+    expect(one.redis).not.toBe('redis://127.0.0.1:6379/');
+    expect(three.redis).toBe('redis://127.0.0.1:6379');
+    expect([one.steps, two.steps, three.steps]).toEqual([3, 3, 3]);
+    expect(Number.isFinite(one.finalLosses.total)).toBe(true);
+    expect(two.paramsSha256).toBe(one.paramsSha256);
+    expect(three.paramsSha256).toBe(one.paramsSha256);
+    // The checkpoint on disk holds exactly these parameters.
+    const { stdout } = await run(process.execPath, [bin, 'checkpoint', 'inspect', three.checkpoint]);
+    const info = JSON.parse(stdout) as { step: number; params_sha256: string };
+    expect(info).toMatchObject({ step: 3, params_sha256: one.paramsSha256 });
+    expect(await runKeys(three.runId)).toEqual([]);
+  });
+});
+
+/** A child process with its output collected, and a way to wait for a line. */
+class Proc {
+  readonly child: ChildProcess;
+  out = '';
+  private waiters: { re: RegExp; resolve: () => void }[] = [];
+  constructor(args: string[], env: NodeJS.ProcessEnv) {
+    this.child = spawn(process.execPath, [bin, ...args], { env: { ...process.env, M3AE_LOG_FORMAT: 'json', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const onData = (d: Buffer): void => {
+      this.out += d.toString();
+      this.waiters = this.waiters.filter((w) => (w.re.test(this.out) ? (w.resolve(), false) : true));
+    };
+    this.child.stdout?.on('data', onData);
+    this.child.stderr?.on('data', onData);
+  }
+  waitFor(re: RegExp, timeoutMs = 60_000): Promise<void> {
+    if (re.test(this.out)) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`timed out waiting for ${re} in:\n${this.out.slice(-2000)}`)), timeoutMs);
+      this.waiters.push({ re, resolve: () => (clearTimeout(t), resolve()) });
+    });
+  }
+  exit(): Promise<number | null> {
+    if (this.child.exitCode !== null) return Promise.resolve(this.child.exitCode);
+    return new Promise((r) => this.child.once('exit', (code) => r(code)));
+  }
+  summary(): { paramsSha256: string; startStep: number; steps: number; recoveries: number } {
+    const line = this.out.split('\n').find((l) => l.includes('"run finished"'));
+    if (!line) throw new Error(`no summary in:\n${this.out.slice(-2000)}`);
+    return (JSON.parse(line) as { summary: { paramsSha256: string; startStep: number; steps: number; recoveries: number } }).summary;
+  }
+}
+
+describe('faults with real processes (synthetic compute)', () => {
+  let redis: LocalRedis;
+  const procs: Proc[] = [];
+  beforeAll(async () => {
+    redis = await LocalRedis.start();
+  });
+  afterAll(async () => {
+    for (const p of procs) if (p.child.exitCode === null) p.child.kill('SIGKILL');
+    await redis.stop();
+  });
+  const configFile = (config: RunConfig, name: string): string => {
+    const f = join(work, `${name}.json`);
+    writeFileSync(f, JSON.stringify(config));
+    return f;
+  };
+  const start = (args: string[]): Proc => {
+    const p = new Proc(args, { M3AE_REDIS_URL: redis.url, REDIS_URL: '' });
+    procs.push(p);
+    return p;
+  };
+
+  it('a worker killed with SIGKILL mid-step: its job is redelivered and the result is exact', async () => {
+    const config = syntheticRun({ training: { steps: 5 }, compute: { synthetic: { workMsPerSample: 250 } }, worker: { lockDurationMs: 1500 } }, redis.url);
+    const file = configFile(config, 'kill-worker');
+    const w1 = start(['worker', '--config', file, '--id', 'victim']);
+    const w2 = start(['worker', '--config', file, '--id', 'survivor']);
+    await Promise.all([w1.waitFor(/worker ready/), w2.waitFor(/worker ready/)]);
+    const c = start(['coordinator', '--config', file]);
+    await c.waitFor(/"step":1,.*"step done"/);
+    // Both workers are busy with step 2's 500 ms jobs now.
+    await new Promise((r) => setTimeout(r, 250));
+    w1.child.kill('SIGKILL');
+    expect(await c.exit()).toBe(0);
+    expect(c.summary().paramsSha256).toBe(serialReference(config));
+    w2.child.kill('SIGTERM');
+    expect(await w2.exit()).toBe(0);
+    expect(await runKeys(config.runId, redis.url)).toEqual([]);
+  });
+
+  it('the coordinator killed with SIGKILL and restarted with --resume: cleared, resumed, exact', async () => {
+    const config = syntheticRun({ training: { steps: 6 }, checkpoint: { every: 1 }, compute: { synthetic: { workMsPerSample: 60 } } }, redis.url);
+    const file = configFile(config, 'kill-coordinator');
+    const workers = [start(['worker', '--config', file]), start(['worker', '--config', file])];
+    const first = start(['coordinator', '--config', file]);
+    await first.waitFor(/"step":3,"path".*"checkpoint written"/);
+    first.child.kill('SIGKILL');
+    await first.exit();
+    const second = start(['coordinator', '--config', file, '--resume']);
+    expect(await second.exit()).toBe(0);
+    const s = second.summary();
+    expect(s.startStep).toBeGreaterThanOrEqual(3);
+    expect(s.startStep + s.steps).toBe(6);
+    expect(s.paramsSha256).toBe(serialReference(config));
+    for (const w of workers) w.child.kill('SIGTERM');
+    await Promise.all(workers.map(async (w) => w.exit()));
+    expect(await runKeys(config.runId, redis.url)).toEqual([]);
+  });
+
+  it('SIGTERM: the coordinator writes a checkpoint and exits; a worker with another model is refused', async () => {
+    const config = syntheticRun({ training: { steps: 50 }, compute: { synthetic: { workMsPerSample: 100 } } }, redis.url);
+    const file = configFile(config, 'sigterm');
+    const worker = start(['worker', '--config', file]);
+    const c = start(['coordinator', '--config', file]);
+    await c.waitFor(/"step":1,.*"step done"/);
+    const otherFile = configFile({ ...config, compute: { ...config.compute, synthetic: { ...config.compute.synthetic, paramCount: 1234 } } }, 'sigterm-other');
+    const wrong = start(['worker', '--config', otherFile]);
+    expect(await wrong.exit()).toBe(2);
+    expect(wrong.out).toMatch(/refuses run .* model manifest/);
+    c.child.kill('SIGTERM');
+    expect(await c.exit()).toBe(0);
+    expect(c.out).toMatch(/"run stopped"/);
+    const ckpt = JSON.parse(c.out.split('\n').find((l) => l.includes('"run stopped"')) as string) as { summary: { checkpoint: string; stopped: boolean } };
+    expect(ckpt.summary.stopped).toBe(true);
+    expect(readFileSync(ckpt.summary.checkpoint).byteLength).toBeGreaterThan(config.compute.synthetic.paramCount * 4);
+    worker.child.kill('SIGTERM');
+    expect(await worker.exit()).toBe(0);
+    expect(await runKeys(config.runId, redis.url)).toEqual([]);
+  });
+});
