@@ -54,7 +54,10 @@ export class ThreadedComputer implements GradientComputer {
   /** Starts the thread and waits until it has built its computer (model, backend). */
   static async start(config: RunConfig, threadPath = computeThreadPath()): Promise<ThreadedComputer> {
     if (!existsSync(threadPath)) throw new Error(`compute thread ${threadPath} does not exist (build @m3ae/worker first)`);
-    const thread = new Worker(threadPath, { workerData: { config } });
+    // The thread runs compiled code: drop resolution conditions a test runner may have set (`@m3ae/source`
+    // would point package imports at TypeScript sources).
+    const execArgv = process.execArgv.filter((a, i, all) => !a.startsWith('--conditions') && all[i - 1] !== '--conditions' && !a.startsWith('-C'));
+    const thread = new Worker(threadPath, { workerData: { config }, execArgv });
     let onMessage: ((msg: ThreadReply) => void) | undefined;
     let onError: ((e: Error) => void) | undefined;
     let onExit: ((code: number) => void) | undefined;

@@ -8,7 +8,6 @@ import { InvalidArgumentError, type Command } from 'commander';
 import cliProgress from 'cli-progress';
 import type { RunSummary, StepReport } from '@m3ae/coordinator';
 import { loadTokenizer, prepareShards, trainTokenizer, writePhantomCorpus } from '@m3ae/data';
-import { presetConfig } from '@m3ae/model';
 import { LocalRedis, redactRedisUrl, type RunConfig } from '@m3ae/protocol';
 import { createLogger, type Logger } from '@m3ae/telemetry';
 import { addRunFlags, runConfigFrom, runCoordinator, type RunFlags } from './coordinator.js';
@@ -34,6 +33,7 @@ export interface PhantomDataset {
  * Cached under `workDir`: the same (preset, count, seed) is made once.
  */
 export async function ensurePhantomDataset(options: { workDir: string; preset: string; count: number; seed: number; log?: Logger }): Promise<PhantomDataset> {
+  const { presetConfig } = await import('@m3ae/model');
   const model = presetConfig(options.preset);
   const root = resolve(options.workDir, `phantom-${options.preset}-${options.count}-s${options.seed}`);
   const shards = join(root, 'shards');

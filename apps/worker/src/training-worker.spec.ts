@@ -1,0 +1,111 @@
+import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { afterAll, describe, expect, it } from 'vitest';
+import {
+  BlobStore,
+  JOB_QUEUE_NAME,
+  loadRunConfig,
+  parseContribution,
+  PROTOCOL_VERSION,
+  RunKeys,
+  syntheticCounts,
+  syntheticGradients,
+  syntheticInitialParams,
+  syntheticManifest,
+  toBf16,
+  type MicroBatchJob,
+} from '@m3ae/protocol';
+import { SyntheticComputer } from './synthetic-computer.js';
+import { ThreadedComputer } from './threaded-computer.js';
+import { TrainingWorker } from './training-worker.js';
+
+// The compiled thread entry (the Nx test target builds this project first).
+const threadPath = resolve(import.meta.dirname, '../dist/compute-thread.js');
+
+describe('TrainingWorker (real Redis and BullMQ, hand-made jobs)', () => {
+  const runId = `test-worker-${randomUUID().slice(0, 8)}`;
+  const keys = new RunKeys(runId);
+  const redis = new Redis('redis://127.0.0.1:6379');
+  const blobs = new BlobStore([redis], { chunkBytes: 64 * 1024 });
+  const queue = new Queue(JOB_QUEUE_NAME, { connection: { host: '127.0.0.1', port: 6379 }, prefix: keys.bullPrefix });
+  afterAll(async () => {
+    await blobs.deletePattern(keys.allPattern);
+    await queue.close();
+    redis.disconnect();
+  });
+
+  it('computes in its thread while locks keep renewing: a 3 s CPU-bound job under a 1 s lock runs once, the event loop stays free', async () => {
+    if (!existsSync(threadPath)) throw new Error(`${threadPath} is missing: build @m3ae/worker first (nx run @m3ae/worker:build)`);
+    const paramCount = 20_000;
+    const config = loadRunConfig({
+      base: {
+        runId,
+        compute: { kind: 'synthetic', synthetic: { paramCount, workMsPerSample: 1500, work: 'spin' } },
+        redis: { chunkBytes: 64 * 1024 },
+        worker: { lockDurationMs: 1000, heartbeatSeconds: 1 },
+      },
+      env: {},
+    });
+    const manifest = syntheticManifest(paramCount);
+    const incarnation = randomUUID();
+    await redis.hset(keys.coordinator, { incarnation, step: '0', manifestHash: manifest.hash });
+    const params = syntheticInitialParams(paramCount, 7);
+    const paramsRef = await blobs.putTensor(keys.params(0), params, 'f32');
+    const indices = [5, 9];
+    const normalizers = syntheticCounts([5, 9, 11, 40]);
+    const job: MicroBatchJob = {
+      protocol: PROTOCOL_VERSION,
+      runId,
+      incarnation,
+      step: 0,
+      version: 0,
+      jobIndex: 0,
+      jobCount: 2,
+      copy: 0,
+      seed: 7,
+      globalBatchSize: 4,
+      indices,
+      positions: [0, 1],
+      normalizers,
+      manifestHash: manifest.hash,
+      params: paramsRef,
+      gradEncoding: 'bf16',
+    };
+
+    const computer = await ThreadedComputer.start(config, threadPath);
+    expect(computer.manifestHash).toBe(manifest.hash);
+    const worker = await TrainingWorker.start({ config, computer, workerId: 'thread-test' });
+    let maxGap = 0;
+    let last = performance.now();
+    const ticker = setInterval(() => {
+      const now = performance.now();
+      maxGap = Math.max(maxGap, now - last);
+      last = now;
+    }, 20);
+    await queue.add('microbatch', job, { jobId: 's0-j0-c0', removeOnComplete: true });
+    const popped = await redis.blpop(keys.results, 20);
+    clearInterval(ticker);
+    // Longer than a lock period after the result: a stalled-job redelivery would show up as a second result.
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(await redis.llen(keys.results)).toBe(0);
+    await worker.close();
+
+    expect(maxGap).toBeLessThan(400);
+    expect(worker.stats).toMatchObject({ completed: 1, failed: 0, paramFetches: 1 });
+    const c = parseContribution(JSON.parse((popped as [string, string])[1]));
+    expect(c).toMatchObject({ runId, incarnation, step: 0, version: 0, jobIndex: 0, copy: 0, workerId: 'thread-test', manifestHash: manifest.hash });
+    expect(c.timings.computeMs).toBeGreaterThan(2900);
+    // Exactly the synthetic gradient of these samples, bf16-encoded.
+    const expected = await new SyntheticComputer(config.compute.synthetic).compute(job, params);
+    expect(expected.grads).toEqual(syntheticGradients(indices, normalizers, params).grads);
+    expect(c.counts).toEqual(syntheticCounts(indices));
+    const got = await blobs.getEncoded(c.grad);
+    const want = new Uint16Array(expected.grads.length);
+    toBf16(expected.grads, want);
+    expect(Buffer.from(got)).toEqual(Buffer.from(want.buffer));
+    await blobs.delete(c.grad);
+  });
+});
