@@ -14,6 +14,7 @@ export function runPageHtml(options: { pollMs: number }): string {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>M3AE run</title>
+<link rel="icon" href="run/icon.svg" type="image/svg+xml">
 <link rel="stylesheet" href="run/page.css">
 <script src="run/page.js" defer></script>
 </head>
@@ -83,6 +84,9 @@ export function runPageHtml(options: { pollMs: number }): string {
 </html>
 `;
 }
+
+/** The page's icon: a 2×2 patch grid with one patch masked. */
+export const RUN_PAGE_ICON = '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" fill="#1d2330"/><rect x="3" y="3" width="4.5" height="4.5" fill="#2f6fdb"/><rect x="8.5" y="3" width="4.5" height="4.5" fill="#8a94a6"/><rect x="3" y="8.5" width="4.5" height="4.5" fill="#2b8a3e"/><rect x="8.5" y="8.5" width="4.5" height="4.5" fill="#d9480f"/></svg>\n';
 
 export const RUN_PAGE_CSS = String.raw`
 :root { --fg: #1d2330; --muted: #667085; --line: #e4e7ec; --bg: #fff; --panel: #f8f9fb;
@@ -178,7 +182,14 @@ export const RUN_PAGE_JS = String.raw`
   function ticks(lo, hi, count) {
     var step = niceStep(hi - lo, count), out = [];
     for (var v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Math.abs(v) < step * 1e-9 ? 0 : v);
+    out.step = step;
     return out;
+  }
+  // As many decimals as the tick spacing needs (0.25 apart → 2), exponents for the very small or large.
+  function tickLabel(v, step) {
+    var a = Math.abs(v);
+    if (a !== 0 && (a < 1e-3 || a >= 1e6)) return v.toExponential(1);
+    return v.toFixed(Math.max(0, Math.min(6, -Math.floor(Math.log10(step) + 1e-9))));
   }
 
   // series: [{ name, color, values: [[x, y]...] }]. Non-finite y values break the line (a gap).
@@ -206,9 +217,10 @@ export const RUN_PAGE_JS = String.raw`
     var pad = (y1 - y0) * 0.06; if (!opts.zero || y0 !== 0) y0 -= pad; y1 += pad;
     function X(v) { return L + (v - x0) / (x1 - x0) * (W - L - R); }
     function Y(v) { return T + (1 - (v - y0) / (y1 - y0)) * (H - T - B); }
-    ticks(y0, y1, 4).forEach(function (v) {
+    var yt = ticks(y0, y1, 4);
+    yt.forEach(function (v) {
       svg.appendChild(el('line', { x1: L, x2: W - R, y1: Y(v), y2: Y(v), class: 'grid' }));
-      svg.appendChild(el('text', { x: L - 6, y: Y(v) + 4, 'text-anchor': 'end', class: 'tick' }, num(v)));
+      svg.appendChild(el('text', { x: L - 6, y: Y(v) + 4, 'text-anchor': 'end', class: 'tick' }, tickLabel(v, yt.step)));
     });
     ticks(x0, x1, 6).forEach(function (v) {
       if (Math.round(v) !== v) return;
@@ -270,6 +282,7 @@ export const RUN_PAGE_JS = String.raw`
     var bar = $('breakdown-bar');
     clear(bar);
     bar.setAttribute('viewBox', '0 0 1000 34');
+    bar.setAttribute('preserveAspectRatio', 'none');
     var coord = rows.filter(function (r) { return r[0] === 'coordinator'; });
     var sum = coord.reduce(function (a, r) { return a + r[2]; }, 0);
     var x = 0;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { RunHistory, type RunStepInput } from './run-history.js';
+import { mergeEventHandlers, RunHistory, type RunStepInput } from './run-history.js';
 
 function report(step: number, extra: Partial<RunStepInput> = {}): RunStepInput {
   return {
@@ -153,5 +153,24 @@ describe('RunHistory', () => {
     expect(h.snapshot().progress.completedSteps).toBe(12);
     h.recordStep(report(12));
     expect(h.snapshot().progress.completedSteps).toBe(13);
+  });
+});
+
+describe('mergeEventHandlers', () => {
+  it('calls both handler objects, in order, and keeps handlers only one of them has', () => {
+    const calls: string[] = [];
+    const merged = mergeEventHandlers(
+      { onStep: (r: { step: number }) => void calls.push(`a${r.step}`), onReject: () => void calls.push('a-reject') },
+      { onStep: (r: { step: number }) => void calls.push(`b${r.step}`), onCheckpoint: () => void calls.push('b-ckpt') },
+    );
+    merged.onStep({ step: 3 });
+    merged.onReject();
+    merged.onCheckpoint();
+    expect(calls).toEqual(['a3', 'b3', 'a-reject', 'b-ckpt']);
+    const h = new RunHistory();
+    const events = mergeEventHandlers({ onStep: () => void calls.push('metrics') }, h.coordinatorEvents());
+    events.onStep(report(0));
+    expect(h.completedSteps).toBe(1);
+    expect(calls.at(-1)).toBe('metrics');
   });
 });

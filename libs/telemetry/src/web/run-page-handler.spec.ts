@@ -47,11 +47,11 @@ describe('run page over real HTTP (mounted on the telemetry server)', () => {
     expect(body).toContain('<svg id="loss-chart"');
     expect(body).toContain('src="run/page.js"');
     expect(body).not.toMatch(/https?:\/\//); // nothing from elsewhere: works offline
-    for (const [path, type] of [['/run/page.js', 'text/javascript'], ['/run/page.css', 'text/css']] as const) {
+    for (const [path, type] of [['/run/page.js', 'text/javascript'], ['/run/page.css', 'text/css'], ['/run/icon.svg', 'image/svg+xml']] as const) {
       const r = await fetch(`${server.url}${path}`);
       expect(r.status).toBe(200);
       expect(r.headers.get('content-type')).toContain(type);
-      expect((await r.text()).length).toBeGreaterThan(1000);
+      expect((await r.text()).length).toBeGreaterThan(300);
     }
 
     // Waiting: no step, no grid.

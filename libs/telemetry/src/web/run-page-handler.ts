@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { scrubSecrets, scrubValue } from '../redact.js';
-import { RUN_PAGE_CSS, RUN_PAGE_JS, runPageHtml } from './page.js';
+import { RUN_PAGE_CSS, RUN_PAGE_ICON, RUN_PAGE_JS, runPageHtml } from './page.js';
 import type { RunHistory, RunSnapshot } from './run-history.js';
 
 export interface RunPageOptions {
@@ -27,7 +27,7 @@ export interface RunPageState extends RunSnapshot {
 export type RunPageHandler = (req: IncomingMessage, res: ServerResponse) => Promise<boolean>;
 
 /** Paths the run page answers. */
-export const RUN_PAGE_PATHS = ['/', '/index.html', '/run/page.css', '/run/page.js', '/run/state.json', '/run/grid.png'] as const;
+export const RUN_PAGE_PATHS = ['/', '/index.html', '/run/page.css', '/run/page.js', '/run/icon.svg', '/run/state.json', '/run/grid.png'] as const;
 
 // Everything the page needs comes from this origin; nothing inline, nothing from elsewhere.
 const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
@@ -45,7 +45,7 @@ function intParam(params: URLSearchParams, name: string): number | undefined {
 }
 
 /**
- * The live run page: `/` (HTML), `/run/page.css`, `/run/page.js` (static, served from this package: no
+ * The live run page: `/` (HTML), `/run/page.css`, `/run/page.js`, `/run/icon.svg` (static, served from this package: no
  * build step, no CDN), `/run/state.json?since=SEQ&generation=G` (what the page polls: the run's state, new
  * curve points, breakdown, workers, rejects, `/status`) and `/run/grid.png` (the newest reconstruction grid).
  * Everything served is scrubbed of credentials.
@@ -85,6 +85,9 @@ export function createRunPageHandler(options: RunPageOptions): RunPageHandler {
         return true;
       case '/run/page.js':
         send(res, 200, 'text/javascript; charset=utf-8', RUN_PAGE_JS, head);
+        return true;
+      case '/run/icon.svg':
+        send(res, 200, 'image/svg+xml', RUN_PAGE_ICON, head);
         return true;
       case '/run/state.json': {
         let since: number | undefined;
