@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { M3AEConfig } from './config.js';
 import type { Dropout } from './dropout.js';
-import { attend, dense, gatherRows, gelu, layerNorm, linear, mergeHeads, quickGelu, splitHeads, type Params } from './ops.js';
+import { attend, dense, linearScaled, gatherRows, gelu, layerNorm, linear, mergeHeads, quickGelu, splitHeads, type Params } from './ops.js';
 
 /**
  * The M3AE network as functions of (params, inputs), named after the official modules
@@ -21,7 +21,7 @@ const CLIP_LN_EPS = 1e-5;
 export function clipBlock(ctx: Ctx, prefix: string, x: tf.Tensor2D, tokens: number, heads: number): tf.Tensor2D {
   const { p, batch } = ctx;
   const h1 = layerNorm(p, `${prefix}.ln_1`, x, CLIP_LN_EPS);
-  const q = splitHeads(linear(p, `${prefix}.attn.q_proj`, h1), batch, tokens, heads);
+  const q = splitHeads(linearScaled(p, `${prefix}.attn.q_proj`, h1, (x.shape[1] / heads) ** -0.5), batch, tokens, heads);
   const k = splitHeads(linear(p, `${prefix}.attn.k_proj`, h1), batch, tokens, heads, true);
   const v = splitHeads(linear(p, `${prefix}.attn.v_proj`, h1), batch, tokens, heads);
   const x1: tf.Tensor2D = tf.add(x, linear(p, `${prefix}.attn.out_proj`, mergeHeads(attend(q, k, v))));
@@ -41,7 +41,7 @@ export function visionEncoder(ctx: Ctx, patches: tf.Tensor2D, patchIndex?: tf.Te
   const D = c.hiddenSize;
   const K = patches.shape[0] / batch;
   const pos = p.get(`${v}.positional_embedding`) as tf.Tensor2D;
-  const emb = dense(patches, p.get(`${v}.patch_embed.weight`) as tf.Tensor2D);
+  const emb = dense(patches, p.get(`${v}.patch_embed.weight`) as tf.Tensor2D, undefined, false);
   // Full grid: one [N, D] slice broadcast over the batch (its gradient is a sum, not B slices as tile's).
   const patchPos = patchIndex ? tf.reshape(gatherRows(pos, patchIndex), [batch, K, D]) : tf.slice(pos, [1, 0], [K, D]);
   const tokens = tf.add(tf.reshape(emb, [batch, K, D]), patchPos);
@@ -62,7 +62,7 @@ export function bertAttention(ctx: Ctx, prefix: string, x: tf.Tensor2D, tq: numb
   const heads = c.numHeads;
   const tk = kv ? kv.tokens : tq;
   const source = kv ? kv.x : x;
-  const q = splitHeads(linear(p, `${prefix}.self.query`, x), batch, tq, heads);
+  const q = splitHeads(linearScaled(p, `${prefix}.self.query`, x, (c.hiddenSize / heads) ** -0.5), batch, tq, heads);
   const k = splitHeads(linear(p, `${prefix}.self.key`, source), batch, tk, heads, true);
   const v = splitHeads(linear(p, `${prefix}.self.value`, source), batch, tk, heads);
   const probsMask = drop.mask([heads, tq, tk]);

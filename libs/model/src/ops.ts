@@ -30,7 +30,7 @@ export function paramsFromMap(map: ReadonlyMap<string, tf.Tensor>): Params {
  * products: the wasm backend runs those through XNNPACK, but falls back to a scalar loop (10–15× slower)
  * for the transposed products tfjs's own matMul gradient asks for. The transposes are explicit copies.
  */
-export function dense(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor): tf.Tensor2D {
+export function dense(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor, inputGrad = true): tf.Tensor2D {
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [xi, wi] = args as [tf.Tensor2D, tf.Tensor2D];
     const save = args[args.length - 1] as tf.GradSaveFunc;
@@ -41,7 +41,8 @@ export function dense(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor): tf.Tensor2
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const [xs, ws] = saved as [tf.Tensor2D, tf.Tensor2D];
         const dy2 = dy as tf.Tensor2D;
-        const dx = tf.matMul(dy2, tf.transpose(ws));
+        // Inputs that are data (image patches) need no gradient: skip that product.
+        const dx = inputGrad ? tf.matMul(dy2, tf.transpose(ws)) : tf.zerosLike(xs);
         const dw = tf.matMul(tf.transpose(xs), dy2);
         return b ? [dx, dw, tf.sum(dy2, 0)] : [dx, dw];
       },
@@ -54,6 +55,14 @@ export function dense(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor): tf.Tensor2
 export function linear(p: Params, prefix: string, x: tf.Tensor2D, bias = true): tf.Tensor2D {
   const w = p.get(`${prefix}.weight`) as tf.Tensor2D;
   return bias ? dense(x, w, p.get(`${prefix}.bias`)) : dense(x, w);
+}
+
+/**
+ * (x·W + b) · s computed as x·(s·W) + s·b: scaling the (small) weights instead of the activations, e.g. the
+ * attention queries' 1/√dh.
+ */
+export function linearScaled(p: Params, prefix: string, x: tf.Tensor2D, s: number): tf.Tensor2D {
+  return dense(x, tf.mul(p.get(`${prefix}.weight`), s) as tf.Tensor2D, tf.mul(p.get(`${prefix}.bias`), s));
 }
 
 /** LayerNorm over the last axis (biased variance, as PyTorch). */
@@ -89,7 +98,21 @@ export function layerNormOp(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tensor, e
 
 /** GELU, erf form (HF "gelu"): x · Φ(x). */
 export function gelu(x: tf.Tensor2D): tf.Tensor2D {
-  return tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1));
+  // Hand-written gradient dy · (Φ(x) + x·φ(x)): about half the kernels of differentiating the erf expression.
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const xi = args[0] as tf.Tensor2D;
+    const cdf = tf.add(tf.mul(tf.erf(tf.mul(xi, Math.SQRT1_2)), 0.5), 0.5);
+    (args[1] as tf.GradSaveFunc)([xi, cdf]);
+    return {
+      value: tf.mul(xi, cdf),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [xs, c] = saved as [tf.Tensor, tf.Tensor];
+        const pdf = tf.exp(tf.mul(tf.square(xs), -0.5));
+        return tf.mul(dy, tf.add(c, tf.mul(tf.mul(xs, pdf), 1 / Math.sqrt(2 * Math.PI))));
+      },
+    };
+  });
+  return op(x) as tf.Tensor2D;
 }
 
 /** CLIP's QuickGELU: x · σ(1.702 x). */
@@ -135,14 +158,13 @@ export function mergeHeads(x: tf.Tensor4D): tf.Tensor2D {
 }
 
 /**
- * Scaled dot-product attention on q, v [B, h, T, dh] and transposed keys kᵀ [B, h, dh, Tk]. `keyBias` [B,1,1,Tk]
+ * Dot-product attention on queries already scaled by 1/√dh (see linearScaled), q, v [B, h, T, dh] and transposed keys kᵀ [B, h, dh, Tk]. `keyBias` [B,1,1,Tk]
  * is added to the scores (0 for real keys, a large negative number for padding); `probsMask` [B,h,Tq,Tk] is the
  * dropout mask on the attention probabilities (already scaled by 1/(1−p)). The two batched products go through
  * the SIMD kernel (`kernels/bmm.ts`).
  */
 export function attend(q: tf.Tensor4D, kT: tf.Tensor4D, v: tf.Tensor4D, keyBias?: tf.Tensor, probsMask?: tf.Tensor): tf.Tensor4D {
-  const dh = q.shape[3];
-  let scores: tf.Tensor4D = batchMatMul(tf.mul(q, 1 / Math.sqrt(dh)) as tf.Tensor4D, kT);
+  let scores: tf.Tensor4D = batchMatMul(q, kT);
   if (keyBias) scores = tf.add(scores, keyBias);
   let probs: tf.Tensor4D = tf.softmax(scores);
   if (probsMask) probs = tf.mul(probs, probsMask);
