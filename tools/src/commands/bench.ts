@@ -4,6 +4,9 @@ import { formatReport, writeReport, type BenchReport } from '../bench/report.js'
 import '../bench/backend.js';
 import '../bench/data.js';
 import '../bench/model.js';
+import '../bench/scaling.js';
+import '../bench/training.js';
+import '../bench/learning.js';
 
 export function registerBench(program: Command): void {
   program
@@ -14,10 +17,11 @@ export function registerBench(program: Command): void {
     .option('--backend <name>', 'TensorFlow.js backend (auto, node-gpu, node, wasm, cpu)')
     .option('--quick', 'a shorter run (fewer sizes and repetitions)', false)
     .option('--preset <name>', 'model preset, for areas that train a model')
+    .option('--size <key=value,...>', 'area-specific sizes (learning: phantom-steps=600,pretrain-steps=150,ft-epochs=3,...)')
     .addHelpText('after', () => `\nAreas: ${benchAreaNames().join(', ')}`)
-    .action(async (area: string, opts: { json?: string; backend?: string; quick: boolean; preset?: string }) => {
+    .action(async (area: string, opts: { json?: string; backend?: string; quick: boolean; preset?: string; size?: string }) => {
       const run = benchArea(area);
-      const body = await run.run({ backend: opts.backend, quick: opts.quick, extra: { preset: opts.preset } });
+      const body = await run.run({ backend: opts.backend, quick: opts.quick, extra: { preset: opts.preset, size: opts.size } });
       const report: BenchReport = { ...body, command: `m3ae ${process.argv.slice(2).join(' ')}`, date: new Date().toISOString() };
       process.stdout.write(formatReport(report) + '\n');
       if (opts.json) writeReport(opts.json, report);
