@@ -38,7 +38,7 @@ describe('m3ae reconstruct and m3ae fill (built, run as real processes)', () => 
     const args = [bin, 'fill', '--checkpoint', fx.checkpointDir, '--image', fx.images[0] as string, '--mismatched-image', fx.images[2] as string, '--text', 'axial CT of the head showing a <mask> lesion', '--top-k', '3', '--backend', 'wasm'];
     const table = await run('node', args);
     expect(table.stdout).toContain('<mask> 1 (token');
-    expect(table.stdout).toMatch(/image\s+blank \(shift \d\.\d{3}\)\s+mismatched \(shift \d\.\d{3}\)/);
+    expect(table.stdout).toMatch(/image\s+blank \(shift (\d\.\d{3}|\d\.\de-\d+)\)\s+mismatched \(shift (\d\.\d{3}|\d\.\de-\d+)\)/);
     expect(table.stdout.split('\n').filter((l) => l.includes('%'))).toHaveLength(3);
     const json = JSON.parse((await run('node', [...args, '--json'])).stdout) as { positions: { top: unknown[][] }[]; variants: { name: string }[] };
     expect(json.variants.map((v) => v.name)).toEqual(['image', 'blank', 'mismatched']);

@@ -86,6 +86,11 @@ export async function fill(o: FillOptions): Promise<FillSummary> {
   }
 }
 
+/** Three decimals, or two significant digits when smaller (an untrained model's image effect is tiny, not zero). */
+function shiftText(x: number): string {
+  return x === 0 || x >= 1e-3 ? x.toFixed(3) : x.toExponential(1);
+}
+
 /** The summary as a table: one block per mask, one column per image variant. */
 export function formatFill(s: FillSummary): string {
   const lines = [`${s.text}`, `checkpoint ${s.checkpoint} (step ${s.step}), backend ${s.backend}`];
@@ -94,7 +99,7 @@ export function formatFill(s: FillSummary): string {
   const cellOf = (t: FillToken | undefined): string => (t ? `${JSON.stringify(t.token)} ${(100 * t.probability).toFixed(1)}%` : '').padEnd(width);
   s.positions.forEach((p, i) => {
     lines.push('', `<mask> ${i + 1} (token ${p.index})`);
-    lines.push('  ' + s.variants.map((v, k) => `${v.name}${k > 0 ? ` (shift ${p.shift[k]?.toFixed(3)})` : ''}`.padEnd(width)).join(' '));
+    lines.push('  ' + s.variants.map((v, k) => `${v.name}${k > 0 ? ` (shift ${shiftText(p.shift[k] ?? 0)})` : ''}`.padEnd(width)).join(' '));
     const k = Math.max(...p.top.map((t) => t.length));
     for (let r = 0; r < k; r++) lines.push('  ' + p.top.map((t) => cellOf(t[r])).join(' '));
   });
