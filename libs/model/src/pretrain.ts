@@ -245,40 +245,39 @@ export function computeGradients(model: M3AEModel, batch: PretrainBatch, opts: C
   const objectives = activeObjectives(c, prep);
   if (objectives.length === 0) return { ...totals, grads };
 
-  const kept: { o: ObjectiveName; sum: tf.Scalar; correct?: tf.Scalar }[] = [];
-  try {
-    tf.tidy(() => {
-      const p = paramsFromMap(model.params);
-      const keyBias = tf.tensor4d(prep.keyBias, [prep.B, 1, 1, prep.L]);
-      const loss = (): tf.Scalar => {
-        let total: tf.Scalar | undefined;
-        for (const o of objectives) {
-          const drop = opts.training ? new Dropout(batch.dropoutSeeds, c.dropout, PASS_ID[o]) : Dropout.off();
+  // One backward sweep per objective: only one pass's activations are alive at a time (peak memory ~⅓, which
+  // decides the largest micro-batch the wasm heap holds). Gradients add up in the flat buffer in a fixed order.
+  objectives.forEach((o, index) => {
+    const kept: tf.Tensor[] = [];
+    try {
+      tf.tidy(() => {
+        const p = paramsFromMap(model.params);
+        const keyBias = tf.tensor4d(prep.keyBias, [prep.B, 1, 1, prep.L]);
+        const drop = opts.training ? new Dropout(batch.dropoutSeeds, c.dropout, PASS_ID[o]) : Dropout.off();
+        const loss = (): tf.Scalar => {
           const r = runPass(o, p, c, prep, keyBias, drop);
-          kept.push({ o, sum: tf.keep(r.sum), ...(r.correct ? { correct: tf.keep(r.correct) } : {}) });
-          const term = tf.mul(r.sum, c.objectives[o].weight / opts.normalizers[o]) as tf.Scalar;
-          total = total ? tf.add(total, term) : term;
+          kept.push(tf.keep(r.sum), tf.keep(r.correct ?? tf.scalar(0)));
+          return tf.mul(r.sum, c.objectives[o].weight / opts.normalizers[o]) as tf.Scalar;
+        };
+        const result = tf.variableGrads(loss, model.trainable as tf.Variable[]);
+        for (const e of model.manifest.entries) {
+          if (e.offset === null) continue;
+          const g = result.grads[model.param(e.name).name];
+          if (!g) continue;
+          const values = g.dataSync() as Float32Array;
+          if (index === 0) grads.set(values, e.offset);
+          else {
+            const off = e.offset;
+            for (let i = 0; i < values.length; i++) grads[off + i] = (grads[off + i] as number) + (values[i] as number);
+          }
         }
-        if (!total) throw new Error('no objective to differentiate');
-        return total;
-      };
-      const result = tf.variableGrads(loss, model.trainable as tf.Variable[]);
-      for (const e of model.manifest.entries) {
-        if (e.offset === null) continue;
-        const g = result.grads[model.param(e.name).name];
-        if (g) grads.set(g.dataSync() as Float32Array, e.offset);
-      }
-    });
-    for (const k of kept) {
-      totals.sums[k.o] = k.sum.dataSync()[0] ?? 0;
-      if (k.correct && k.o !== 'mim') totals.correct[k.o] = k.correct.dataSync()[0] ?? 0;
+      });
+      totals.sums[o] = kept[0]?.dataSync()[0] ?? 0;
+      if (o !== 'mim') totals.correct[o] = kept[1]?.dataSync()[0] ?? 0;
+    } finally {
+      tf.dispose(kept);
     }
-  } finally {
-    for (const k of kept) {
-      k.sum.dispose();
-      k.correct?.dispose();
-    }
-  }
+  });
   return { ...totals, grads };
 }
 
