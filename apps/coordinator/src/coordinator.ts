@@ -591,22 +591,33 @@ export class Coordinator {
     const now = Date.now();
     const durations = state.acceptedTimings.map((t) => t.totalMs).sort((a, b) => a - b);
     const median = durations.length ? (durations[Math.floor(durations.length / 2)] as number) : undefined;
-    for (const k of state.reducer.missing()) {
-      const copies = state.copies[k] as JobCopy[];
+    // All copies' states at once (concurrent commands share one round trip), then the running ones' start times.
+    const missing = state.reducer.missing();
+    const copies = missing.flatMap((k) => (state.copies[k] as JobCopy[]).map((c) => ({ k, c })));
+    const states = await Promise.all(copies.map(async ({ c }) => this.queue.getJobState(c.id)));
+    const activeIds = copies.filter((_, i) => states[i] === 'active').map(({ c }) => c.id);
+    const startedAt = new Map<string, number>();
+    if (median !== undefined && activeIds.length > 0) {
+      const jobs = await Promise.all(activeIds.map(async (id) => this.queue.getJob(id)));
+      for (const j of jobs) if (j?.id && j.processedOn) startedAt.set(j.id, j.processedOn);
+    }
+    for (const k of missing) {
       let live = 0;
       let oldestActiveStart: number | undefined;
-      for (const c of copies) {
-        const job = await this.queue.getJob(c.id);
-        const s = job ? await job.getState() : 'unknown';
+      copies.forEach(({ k: kk, c }, i) => {
+        if (kk !== k) return;
+        const s = states[i];
         if (s === 'waiting' || s === 'delayed' || s === 'prioritized' || s === 'active' || s === 'waiting-children') {
           live++;
           c.goneChecks = 0;
-          if (s === 'active' && job?.processedOn) oldestActiveStart = Math.min(oldestActiveStart ?? Infinity, job.processedOn);
+          const t = startedAt.get(c.id);
+          if (t !== undefined) oldestActiveStart = Math.min(oldestActiveStart ?? Infinity, t);
         } else {
           c.goneChecks++;
         }
-      }
-      if (live === 0 && copies.every((c) => c.goneChecks >= 2)) {
+      });
+      const own = state.copies[k] as JobCopy[];
+      if (live === 0 && own.every((c) => c.goneChecks >= 2)) {
         // Failed, removed, or completed without a result reaching us: compute it again.
         this.log.warn({ step: state.step, job: k }, 'micro-batch lost from the queue; enqueueing it again');
         if (!(await this.enqueue(state, k, 'retry'))) throw new CoordinatorError(`step ${state.step}: micro-batch ${k} was lost ${this.config.coordinator.maxCopies} times`);

@@ -119,7 +119,8 @@ export class BlobStore {
       throw new BlobError('layout', `blob ${ref.key} is spread over ${ref.stores} Redis instances; this process has ${this.stores.length} (check redis.blobUrls)`);
     }
     if (into && into.byteLength !== ref.bytes) throw new BlobError('length', `blob ${ref.key} has ${ref.bytes} bytes; the target buffer has ${into.byteLength}`);
-    const out = into ?? new Uint8Array(ref.bytes);
+    // Every byte is overwritten below (or the read fails): no need to zero-fill. Unpooled, so 8-byte aligned.
+    const out = into ?? new Uint8Array(Buffer.allocUnsafeSlow(ref.bytes).buffer, 0, ref.bytes);
     const sum = new Checksum(checksumAlgorithm(ref.checksum));
     const fetchWindow = (start: number): Promise<(Buffer | null)[]> => {
       const end = Math.min(ref.chunks, start + WINDOW_CHUNKS);

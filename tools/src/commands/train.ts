@@ -65,7 +65,7 @@ function positiveInt(name: string): (v: string) => string {
   };
 }
 
-interface TrainFlags extends RunFlags {
+export interface TrainFlags extends RunFlags {
   local: boolean;
   workers: string;
   resume: boolean;
@@ -134,8 +134,15 @@ function formatReport(r: TrainReport): string {
   ].join('\n');
 }
 
-export async function trainLocal(opts: TrainFlags): Promise<TrainReport> {
-  const log = createLogger({ name: 'train', ...(process.stdout.isTTY ? {} : { format: 'json' as const }) });
+/** Hooks for callers that drive a local run programmatically (benchmarks). */
+export interface TrainHooks {
+  onStep?(report: StepReport): void;
+  /** No progress bar and no per-step lines (the caller reports). */
+  quiet?: boolean;
+}
+
+export async function trainLocal(opts: TrainFlags, hooks: TrainHooks = {}): Promise<TrainReport> {
+  const log = createLogger({ name: 'train', ...(hooks.quiet ? { level: 'warn' } : {}), ...(process.stdout.isTTY ? {} : { format: 'json' as const }) });
   const workers = Number(opts.workers);
   const workDir = resolve(opts.workDir);
   await mkdir(workDir, { recursive: true });
@@ -181,7 +188,7 @@ export async function trainLocal(opts: TrainFlags): Promise<TrainReport> {
       );
     }
     log.info({ run: config.runId, preset: config.model.preset, workers, redis: redactRedisUrl(redisUrl), data: dataDir, steps: config.training.steps }, 'training');
-    const bar = process.stdout.isTTY
+    const bar = process.stdout.isTTY && !hooks.quiet
       ? new cliProgress.SingleBar(
           { format: 'train [{bar}] {value}/{total} | loss {loss} (mlm {mlm} mim {mim} itm {itm}) | {sps} samples/s | ETA {eta_formatted}', stream: process.stdout, etaBuffer: 10 },
           cliProgress.Presets.shades_classic,
@@ -190,7 +197,9 @@ export async function trainLocal(opts: TrainFlags): Promise<TrainReport> {
     let barStarted = false;
     const started = performance.now();
     const onStep = (r: StepReport): void => {
+      hooks.onStep?.(r);
       const sps = (r.samples / r.durationMs) * 1000;
+      if (hooks.quiet) return;
       if (bar) {
         if (!barStarted) {
           bar.start(config.training.steps, r.step, {});
@@ -201,7 +210,7 @@ export async function trainLocal(opts: TrainFlags): Promise<TrainReport> {
         log.info({ step: r.step + 1, of: config.training.steps, loss: r.losses, lr: r.learningRate, samplesPerSecond: Number(sps.toFixed(2)), ms: Math.round(r.durationMs) }, 'step');
       }
     };
-    const coordinatorLog = createLogger({ name: 'coordinator', bindings: { run: config.runId }, level: bar ? 'warn' : (process.env['M3AE_LOG_LEVEL'] ?? 'info'), ...(process.stdout.isTTY ? {} : { format: 'json' as const }) });
+    const coordinatorLog = createLogger({ name: 'coordinator', bindings: { run: config.runId }, level: bar || hooks.quiet ? 'warn' : (process.env['M3AE_LOG_LEVEL'] ?? 'info'), ...(process.stdout.isTTY ? {} : { format: 'json' as const }) });
     const exited = children.map((c) => new Promise<number | null>((r) => c.once('exit', (code) => r(code))));
     const firstDeath = Promise.race(exited.map(async (p, i) => ({ i, code: await p })));
     let summary: RunSummary;
