@@ -5,8 +5,11 @@ import type { BlobRef } from './job.js';
 import { connectRedis, type RedisEndpoint } from './redis-connection.js';
 
 export const DEFAULT_CHUNK_BYTES = 4 * 2 ** 20;
-/** Chunks per pipelined round trip and store: bounds the bytes in flight (32 × 4 MiB = 128 MiB). */
-const WINDOW_CHUNKS = 32;
+/**
+ * Bytes per pipelined window. Small enough that checksumming and checking one window overlaps the transfer
+ * of the next (on both ends), large enough to amortise round trips.
+ */
+const WINDOW_BYTES = 16 * 2 ** 20;
 
 export interface BlobStoreOptions {
   /** Bytes per chunk (default 4 MiB; Redis handles values of a few MiB fastest). */
@@ -53,6 +56,7 @@ function keyHash(key: string): number {
 export class BlobStore {
   readonly chunkBytes: number;
   readonly checksum: ChecksumAlgorithm;
+  private readonly windowChunks: number;
   readonly stats: BlobStats = { putBytes: 0, getBytes: 0, puts: 0, gets: 0 };
 
   constructor(
@@ -62,9 +66,11 @@ export class BlobStore {
   ) {
     if (stores.length === 0) throw new ProtocolError('BlobStore needs at least one Redis connection');
     this.chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES;
-    if (!Number.isInteger(this.chunkBytes) || this.chunkBytes < 1024 || this.chunkBytes > 512 * 2 ** 20) {
-      throw new ProtocolError(`chunkBytes = ${this.chunkBytes}: expected an integer from 1024 to 536870912 (Redis values are limited to 512 MiB)`);
+    // A multiple of 4: chunks then hold whole f32 and bf16 values and can be checked one by one.
+    if (!Number.isInteger(this.chunkBytes) || this.chunkBytes < 1024 || this.chunkBytes > 512 * 2 ** 20 || this.chunkBytes % 4 !== 0) {
+      throw new ProtocolError(`chunkBytes = ${this.chunkBytes}: expected a multiple of 4 from 1024 to 536870912 (Redis values are limited to 512 MiB)`);
     }
+    this.windowChunks = Math.max(1, Math.floor(WINDOW_BYTES / this.chunkBytes));
     this.checksum = options.checksum ?? 'crc32';
   }
 
@@ -94,8 +100,10 @@ export class BlobStore {
     const chunks = Math.ceil(bytes.byteLength / this.chunkBytes);
     const sum = new Checksum(this.checksum);
     const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    for (let start = 0; start < chunks; start += WINDOW_CHUNKS) {
-      const end = Math.min(chunks, start + WINDOW_CHUNKS);
+    // Two windows in flight: the next window is checksummed while the previous one is on the wire.
+    const inFlight: Promise<unknown>[] = [];
+    for (let start = 0; start < chunks; start += this.windowChunks) {
+      const end = Math.min(chunks, start + this.windowChunks);
       const pipes = new Map<Redis, ReturnType<Redis['pipeline']>>();
       for (let i = start; i < end; i++) {
         const part = buf.subarray(i * this.chunkBytes, Math.min(buf.byteLength, (i + 1) * this.chunkBytes));
@@ -106,15 +114,22 @@ export class BlobStore {
         if (options.ttlSeconds) p.set(BlobStore.chunkKey(key, i), part, 'EX', options.ttlSeconds);
         else p.set(BlobStore.chunkKey(key, i), part);
       }
-      await Promise.all([...pipes.values()].map(async (p) => throwPipelineErrors(await p.exec())));
+      const sent = Promise.all([...pipes.values()].map(async (p) => throwPipelineErrors(await p.exec())));
+      sent.catch(() => undefined); // awaited below; not unhandled if an earlier window fails first
+      inFlight.push(sent);
+      if (inFlight.length > 1) await inFlight.shift();
     }
+    await Promise.all(inFlight);
     this.stats.putBytes += bytes.byteLength;
     this.stats.puts++;
     return { key, encoding, elements, bytes: bytes.byteLength, chunkBytes: this.chunkBytes, chunks, stores: this.stores.length, checksum: sum.digest() };
   }
 
-  /** Reads and verifies a blob's bytes (chunk count and lengths, checksum). */
-  async getBytes(ref: BlobRef, into?: Uint8Array): Promise<Uint8Array> {
+  /**
+   * Reads and verifies a blob's bytes (chunk count and lengths, checksum; with `requireFinite`, that every
+   * value is finite — checked chunk by chunk while the next window is in transfer).
+   */
+  async getBytes(ref: BlobRef, into?: Uint8Array, requireFinite = false): Promise<Uint8Array> {
     if (ref.stores !== this.stores.length) {
       throw new BlobError('layout', `blob ${ref.key} is spread over ${ref.stores} Redis instances; this process has ${this.stores.length} (check redis.blobUrls)`);
     }
@@ -123,7 +138,7 @@ export class BlobStore {
     const out = into ?? new Uint8Array(Buffer.allocUnsafeSlow(ref.bytes).buffer, 0, ref.bytes);
     const sum = new Checksum(checksumAlgorithm(ref.checksum));
     const fetchWindow = (start: number): Promise<(Buffer | null)[]> => {
-      const end = Math.min(ref.chunks, start + WINDOW_CHUNKS);
+      const end = Math.min(ref.chunks, start + this.windowChunks);
       const pipes = new Map<Redis, { p: ReturnType<Redis['pipeline']>; slots: number[] }>();
       for (let i = start; i < end; i++) {
         const store = this.storeFor(ref.key, i);
@@ -142,10 +157,11 @@ export class BlobStore {
     };
     // Request the next window before verifying this one, so checksum work overlaps the network.
     let pending = ref.chunks > 0 ? fetchWindow(0) : Promise.resolve([]);
-    for (let start = 0; start < ref.chunks; start += WINDOW_CHUNKS) {
+    let nonFinite = 0;
+    for (let start = 0; start < ref.chunks; start += this.windowChunks) {
       const window = await pending;
-      if (start + WINDOW_CHUNKS < ref.chunks) {
-        pending = fetchWindow(start + WINDOW_CHUNKS);
+      if (start + this.windowChunks < ref.chunks) {
+        pending = fetchWindow(start + this.windowChunks);
         pending.catch(() => undefined); // surfaced when awaited; not unhandled if this window fails first
       }
       window.forEach((chunk, j) => {
@@ -155,10 +171,12 @@ export class BlobStore {
         if (chunk.byteLength !== expected) throw new BlobError('truncated', `blob ${ref.key}: chunk ${i} has ${chunk.byteLength} bytes; expected ${expected}`);
         sum.update(chunk);
         out.set(chunk, i * ref.chunkBytes);
+        if (requireFinite) nonFinite += countNonFinite(out.subarray(i * ref.chunkBytes, i * ref.chunkBytes + expected), ref.encoding);
       });
     }
     const digest = sum.digest();
     if (digest !== ref.checksum) throw new BlobError('checksum', `blob ${ref.key}: checksum ${digest}; expected ${ref.checksum}`);
+    if (nonFinite > 0) throw new BlobError('non-finite', `blob ${ref.key}: ${nonFinite} of ${ref.elements} values are NaN or infinite`);
     this.stats.getBytes += ref.bytes;
     this.stats.gets++;
     return out;
@@ -175,12 +193,7 @@ export class BlobStore {
     if (options.expectElements !== undefined && ref.elements !== options.expectElements) {
       throw new BlobError('length', `blob ${ref.key} holds ${ref.elements} values; expected ${options.expectElements}`);
     }
-    const bytes = await this.getBytes(ref, options.into);
-    if (options.requireFinite ?? true) {
-      const bad = countNonFinite(bytes, ref.encoding);
-      if (bad > 0) throw new BlobError('non-finite', `blob ${ref.key}: ${bad} of ${ref.elements} values are NaN or infinite`);
-    }
-    return bytes;
+    return await this.getBytes(ref, options.into, options.requireFinite ?? true);
   }
 
   /** Deletes a blob's chunks (UNLINK: Redis frees the memory off its main thread). */

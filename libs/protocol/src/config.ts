@@ -107,7 +107,7 @@ export const RunConfigSchema = z
         /** PEM file of a CA to trust for `rediss://`. */
         caFile: z.string().min(1).optional(),
         tlsRejectUnauthorized: z.boolean().default(true),
-        chunkBytes: z.number().int().min(1024).max(512 * 2 ** 20).default(4 * 2 ** 20),
+        chunkBytes: z.number().int().min(1024).max(512 * 2 ** 20).multipleOf(4).default(4 * 2 ** 20),
         checksum: z.enum(CHECKSUM_ALGORITHMS).default('crc32'),
         /** Gradient blobs expire after this if nobody consumes them (a worker died mid-upload…). */
         gradTtlSeconds: positiveInt.default(3600),
