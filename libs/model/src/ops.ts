@@ -43,7 +43,11 @@ export function dense(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor, inputGrad =
         const dy2 = dy as tf.Tensor2D;
         // Inputs that are data (image patches) need no gradient: skip that product.
         const dx = inputGrad ? tf.matMul(dy2, tf.transpose(ws)) : tf.zerosLike(xs);
-        const dw = tf.matMul(tf.transpose(xs), dy2);
+        // dW = xᵀ·dy, or (dyᵀ·x)ᵀ for wide outputs with many rows (FFN up-projections): XNNPACK packs its
+        // right operand on every call, and packing the narrower x is cheaper than packing dy (measured).
+        const [m, k] = xs.shape;
+        const n = dy2.shape[1];
+        const dw = n > k && m >= k ? tf.transpose(tf.matMul(tf.transpose(dy2), xs)) : tf.matMul(tf.transpose(xs), dy2);
         return b ? [dx, dw, tf.sum(dy2, 0)] : [dx, dw];
       },
     };
