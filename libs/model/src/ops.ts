@@ -30,6 +30,33 @@ export function paramsFromMap(map: ReadonlyMap<string, tf.Tensor>): Params {
  * products: the wasm backend runs those through XNNPACK, but falls back to a scalar loop (10–15× slower)
  * for the transposed products tfjs's own matMul gradient asks for. The transposes are explicit copies.
  */
+// Weight transposes for the input gradient, shared by the backward sweeps of one computeGradients call (each
+// weight is used in up to three passes). Keyed by the weight's data, which never changes during the call.
+let transposeCache: Map<object, tf.Tensor2D> | undefined;
+
+/** Runs f with weight transposes cached across its backward sweeps; frees them afterwards. */
+export function withWeightTransposeCache<T>(f: () => T): T {
+  const outer = transposeCache;
+  const cache = new Map<object, tf.Tensor2D>();
+  transposeCache = cache;
+  try {
+    return f();
+  } finally {
+    transposeCache = outer;
+    for (const t of cache.values()) t.dispose();
+  }
+}
+
+function weightTranspose(w: tf.Tensor2D): tf.Tensor2D {
+  if (!transposeCache) return tf.transpose(w);
+  let t = transposeCache.get(w.dataId);
+  if (!t) {
+    t = tf.keep(tf.transpose(w));
+    transposeCache.set(w.dataId, t);
+  }
+  return t;
+}
+
 export function dense(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor, inputGrad = true): tf.Tensor2D {
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [xi, wi] = args as [tf.Tensor2D, tf.Tensor2D];
@@ -42,7 +69,7 @@ export function dense(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor, inputGrad =
         const [xs, ws] = saved as [tf.Tensor2D, tf.Tensor2D];
         const dy2 = dy as tf.Tensor2D;
         // Inputs that are data (image patches) need no gradient: skip that product.
-        const dx = inputGrad ? tf.matMul(dy2, tf.transpose(ws)) : tf.zerosLike(xs);
+        const dx = inputGrad ? tf.matMul(dy2, weightTranspose(ws)) : tf.zerosLike(xs);
         // dW = xᵀ·dy, or (dyᵀ·x)ᵀ for wide outputs with many rows (FFN up-projections): XNNPACK packs its
         // right operand on every call, and packing the narrower x is cheaper than packing dy (measured).
         const [m, k] = xs.shape;

@@ -5,7 +5,7 @@ import { Dropout } from './dropout.js';
 import { keyBiasFromMask, mimShuffle, mimTargets, patchesForEmbedding, robertaPositionIds } from './inputs.js';
 import type { M3AEModel } from './model.js';
 import { crossEntropySum, fusion, gatherRows, itmHead, mimDecoder, mimPredict, mlmHead, pooler, textEncoder, visionEncoder, type Ctx, type TextInputs } from './network.js';
-import { paramsFromMap, type Params } from './ops.js';
+import { paramsFromMap, withWeightTransposeCache, type Params } from './ops.js';
 
 /** Global counts N_o the summed losses are divided by (contracts §3); > 0 for every enabled objective. */
 export interface LossNormalizers {
@@ -247,7 +247,7 @@ export function computeGradients(model: M3AEModel, batch: PretrainBatch, opts: C
 
   // One backward sweep per objective: only one pass's activations are alive at a time (peak memory ~⅓, which
   // decides the largest micro-batch the wasm heap holds). Gradients add up in the flat buffer in a fixed order.
-  objectives.forEach((o, index) => {
+  withWeightTransposeCache(() => objectives.forEach((o, index) => {
     const kept: tf.Tensor[] = [];
     try {
       tf.tidy(() => {
@@ -277,7 +277,7 @@ export function computeGradients(model: M3AEModel, batch: PretrainBatch, opts: C
     } finally {
       tf.dispose(kept);
     }
-  });
+  }));
   return { ...totals, grads };
 }
 
