@@ -22,7 +22,7 @@ interface TrainReport {
 }
 
 async function train(workers: number, extra: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<TrainReport> {
-  const { stdout } = await run(process.execPath, [bin, 'train', '--local', '--workers', String(workers), '--steps', '3', '--work-dir', work, '--checkpoint-dir', join(work, `ckpt-${workers}`), '--json', ...extra], {
+  const { stdout } = await run(process.execPath, [bin, 'train', '--local', '--workers', String(workers), '--steps', '3', '--work-dir', work, '--checkpoint-dir', join(work, `ckpt-${workers}`), '--json', '--no-metrics', ...extra], {
     env: { ...process.env, REDIS_URL: '', M3AE_REDIS_URL: '', M3AE_LOG_LEVEL: 'warn', ...env },
     maxBuffer: 1 << 24,
   });
@@ -98,7 +98,7 @@ describe('faults with real processes (synthetic compute)', () => {
     return f;
   };
   const start = (args: string[]): Proc => {
-    const p = new Proc(args, { M3AE_REDIS_URL: redis.url, REDIS_URL: '' });
+    const p = new Proc([...args, '--metrics-port', '0'], { M3AE_REDIS_URL: redis.url, REDIS_URL: '' });
     procs.push(p);
     return p;
   };
@@ -146,6 +146,13 @@ describe('faults with real processes (synthetic compute)', () => {
     const worker = start(['worker', '--config', file]);
     const c = start(['coordinator', '--config', file]);
     await c.waitFor(/"step":1,.*"step done"/);
+    // Its telemetry: Prometheus text, readiness, and the /status document of the run.
+    const url = /"url":"(http:\/\/[^"]+)".*"metrics, health, status/.exec(c.out)?.[1] as string;
+    const status = (await (await fetch(`${url}/status`)).json()) as { run: string; state: string; step: number; totalSteps: number };
+    expect(status).toMatchObject({ run: config.runId, state: 'training', totalSteps: 50 });
+    expect(status.step).toBeGreaterThanOrEqual(1);
+    expect(await (await fetch(`${url}/metrics`)).text()).toMatch(/m3ae_steps_completed_total\{run="[^"]+"\} [1-9]/);
+    expect((await fetch(`${url}/readyz`)).status).toBe(200);
     const otherFile = configFile({ ...config, compute: { ...config.compute, synthetic: { ...config.compute.synthetic, paramCount: 1234 } } }, 'sigterm-other');
     const wrong = start(['worker', '--config', otherFile]);
     expect(await wrong.exit()).toBe(2);

@@ -82,6 +82,8 @@ export interface StepReport {
 }
 
 export interface CoordinatorEvents {
+  /** Connected, state loaded (fresh or from a checkpoint), Redis cleared: training starts at `startStep`. */
+  onStart?(info: { startStep: number; queue: Queue }): void;
   /** A step was reduced and applied. */
   onStep?(report: StepReport): void;
   onReject?(reason: RejectReason, detail: { step: number; jobIndex?: number; workerId?: string; message: string }): void;
@@ -209,6 +211,7 @@ export class Coordinator {
       const startStep = step;
       await this.clearRun();
       await this.writeSentinel(step);
+      this.options.events?.onStart?.({ startStep, queue: this.queue });
       this.log.info({ startStep, steps: this.config.training.steps, jobsPerStep: this.jobCount, params: this.setup.manifest.size, manifest: this.setup.manifest.hash.slice(0, 16) }, 'coordinator ready');
       const every = this.config.checkpoint.every;
       for (; step < this.config.training.steps; step++) {

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
-import { Coordinator, createSetup, type RunSummary } from '@m3ae/coordinator';
-import { loadRunConfig, redactConfig, type RunConfig } from '@m3ae/protocol';
-import { createLogger, type Logger } from '@m3ae/telemetry';
+import { Coordinator, createSetup, type CoordinatorEvents, type RunSummary } from '@m3ae/coordinator';
+import { connectRedis, jobsPerStep, loadRunConfig, queueEndpoint, redactConfig, type RunConfig } from '@m3ae/protocol';
+import { coordinatorEvents, CoordinatorMetrics, createLogger, mergeEventHandlers, metricsPortFromEnv, startTelemetryServer, type Logger } from '@m3ae/telemetry';
+import { prepareRunPage } from '../run-page.js';
 
 /** Flags shared by `m3ae coordinator`, `m3ae worker` and `m3ae train`, mapped to run-configuration fields. */
 export interface RunFlags {
@@ -55,10 +56,47 @@ export function addRunFlags(cmd: Command): Command {
     .option('--data <dir>', 'shard dataset directory (m3ae prepare output)');
 }
 
+/** The coordinator's observability: Prometheus metrics, /healthz /readyz /status, and the live run page. */
+async function startCoordinatorTelemetry(config: RunConfig, port: number, resume: boolean, logger: Logger): Promise<{ events: CoordinatorEvents; url: string; ended(o: { stopped: boolean } | { error: unknown }): void; close(): Promise<void> }> {
+  const metrics = new CoordinatorMetrics({ run: config.runId });
+  metrics.setRunInfo({ totalSteps: config.training.steps, jobsPerStep: jobsPerStep(config), globalBatchSize: config.training.globalBatch });
+  const page = await prepareRunPage(config, { status: () => metrics.status(), resume, logger });
+  const redis = connectRedis(queueEndpoint(config), { connectionName: 'm3ae-coordinator-health', maxRetriesPerRequest: 1 });
+  redis.on('error', () => undefined); // the coordinator itself reports Redis trouble
+  const server = await startTelemetryServer({ port, metrics, readiness: { redis: () => redis.ping() }, status: () => metrics.status(), routes: page.handler, logger });
+  logger.info({ url: server.url }, 'metrics, health, status and the run page are served');
+  const started: CoordinatorEvents = {
+    onStart: ({ startStep, queue }) => {
+      metrics.setRunInfo({ startStep });
+      metrics.addQueue(queue);
+    },
+  };
+  return {
+    events: mergeEventHandlers(mergeEventHandlers(started, coordinatorEvents(metrics)), page.events),
+    url: server.url,
+    ended: (o) => page.ended(o),
+    close: async () => {
+      await page.close();
+      await server.close();
+      redis.disconnect();
+    },
+  };
+}
+
+export interface CoordinatorRunOptions {
+  resume: boolean;
+  logger: Logger;
+  events?: CoordinatorEvents;
+  /** Port of /metrics, /healthz, /readyz, /status and the run page; false: none. @defaultValue M3AE_METRICS_PORT or 9400 */
+  metricsPort?: number | false;
+}
+
 /** Runs a coordinator to the end (or to SIGTERM/SIGINT, after which it writes a checkpoint). */
-export async function runCoordinator(config: RunConfig, options: { resume: boolean; logger: Logger; onStep?: ConstructorParameters<typeof Coordinator>[0]['events'] }): Promise<RunSummary> {
+export async function runCoordinator(config: RunConfig, options: CoordinatorRunOptions): Promise<RunSummary> {
   const setup = await createSetup(config);
-  const coordinator = new Coordinator({ config, setup, resume: options.resume, logger: options.logger, ...(options.onStep ? { events: options.onStep } : {}) });
+  const telemetry = options.metricsPort === false ? undefined : await startCoordinatorTelemetry(config, options.metricsPort ?? metricsPortFromEnv(), options.resume, options.logger);
+  const events = telemetry ? mergeEventHandlers(options.events ?? {}, telemetry.events) : (options.events ?? {});
+  const coordinator = new Coordinator({ config, setup, resume: options.resume, logger: options.logger, events });
   const stop = (signal: string): void => {
     options.logger.info({ signal }, 'stopping: the current step is abandoned, a checkpoint is written');
     coordinator.stop();
@@ -68,11 +106,26 @@ export async function runCoordinator(config: RunConfig, options: { resume: boole
   process.on('SIGTERM', onTerm);
   process.on('SIGINT', onInt);
   try {
-    return await coordinator.run();
+    const summary = await coordinator.run();
+    telemetry?.ended({ stopped: summary.stopped });
+    return summary;
+  } catch (e) {
+    telemetry?.ended({ error: e });
+    throw e;
   } finally {
     process.off('SIGTERM', onTerm);
     process.off('SIGINT', onInt);
+    await telemetry?.close();
   }
+}
+
+/** `--metrics-port N` / `--no-metrics` → the port, or false. */
+export function metricsPortOption(opts: { metrics?: boolean; metricsPort?: string }): number | false | undefined {
+  if (opts.metrics === false) return false;
+  if (opts.metricsPort === undefined) return undefined;
+  const n = Number(opts.metricsPort);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`--metrics-port must be a port number (0 picks a free one), got ${JSON.stringify(opts.metricsPort)}`);
+  return n;
 }
 
 export function registerCoordinator(program: Command): void {
@@ -82,11 +135,14 @@ export function registerCoordinator(program: Command): void {
       .description('run the coordinator of a training run (one per run): publishes parameters, enqueues micro-batches, reduces, applies the optimizer, checkpoints'),
   )
     .option('--resume', 'continue from the latest checkpoint in the checkpoint directory', false)
-    .action(async (opts: RunFlags & { resume: boolean }) => {
+    .option('--metrics-port <port>', 'port of /metrics, /healthz, /readyz, /status and the run page (default M3AE_METRICS_PORT or 9400; 0 picks a free one)')
+    .option('--no-metrics', 'serve no metrics')
+    .action(async (opts: RunFlags & { resume: boolean; metrics?: boolean; metricsPort?: string }) => {
       const config = runConfigFrom(opts);
       const logger = createLogger({ name: 'coordinator', bindings: { run: config.runId } });
       logger.info({ config: redactConfig(config) }, 'run configuration');
-      const summary = await runCoordinator(config, { resume: opts.resume, logger });
+      const metricsPort = metricsPortOption(opts);
+      const summary = await runCoordinator(config, { resume: opts.resume, logger, ...(metricsPort !== undefined ? { metricsPort } : {}) });
       logger.info({ summary }, summary.stopped ? 'run stopped' : 'run finished');
     });
 }

@@ -10,7 +10,7 @@ import type { RunSummary, StepReport } from '@m3ae/coordinator';
 import { loadTokenizer, prepareShards, trainTokenizer, writePhantomCorpus } from '@m3ae/data';
 import { LocalRedis, redactRedisUrl, type RunConfig } from '@m3ae/protocol';
 import { createLogger, type Logger } from '@m3ae/telemetry';
-import { addRunFlags, runConfigFrom, runCoordinator, type RunFlags } from './coordinator.js';
+import { addRunFlags, metricsPortOption, runConfigFrom, runCoordinator, type RunFlags } from './coordinator.js';
 
 /** The `m3ae` entry script, to start worker processes with. */
 function cliEntry(): string {
@@ -74,6 +74,8 @@ export interface TrainFlags extends RunFlags {
   synthetic: boolean;
   gradEncoding?: string;
   json: boolean;
+  metrics?: boolean;
+  metricsPort?: string;
 }
 
 /** What `m3ae train --local` prints at the end (also as one JSON line with `--json`). */
@@ -115,6 +117,8 @@ export function registerTrain(program: Command): void {
     .option('--synthetic', 'synthetic compute instead of the model (orchestration only)', false)
     .option('--grad-encoding <enc>', 'gradients on the wire: f32 or bf16')
     .option('--json', 'print the final report as one JSON line', false)
+    .option('--metrics-port <port>', "the coordinator's /metrics, /status and run page port; worker i uses the port + 1 + i", '9400')
+    .option('--no-metrics', 'serve no metrics and no run page')
     .action(async (opts: TrainFlags) => {
       if (!opts.local) throw new Error('m3ae train runs a whole training on this machine: pass --local (on a cluster, run m3ae coordinator and m3ae worker)');
       const report = await trainLocal(opts);
@@ -151,6 +155,7 @@ export async function trainLocal(opts: TrainFlags, hooks: TrainHooks = {}): Prom
   const redis = externalRedis ? undefined : await LocalRedis.start();
   const redisUrl = externalRedis ?? (redis as LocalRedis).url;
   const children: ChildProcess[] = [];
+  const metricsPort = metricsPortOption(opts) ?? 9400;
   try {
     const preset = opts.preset ?? 'tiny';
     const base: Record<string, unknown> = {
@@ -181,7 +186,7 @@ export async function trainLocal(opts: TrainFlags, hooks: TrainHooks = {}): Prom
     for (let i = 0; i < workers; i++) {
       const out = openSync(join(workDir, 'logs', `${config.runId}-worker-${i}.log`), 'w');
       children.push(
-        spawn(process.execPath, [cliEntry(), 'worker', '--config', runFile, '--id', `${config.runId}-w${i}`], {
+        spawn(process.execPath, [cliEntry(), 'worker', '--config', runFile, '--id', `${config.runId}-w${i}`, ...(metricsPort === false ? ['--no-metrics'] : ['--metrics-port', String(metricsPort === 0 ? 0 : metricsPort + 1 + i)])], {
           stdio: ['ignore', out, out],
           env: { ...process.env, M3AE_REDIS_URL: redisUrl, ...(config.redis.password ? { M3AE_REDIS_PASSWORD: config.redis.password } : {}), M3AE_LOG_FORMAT: 'json' },
         }),
@@ -202,7 +207,7 @@ export async function trainLocal(opts: TrainFlags, hooks: TrainHooks = {}): Prom
       if (hooks.quiet) return;
       if (bar) {
         if (!barStarted) {
-          bar.start(config.training.steps, r.step, {});
+          bar.start(config.training.steps, r.step, { loss: '-', mlm: '-', mim: '-', itm: '-', sps: '-' });
           barStarted = true;
         }
         bar.update(r.step + 1, { loss: fmt(r.losses.total), mlm: fmt(r.losses.mlm, 3), mim: fmt(r.losses.mim, 3), itm: fmt(r.losses.itm, 3), sps: sps.toFixed(1) });
@@ -216,7 +221,7 @@ export async function trainLocal(opts: TrainFlags, hooks: TrainHooks = {}): Prom
     let summary: RunSummary;
     try {
       summary = await Promise.race([
-        runCoordinator(config, { resume: opts.resume, logger: coordinatorLog, onStep: { onStep } }),
+        runCoordinator(config, { resume: opts.resume, logger: coordinatorLog, events: { onStep }, metricsPort }),
         // A worker that cannot start at all (bad data, wrong model) should not leave the run waiting forever.
         firstDeath.then(async ({ i, code }) => {
           await new Promise((r) => setTimeout(r, 1000));
