@@ -72,6 +72,8 @@ const SIZE_DEFAULTS = {
   'phantom-steps': 600,
   'phantom-batch': 16,
   'phantom-lr': 5e-4,
+  /** Width of the phantom model (0: the preset's); heads = width / 16. */
+  'phantom-hidden': 0,
   // (b) real data
   vocab: 8192,
   'pretrain-px': 64,
@@ -150,6 +152,8 @@ export async function pretrainInProcess(o: {
   const params = flattenParams(model);
   const tail = { mlm: 0, mim: 0, itm: 0, itmCorrect: 0, n: { mlm: 0, mim: 0, itm: 0 } };
   const tailFrom = Math.floor(o.steps * 0.9);
+  const logEvery = Math.max(1, Math.floor(o.steps / 10));
+  const win = { mlm: 0, mim: 0, itm: 0, itmCorrect: 0, mlmCorrect: 0, n: { mlm: 0, mim: 0, itm: 0 } };
   for (let step = 0; step < o.steps; step++) {
     const gb = sampler.batchAt(step);
     const common = {
@@ -169,6 +173,14 @@ export async function pretrainInProcess(o: {
       const batch: PretrainBatch = await buildPretrainBatch({ ...common, imageSize: config.imageSize, indices: gb.indices.subarray(s, s + o.micro), positions: gb.positions.subarray(s, s + o.micro) });
       const r = computeGradients(model, batch, { normalizers, training: true });
       for (let i = 0; i < grads.length; i++) grads[i] = (grads[i] as number) + (r.grads[i] as number);
+      win.mlm += r.sums.mlm;
+      win.mim += r.sums.mim;
+      win.itm += r.sums.itm;
+      win.itmCorrect += r.correct.itm;
+      win.mlmCorrect += r.correct.mlm;
+      win.n.mlm += r.counts.mlm;
+      win.n.mim += r.counts.mim;
+      win.n.itm += r.counts.itm;
       if (step >= tailFrom) {
         tail.mlm += r.sums.mlm;
         tail.mim += r.sums.mim;
@@ -181,7 +193,14 @@ export async function pretrainInProcess(o: {
     }
     opt.update(params, grads);
     setParamsFromFlat(model, params);
-    if ((step + 1) % Math.max(1, Math.floor(o.steps / 10)) === 0) o.log(`pre-training step ${step + 1}/${o.steps} (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+    if ((step + 1) % logEvery === 0) {
+      const f = (a: number, b: number): string => (b > 0 ? (a / b).toFixed(3) : '-');
+      o.log(
+        `pre-training step ${step + 1}/${o.steps} (${((performance.now() - t0) / 1000).toFixed(0)} s): MLM ${f(win.mlm, win.n.mlm)} (acc ${f(win.mlmCorrect, win.n.mlm)}), MIM ${f(win.mim, win.n.mim)}, ITM ${f(win.itm, win.n.itm)} (acc ${f(win.itmCorrect, win.n.itm)})`,
+      );
+      win.mlm = win.mim = win.itm = win.itmCorrect = win.mlmCorrect = 0;
+      win.n = { mlm: 0, mim: 0, itm: 0 };
+    }
   }
   const div = (a: number, b: number): number => (b > 0 ? a / b : NaN);
   return {
@@ -391,7 +410,8 @@ async function phantomPart(s: Sizes, work: string, log: Log): Promise<{ rows: Be
   const tok = await loadTokenizer(join(work, 'phantom-tok.json'));
   await prepareShards({ source: 'manifest', input: join(trainDir, 'manifest.jsonl'), output: join(work, 'phantom-shards'), imageSize: px, tokenizer: tok });
   const dataset = await openShardDataset(join(work, 'phantom-shards'));
-  const config = presetConfig(s['phantom-preset'], { imageSize: px, maxTextLength: 32, vocabSize: Math.max(tok.vocabSize, 8) });
+  const width = s['phantom-hidden'] > 0 ? { hiddenSize: s['phantom-hidden'], numHeads: Math.max(1, Math.round(s['phantom-hidden'] / 16)) } : {};
+  const config = presetConfig(s['phantom-preset'], { imageSize: px, maxTextLength: 32, vocabSize: Math.max(tok.vocabSize, 8), ...width });
   try {
     const before = createModel(config, { seed: s.seed });
     const untrained = await evaluatePhantom(before, tok, evalLines, evalDir, s.seed);
@@ -433,7 +453,7 @@ async function phantomPart(s: Sizes, work: string, log: Log): Promise<{ rows: Be
       phantom_pretrain_samples: run.samples,
     };
     const notes = [
-      `(a) ${s['phantom-preset']} at ${px} px, ${s['phantom-steps']} steps × ${s['phantom-batch']} (${run.samples} samples, ${run.seconds.toFixed(0)} s); last-10% training losses: MLM ${run.last.mlm.toFixed(3)}, MIM ${run.last.mim.toFixed(3)}, ITM ${run.last.itm.toFixed(3)} (acc ${(100 * run.last.itmAccuracy).toFixed(1)}%).`,
+      `(a) ${s['phantom-preset']}${s['phantom-hidden'] > 0 ? ` (width ${s['phantom-hidden']})` : ''} at ${px} px, ${s['phantom-steps']} steps × ${s['phantom-batch']} (${run.samples} samples, ${run.seconds.toFixed(0)} s); last-10% training losses: MLM ${run.last.mlm.toFixed(3)}, MIM ${run.last.mim.toFixed(3)}, ITM ${run.last.itm.toFixed(3)} (acc ${(100 * run.last.itmAccuracy).toFixed(1)}%).`,
     ];
     return { rows, figures, notes };
   } finally {

@@ -1,5 +1,5 @@
 import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Coordinator, syntheticSetup, type StepReport } from '@m3ae/coordinator';
 import { LocalRedis, loadRunConfig, syntheticCounts, syntheticManifest, type MicroBatchJob, type RunConfig } from '@m3ae/protocol';
@@ -62,22 +62,38 @@ async function measure(config: RunConfig, workers: number, workMs: number, warmu
   return { workers, stores: config.redis.blobUrls.length || 1, stepMs, samplesPerSecond: (config.training.globalBatch / stepMs) * 1000, bytesPerStep };
 }
 
+function row(p: ScalingPoint, base: ScalingPoint, workMs: number, series: string): BenchRow {
+  return {
+    series,
+    workers: p.workers,
+    'redis instances': p.stores,
+    'step ms': p.stepMs,
+    'ideal step ms': Math.ceil(32 / p.workers) * workMs,
+    'samples/s': p.samplesPerSecond,
+    efficiency: p.samplesPerSecond / (p.workers * base.samplesPerSecond),
+    'MB per step': p.bytesPerStep / 1e6,
+    'Redis GB/s': p.bytesPerStep / (p.stepMs / 1000) / 1e9,
+  };
+}
+
 registerBenchArea('scaling', {
-  description: 'simulated workers 1→32 (in-process, real Redis transport, fixed synthetic compute): samples/s, efficiency, Redis bytes/s; and blobs spread over 2 Redis instances',
+  description: 'simulated workers 1→32 (in-process, real Redis transport, fixed synthetic compute): a small model (orchestration) and a larger one (bandwidth), and blobs spread over 2 Redis instances',
   async run(options) {
-    const paramCount = options.quick ? 1_000_000 : 4_000_000;
     const workMs = 100;
-    const counts = options.quick ? [1, 4, 16, 32] : [1, 2, 4, 8, 16, 32];
+    const small = 250_000;
+    const large = options.quick ? 1_000_000 : 4_000_000;
+    const smallCounts = options.quick ? [1, 4, 32] : [1, 2, 4, 8, 16, 32];
+    const largeCounts = options.quick ? [1, 32] : [1, 8, 32];
     const a = await LocalRedis.start();
     const b = await LocalRedis.start();
     const rows: BenchRow[] = [];
     try {
-      const config = (urls: string[]): RunConfig =>
+      const config = (paramCount: number, urls: string[]): RunConfig =>
         loadRunConfig({
           base: {
             runId: `bench-scaling-${Date.now().toString(36)}`,
             compute: { kind: 'synthetic', synthetic: { paramCount, workMsPerSample: workMs, datasetSize: 4096 } },
-            training: { steps: 4, globalBatch: 32, microBatch: 1, learningRate: 1e-3 },
+            training: { steps: 3, globalBatch: 32, microBatch: 1, learningRate: 1e-3 },
             checkpoint: { dir: mkdtempSync(join(tmpdir(), 'm3ae-bench-scaling-')), every: 0 },
             redis: { url: a.url, blobUrls: urls },
             coordinator: { checkIntervalMs: 200, backupMinMs: 60_000 },
@@ -85,51 +101,38 @@ registerBenchArea('scaling', {
           },
           env: {},
         });
-      const points: ScalingPoint[] = [];
-      for (const w of counts) points.push(await measure(config([]), w, workMs, 1));
-      const base = points[0] as ScalingPoint;
-      for (const p of points) {
-        const idealStepMs = Math.ceil(32 / p.workers) * workMs;
-        rows.push({
-          workers: p.workers,
-          'redis instances': 1,
-          'step ms': p.stepMs,
-          'ideal step ms': idealStepMs,
-          'samples/s': p.samplesPerSecond,
-          efficiency: p.samplesPerSecond / (p.workers * base.samplesPerSecond),
-          'MB per step': p.bytesPerStep / 1e6,
-          'Redis GB/s': p.bytesPerStep / (p.stepMs / 1000) / 1e9,
-        });
-      }
-      const top = counts[counts.length - 1] as number;
-      const spread = await measure(config([a.url, b.url]), top, workMs, 1);
-      const single = points[points.length - 1] as ScalingPoint;
-      rows.push({
-        workers: top,
-        'redis instances': 2,
-        'step ms': spread.stepMs,
-        'ideal step ms': Math.ceil(32 / top) * workMs,
-        'samples/s': spread.samplesPerSecond,
-        efficiency: spread.samplesPerSecond / (top * base.samplesPerSecond),
-        'MB per step': spread.bytesPerStep / 1e6,
-        'Redis GB/s': spread.bytesPerStep / (spread.stepMs / 1000) / 1e9,
-      });
+      const series = async (paramCount: number, counts: number[]): Promise<ScalingPoint[]> => {
+        const points: ScalingPoint[] = [];
+        for (const w of counts) points.push(await measure(config(paramCount, []), w, workMs, 1));
+        const label = `${((paramCount * 4) / 2 ** 20).toFixed(1)} MiB model`;
+        for (const p of points) rows.push(row(p, points[0] as ScalingPoint, workMs, label));
+        return points;
+      };
+      const s = await series(small, smallCounts);
+      const l = await series(large, largeCounts);
+      const top = largeCounts[largeCounts.length - 1] as number;
+      const spread = await measure(config(large, [a.url, b.url]), top, workMs, 1);
+      rows.push(row(spread, l[0] as ScalingPoint, workMs, `${((large * 4) / 2 ** 20).toFixed(1)} MiB model`));
+      const sTop = s[s.length - 1] as ScalingPoint;
+      const lTop = l[l.length - 1] as ScalingPoint;
       return {
         area: 'scaling',
         machine: machineInfo('simulated'),
         rows,
         figures: {
-          param_count: paramCount,
           jobs_per_step: 32,
           work_ms_per_job: workMs,
-          [`efficiency_${top}`]: single.samplesPerSecond / (top * base.samplesPerSecond),
-          [`speedup_${top}`]: single.samplesPerSecond / base.samplesPerSecond,
-          peak_redis_gbs: Math.max(...points.map((p) => p.bytesPerStep / (p.stepMs / 1000) / 1e9)),
-          spread_2_speedup: spread.samplesPerSecond / single.samplesPerSecond,
+          small_param_count: small,
+          large_param_count: large,
+          [`small_speedup_${sTop.workers}`]: sTop.samplesPerSecond / (s[0] as ScalingPoint).samplesPerSecond,
+          [`small_efficiency_${sTop.workers}`]: sTop.samplesPerSecond / (sTop.workers * (s[0] as ScalingPoint).samplesPerSecond),
+          [`large_speedup_${lTop.workers}`]: lTop.samplesPerSecond / (l[0] as ScalingPoint).samplesPerSecond,
+          peak_redis_gbs: Math.max(...[...s, ...l, spread].map((p) => p.bytesPerStep / (p.stepMs / 1000) / 1e9)),
+          spread_2_speedup: spread.samplesPerSecond / lTop.samplesPerSecond,
         },
         notes: [
-          `32 micro-batch jobs of 1 sample per step, ${workMs} ms of simulated compute each, ${(paramCount * 4) / 2 ** 20} MiB of f32 parameters and gradients; workers, coordinator and Redis share this machine's ${machineInfo().cpus} cores`,
-          'ideal step ms = ceil(32 / workers) × job time: what perfect transport would give',
+          `32 micro-batch jobs of 1 sample per step, ${workMs} ms of simulated compute each; every simulated worker, the coordinator and two private redis-servers share this machine's ${machineInfo().cpus} cores (load average ${loadavg()[0]?.toFixed(1)} at the end)`,
+          'ideal step ms = ceil(32 / workers) × job time: what free transport would give; MB per step counts every byte written to or read from Redis',
         ],
       };
     } finally {

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import type { StepReport } from '@m3ae/coordinator';
@@ -135,6 +135,7 @@ registerBenchArea('training', {
       rows.push({ run: `transport ${(t.bytes / 2 ** 20).toFixed(1)} MiB`, 'raw SET GB/s': t.rawPutGBs, 'raw GET GB/s': t.rawGetGBs, 'blob put GB/s': t.blobPutGBs, 'blob get GB/s': t.blobGetGBs, 'bf16 put GB/s': t.bf16PutGBs, 'bf16 get GB/s': t.bf16GetGBs });
       const one = runs[0] as BenchRow;
       const two = runs[1] as BenchRow;
+      notes.push(`load average ${loadavg().map((x) => x.toFixed(1)).join(' ')} at the end (2 cores shared with other work: compute per job with 2 workers vs 1 shows how much of a second core the second worker got: ${((two['job compute ms'] as number) / (one['job compute ms'] as number)).toFixed(2)}×)`);
       notes.push('overhead = 1 − (jobs per worker × mean job compute) / step time: everything that is not the compute one worker cannot avoid (transport, reduction, optimizer, queueing, and on this 2-core machine the coordinator and Redis competing with the workers for the cores)');
       return {
         area: 'training',
