@@ -108,11 +108,21 @@ export function textEncoder(ctx: Ctx, t: TextInputs): tf.Tensor2D {
 }
 
 /** METER's BertCrossLayer: self-attention → cross-attention → FFN, each post-LN. */
-export function crossLayer(ctx: Ctx, prefix: string, x: tf.Tensor2D, tx: number, y: tf.Tensor2D, ty: number, selfBias: tf.Tensor | undefined, crossBias: tf.Tensor | undefined): tf.Tensor2D {
+export function crossLayer(ctx: Ctx, prefix: string, x: tf.Tensor2D, tx: number, y: tf.Tensor2D, ty: number, selfBias: tf.Tensor | undefined, crossBias: tf.Tensor | undefined, firstTokenOnly = false): tf.Tensor2D {
   const eps = ctx.c.fusionLayerNormEps;
-  const a = bertAttention(ctx, `${prefix}.attention`, x, tx, undefined, selfBias, eps);
-  const b = bertAttention(ctx, `${prefix}.crossattention`, a, tx, { x: y, tokens: ty }, crossBias, eps);
+  // Only the first token's output is needed (the poolers read it): queries and everything after them for that
+  // token alone; keys and values still come from every token. Same values as the full layer's first row.
+  const a = firstTokenOnly
+    ? bertAttention(ctx, `${prefix}.attention`, firstTokens(ctx, x, tx), 1, { x, tokens: tx }, selfBias, eps)
+    : bertAttention(ctx, `${prefix}.attention`, x, tx, undefined, selfBias, eps);
+  const b = bertAttention(ctx, `${prefix}.crossattention`, a, firstTokenOnly ? 1 : tx, { x: y, tokens: ty }, crossBias, eps);
   return bertFeedForward(ctx, prefix, b, eps);
+}
+
+/** The first token of every sample: [B·T, D] → [B, D]. */
+export function firstTokens(ctx: Ctx, x: tf.Tensor2D, tokens: number): tf.Tensor2D {
+  const D = x.shape[1];
+  return tf.reshape(tf.slice(tf.reshape(x, [ctx.batch, tokens, D]), [0, 0, 0], [ctx.batch, 1, D]), [ctx.batch, D]);
 }
 
 export interface FusionOutput {
@@ -123,9 +133,10 @@ export interface FusionOutput {
 /**
  * Co-attention fusion: per-modality projection, modality-type embedding (0 text, 1 image), then `layers`
  * layers advancing in parallel: text_{l+1} = T_l(text_l, image_l), image_{l+1} = V_l(image_l, text_l). Only
- * what `need` asks for is computed in the last layer (the other side's last layer feeds nothing).
+ * what `need` asks for is computed in the last layer: one side (the other side's last layer feeds nothing), both
+ * sides in full, or `pooled`: both sides' first tokens only (returned as [B, D], one token per sample).
  */
-export function fusion(ctx: Ctx, text: tf.Tensor2D, tl: number, image: tf.Tensor2D, ti: number, textBias: tf.Tensor4D, layers: number, need: 'text' | 'image' | 'both'): FusionOutput {
+export function fusion(ctx: Ctx, text: tf.Tensor2D, tl: number, image: tf.Tensor2D, ti: number, textBias: tf.Tensor4D, layers: number, need: 'text' | 'image' | 'both' | 'pooled'): FusionOutput {
   const { p, c } = ctx;
   const mte = p.get('modality_type_embeddings.weight') as tf.Tensor2D;
   const D = c.hiddenSize;
@@ -133,22 +144,20 @@ export function fusion(ctx: Ctx, text: tf.Tensor2D, tl: number, image: tf.Tensor
   let y = tf.add(linear(p, 'multi_modal_vision_proj', image), tf.slice(mte, [1, 0], [1, D])) as tf.Tensor2D;
   for (let l = 0; l < layers; l++) {
     const last = l === layers - 1;
-    const x1 = !last || need !== 'image' ? crossLayer(ctx, `multi_modal_language_layers.${l}`, x, tl, y, ti, textBias, undefined) : x;
-    const y1 = !last || need !== 'text' ? crossLayer(ctx, `multi_modal_vision_layers.${l}`, y, ti, x, tl, undefined, textBias) : y;
+    const firstOnly = last && need === 'pooled';
+    const x1 = !last || need !== 'image' ? crossLayer(ctx, `multi_modal_language_layers.${l}`, x, tl, y, ti, textBias, undefined, firstOnly) : x;
+    const y1 = !last || need !== 'text' ? crossLayer(ctx, `multi_modal_vision_layers.${l}`, y, ti, x, tl, undefined, textBias, firstOnly) : y;
     x = x1;
     y = y1;
   }
   return { text: x, image: y };
 }
 
-/** Pooler: first token → Linear → tanh. */
+/** Pooler: first token → Linear → tanh (`tokens` = 1 when x already holds one row per sample). */
 export function pooler(ctx: Ctx, prefix: string, x: tf.Tensor2D, tokens: number): tf.Tensor2D {
-  const D = ctx.c.hiddenSize;
-  const first: tf.Tensor2D = tf.reshape(tf.slice(tf.reshape(x, [ctx.batch, tokens, D]), [0, 0, 0], [ctx.batch, 1, D]), [ctx.batch, D]);
-  return tf.tanh(linear(ctx.p, `${prefix}.dense`, first));
+  return tf.tanh(linear(ctx.p, `${prefix}.dense`, tokens === 1 ? x : firstTokens(ctx, x, tokens)));
 }
 
-/** Σ over rows of −log softmax(logits)[label], and the number of rows whose argmax is the label. */
 export { gatherRows };
 
 export function crossEntropySum(logits: tf.Tensor2D, labels: tf.Tensor1D): { sum: tf.Scalar; correct: tf.Scalar } {

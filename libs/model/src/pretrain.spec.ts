@@ -6,6 +6,11 @@ import { presetConfig } from './config.js';
 import { createModel, flattenParams, setParamsFromFlat, type M3AEModel } from './model.js';
 import { batchCounts, computeGradients, computeLosses } from './pretrain.js';
 import { sliceBatch, syntheticBatch } from './synthetic.js';
+import { numPatches, patchDim } from './config.js';
+import { Dropout } from './dropout.js';
+import { keyBiasFromMask, patchesForEmbedding, robertaPositionIds } from './inputs.js';
+import { fusion, pooler, textEncoder, visionEncoder } from './network.js';
+import { paramsFromMap } from './ops.js';
 
 function norm(a: Float32Array): number {
   let s = 0;
@@ -107,6 +112,33 @@ describe('computeGradients on wasm (tiny)', () => {
       onlyMim.dispose();
       doubled.dispose();
     }
+  });
+
+  it('computes the ITM pass\'s last fusion layer for the first tokens only, with the full layer\'s values', () => {
+    const batch = syntheticBatch(config, 3, 4);
+    const diff = tf.tidy(() => {
+      const ctx = { p: paramsFromMap(model.params), c: config, batch: 3, drop: Dropout.off() };
+      const L = batch.textLength;
+      const N = numPatches(config);
+      const ids = batch.inputIds;
+      const notPad = Float32Array.from(ids, (v) => (v === config.padTokenId ? 0 : 1));
+      const keyBias = tf.tensor4d(keyBiasFromMask(batch.attentionMask), [3, 1, 1, L]);
+      const text = textEncoder(ctx, {
+        ids: tf.tensor1d(ids, 'int32'),
+        positionIds: tf.tensor1d(robertaPositionIds(ids, 3, L, config.padTokenId), 'int32'),
+        notPad: tf.tensor2d(notPad, [notPad.length, 1]),
+        keyBias,
+        length: L,
+      });
+      const image = visionEncoder(ctx, tf.tensor2d(patchesForEmbedding(batch.itmPixelValues, 3, config.imageSize, config.patchSize), [3 * N, patchDim(config)]));
+      const full = fusion(ctx, text, L, image, N + 1, keyBias, config.fusionLayers, 'both');
+      const pooled = fusion(ctx, text, L, image, N + 1, keyBias, config.fusionLayers, 'pooled');
+      const a = tf.concat([pooler(ctx, 'multi_modal_language_pooler', full.text, L), pooler(ctx, 'multi_modal_vision_pooler', full.image, N + 1)], 1);
+      const b = tf.concat([pooler(ctx, 'multi_modal_language_pooler', pooled.text, 1), pooler(ctx, 'multi_modal_vision_pooler', pooled.image, 1)], 1);
+      expect(pooled.text.shape).toEqual([3, config.hiddenSize]);
+      return tf.max(tf.abs(tf.sub(a, b))).dataSync()[0] ?? 1;
+    });
+    expect(diff).toBeLessThan(1e-5);
   });
 
   it('rejects a missing normalizer and a bad batch by name', () => {

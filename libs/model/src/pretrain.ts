@@ -204,8 +204,8 @@ function runPass(o: ObjectiveName, p: Params, c: M3AEConfig, prep: Prepared, key
     case 'itm': {
       const text = textEncoder(ctx, textTensors(prep.text, keyBias, L));
       const image = visionEncoder(ctx, tf.tensor2d(prep.itmPatches ?? new Float32Array(0), [B * N, dim]));
-      const fused = fusion(ctx, text, L, image, N + 1, keyBias, c.fusionLayers, 'both');
-      const joint = tf.concat([pooler(ctx, 'multi_modal_language_pooler', fused.text, L), pooler(ctx, 'multi_modal_vision_pooler', fused.image, N + 1)], 1);
+      const fused = fusion(ctx, text, L, image, N + 1, keyBias, c.fusionLayers, 'pooled');
+      const joint = tf.concat([pooler(ctx, 'multi_modal_language_pooler', fused.text, 1), pooler(ctx, 'multi_modal_vision_pooler', fused.image, 1)], 1);
       return crossEntropySum(itmHead(ctx, joint), tf.tensor1d(prep.itmLabels, 'int32'));
     }
   }
