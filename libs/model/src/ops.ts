@@ -33,16 +33,22 @@ export function paramsFromMap(map: ReadonlyMap<string, tf.Tensor>): Params {
 // Weight transposes for the input gradient, shared by the backward sweeps of one computeGradients call (each
 // weight is used in up to three passes). Keyed by the weight's data, which never changes during the call.
 let transposeCache: Map<object, tf.Tensor2D> | undefined;
+let cachedElements = 0;
+/** Cap on cached transpose elements (128 MiB of float32): `base` would otherwise hold a second copy of its weights. */
+const TRANSPOSE_CACHE_LIMIT = 32 * 2 ** 20;
 
 /** Runs f with weight transposes cached across its backward sweeps; frees them afterwards. */
 export function withWeightTransposeCache<T>(f: () => T): T {
   const outer = transposeCache;
+  const outerElements = cachedElements;
   const cache = new Map<object, tf.Tensor2D>();
   transposeCache = cache;
+  cachedElements = 0;
   try {
     return f();
   } finally {
     transposeCache = outer;
+    cachedElements = outerElements;
     for (const t of cache.values()) t.dispose();
   }
 }
@@ -51,8 +57,10 @@ function weightTranspose(w: tf.Tensor2D): tf.Tensor2D {
   if (!transposeCache) return tf.transpose(w);
   let t = transposeCache.get(w.dataId);
   if (!t) {
+    if (cachedElements + w.size > TRANSPOSE_CACHE_LIMIT) return tf.transpose(w);
     t = tf.keep(tf.transpose(w));
     transposeCache.set(w.dataId, t);
+    cachedElements += w.size;
   }
   return t;
 }
