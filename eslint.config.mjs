@@ -16,6 +16,9 @@ export default [
         {
           enforceBuildableLibDependency: true,
           allow: [],
+          // The CLI loads heavy libraries (tfjs through @m3ae/model) lazily so that `m3ae --help` starts fast, and
+          // imports them statically elsewhere; both are fine for these packages.
+          checkDynamicDependenciesExceptions: ['@m3ae/model', '@m3ae/data', '@m3ae/protocol', '@m3ae/telemetry', '@m3ae/coordinator', '@m3ae/worker'],
           depConstraints: [
             { sourceTag: 'type:app', onlyDependOnLibsWithTags: ['type:lib'] },
             { sourceTag: 'type:lib', onlyDependOnLibsWithTags: ['type:lib'] },
