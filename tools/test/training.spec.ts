@@ -30,6 +30,11 @@ async function train(workers: number, extra: string[] = [], env: NodeJS.ProcessE
 }
 
 describe('m3ae train --local (real processes, tiny preset, real compute)', () => {
+  it('without redis-server on the PATH, stops with the command that installs it', async () => {
+    const r = run(process.execPath, [bin, 'train', '--local', '--workers', '1', '--work-dir', work, '--no-metrics'], { env: { ...process.env, PATH: '/nonexistent', REDIS_URL: '', M3AE_REDIS_URL: '' } });
+    await expect(r).rejects.toMatchObject({ stderr: expect.stringContaining('install it with: sudo apt-get install -y redis-server') });
+  });
+
   it('1, 2 and 3 worker processes end with bitwise-identical parameters', async () => {
     const one = await train(1);
     const two = await train(2);
@@ -115,6 +120,7 @@ describe('faults with real processes (synthetic compute)', () => {
     await new Promise((r) => setTimeout(r, 250));
     w1.child.kill('SIGKILL');
     expect(await c.exit()).toBe(0);
+    expect(c.out).toMatch(/a job was redelivered/);
     expect(c.summary().paramsSha256).toBe(serialReference(config));
     w2.child.kill('SIGTERM');
     expect(await w2.exit()).toBe(0);

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { Queue } from 'bullmq';
+import { Queue, QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { pino, type Logger } from 'pino';
 import { EpochSampler } from '@m3ae/data';
@@ -92,6 +92,8 @@ export interface CoordinatorEvents {
   onBackupWon?(detail: { step: number; jobIndex: number }): void;
   onCheckpoint?(detail: { step: number; path: string; durationMs: number; bytes: number }): void;
   onRecover?(detail: { step: number; reason: string }): void;
+  /** BullMQ found a job whose lock expired (its worker died or stalled) and put it back: it runs again. */
+  onRedeliver?(detail: { jobId: string }): void;
 }
 
 export interface CoordinatorOptions {
@@ -172,6 +174,7 @@ export class Coordinator {
   private blocking!: Redis;
   private blobs!: BlobStore;
   private queue!: Queue;
+  private queueEvents: QueueEvents | undefined;
   private optimizer!: FlatOptimizer;
   private sampler!: EpochSampler;
   private params!: Float32Array;
@@ -278,9 +281,22 @@ export class Coordinator {
       defaultJobOptions: { removeOnComplete: true, removeOnFail: true, attempts: 3, backoff: { type: 'fixed', delay: 250 } },
     });
     this.queue.on('error', (e) => this.log.warn({ err: e.message }, 'queue connection error (retrying)'));
+    const onRedeliver = this.options.events?.onRedeliver;
+    if (onRedeliver) {
+      this.queueEvents = new QueueEvents(JOB_QUEUE_NAME, {
+        connection: redisOptions(endpoint, { maxRetriesPerRequest: null, connectionName: 'm3ae-coordinator-events' }),
+        prefix: this.keys.bullPrefix,
+      });
+      this.queueEvents.on('error', (e) => this.log.warn({ err: e.message }, 'queue events connection error (retrying)'));
+      this.queueEvents.on('stalled', ({ jobId }) => {
+        this.log.warn({ job: jobId }, 'a job was redelivered (its worker stopped renewing the lock)');
+        onRedeliver({ jobId });
+      });
+    }
   }
 
   private async disconnect(): Promise<void> {
+    await this.queueEvents?.close().catch(() => undefined);
     await this.queue?.close().catch(() => undefined);
     await this.blobs?.close();
     for (const c of [this.redis, this.blocking]) await c?.quit().catch(() => c.disconnect());

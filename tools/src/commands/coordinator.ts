@@ -70,6 +70,7 @@ async function startCoordinatorTelemetry(config: RunConfig, port: number, resume
       metrics.setRunInfo({ startStep });
       metrics.addQueue(queue);
     },
+    onRedeliver: () => metrics.jobRedelivered(),
   };
   return {
     events: mergeEventHandlers(mergeEventHandlers(started, coordinatorEvents(metrics)), page.events),
