@@ -45,7 +45,8 @@ export type RejectReason =
   | 'checksum'
   | 'layout'
   | 'non-finite'
-  | 'length';
+  | 'length'
+  | 'unreadable';
 
 /** Milliseconds of one step by phase (the breakdown of `m3ae bench training`). */
 export interface StepPhases {
@@ -566,7 +567,8 @@ export class Coordinator {
         bytes = await this.blobs.getEncoded(c.grad, { expectElements: this.setup.manifest.size, requireFinite: true });
       } catch (e) {
         if (e instanceof BlobError) return await bad(e.fault, e.message);
-        throw e;
+        // A read that failed for another reason (a connection dropped mid-transfer): compute it again.
+        return await bad('unreadable', e instanceof Error ? e.message : String(e));
       }
       state.bytes.grads += bytes.byteLength;
       const copy = state.copies[c.jobIndex]?.[c.copy];
