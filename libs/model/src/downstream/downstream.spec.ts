@@ -172,12 +172,14 @@ describe('downstream heads and objectives (tiny, wasm)', () => {
       // Image b with its 4 texts, scored pair by pair by retrievalScores, equals row b of the batched logits.
       const L = batch.textLength;
       const plane = 3 * config.imageSize * config.imageSize;
+      const tensors = tf.memory().numTensors;
       const scores = retrievalScores(
         irtr,
         { pixelValues: batch.pixelValues, nImages: 2, inputIds: batch.inputIds, attentionMask: batch.attentionMask, nTexts: 8, textLength: L },
         { textChunk: 3, imageChunk: 1 },
       );
       expect(scores.length).toBe(16);
+      expect(tf.memory().numTensors).toBe(tensors);
       for (let b = 0; b < 2; b++) for (let k = 0; k < 4; k++) expect(scores[b * 8 + b * 4 + k]).toBeCloseTo(out.logits[b * 4 + k] ?? NaN, 4);
       expect(plane).toBeGreaterThan(0);
       // The log-softmax loss of example b is logsumexp(scores) − score[0].
