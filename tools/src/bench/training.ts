@@ -115,6 +115,8 @@ registerBenchArea('training', {
       let paramBytes = 0;
       for (const workers of [1, 2]) {
         const reports: StepReport[] = [];
+        const cpu: number[] = [];
+        let last = process.cpuUsage();
         const report = await trainLocal(
           {
             local: true,
@@ -129,11 +131,21 @@ registerBenchArea('training', {
             resume: false,
             synthetic: false,
             json: true,
+            metrics: false,
           },
-          { quiet: true, onStep: (r) => reports.push(r) },
+          {
+            quiet: true,
+            onStep: (r) => {
+              reports.push(r);
+              // CPU the coordinator's process used for this step: what it takes from the workers' cores.
+              const u = process.cpuUsage(last);
+              last = process.cpuUsage();
+              cpu.push((u.user + u.system) / 1000);
+            },
+          },
         );
         paramBytes = reports[0]?.bytes.params ?? 0;
-        const row = summariseSteps(reports.slice(warmup), workers);
+        const row = { ...summariseSteps(reports.slice(warmup), workers), 'coordinator CPU ms': cpu.slice(warmup).reduce((a, b) => a + b, 0) / Math.max(1, cpu.length - warmup) };
         runs.push(row);
         rows.push({ run: `train ${preset}`, ...row });
         notes.push(`${workers} worker(s): run ${report.runId}, ${reports.length} steps, first ${warmup} not measured, final loss ${report.finalLosses?.total.toFixed(4) ?? '-'}`);
@@ -156,6 +168,7 @@ registerBenchArea('training', {
           transport_vs_raw: t.transportVsRaw,
           overhead_fraction: two.overhead as number,
           overhead_fraction_1_worker: one.overhead as number,
+          coordinator_cpu_ms_per_step: two['coordinator CPU ms'] as number,
           param_bytes: paramBytes,
           blob_put_gbs: t.blobPutGBs,
           blob_get_gbs: t.blobGetGBs,
