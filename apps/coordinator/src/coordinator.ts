@@ -262,7 +262,15 @@ export class Coordinator {
         recoveries: this.recoveries,
       };
     } finally {
-      await this.clearRun().catch((e: unknown) => this.log.warn({ err: String(e) }, 'could not clear the run from Redis'));
+      // Bounded: commands wait across reconnects, and a Redis that is gone for good must not keep us here.
+      const cleared = await Promise.race([
+        this.clearRun().then(
+          () => true,
+          (e: unknown) => (this.log.warn({ err: String(e) }, 'could not clear the run from Redis'), true),
+        ),
+        new Promise<false>((r) => setTimeout(() => r(false), 15_000).unref()),
+      ]);
+      if (!cleared) this.log.warn('Redis did not answer within 15 s: the run was not cleared from it (gradient blobs expire on their own)');
       await this.disconnect();
     }
   }
@@ -297,10 +305,15 @@ export class Coordinator {
   }
 
   private async disconnect(): Promise<void> {
-    await this.queueEvents?.close().catch(() => undefined);
-    await this.queue?.close().catch(() => undefined);
-    await this.blobs?.close();
-    for (const c of [this.redis, this.blocking]) await c?.quit().catch(() => c.disconnect());
+    const closing = (async () => {
+      await this.queueEvents?.close().catch(() => undefined);
+      await this.queue?.close().catch(() => undefined);
+      await this.blobs?.close();
+      for (const c of [this.redis, this.blocking]) await c?.quit().catch(() => c.disconnect());
+    })();
+    // A graceful QUIT needs an answer; without Redis, drop the connections after a while.
+    const done = await Promise.race([closing.then(() => true), new Promise<false>((r) => setTimeout(() => r(false), 5_000).unref())]);
+    if (!done) for (const c of [this.redis, this.blocking, ...(this.blobs?.stores ?? [])]) c?.disconnect();
     await this.setup.close?.();
   }
 
