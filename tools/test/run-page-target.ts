@@ -38,11 +38,6 @@ export interface InProcessControl {
   done: Promise<void>;
 }
 
-/** The run page the browser test opens: a live `m3ae train --local` when `M3AE_RUN_PAGE_TARGET=local-train`, else an in-process run. */
-export async function startRunPageTarget(workDir: string): Promise<RunPageTarget> {
-  return process.env['M3AE_RUN_PAGE_TARGET'] === 'local-train' ? await startLocalTrainRun(workDir) : await startInProcessRun(workDir);
-}
-
 /**
  * A real (small) training run in this process, recorded into a real `RunHistory` and served by the real
  * telemetry server with the run page mounted — the coordinator's wiring in miniature: the phantom corpus
