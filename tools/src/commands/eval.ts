@@ -360,6 +360,8 @@ export interface EvalReport {
   metrics: TaskMetrics;
   skipped: SkipLogJson['counts'];
   seconds: number;
+  /** Labelled tasks: per example (not written into the JSON report). */
+  perExample?: { id: string; type?: AnswerType; truth: string; predicted: string; correct: boolean }[];
 }
 
 const pct = (x: number): string => (100 * x).toFixed(2);
@@ -416,6 +418,8 @@ interface EvalCliOptions {
   data: string;
   split: TaskSplit;
   json?: string;
+  /** Labelled tasks: one JSON line per example (id, answer type, truth, prediction, correct). */
+  predictions?: string;
   tokenizer?: string;
   source?: RetrievalSource;
   limit?: number;
@@ -423,7 +427,7 @@ interface EvalCliOptions {
   backend?: string;
 }
 
-export interface RunEvalOptions extends Omit<EvalCliOptions, 'json'> {
+export interface RunEvalOptions extends Omit<EvalCliOptions, 'json' | 'predictions'> {
   task: DownstreamTaskName;
   onProgress?: (done: number, total: number) => void;
 }
@@ -453,6 +457,17 @@ export async function runEval(o: RunEvalOptions): Promise<EvalReport> {
     const split = await prepareSplit(raw, vocab, images, log);
     if (splitSize(split) === 0) throw new TaskError(`${o.task} split ${o.split} of ${o.data} has no usable example (skipped: ${JSON.stringify(log.counts())})`);
     const ev = await evaluateSplit(model, split, { tokenizer, images, textLength: meta.textLength, batchSize: o.batchSize, ...(o.onProgress ? { onProgress: o.onProgress } : {}) });
+    let perExample: EvalReport['perExample'];
+    if (split.kind === 'labeled' && ev.predictions && vocab && raw.kind !== 'retrieval') {
+      const truth = raw.kind === 'vqa' ? new Map(raw.examples.map((e) => [e.id, e.answer])) : new Map(raw.examples.map((e) => [e.id, e.label]));
+      const preds = ev.predictions;
+      perExample = split.ids.map((id, i) => {
+        const label = split.examples[i]?.label ?? -1;
+        const p = preds[i] ?? -1;
+        const type = split.answerTypes?.[i];
+        return { id, ...(type ? { type } : {}), truth: truth.get(id) ?? '', predicted: vocab.labelAt(p), correct: label >= 0 && label === p };
+      });
+    }
     return {
       task: o.task,
       split: o.split,
@@ -463,6 +478,7 @@ export async function runEval(o: RunEvalOptions): Promise<EvalReport> {
       metrics: ev.metrics,
       skipped: log.counts(),
       seconds: (performance.now() - t0) / 1000,
+      ...(perExample ? { perExample } : {}),
     };
   } finally {
     model.dispose();
@@ -479,6 +495,7 @@ export function registerEval(program: Command): void {
     .requiredOption('--data <path>', 'the dataset root (VQA-RAD/SLAKE/VQA-Med 2019 folder, MELINDA folder, ROCO/MedPix root or a manifest)')
     .option('--split <name>', `split to evaluate: ${TASK_SPLITS.join(', ')} (holdout: carved from the training file at fine-tuning)`, oneOf('--split', TASK_SPLITS), 'test')
     .option('--json <file>', 'also write the report as JSON')
+    .option('--predictions <file>', 'VQA / classification: one JSON line per example (id, type, truth, predicted, correct)')
     .option('--tokenizer <file>', 'tokenizer.json (default: the one the checkpoint records)')
     .option('--source <name>', `retrieval source format: ${RETRIEVAL_SOURCES.join(', ')} (default: from the checkpoint or the layout)`, oneOf('--source', RETRIEVAL_SOURCES))
     .option('--limit <n>', 'evaluate on the first n examples (retrieval: n images, chosen by a seeded order)', positiveInt('--limit'))
@@ -486,9 +503,11 @@ export function registerEval(program: Command): void {
     .option('--backend <name>', 'TensorFlow.js backend (auto, node-gpu, node, wasm, cpu)')
     .action(async (task: DownstreamTaskName, opts: EvalCliOptions) => {
       const progress = process.stderr.isTTY ? (done: number, total: number): void => void process.stderr.write(`\reval ${done}/${total}`) : undefined;
-      const report = await runEval({ ...opts, task, ...(progress ? { onProgress: progress } : {}) });
+      const { json, predictions, ...rest } = opts;
+      const { perExample, ...report } = await runEval({ ...rest, task, ...(progress ? { onProgress: progress } : {}) });
       if (progress) process.stderr.write('\n');
       process.stdout.write(formatEvalTable(report) + '\n');
-      if (opts.json) writeFileSync(opts.json, JSON.stringify(report, null, 2) + '\n');
+      if (json) writeFileSync(json, JSON.stringify(report, null, 2) + '\n');
+      if (predictions) writeFileSync(predictions, (perExample ?? []).map((e) => JSON.stringify(e)).join('\n') + '\n');
     });
 }

@@ -106,7 +106,8 @@ describe.skipIf(!data || !built)('m3ae eval (the built CLI as a process, tiny, r
 
   it('prints open / closed / overall with counts on the held-out split and writes consistent JSON', async () => {
     const json = join(dir, 'eval.json');
-    const { stdout } = await run('node', [bin, 'eval', 'vqa-rad', '--checkpoint', output, '--data', join(data ?? '', 'vqa_rad'), '--split', 'holdout', '--json', json, '--backend', 'wasm']);
+    const preds = join(dir, 'predictions.jsonl');
+    const { stdout } = await run('node', [bin, 'eval', 'vqa-rad', '--checkpoint', output, '--data', join(data ?? '', 'vqa_rad'), '--split', 'holdout', '--json', json, '--predictions', preds, '--backend', 'wasm']);
     const r = JSON.parse(readFileSync(json, 'utf8')) as EvalReport;
     if (r.metrics.kind !== 'vqa') throw new Error('expected VQA metrics');
     const { open, closed, overall, unseenAnswers } = r.metrics.vqa;
@@ -127,6 +128,12 @@ describe.skipIf(!data || !built)('m3ae eval (the built CLI as a process, tiny, r
     expect(unseenAnswers).toBeGreaterThan(0);
     expect(overall.correct).toBeLessThanOrEqual(r.examples - unseenAnswers);
     expect(stdout).toMatch(new RegExp(`overall\\s+${r.examples}\\s+${overall.correct}\\s+${(100 * overall.accuracy).toFixed(2)}`));
+    // One line per question; its correct flags add up to the table's.
+    const lines = readFileSync(preds, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { id: string; type: string; truth: string; predicted: string; correct: boolean });
+    expect(lines.length).toBe(r.examples);
+    expect(lines.filter((l) => l.correct).length).toBe(overall.correct);
+    expect(lines.filter((l) => l.correct && l.type === 'OPEN').length).toBe(open.correct);
+    for (const l of lines) expect(l.correct).toBe(l.truth === l.predicted);
     expect(stdout).toMatch(/open\s+\d+/);
     expect(stdout).toMatch(/closed\s+\d+/);
   }, 300_000);

@@ -342,6 +342,7 @@ export async function runFinetune(o: FinetuneOptions): Promise<FinetuneResult> {
         : buildLabeledBatch({ ...common, examples: (train as Extract<SplitData, { kind: 'labeled' }>).examples });
     };
 
+    const progressEvery = Math.max(1, Math.floor(sampler.stepsPerEpoch / 5));
     let stopped = false;
     let step = startStep;
     for (; step < totalSteps; step++) {
@@ -367,6 +368,8 @@ export async function runFinetune(o: FinetuneOptions): Promise<FinetuneResult> {
       if (epochEnd || done === totalSteps || (o.evalEvery !== undefined && done % o.evalEvery === 0)) {
         await validate(done);
         await saveLatest(done);
+      } else if (done % progressEvery === 0) {
+        log(`step ${done}/${totalSteps} (${((performance.now() - t0) / 1000).toFixed(0)} s): train loss ${(windowLoss / Math.max(1, windowCount)).toFixed(4)} acc ${((100 * windowCorrect) / Math.max(1, windowCount)).toFixed(1)}%`);
       }
     }
     if (stopped && step > startStep) await saveLatest(step);
