@@ -45,9 +45,13 @@ describe('prepareRunPage wired to a real coordinator (real Redis, BullMQ, synthe
       });
       page.ended(summary);
       expect(seen).toEqual([1, 2, 3, 4, 5]);
-      // Heartbeats are read every 100 ms; workers beat once a second (and at start).
-      await new Promise((r) => setTimeout(r, 300));
-      const s = await state(server.url);
+      // Heartbeats are read every 100 ms; workers beat once a second (and at start). Poll (bounded) rather than
+      // sleep a fixed time: on a loaded machine the first read can come late.
+      let s = await state(server.url);
+      for (let i = 0; i < 100 && !s.workers.every((w) => w.lastHeartbeatAt !== null); i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        s = await state(server.url);
+      }
       expect(s.state.phase).toBe('finished');
       expect(s.progress).toMatchObject({ completedSteps: 5, totalSteps: 5, etaSeconds: 0 });
       expect(s.series.points.map((p) => p.step)).toEqual([1, 2, 3, 4, 5]);
