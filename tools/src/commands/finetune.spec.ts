@@ -84,6 +84,29 @@ describe.skipIf(!data)('m3ae finetune (in process, tiny, real VQA-RAD questions)
     expect(latestB.paramsSha256).toBe(latestA.paramsSha256);
   }, 300_000);
 
+  it('fine-tunes retrieval on MedPix (true caption + negatives, irtr head from the ITM match row), selecting on R@K', async () => {
+    const r = await runFinetune({
+      task: 'retrieval',
+      data: join(data ?? '', 'medpix2'),
+      output: join(dir, 'ft-irtr'),
+      checkpoint: pretrain,
+      trainLimit: 16,
+      valLimit: 6,
+      negatives: 3,
+      epochs: 1,
+      batchSize: 8,
+      microBatch: 4,
+      learningRate: 1e-4,
+    });
+    expect(r.meta).toMatchObject({ name: 'retrieval', head: { kind: 'retrieval', outputs: 1 }, source: 'medpix', textLength: 16 });
+    expect(r.settings.augment).toBe(true); // the official irtr run uses clip_resizedcrop
+    expect(r.steps).toBe(2);
+    const val = r.history.at(-1)?.val;
+    if (val?.kind !== 'retrieval') throw new Error('expected retrieval metrics');
+    expect(val.recall.images).toBeGreaterThan(0);
+    expect(r.bestScore).toBeCloseTo((val.recall.i2t.r1 + val.recall.i2t.r5 + val.recall.i2t.r10 + val.recall.t2i.r1 + val.recall.t2i.r5 + val.recall.t2i.r10) / 6, 10);
+  }, 300_000);
+
   it('refuses what would break the protocol or the model, naming the problem', async () => {
     await expect(runFinetune({ ...base(join(dir, 'ft-c')), checkpoint: undefined })).rejects.toThrow(/--checkpoint is required/);
     const first = await runFinetune({ ...base(join(dir, 'ft-d')), maxSteps: 1, evalEvery: 1 });
