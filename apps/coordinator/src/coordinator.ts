@@ -10,8 +10,10 @@ import {
   blobEndpoints,
   connectRedis,
   JOB_QUEUE_NAME,
-  jobsPerStep,
+  addTotals,
+  objectivesOf,
   parseContribution,
+  sameTotals,
   PROTOCOL_VERSION,
   queueEndpoint,
   redactConfig,
@@ -20,8 +22,8 @@ import {
   sha256OfFloats,
   type BlobRef,
   type Contribution,
-  type LossTriple,
   type MicroBatchJob,
+  type ObjectiveTotals,
   type RunConfig,
 } from '@m3ae/protocol';
 import type { FlatOptimizer } from './optimizer.js';
@@ -66,9 +68,10 @@ export interface StepPhases {
 
 export interface StepReport {
   step: number;
-  /** Normalised global-batch losses per enabled objective and the weighted total. */
-  losses: { total: number } & Partial<LossTriple>;
-  accuracy: { mlm?: number; itm?: number };
+  /** Normalised global-batch losses per trained objective and the weighted total. */
+  losses: { total: number } & ObjectiveTotals;
+  /** Correct predictions / items, per objective that predicts (mlm, itm, a task's). */
+  accuracy: ObjectiveTotals;
   learningRate: number;
   gradientNorm: number;
   samples: number;
@@ -130,8 +133,6 @@ export class CoordinatorError extends Error {
 
 class StopRequested extends Error {}
 
-const ZERO: LossTriple = { mlm: 0, mim: 0, itm: 0 };
-
 interface JobCopy {
   id: string;
   copy: number;
@@ -146,7 +147,8 @@ interface StepState {
   version: number;
   paramsRef: BlobRef;
   jobs: Omit<MicroBatchJob, 'copy'>[];
-  expected: LossTriple[];
+  jobCount: number;
+  expected: ObjectiveTotals[];
   copies: JobCopy[][];
   reducer: OrderedReducer;
   acceptedTimings: Contribution['timings'][];
@@ -170,7 +172,6 @@ export class Coordinator {
   private readonly log: Logger;
   private readonly config: RunConfig;
   private readonly setup: TrainingSetup;
-  private readonly jobCount: number;
   private redis!: Redis;
   private blocking!: Redis;
   private blobs!: BlobStore;
@@ -187,9 +188,13 @@ export class Coordinator {
     this.config = options.config;
     this.setup = options.setup;
     this.keys = new RunKeys(this.config.runId);
-    this.jobCount = jobsPerStep(this.config);
     const base = options.logger ?? pino({ level: 'silent' });
     this.log = base.child({ ...('run' in base.bindings() ? {} : { run: this.config.runId }), incarnation: this.incarnation.slice(0, 8) });
+  }
+
+  /** Jobs of a full step (an epoch's last, smaller batch may have fewer). */
+  private get jobsPerFullStep(): number {
+    return Math.ceil(this.setup.schedule.globalBatch / this.setup.schedule.microBatch);
   }
 
   /** Asks the run to stop: the current step is abandoned, a checkpoint written, Redis cleaned. */
@@ -210,15 +215,17 @@ export class Coordinator {
     let lastCheckpoint: string | undefined;
     let stopped = false;
     let lastSavedStep = -1;
+    let samples = 0;
     try {
       step = await this.initState();
       const startStep = step;
       await this.clearRun();
       await this.writeSentinel(step);
       this.options.events?.onStart?.({ startStep, queue: this.queue });
-      this.log.info({ startStep, steps: this.config.training.steps, jobsPerStep: this.jobCount, params: this.setup.manifest.size, manifest: this.setup.manifest.hash.slice(0, 16) }, 'coordinator ready');
+      this.log.info({ startStep, steps: this.setup.schedule.steps, jobsPerStep: this.jobsPerFullStep, params: this.setup.manifest.size, manifest: this.setup.manifest.hash.slice(0, 16) }, 'coordinator ready');
       const every = this.config.checkpoint.every;
-      for (; step < this.config.training.steps; step++) {
+      const { steps: totalSteps } = this.setup.schedule;
+      for (; step < totalSteps; step++) {
         let report: StepReport;
         try {
           report = await this.runStep(step);
@@ -229,12 +236,14 @@ export class Coordinator {
           }
           throw e;
         }
-        if (every > 0 && (step + 1) % every === 0 && step + 1 < this.config.training.steps) {
+        await this.setup.afterStep?.(step + 1, this.params, report);
+        if (every > 0 && (step + 1) % every === 0 && step + 1 < totalSteps) {
           const t = performance.now();
           lastCheckpoint = await this.checkpoint(step + 1);
           lastSavedStep = step + 1;
           report.phases.checkpointMs = performance.now() - t;
         }
+        samples += report.samples;
         reports.push(report);
         if (reports.length > 2) reports = [reports[0] as StepReport, report];
         this.options.events?.onStep?.(report);
@@ -256,7 +265,7 @@ export class Coordinator {
         lastLosses: reports[reports.length - 1]?.losses,
         checkpoint: lastCheckpoint,
         durationMs,
-        samplesPerSecond: (steps * this.config.training.globalBatch) / (durationMs / 1000),
+        samplesPerSecond: samples / (durationMs / 1000),
         stopped,
         ...this.totals,
         recoveries: this.recoveries,
@@ -321,7 +330,7 @@ export class Coordinator {
   private async initState(): Promise<number> {
     const { config, setup } = this;
     this.optimizer = setup.createOptimizer();
-    this.sampler = new EpochSampler({ size: setup.datasetSize, seed: config.seed, globalBatchSize: config.training.globalBatch });
+    this.sampler = new EpochSampler({ size: setup.datasetSize, seed: config.seed, globalBatchSize: setup.schedule.globalBatch, dropLast: setup.schedule.dropLast });
     const latest = this.options.resume ? await latestCheckpoint(config.checkpoint.dir) : undefined;
     if (!latest) {
       this.params = setup.initialParams();
@@ -334,6 +343,7 @@ export class Coordinator {
       throw new CoordinatorError(`checkpoint ${latest.path} was trained on dataset ${meta['dataset_hash']}; this run's dataset is ${setup.datasetHash}`);
     }
     if (meta['sampler']) this.sampler.restore(JSON.parse(meta['sampler']) as { step: number });
+    setup.restore?.(meta);
     this.params = loaded.params;
     if (loaded.optimizer) this.optimizer.setState({ step: loaded.optimizer.step, m: loaded.optimizer.m, v: loaded.optimizer.v });
     this.log.info({ checkpoint: latest.path, step: loaded.step }, 'resuming from checkpoint');
@@ -359,6 +369,7 @@ export class Coordinator {
           dataset_hash: this.setup.datasetHash,
           run_config: JSON.stringify(redactConfig(this.config)),
           optimizer: this.optimizer.name,
+          ...this.setup.checkpointMetadata?.(),
         },
       },
       { keepLast: this.config.checkpoint.keep },
@@ -380,7 +391,7 @@ export class Coordinator {
       incarnation: this.incarnation,
       manifestHash: this.setup.manifest.hash,
       step: String(step),
-      jobsPerStep: String(this.jobCount),
+      jobsPerStep: String(this.jobsPerFullStep),
       startedAt: new Date().toISOString(),
     });
   }
@@ -413,16 +424,19 @@ export class Coordinator {
     const tPublished = performance.now();
 
     const batch = this.sampler.batchAt(step);
-    const m = config.training.microBatch;
-    const G = config.training.globalBatch;
-    const slices = Array.from({ length: this.jobCount }, (_, k) => ({
+    const m = setup.schedule.microBatch;
+    // The step's samples (fewer than the global batch at an epoch's end when the schedule keeps the last batch).
+    const G = batch.indices.length;
+    const jobCount = Math.ceil(G / m);
+    const slices = Array.from({ length: jobCount }, (_, k) => ({
       indices: Array.from(batch.indices.subarray(k * m, (k + 1) * m)),
       positions: Array.from(batch.positions.subarray(k * m, (k + 1) * m)),
     }));
     const expected = await Promise.all(slices.map((s) => setup.counts({ step, seed: config.seed, globalBatchSize: G, ...s })));
-    const normalizers: LossTriple = { ...ZERO };
-    for (const c of expected) for (const o of ['mlm', 'mim', 'itm'] as const) normalizers[o] += c[o];
+    const normalizers: ObjectiveTotals = {};
+    for (const c of expected) addTotals(normalizers, c);
     const state: StepState = {
+      jobCount,
       step,
       version,
       paramsRef,
@@ -434,7 +448,7 @@ export class Coordinator {
         step,
         version,
         jobIndex: k,
-        jobCount: this.jobCount,
+        jobCount,
         seed: config.seed,
         globalBatchSize: G,
         indices: s.indices,
@@ -446,14 +460,14 @@ export class Coordinator {
         gradEncoding: config.training.gradEncoding,
       })),
       copies: slices.map(() => []),
-      reducer: new OrderedReducer(this.jobCount, setup.manifest.size),
+      reducer: new OrderedReducer(jobCount, setup.manifest.size),
       acceptedTimings: [],
       workers: new Set(),
       tally: { enqueued: 0, rejected: 0, duplicates: 0, backups: 0, retried: 0 },
       bytes: { params: paramsRef.bytes, grads: 0 },
       backupsOf: new Set(),
     };
-    for (let k = 0; k < this.jobCount; k++) await this.enqueue(state, k, 'original');
+    for (let k = 0; k < jobCount; k++) await this.enqueue(state, k, 'original');
     const tEnqueued = performance.now();
 
     let idleMs = 0;
@@ -480,20 +494,23 @@ export class Coordinator {
 
     const r = state.reducer;
     const losses: StepReport['losses'] = { total: 0 };
-    for (const o of ['mlm', 'mim', 'itm'] as const) {
-      if (setup.objectiveWeights[o] > 0 && normalizers[o] > 0) {
-        losses[o] = r.sums[o] / normalizers[o];
-        losses.total += setup.objectiveWeights[o] * (losses[o] as number);
+    const accuracy: ObjectiveTotals = {};
+    for (const o of objectivesOf(normalizers)) {
+      const weight = setup.objectiveWeights[o] ?? 0;
+      const n = normalizers[o] ?? 0;
+      if (weight > 0 && n > 0) {
+        const loss = (r.sums[o] ?? 0) / n;
+        losses[o] = loss;
+        losses.total += weight * loss;
+        // Masked image modelling is a regression: no accuracy.
+        if (o !== 'mim') accuracy[o] = (r.correct[o] ?? 0) / n;
       }
     }
     const mean = (f: (t: Contribution['timings']) => number): number => state.acceptedTimings.reduce((a, t) => a + f(t), 0) / Math.max(1, state.acceptedTimings.length);
     const report: StepReport = {
       step,
       losses,
-      accuracy: {
-        ...(normalizers.mlm > 0 && setup.objectiveWeights.mlm > 0 ? { mlm: r.correct.mlm / normalizers.mlm } : {}),
-        ...(normalizers.itm > 0 && setup.objectiveWeights.itm > 0 ? { itm: r.correct.itm / normalizers.itm } : {}),
-      },
+      accuracy,
       learningRate: lr,
       gradientNorm,
       samples: G,
@@ -514,7 +531,7 @@ export class Coordinator {
         totalMs: mean((t) => t.totalMs),
       },
       bytes: state.bytes,
-      jobs: { count: this.jobCount, ...state.tally },
+      jobs: { count: state.jobCount, ...state.tally },
       workers: [...state.workers].sort(),
     };
     this.log.info(
@@ -561,7 +578,7 @@ export class Coordinator {
       if (c.incarnation !== this.incarnation) return this.reject(state, 'stale-incarnation', `incarnation ${c.incarnation}`, who);
       if (c.step !== state.step) return this.reject(state, 'stale-step', `step ${c.step} while reducing step ${state.step}`, who);
       if (c.version !== state.version) return this.reject(state, 'stale-version', `parameter version ${c.version}; expected ${state.version}`, who);
-      if (c.jobIndex >= this.jobCount) return this.reject(state, 'bad-job-index', `job index ${c.jobIndex} of ${this.jobCount}`, who);
+      if (c.jobIndex >= state.jobCount) return this.reject(state, 'bad-job-index', `job index ${c.jobIndex} of ${state.jobCount}`, who);
       if (state.reducer.has(c.jobIndex)) {
         state.tally.duplicates++;
         this.totals.duplicates++;
@@ -570,11 +587,11 @@ export class Coordinator {
       }
       const bad = (reason: RejectReason, message: string): Promise<void> => this.rejectAndRecompute(state, reason, message, who);
       if (c.manifestHash !== this.setup.manifest.hash) return await bad('manifest', `model manifest ${c.manifestHash.slice(0, 16)}…; expected ${this.setup.manifest.hash.slice(0, 16)}…`);
-      const want = state.expected[c.jobIndex] as LossTriple;
-      if (c.counts.mlm !== want.mlm || c.counts.mim !== want.mim || c.counts.itm !== want.itm) {
+      const want = state.expected[c.jobIndex] as ObjectiveTotals;
+      if (!sameTotals(c.counts, want)) {
         return await bad('counts', `counts ${JSON.stringify(c.counts)}; expected ${JSON.stringify(want)} (different data or masking?)`);
       }
-      if (![c.sums.mlm, c.sums.mim, c.sums.itm, c.correct.mlm, c.correct.itm].every(Number.isFinite)) return await bad('non-finite-loss', `loss sums ${JSON.stringify(c.sums)}`);
+      if (![...Object.values(c.sums), ...Object.values(c.correct)].every(Number.isFinite)) return await bad('non-finite-loss', `loss sums ${JSON.stringify(c.sums)}`);
       let bytes: Uint8Array;
       try {
         bytes = await this.blobs.getEncoded(c.grad, { expectElements: this.setup.manifest.size, requireFinite: true });

@@ -5,3 +5,4 @@ export * from './redis-policy.js';
 export * from './setups.js';
 export * from './step-reducer.js';
 export * from './training-setup.js';
+export * from './task-setup.js';

@@ -4,7 +4,7 @@ import { loadTokenizer, openShardDataset, pretrainCounts, type ShardDataset, typ
 import { initialValues, modelManifest, numPatches, parameterSpecs, resolveConfig, type M3AEConfig } from '@m3ae/model';
 import { ConfigError, type LossTriple, type RunConfig } from '@m3ae/protocol';
 import { adamwFor } from './optimizer.js';
-import type { TrainingSetup } from './training-setup.js';
+import { pretrainSchedule, type TrainingSetup } from './training-setup.js';
 
 /** The model configuration of a run: the preset with the run's overrides (validated by @m3ae/model). */
 export function runModelConfig(config: RunConfig): M3AEConfig {
@@ -60,6 +60,7 @@ export async function modelSetup(config: RunConfig): Promise<TrainingSetup> {
       mim: enabled('mim') ? model.objectives.mim.weight : 0,
       itm: enabled('itm') ? model.objectives.itm.weight : 0,
     },
+    schedule: pretrainSchedule(config),
     initialParams: () => {
       const flat = new Float32Array(manifest.size);
       // Specs and manifest entries are index-aligned (the manifest is built from the specs).

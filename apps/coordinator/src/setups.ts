@@ -1,8 +1,11 @@
 import type { RunConfig } from '@m3ae/protocol';
+import { isTaskRun } from '@m3ae/tasks';
 import { modelSetup } from './model-setup.js';
+import { taskSetup, type TaskSetupOptions } from './task-setup.js';
 import { syntheticSetup, type TrainingSetup } from './training-setup.js';
 
-/** The training setup a run configuration asks for: the M3AE model on shards, or the synthetic workload. */
-export async function createSetup(config: RunConfig): Promise<TrainingSetup> {
-  return config.compute.kind === 'synthetic' ? syntheticSetup(config) : await modelSetup(config);
+/** The training setup a run configuration asks for: M3AE pre-training on shards, a downstream task, or the synthetic workload. */
+export async function createSetup(config: RunConfig, options: TaskSetupOptions = {}): Promise<TrainingSetup> {
+  if (config.compute.kind === 'synthetic') return syntheticSetup(config);
+  return isTaskRun(config) ? await taskSetup(config, options) : await modelSetup(config);
 }

@@ -1,11 +1,11 @@
-import { addEncodedInto, type LossTriple, type TensorEncoding } from '@m3ae/protocol';
+import { addEncodedInto, addTotals, type ObjectiveTotals, type TensorEncoding } from '@m3ae/protocol';
 
 interface Pending {
   bytes: Uint8Array;
   encoding: TensorEncoding;
-  sums: LossTriple;
-  counts: LossTriple;
-  correct: { mlm: number; itm: number };
+  sums: ObjectiveTotals;
+  counts: ObjectiveTotals;
+  correct: ObjectiveTotals;
 }
 
 /**
@@ -16,9 +16,9 @@ interface Pending {
  */
 export class OrderedReducer {
   readonly sum: Float32Array;
-  readonly sums: LossTriple = { mlm: 0, mim: 0, itm: 0 };
-  readonly counts: LossTriple = { mlm: 0, mim: 0, itm: 0 };
-  readonly correct = { mlm: 0, itm: 0 };
+  readonly sums: ObjectiveTotals = {};
+  readonly counts: ObjectiveTotals = {};
+  readonly correct: ObjectiveTotals = {};
   private readonly accepted: boolean[];
   private readonly pending = new Map<number, Pending>();
   private next = 0;
@@ -60,12 +60,9 @@ export class OrderedReducer {
     const t = performance.now();
     for (let c = this.pending.get(this.next); c; c = this.pending.get(this.next)) {
       addEncodedInto(this.sum, c.bytes, c.encoding);
-      for (const o of ['mlm', 'mim', 'itm'] as const) {
-        this.sums[o] += c.sums[o];
-        this.counts[o] += c.counts[o];
-      }
-      this.correct.mlm += c.correct.mlm;
-      this.correct.itm += c.correct.itm;
+      addTotals(this.sums, c.sums);
+      addTotals(this.counts, c.counts);
+      addTotals(this.correct, c.correct);
       this.pending.delete(this.next);
       this.next++;
     }

@@ -1,4 +1,4 @@
-import { syntheticCounts, syntheticInitialParams, syntheticManifest, type LossTriple, type RunConfig } from '@m3ae/protocol';
+import { syntheticCounts, syntheticInitialParams, syntheticManifest, type ObjectiveTotals, type RunConfig } from '@m3ae/protocol';
 import { adamwFor, type FlatOptimizer } from './optimizer.js';
 
 /** The parameter layout (structurally @m3ae/model's `ParamManifest` / `CheckpointManifest`). */
@@ -16,12 +16,28 @@ export interface MicroBatchSlice {
   positions: readonly number[];
 }
 
+/** How many steps a run takes and how each step's samples are drawn and split into jobs. */
+export interface StepSchedule {
+  steps: number;
+  /** Samples per step (the last step of an epoch has fewer when `dropLast` is false). */
+  globalBatch: number;
+  /** Samples per job (a step's last job has fewer when the step's samples are not a multiple). */
+  microBatch: number;
+  /** Drop an epoch's last incomplete batch (pre-training) or train on it (fine-tuning, as the official loaders). */
+  dropLast: boolean;
+}
+
+/** The schedule of a pre-training (or synthetic) run: straight from `training`. */
+export function pretrainSchedule(config: RunConfig): StepSchedule {
+  return { steps: config.training.steps, globalBatch: config.training.globalBatch, microBatch: config.training.microBatch, dropLast: true };
+}
+
 /**
- * What the coordinator needs to know about what is being trained — the model (or the synthetic workload),
- * its data and optimizer — and nothing about how gradients are computed.
+ * What the coordinator needs to know about what is being trained — the model (pre-training or a downstream task,
+ * or the synthetic workload), its data and optimizer — and nothing about how gradients are computed.
  */
 export interface TrainingSetup {
-  readonly kind: 'model' | 'synthetic';
+  readonly kind: 'model' | 'task' | 'synthetic';
   readonly manifest: SetupManifest;
   /** Stored in checkpoints as `config` (the model configuration). */
   readonly modelConfig: unknown;
@@ -29,12 +45,19 @@ export interface TrainingSetup {
   readonly datasetSize: number;
   /** Identifies the dataset; stored in checkpoints and checked on resume. */
   readonly datasetHash: string;
-  /** Weight of each objective in the total loss (0 = disabled). */
-  readonly objectiveWeights: LossTriple;
+  /** Weight of each objective in the total loss (absent or 0 = not trained). */
+  readonly objectiveWeights: ObjectiveTotals;
+  readonly schedule: StepSchedule;
   initialParams(): Float32Array;
-  /** Exact item counts (masked tokens, masked patches, pairs) of a micro-batch, as its worker will count them. */
-  counts(slice: MicroBatchSlice): Promise<LossTriple>;
+  /** Exact item counts (masked tokens, masked patches, pairs; a task's examples) of a micro-batch, as its worker will count them. */
+  counts(slice: MicroBatchSlice): Promise<ObjectiveTotals>;
   createOptimizer(): FlatOptimizer;
+  /** Metadata the setup adds to every checkpoint (a task's description and model-selection state). */
+  checkpointMetadata?(): Record<string, string>;
+  /** Restores the setup's state from a checkpoint's metadata (on resume). */
+  restore?(metadata: Readonly<Record<string, string>>): void;
+  /** Called after `done` steps are applied, with the new parameters and the step's losses (a task validates and selects its model here). */
+  afterStep?(done: number, params: Float32Array, report: { losses: ObjectiveTotals; accuracy: ObjectiveTotals; samples: number }): Promise<void>;
   close?(): Promise<void>;
 }
 
@@ -49,6 +72,7 @@ export function syntheticSetup(config: RunConfig): TrainingSetup {
     datasetSize: spec.datasetSize,
     datasetHash: `synthetic-${spec.datasetSize}`,
     objectiveWeights: { mlm: 1, mim: 1, itm: 1 },
+    schedule: pretrainSchedule(config),
     initialParams: () => syntheticInitialParams(spec.paramCount, config.seed),
     counts: async (slice) => syntheticCounts(slice.indices),
     createOptimizer: () => adamwFor(manifest, config.training),

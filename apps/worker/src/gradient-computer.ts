@@ -1,10 +1,10 @@
-import type { LossTriple, MicroBatchJob, RunConfig } from '@m3ae/protocol';
+import type { MicroBatchJob, ObjectiveTotals, RunConfig } from '@m3ae/protocol';
 
-/** What one micro-batch yields (structurally @m3ae/model's `MicroBatchResult`, contracts §3). */
+/** What one micro-batch yields (pre-training: structurally @m3ae/model's `MicroBatchResult`, contracts §3). */
 export interface MicroBatchResult {
-  sums: LossTriple;
-  counts: LossTriple;
-  correct: { mlm: number; itm: number };
+  sums: ObjectiveTotals;
+  counts: ObjectiveTotals;
+  correct: ObjectiveTotals;
   /** Flat, canonical parameter order; g_k = ∇ Σ_o w_o · S_{o,k} / N_o. */
   grads: Float32Array;
 }
@@ -28,6 +28,10 @@ export async function createComputer(config: RunConfig): Promise<GradientCompute
   if (config.compute.kind === 'synthetic') {
     const { SyntheticComputer } = await import('./synthetic-computer.js');
     return new SyntheticComputer(config.compute.synthetic);
+  }
+  if (config.task.name !== 'pretrain') {
+    const { TaskComputer } = await import('./task-computer.js');
+    return await TaskComputer.create(config);
   }
   const { ModelComputer } = await import('./model-computer.js');
   return await ModelComputer.create(config);

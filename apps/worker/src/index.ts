@@ -4,3 +4,4 @@ export * from './model-computer.js';
 export * from './synthetic-computer.js';
 export * from './threaded-computer.js';
 export * from './training-worker.js';
+export * from './task-computer.js';

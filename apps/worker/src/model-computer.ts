@@ -1,6 +1,6 @@
 import { buildPretrainBatch, loadTokenizer, openShardDataset, type ShardDataset, type TextTokenizer } from '@m3ae/data';
 import { chooseBackend, computeGradients, createModel, numPatches, resolveConfig, setParamsFromFlat, type M3AEConfig, type M3AEModel } from '@m3ae/model';
-import { ConfigError, type MicroBatchJob, type RunConfig } from '@m3ae/protocol';
+import { ConfigError, pretrainTotals, type MicroBatchJob, type RunConfig } from '@m3ae/protocol';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { GradientComputer, MicroBatchResult } from './gradient-computer.js';
@@ -61,7 +61,7 @@ export class ModelComputer implements GradientComputer {
       mimMaskRatio: this.config.mimMaskRatio,
       numPatches: numPatches(this.config),
     });
-    return computeGradients(this.model, batch, { normalizers: job.normalizers, training: true });
+    return computeGradients(this.model, batch, { normalizers: pretrainTotals(job.normalizers), training: true });
   }
 
   async dispose(): Promise<void> {

@@ -1,4 +1,4 @@
-import { syntheticCompute, syntheticManifest, type MicroBatchJob, type SyntheticSpec } from '@m3ae/protocol';
+import { pretrainTotals, syntheticCompute, syntheticManifest, type MicroBatchJob, type SyntheticSpec } from '@m3ae/protocol';
 import type { GradientComputer, MicroBatchResult } from './gradient-computer.js';
 
 /** Fixed work and deterministic gradients of the synthetic quadratic workload (see @m3ae/protocol). */
@@ -11,7 +11,7 @@ export class SyntheticComputer implements GradientComputer {
     this.manifestHash = syntheticManifest(spec.paramCount).hash;
   }
   async compute(job: MicroBatchJob, params: Float32Array): Promise<MicroBatchResult> {
-    return await syntheticCompute(this.spec, job.indices, job.normalizers, params);
+    return await syntheticCompute(this.spec, job.indices, pretrainTotals(job.normalizers), params);
   }
   async dispose(): Promise<void> {
     // holds nothing to release

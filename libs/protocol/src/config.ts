@@ -42,6 +42,46 @@ export const RunConfigSchema = z
       })
       .strict()
       .default({}),
+    /**
+     * What is trained: `pretrain` (M3AE's three objectives on `data.dir`), or a downstream task fine-tuned from a
+     * pre-training checkpoint on the same coordinator and workers. Unset fields take the official fine-tuning
+     * settings of the task (resolved by @m3ae/tasks, which also checks the task name).
+     */
+    task: z
+      .object({
+        name: z.string().min(1).default('pretrain'),
+        /** The task's dataset root (VQA-RAD / SLAKE / VQA-Med 2019 folder, MELINDA folder, ROCO / MedPix root, manifest). */
+        data: z.string().min(1).optional(),
+        /** The pre-training checkpoint (file or directory) to fine-tune from. */
+        checkpoint: z.string().min(1).optional(),
+        init: z.enum(['pretrained', 'random']).default('pretrained'),
+        /** Preset of a randomly initialised backbone without a checkpoint. */
+        preset: z.string().min(1).optional(),
+        tokenizer: z.string().min(1).optional(),
+        source: z.string().min(1).optional(),
+        labelColumn: z.string().min(1).optional(),
+        categories: z.array(z.string().min(1)).min(1).optional(),
+        /** Carve validation (and a held-out split) from the training items, by image. */
+        carve: z.object({ seed: nonNegativeInt.default(0), valFraction: z.number().gt(0).lt(1), testFraction: z.number().min(0).lt(1).default(0) }).strict().optional(),
+        epochs: positiveInt.optional(),
+        batchSize: positiveInt.optional(),
+        learningRate: z.number().positive().optional(),
+        lrMultiplierHead: z.number().positive().optional(),
+        lrMultiplierMultiModal: z.number().positive().optional(),
+        warmupFraction: z.number().min(0).lt(1).optional(),
+        weightDecay: z.number().nonnegative().optional(),
+        clipNorm: z.number().positive().optional(),
+        imageSize: positiveInt.optional(),
+        textLength: positiveInt.optional(),
+        augment: z.boolean().default(true),
+        negatives: positiveInt.optional(),
+        maxSteps: positiveInt.optional(),
+        trainLimit: positiveInt.optional(),
+        valLimit: positiveInt.optional(),
+        evalEvery: positiveInt.optional(),
+      })
+      .strict()
+      .prefault({}),
     training: z
       .object({
         steps: positiveInt.default(100),
@@ -63,7 +103,6 @@ export const RunConfigSchema = z
         gradEncoding: z.enum(TENSOR_ENCODINGS).default('f32'),
       })
       .strict()
-      .refine((t) => t.globalBatch % t.microBatch === 0, { message: 'expected globalBatch to be a multiple of microBatch', path: ['globalBatch'] })
       .prefault({}),
     compute: z
       .object({
@@ -138,7 +177,12 @@ export const RunConfigSchema = z
       .strict()
       .prefault({}),
   })
-  .strict();
+  .strict()
+  // A pre-training step is globalBatch / microBatch equal jobs; a fine-tuning step's size comes from task.batchSize.
+  .refine((c) => c.task.name !== 'pretrain' || c.training.globalBatch % c.training.microBatch === 0, {
+    message: 'expected globalBatch to be a multiple of microBatch',
+    path: ['training', 'globalBatch'],
+  });
 
 export type RunConfig = z.infer<typeof RunConfigSchema>;
 /** What a config file may contain: any subset, the rest takes defaults. */
@@ -152,6 +196,9 @@ export const ENV_OVERRIDES: readonly { env: string; field: string; kind: EnvKind
   { env: 'M3AE_SEED', field: 'seed', kind: 'int' },
   { env: 'M3AE_PRESET', field: 'model.preset', kind: 'string' },
   { env: 'M3AE_DATA_DIR', field: 'data.dir', kind: 'string' },
+  { env: 'M3AE_TASK', field: 'task.name', kind: 'string' },
+  { env: 'M3AE_TASK_DATA', field: 'task.data', kind: 'string' },
+  { env: 'M3AE_TASK_CHECKPOINT', field: 'task.checkpoint', kind: 'string' },
   { env: 'M3AE_TOKENIZER', field: 'data.tokenizer', kind: 'string' },
   { env: 'M3AE_STEPS', field: 'training.steps', kind: 'int' },
   { env: 'M3AE_GLOBAL_BATCH', field: 'training.globalBatch', kind: 'int' },
@@ -250,6 +297,11 @@ export function loadRunConfig(options: LoadRunConfigOptions = {}): RunConfig {
     setPath(raw, field, value);
     sources.set(field, source);
   }
+  const misplaced = pretrainOnlyFields(raw, sources);
+  if (misplaced.length > 0) {
+    const where = options.file ? ` (${options.file})` : '';
+    throw new ConfigError(`invalid run configuration${where}:\n  ${misplaced.join('\n  ')}`, misplaced);
+  }
   const r = RunConfigSchema.safeParse(raw, { reportInput: true });
   if (!r.success) {
     const issues = formatIssues(r.error.issues, sources, raw);
@@ -257,6 +309,42 @@ export function loadRunConfig(options: LoadRunConfigOptions = {}): RunConfig {
     throw new ConfigError(`invalid run configuration${where}:\n  ${issues.join('\n  ')}`, issues);
   }
   return r.data;
+}
+
+/**
+ * Fields of `training` that only a pre-training run reads: a fine-tuning run takes them from `task` (with the
+ * official defaults). Setting one to anything but its default for a fine-tuning run is an error rather than
+ * silently ignored.
+ */
+const PRETRAIN_ONLY: readonly [string, string][] = [
+  ['steps', 'task.epochs (or task.maxSteps)'],
+  ['globalBatch', 'task.batchSize'],
+  ['learningRate', 'task.learningRate'],
+  ['schedule', 'nothing (fine-tuning warms up, then decays linearly)'],
+  ['warmupFraction', 'task.warmupFraction'],
+  ['weightDecay', 'task.weightDecay'],
+  ['clipNorm', 'task.clipNorm'],
+  ['beta1', 'nothing (the official betas)'],
+  ['beta2', 'nothing (the official betas)'],
+  ['epsilon', 'nothing'],
+];
+
+function pretrainOnlyFields(raw: Record<string, unknown>, sources: ReadonlyMap<string, string>): string[] {
+  const task = raw['task'];
+  const name = typeof task === 'object' && task !== null ? (task as Record<string, unknown>)['name'] : undefined;
+  const training = raw['training'];
+  if (name === undefined || name === 'pretrain' || typeof training !== 'object' || training === null) return [];
+  // A resolved configuration written back to a file (m3ae train --local, a dumped ConfigMap) holds the defaults:
+  // only values that differ from them were meant for this run.
+  const defaults = RunConfigSchema.parse({}).training as Record<string, unknown>;
+  const out: string[] = [];
+  for (const [field, instead] of PRETRAIN_ONLY) {
+    const v = (training as Record<string, unknown>)[field];
+    if (v === undefined || v === defaults[field]) continue;
+    const from = sources.get(`training.${field}`);
+    out.push(`training.${field} = ${JSON.stringify(v)}${from ? ` (from ${from})` : ''}: applies to pre-training only; task ${JSON.stringify(name)} is fine-tuned — set ${instead}`);
+  }
+  return out;
 }
 
 /** A copy safe to log or serve on /status: URLs and passwords redacted. */

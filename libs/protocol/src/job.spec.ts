@@ -34,7 +34,7 @@ describe('micro-batch job payload', () => {
     expect(() => parseMicroBatchJob({ ...job, positions: [2, 8] })).toThrow('every position must be below globalBatchSize');
     expect(() => parseMicroBatchJob({ ...job, jobIndex: 4 })).toThrow('jobIndex must be below jobCount');
     expect(() => parseMicroBatchJob({ ...job, step: -1 })).toThrow('step = -1: Too small');
-    expect(() => parseMicroBatchJob({ ...job, protocol: 2 })).toThrow('protocol = 2: expected 1');
+    expect(() => parseMicroBatchJob({ ...job, protocol: 1 })).toThrow('protocol = 1: expected 2');
     expect(() => parseMicroBatchJob({ ...job, manifestHash: 'xyz' })).toThrow('manifestHash = "xyz": expected 64 lowercase hex characters');
     expect(() => parseMicroBatchJob({ ...job, params: { ...params, bytes: 41 } })).toThrow('params.bytes = ');
     expect(() => parseMicroBatchJob({ ...job, params: { ...params, encoding: 'bf16', bytes: 20 } })).toThrow('parameters travel as f32');
@@ -59,6 +59,11 @@ describe('micro-batch job payload', () => {
       timings: { fetchMs: 1, computeMs: 2, encodeMs: 0, uploadMs: 1, totalMs: 4 },
     };
     expect(parseContribution(JSON.parse(JSON.stringify(c)))).toEqual(c);
-    expect(() => parseContribution({ ...c, sums: { mlm: 1, mim: 2 } })).toThrow('invalid contribution: sums.itm = nothing: expected number, received undefined');
+    // A downstream task's contribution carries its one objective.
+    const task: Contribution = { ...c, sums: { vqa: 12.5 }, counts: { vqa: 4 }, correct: { vqa: 1 } };
+    expect(parseContribution(JSON.parse(JSON.stringify(task)))).toEqual(task);
+    expect(() => parseContribution({ ...c, sums: { mlm: 1, mim: -2 } })).toThrow(/sums\.mim = -2: .*>=0/);
+    expect(() => parseContribution({ ...c, counts: { mlm: 1, vqa2: 2 } })).toThrow(/counts/);
+    expect(() => parseContribution({ ...c, protocol: 1 })).toThrow(/protocol = 1: expected 2/);
   });
 });

@@ -3,8 +3,11 @@ import { CHECKSUM_ALGORITHMS, TENSOR_ENCODINGS } from './encoding.js';
 import { PayloadError } from './errors.js';
 import { formatIssues } from './issues.js';
 
-/** Bumped on any incompatible change of the messages below; both sides refuse other versions. */
-export const PROTOCOL_VERSION = 1;
+/**
+ * Bumped on any incompatible change of the messages below; both sides refuse other versions.
+ * 2: loss totals keyed by objective name (pre-training's mlm / mim / itm, or one downstream task's objective).
+ */
+export const PROTOCOL_VERSION = 2;
 
 const count = z.number().int().nonnegative();
 const nonNegative = z.number().nonnegative();
@@ -27,9 +30,43 @@ export const BlobRefSchema = z
   .refine((r) => r.chunks === Math.ceil(r.bytes / r.chunkBytes), { message: 'chunks must equal ceil(bytes / chunkBytes)', path: ['chunks'] });
 export type BlobRef = z.infer<typeof BlobRefSchema>;
 
-/** Global counts N_o that the summed losses of a micro-batch are divided by (contracts §3). */
-export const LossTripleSchema = z.object({ mlm: nonNegative, mim: nonNegative, itm: nonNegative }).strict();
-export type LossTriple = z.infer<typeof LossTripleSchema>;
+/**
+ * The objectives a run can train, named as the official code's `loss_names`: pre-training's masked language
+ * modelling, masked image modelling and image–text matching, and the downstream tasks' VQA, classification and
+ * image–text retrieval. A run trains a fixed subset (pre-training: mlm, mim, itm; fine-tuning: one task's).
+ */
+export const OBJECTIVES = ['mlm', 'mim', 'itm', 'vqa', 'cls', 'irtr'] as const;
+export type Objective = (typeof OBJECTIVES)[number];
+
+/**
+ * Per-objective totals: the global counts N_o a micro-batch's summed losses are divided by (contracts §3), the
+ * summed losses S_o, the item counts, the correct predictions. Objectives a run does not train are absent.
+ */
+export const ObjectiveTotalsSchema = z.partialRecord(z.enum(OBJECTIVES), nonNegative);
+export type ObjectiveTotals = Partial<Record<Objective, number>>;
+
+/** Pre-training's three totals (always all present). */
+export type LossTriple = { mlm: number; mim: number; itm: number };
+
+/** Pre-training's view of totals: mlm, mim and itm, 0 where absent. */
+export function pretrainTotals(t: ObjectiveTotals): LossTriple {
+  return { mlm: t.mlm ?? 0, mim: t.mim ?? 0, itm: t.itm ?? 0 };
+}
+
+/** The objectives present in any of the totals, in canonical order. */
+export function objectivesOf(...totals: readonly ObjectiveTotals[]): Objective[] {
+  return OBJECTIVES.filter((o) => totals.some((t) => t[o] !== undefined));
+}
+
+/** Whether two totals agree on every objective (an absent objective counts as 0). */
+export function sameTotals(a: ObjectiveTotals, b: ObjectiveTotals): boolean {
+  return objectivesOf(a, b).every((o) => (a[o] ?? 0) === (b[o] ?? 0));
+}
+
+/** Adds `b` into `a` objective by objective. */
+export function addTotals(a: ObjectiveTotals, b: ObjectiveTotals): void {
+  for (const o of objectivesOf(b)) a[o] = (a[o] ?? 0) + (b[o] ?? 0);
+}
 
 /**
  * One micro-batch of one step: what a worker needs to compute its gradient, and nothing heavier — sample
@@ -51,7 +88,7 @@ export const MicroBatchJobSchema = z
     globalBatchSize: z.number().int().positive(),
     indices: z.array(count).min(1),
     positions: z.array(count).min(1),
-    normalizers: LossTripleSchema,
+    normalizers: ObjectiveTotalsSchema,
     manifestHash: hex64,
     datasetHash: z.string().optional(),
     params: BlobRefSchema,
@@ -87,9 +124,9 @@ export const ContributionSchema = z
     workerId: z.string().min(1).max(200),
     manifestHash: hex64,
     grad: BlobRefSchema,
-    sums: LossTripleSchema,
-    counts: LossTripleSchema,
-    correct: z.object({ mlm: nonNegative, itm: nonNegative }).strict(),
+    sums: ObjectiveTotalsSchema,
+    counts: ObjectiveTotalsSchema,
+    correct: ObjectiveTotalsSchema,
     timings: JobTimingsSchema,
   })
   .strict();

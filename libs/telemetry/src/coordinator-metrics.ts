@@ -2,8 +2,12 @@ import { Counter, Gauge, Histogram } from 'prom-client';
 import { BaseMetrics, type BaseMetricsOptions } from './base-metrics.js';
 import { JOB_PHASES, STEP_PHASES, type JobPhase, type StepPhase } from './phases.js';
 
-export const OBJECTIVES = ['mlm', 'mim', 'itm'] as const;
+/** Pre-training's objectives and the downstream tasks' (VQA, classification, retrieval), as the official `loss_names`. */
+export const OBJECTIVES = ['mlm', 'mim', 'itm', 'vqa', 'cls', 'irtr'] as const;
 export type Objective = (typeof OBJECTIVES)[number];
+/** The objectives that predict a class (all but masked image modelling, a regression). */
+export const ACCURACY_OBJECTIVES = ['mlm', 'itm', 'vqa', 'cls', 'irtr'] as const;
+export type AccuracyObjective = (typeof ACCURACY_OBJECTIVES)[number];
 
 
 /** One completed optimizer step, as the coordinator saw it. */
@@ -15,7 +19,7 @@ export interface StepObservation {
   /** Normalised global-batch losses; `total` = Σ w_o · S_o / N_o. Disabled objectives are left out. */
   losses: { total: number } & Partial<Record<Objective, number>>;
   /** Global-batch accuracies in [0, 1]. */
-  accuracy?: Partial<Record<'mlm' | 'itm', number>>;
+  accuracy?: Partial<Record<AccuracyObjective, number>>;
   learningRate: number;
   /** Global gradient L2 norm before clipping. */
   gradientNorm: number;
@@ -65,7 +69,7 @@ export interface CoordinatorStatus {
   step: number;
   totalSteps: number | null;
   losses: ({ total: number } & Partial<Record<Objective, number>>) | null;
-  accuracy: Partial<Record<'mlm' | 'itm', number>> | null;
+  accuracy: Partial<Record<AccuracyObjective, number>> | null;
   learningRate: number | null;
   gradientNorm: number | null;
   throughput: { samplesPerSecond: number; tokensPerSecond: number; secondsPerStep: number } | null;
@@ -151,13 +155,13 @@ export class CoordinatorMetrics extends BaseMetrics {
     this.m = {
       loss: new Gauge({
         name: 'm3ae_loss',
-        help: 'Training loss of the last step, per objective (mlm, mim, itm) and in total (weighted sum).',
+        help: 'Training loss of the last step, per objective (pre-training: mlm, mim, itm; fine-tuning: vqa, cls or irtr) and in total (weighted sum).',
         labelNames: ['objective'],
         registers,
       }),
       accuracy: new Gauge({
         name: 'm3ae_accuracy_ratio',
-        help: 'Accuracy of the last step (0–1): masked-token prediction (mlm) and image-text matching (itm).',
+        help: 'Accuracy of the last step (0–1): masked-token prediction (mlm), image-text matching (itm), a downstream task (vqa, cls, irtr).',
         labelNames: ['objective'],
         registers,
       }),
@@ -313,7 +317,7 @@ export class CoordinatorMetrics extends BaseMetrics {
       const v = obs.losses[o];
       if (v !== undefined) this.m.loss.set({ objective: o }, v);
     }
-    for (const o of ['mlm', 'itm'] as const) {
+    for (const o of ACCURACY_OBJECTIVES) {
       const v = obs.accuracy?.[o];
       if (v !== undefined) this.m.accuracy.set({ objective: o }, v);
     }

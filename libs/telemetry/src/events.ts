@@ -1,4 +1,4 @@
-import type { CoordinatorMetrics } from './coordinator-metrics.js';
+import type { AccuracyObjective, CoordinatorMetrics, Objective } from './coordinator-metrics.js';
 import type { JobOutcome } from './phases.js';
 import type { WorkerMetrics } from './worker-metrics.js';
 
@@ -11,8 +11,8 @@ import type { WorkerMetrics } from './worker-metrics.js';
 /** The part of the coordinator's `StepReport` the metrics read (milliseconds, as the coordinator measures). */
 export interface StepReportLike {
   step: number;
-  losses: { total: number; mlm?: number; mim?: number; itm?: number };
-  accuracy: { mlm?: number; itm?: number };
+  losses: { total: number } & Partial<Record<Objective, number>>;
+  accuracy: Partial<Record<AccuracyObjective, number>>;
   learningRate: number;
   gradientNorm: number;
   samples: number;

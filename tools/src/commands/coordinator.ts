@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import { Coordinator, createSetup, type CoordinatorEvents, type RunSummary } from '@m3ae/coordinator';
-import { connectRedis, jobsPerStep, loadRunConfig, queueEndpoint, redactConfig, type RunConfig } from '@m3ae/protocol';
+import { Coordinator, createSetup, type CoordinatorEvents, type RunSummary, type StepSchedule } from '@m3ae/coordinator';
+import { connectRedis, loadRunConfig, queueEndpoint, redactConfig, type RunConfig } from '@m3ae/protocol';
 import { coordinatorEvents, CoordinatorMetrics, createLogger, mergeEventHandlers, metricsPortFromEnv, startTelemetryServer, type Logger } from '@m3ae/telemetry';
 import { prepareRunPage } from '../run-page.js';
 
@@ -57,9 +57,9 @@ export function addRunFlags(cmd: Command): Command {
 }
 
 /** The coordinator's observability: Prometheus metrics, /healthz /readyz /status, and the live run page. */
-async function startCoordinatorTelemetry(config: RunConfig, port: number, resume: boolean, logger: Logger): Promise<{ events: CoordinatorEvents; url: string; ended(o: { stopped: boolean } | { error: unknown }): void; close(): Promise<void> }> {
+async function startCoordinatorTelemetry(config: RunConfig, schedule: StepSchedule, port: number, resume: boolean, logger: Logger): Promise<{ events: CoordinatorEvents; url: string; ended(o: { stopped: boolean } | { error: unknown }): void; close(): Promise<void> }> {
   const metrics = new CoordinatorMetrics({ run: config.runId });
-  metrics.setRunInfo({ totalSteps: config.training.steps, jobsPerStep: jobsPerStep(config), globalBatchSize: config.training.globalBatch });
+  metrics.setRunInfo({ totalSteps: schedule.steps, jobsPerStep: Math.ceil(schedule.globalBatch / schedule.microBatch), globalBatchSize: schedule.globalBatch });
   const page = await prepareRunPage(config, { status: () => metrics.status(), resume, logger });
   const redis = connectRedis(queueEndpoint(config), { connectionName: 'm3ae-coordinator-health', maxRetriesPerRequest: 1 });
   redis.on('error', () => undefined); // the coordinator itself reports Redis trouble
@@ -90,12 +90,14 @@ export interface CoordinatorRunOptions {
   events?: CoordinatorEvents;
   /** Port of /metrics, /healthz, /readyz, /status and the run page; false: none. @defaultValue M3AE_METRICS_PORT or 9400 */
   metricsPort?: number | false;
+  /** Lines of a downstream task's setup (pre-trained weights loaded, validation after each epoch); default: the logger. */
+  setupLog?: (line: string) => void;
 }
 
 /** Runs a coordinator to the end (or to SIGTERM/SIGINT, after which it writes a checkpoint). */
 export async function runCoordinator(config: RunConfig, options: CoordinatorRunOptions): Promise<RunSummary> {
-  const setup = await createSetup(config);
-  const telemetry = options.metricsPort === false ? undefined : await startCoordinatorTelemetry(config, options.metricsPort ?? metricsPortFromEnv(), options.resume, options.logger);
+  const setup = await createSetup(config, { log: options.setupLog ?? ((line) => options.logger.info(line)) });
+  const telemetry = options.metricsPort === false ? undefined : await startCoordinatorTelemetry(config, setup.schedule, options.metricsPort ?? metricsPortFromEnv(), options.resume, options.logger);
   const events = telemetry ? mergeEventHandlers(options.events ?? {}, telemetry.events) : (options.events ?? {});
   const coordinator = new Coordinator({ config, setup, resume: options.resume, logger: options.logger, events });
   const stop = (signal: string): void => {

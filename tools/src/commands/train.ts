@@ -154,7 +154,6 @@ export async function trainLocal(opts: TrainFlags, hooks: TrainHooks = {}): Prom
   const externalRedis = opts.redisUrl || process.env['M3AE_REDIS_URL'] || process.env['REDIS_URL'] || undefined;
   const redis = externalRedis ? undefined : await LocalRedis.start();
   const redisUrl = externalRedis ?? (redis as LocalRedis).url;
-  const children: ChildProcess[] = [];
   const metricsPort = metricsPortOption(opts) ?? 9400;
   try {
     const preset = opts.preset ?? 'tiny';
@@ -179,19 +178,6 @@ export async function trainLocal(opts: TrainFlags, hooks: TrainHooks = {}): Prom
         model: { ...config.model, overrides: { vocabSize: phantom.vocabSize, padTokenId: phantom.padTokenId, ...config.model.overrides } },
       };
     }
-    // Workers read the same configuration; the Redis URL (which may hold a password) goes by environment.
-    const runFile = join(workDir, `run-${config.runId}.json`);
-    await writeFile(runFile, JSON.stringify({ ...config, redis: { ...config.redis, url: undefined, password: undefined } }, null, 2));
-    await mkdir(join(workDir, 'logs'), { recursive: true });
-    for (let i = 0; i < workers; i++) {
-      const out = openSync(join(workDir, 'logs', `${config.runId}-worker-${i}.log`), 'w');
-      children.push(
-        spawn(process.execPath, [cliEntry(), 'worker', '--config', runFile, '--id', `${config.runId}-w${i}`, ...(metricsPort === false ? ['--no-metrics'] : ['--metrics-port', String(metricsPort === 0 ? 0 : metricsPort + 1 + i)])], {
-          stdio: ['ignore', out, out],
-          env: { ...process.env, M3AE_REDIS_URL: redisUrl, ...(config.redis.password ? { M3AE_REDIS_PASSWORD: config.redis.password } : {}), M3AE_LOG_FORMAT: 'json' },
-        }),
-      );
-    }
     log.info({ run: config.runId, preset: config.model.preset, workers, redis: redactRedisUrl(redisUrl), data: dataDir, steps: config.training.steps }, 'training');
     const bar = process.stdout.isTTY && !hooks.quiet
       ? new cliProgress.SingleBar(
@@ -215,20 +201,9 @@ export async function trainLocal(opts: TrainFlags, hooks: TrainHooks = {}): Prom
         log.info({ step: r.step + 1, of: config.training.steps, loss: r.losses, lr: r.learningRate, samplesPerSecond: Number(sps.toFixed(2)), ms: Math.round(r.durationMs) }, 'step');
       }
     };
-    const coordinatorLog = createLogger({ name: 'coordinator', bindings: { run: config.runId }, level: bar || hooks.quiet ? 'warn' : (process.env['M3AE_LOG_LEVEL'] ?? 'info'), ...(process.stdout.isTTY ? {} : { format: 'json' as const }) });
-    const exited = children.map((c) => new Promise<number | null>((r) => c.once('exit', (code) => r(code))));
-    const firstDeath = Promise.race(exited.map(async (p, i) => ({ i, code: await p })));
     let summary: RunSummary;
     try {
-      summary = await Promise.race([
-        runCoordinator(config, { resume: opts.resume, logger: coordinatorLog, events: { onStep }, metricsPort }),
-        // A worker that cannot start at all (bad data, wrong model) should not leave the run waiting forever.
-        firstDeath.then(async ({ i, code }) => {
-          await new Promise((r) => setTimeout(r, 1000));
-          if (children.every((c) => c.exitCode !== null)) throw new Error(`every worker exited (worker ${i}: code ${code}); see ${join(workDir, 'logs')}`);
-          return await new Promise<never>(() => undefined);
-        }),
-      ]);
+      summary = await runLocalCluster(config, { workers, workDir, redisUrl, resume: opts.resume, metricsPort, onStep, logLevel: bar || hooks.quiet ? 'warn' : undefined });
     } finally {
       bar?.stop();
     }
@@ -252,8 +227,63 @@ export async function trainLocal(opts: TrainFlags, hooks: TrainHooks = {}): Prom
       stopped: summary.stopped,
     };
   } finally {
+    await redis?.stop();
+  }
+}
+
+export interface LocalClusterOptions {
+  workers: number;
+  /** Run files and worker logs go under it. */
+  workDir: string;
+  redisUrl: string;
+  resume: boolean;
+  metricsPort: number | false;
+  onStep?: (report: StepReport) => void;
+  /** The coordinator's log level (default M3AE_LOG_LEVEL or info). */
+  logLevel?: string | undefined;
+  /** Passed to the coordinator's setup (a task's validation lines). */
+  setupLog?: (line: string) => void;
+}
+
+/**
+ * One run on this machine: `workers` worker processes (`m3ae worker` reading the run file) and the coordinator in
+ * this process, against `redisUrl`. Ends with the run; a run whose every worker exited fails instead of waiting.
+ */
+export async function runLocalCluster(config: RunConfig, o: LocalClusterOptions): Promise<RunSummary> {
+  const children: ChildProcess[] = [];
+  const { workDir, redisUrl, metricsPort } = o;
+  try {
+    // Workers read the same configuration; the Redis URL (which may hold a password) goes by environment.
+    const runFile = join(workDir, `run-${config.runId}.json`);
+    await writeFile(runFile, JSON.stringify({ ...config, redis: { ...config.redis, url: undefined, password: undefined } }, null, 2));
+    await mkdir(join(workDir, 'logs'), { recursive: true });
+    for (let i = 0; i < o.workers; i++) {
+      const out = openSync(join(workDir, 'logs', `${config.runId}-worker-${i}.log`), 'w');
+      children.push(
+        spawn(process.execPath, [cliEntry(), 'worker', '--config', runFile, '--id', `${config.runId}-w${i}`, ...(metricsPort === false ? ['--no-metrics'] : ['--metrics-port', String(metricsPort === 0 ? 0 : metricsPort + 1 + i)])], {
+          stdio: ['ignore', out, out],
+          env: { ...process.env, M3AE_REDIS_URL: redisUrl, ...(config.redis.password ? { M3AE_REDIS_PASSWORD: config.redis.password } : {}), M3AE_LOG_FORMAT: 'json' },
+        }),
+      );
+    }
+    const coordinatorLog = createLogger({ name: 'coordinator', bindings: { run: config.runId }, level: o.logLevel ?? process.env['M3AE_LOG_LEVEL'] ?? 'info', ...(process.stdout.isTTY ? {} : { format: 'json' as const }) });
+    const exited = children.map((c) => new Promise<number | null>((r) => c.once('exit', (code) => r(code))));
+    const firstDeath = Promise.race(exited.map(async (p, i) => ({ i, code: await p })));
+    return await Promise.race([
+        runCoordinator(config, { resume: o.resume, logger: coordinatorLog, events: o.onStep ? { onStep: o.onStep } : {}, metricsPort, ...(o.setupLog ? { setupLog: o.setupLog } : {}) }),
+        // A worker that cannot start at all (bad data, wrong model) should not leave the run waiting forever.
+        firstDeath.then(async ({ i, code }) => {
+          await new Promise((r) => setTimeout(r, 1000));
+          if (children.every((c) => c.exitCode !== null)) {
+            const logFile = join(workDir, 'logs', `${config.runId}-worker-${i}.log`);
+            const tail = (await readFile(logFile, 'utf8').catch(() => '')).trim().split('\n').slice(-3).join('\n    ');
+            throw new Error(`every worker exited (worker ${i}: code ${code}); see ${join(workDir, 'logs')}${tail ? `; the end of ${logFile}:\n    ${tail}` : ''}`);
+          }
+          return await new Promise<never>(() => undefined);
+        }),
+      ]);
+  } finally {
     for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
     await Promise.all(children.map((c) => (c.exitCode !== null ? undefined : new Promise((r) => c.once('exit', r)))));
-    await redis?.stop();
   }
 }

@@ -1,0 +1,324 @@
+import { createHash } from 'node:crypto';
+import { resolve } from 'node:path';
+import {
+  buildLabeledBatch,
+  buildRetrievalBatch,
+  DEFAULT_VQA_RAD_CARVE,
+  EpochSampler,
+  ImageStore,
+  loadTokenizer,
+  SkipLog,
+  type CarveSpec,
+  type DownstreamBatch,
+  type RetrievalSource,
+  type TextTokenizer,
+} from '@m3ae/data';
+import {
+  AdamW,
+  createDownstreamModel,
+  FINETUNE_DEFAULTS,
+  finetuneImageSize,
+  finetuneTextLength,
+  loadCheckpoint,
+  loadPretrained,
+  modelManifest,
+  parseConfig,
+  presetConfig,
+  readCheckpointInfo,
+  resolveCheckpointPath,
+  resolveConfig,
+  unflatten,
+  type CheckpointInfo,
+  type DownstreamModel,
+  type DownstreamTaskName,
+  type HeadKind,
+  type HeadSpec,
+  type M3AEConfig,
+} from '@m3ae/model';
+import {
+  checkpointTokenizer,
+  checkTokenizerFits,
+  guessRetrievalSource,
+  prepareSplit,
+  readRawSplit,
+  splitSize,
+  TaskError,
+  vocabularyOf,
+  type RawSplit,
+  type SplitData,
+  type TaskMeta,
+  type TaskSource,
+} from './task-data.js';
+
+/**
+ * A fine-tuning run, resolved once from its options: the backbone configuration, the tokenizer, the training and
+ * validation splits, the answer / class vocabulary, the task head and every setting (the official ones by default,
+ * `FINETUNE_DEFAULTS`). `m3ae finetune` (one process), the coordinator (parameters, optimizer, validation) and every
+ * worker (batches of the training split) build the same plan from the same options, so they agree on the parameter
+ * manifest, the examples and their order; the dataset hash below lets a worker prove it.
+ */
+export interface FinetuneOptions {
+  task: DownstreamTaskName;
+  data: string;
+  /** A pre-training checkpoint (file or directory); its configuration is the backbone's. */
+  checkpoint?: string | undefined;
+  /** `random` keeps the seeded initialisation (the from-scratch baseline). @defaultValue 'pretrained' */
+  init?: 'pretrained' | 'random' | undefined;
+  /** Model preset when no checkpoint is given (random initialisation only). */
+  preset?: string | undefined;
+  tokenizer?: string | undefined;
+  source?: RetrievalSource | undefined;
+  labelColumn?: string | undefined;
+  categories?: string[] | undefined;
+  carve?: CarveSpec | undefined;
+  epochs?: number | undefined;
+  batchSize?: number | undefined;
+  /** Examples per forward/backward pass (memory); does not change the result. @defaultValue 8 */
+  microBatch?: number | undefined;
+  learningRate?: number | undefined;
+  lrMultiplierHead?: number | undefined;
+  lrMultiplierMultiModal?: number | undefined;
+  warmupFraction?: number | undefined;
+  weightDecay?: number | undefined;
+  maxGradNorm?: number | undefined;
+  imageSize?: number | undefined;
+  textLength?: number | undefined;
+  /** Random-resized crops where the official run uses them. @defaultValue true */
+  augment?: boolean | undefined;
+  negatives?: number | undefined;
+  seed?: number | undefined;
+  /** Stop after this many optimizer steps (the schedule still spans them). */
+  maxSteps?: number | undefined;
+  /** Use the first n training examples (benchmark sizes). */
+  trainLimit?: number | undefined;
+  /** Validate on the first n validation examples (retrieval: n images). @defaultValue all (retrieval: 100) */
+  valLimit?: number | undefined;
+  /** Validate every n steps as well as at the end of every epoch. */
+  evalEvery?: number | undefined;
+}
+
+export interface ResolvedSettings {
+  epochs: number;
+  batchSize: number;
+  microBatch: number;
+  learningRate: number;
+  lrMultiplierHead: number;
+  lrMultiplierMultiModal: number;
+  warmupFraction: number;
+  weightDecay: number;
+  maxGradNorm: number | undefined;
+  imageSize: number;
+  textLength: number;
+  augment: boolean;
+  negatives: number;
+  seed: number;
+  totalSteps: number;
+  stepsPerEpoch: number;
+  init: 'pretrained' | 'random';
+}
+
+export interface Backbone {
+  /** The pre-trained model's configuration (its own image size). */
+  config: M3AEConfig;
+  info: CheckpointInfo | undefined;
+  path: string | undefined;
+}
+
+export interface FinetunePlan {
+  options: FinetuneOptions;
+  backbone: Backbone;
+  /** The fine-tuning model's configuration (the backbone's at the fine-tuning image size). */
+  config: M3AEConfig;
+  head: HeadSpec;
+  tokenizer: TextTokenizer;
+  images: ImageStore;
+  train: SplitData;
+  /** Undefined when the plan was made for training only (a worker). */
+  val: SplitData | undefined;
+  meta: TaskMeta;
+  settings: ResolvedSettings;
+  skipLog: SkipLog;
+  /** Identifies the task setup and the training examples in order (checked by workers and on resume). */
+  datasetHash: string;
+}
+
+/** The objective a task head trains, named as the official `loss_names` (and the wire protocol's objectives). */
+export function taskObjective(kind: HeadKind): 'vqa' | 'cls' | 'irtr' {
+  return kind === 'vqa' ? 'vqa' : kind === 'classification' ? 'cls' : 'irtr';
+}
+
+async function backboneOf(o: FinetuneOptions): Promise<Backbone> {
+  if (o.checkpoint) {
+    const path = await resolveCheckpointPath(o.checkpoint);
+    const info = await readCheckpointInfo(path);
+    if (info.metadata['task'] !== undefined) throw new TaskError(`${path} is a fine-tuned checkpoint; expected a pre-training checkpoint to fine-tune from`);
+    return { config: resolveConfig(info.config, `${path} config`), info, path };
+  }
+  if ((o.init ?? 'pretrained') === 'pretrained') throw new TaskError('--checkpoint is required (a pre-training checkpoint); use --init random --preset NAME for the from-scratch baseline');
+  if (!o.preset) throw new TaskError('--preset is required with --init random and no --checkpoint');
+  return { config: presetConfig(o.preset), info: undefined, path: undefined };
+}
+
+function positive(name: string, v: number | undefined, integer: boolean): void {
+  if (v === undefined) return;
+  if (!(Number.isFinite(v) && v > 0 && (!integer || Number.isInteger(v)))) throw new TaskError(`${name}: got ${String(v)}; expected a positive ${integer ? 'integer' : 'number'}`);
+}
+
+function limitSplit(r: RawSplit, n: number | undefined): RawSplit {
+  if (n === undefined) return r;
+  return r.kind === 'retrieval' ? { kind: 'retrieval', pairs: r.pairs.slice(0, n) } : ({ ...r, examples: r.examples.slice(0, n) } as RawSplit);
+}
+
+function hashOf(meta: TaskMeta, train: SplitData): string {
+  const h = createHash('sha256').update(JSON.stringify(meta));
+  if (train.kind === 'labeled') for (const e of train.examples) h.update(`\n${e.imagePath}\t${e.text}\t${e.label}`);
+  else for (const p of train.set.pairs) h.update(`\n${p.imagePath}\t${p.text}`);
+  return `task-${h.digest('hex')}`;
+}
+
+export interface PlanOptions {
+  /** `train` only (a worker computes gradients; it never validates). @defaultValue 'train+val' */
+  splits?: 'train' | 'train+val';
+}
+
+/** Resolves a fine-tuning run (reads the splits' annotations and checks every image decodes). */
+export async function planFinetune(o: FinetuneOptions, p: PlanOptions = {}): Promise<FinetunePlan> {
+  for (const [name, v, int] of [
+    ['epochs', o.epochs, true], ['batchSize', o.batchSize, true], ['microBatch', o.microBatch, true], ['learningRate', o.learningRate, false],
+    ['imageSize', o.imageSize, true], ['textLength', o.textLength, true], ['maxSteps', o.maxSteps, true], ['trainLimit', o.trainLimit, true],
+    ['valLimit', o.valLimit, true], ['evalEvery', o.evalEvery, true], ['negatives', o.negatives, true],
+  ] as const) positive(name, v, int);
+  const defaults = FINETUNE_DEFAULTS[o.task];
+  if (!defaults) throw new TaskError(`task: got ${JSON.stringify(o.task)}; expected one of ${Object.keys(FINETUNE_DEFAULTS).join(', ')}`);
+  const init = o.init ?? 'pretrained';
+  const base = await backboneOf(o);
+  const imageSize = o.imageSize ?? finetuneImageSize(base.config, defaults.baseImageSize);
+  const textLength = o.textLength ?? finetuneTextLength(base.config, defaults);
+  const config = parseConfig({ ...base.config, imageSize }, 'fine-tuning config');
+
+  let tokenizer: TextTokenizer;
+  if (o.tokenizer) tokenizer = await loadTokenizer(o.tokenizer);
+  else if (base.info) tokenizer = await checkpointTokenizer(base.info);
+  else throw new TaskError('--tokenizer is required without a --checkpoint that records one');
+  checkTokenizerFits(tokenizer, config, o.checkpoint ?? `preset ${o.preset ?? ''}`);
+
+  // Training and validation splits only: the test split is for `m3ae eval`.
+  const skipLog = new SkipLog();
+  const carve = o.carve ?? (o.task === 'vqa-rad' ? DEFAULT_VQA_RAD_CARVE : undefined);
+  const src: TaskSource = { data: o.data, source: o.source, labelColumn: o.labelColumn, categories: o.categories, carve };
+  const trainRaw = limitSplit(await readRawSplit(o.task, src, 'train', skipLog), o.trainLimit);
+  const vocab = vocabularyOf(trainRaw);
+  const head: HeadSpec = { kind: defaults.head, outputs: vocab ? vocab.size : 1 };
+  const images = new ImageStore(imageSize);
+  const train = await prepareSplit(trainRaw, vocab, images, skipLog);
+  let val: SplitData | undefined;
+  if ((p.splits ?? 'train+val') === 'train+val') {
+    const valRaw = limitSplit(await readRawSplit(o.task, src, 'val', skipLog), o.valLimit ?? (o.task === 'retrieval' ? 100 : undefined));
+    val = await prepareSplit(valRaw, vocab, images, skipLog);
+    if (splitSize(val) === 0) throw new TaskError(`${o.task}: no usable validation example in ${o.data}; model selection needs a validation split`);
+  }
+  const nTrain = splitSize(train);
+  if (nTrain < 2) throw new TaskError(`${o.task}: ${nTrain} usable training example(s) in ${o.data}; expected at least 2 (skipped: ${JSON.stringify(skipLog.counts())})`);
+  if (train.kind === 'retrieval' && train.set.texts.length < 2) throw new TaskError(`${o.task}: retrieval needs at least 2 distinct captions`);
+
+  const meta: TaskMeta = {
+    name: o.task,
+    head,
+    ...(vocab ? { labels: vocab.toJSON() } : {}),
+    textLength,
+    imageSize,
+    ...(o.task === 'retrieval' ? { source: o.source ?? guessRetrievalSource(o.data) } : {}),
+    ...(o.task === 'melinda' ? { labelColumn: o.labelColumn ?? 'p_meth_label' } : {}),
+    ...(o.task === 'vqa-med-2019' ? { categories: o.categories ?? ['modality', 'plane', 'organ'] } : {}),
+    ...(carve ? { carve } : {}),
+  };
+
+  const batchSize = Math.min(o.batchSize ?? defaults.batchSize, nTrain);
+  const stepsPerEpoch = new EpochSampler({ size: nTrain, seed: o.seed ?? 0, globalBatchSize: batchSize, dropLast: false }).stepsPerEpoch;
+  const epochs = o.epochs ?? defaults.epochs;
+  const settings: ResolvedSettings = {
+    epochs,
+    batchSize,
+    microBatch: o.microBatch ?? 8,
+    learningRate: o.learningRate ?? defaults.learningRate,
+    lrMultiplierHead: o.lrMultiplierHead ?? defaults.lrMultiplierHead,
+    lrMultiplierMultiModal: o.lrMultiplierMultiModal ?? defaults.lrMultiplierMultiModal,
+    warmupFraction: o.warmupFraction ?? defaults.warmupFraction,
+    weightDecay: o.weightDecay ?? defaults.weightDecay,
+    maxGradNorm: o.maxGradNorm,
+    imageSize,
+    textLength,
+    augment: (o.augment ?? true) && defaults.randomResizedCrop,
+    negatives: o.negatives ?? defaults.negatives ?? 15,
+    seed: o.seed ?? 0,
+    totalSteps: Math.min(o.maxSteps ?? Infinity, epochs * stepsPerEpoch),
+    stepsPerEpoch,
+    init,
+  };
+  return { options: o, backbone: base, config, head, tokenizer, images, train, val, meta, settings, skipLog, datasetHash: hashOf(meta, train) };
+}
+
+/** The sampler of a plan's training split (every step's examples; the last batch of an epoch is kept). */
+export function trainSampler(plan: FinetunePlan): EpochSampler {
+  return new EpochSampler({ size: splitSize(plan.train), seed: plan.settings.seed, globalBatchSize: plan.settings.batchSize, dropLast: false });
+}
+
+/**
+ * The plan's model: the seeded initialisation, with the pre-trained backbone loaded for `init: pretrained`
+ * (`pretrained: false` skips the load, for a worker whose parameters come from the coordinator).
+ */
+export async function createTaskModel(plan: FinetunePlan, o: { pretrained?: boolean; log?: (line: string) => void } = {}): Promise<DownstreamModel> {
+  const model = createDownstreamModel(plan.config, plan.head, { seed: plan.settings.seed });
+  if ((o.pretrained ?? true) && plan.settings.init === 'pretrained' && plan.backbone.path) {
+    try {
+      const manifest = modelManifest(plan.backbone.config);
+      const loaded = await loadCheckpoint(plan.backbone.path, manifest);
+      const report = loadPretrained(model, { config: plan.backbone.config, params: unflatten(manifest, loaded.params) });
+      o.log?.(
+        `loaded ${report.loaded} pre-trained tensors from ${plan.backbone.path}${report.resized.length ? ` (resized: ${report.resized.join(', ')})` : ''}; new: ${report.initialised.join(', ') || 'none'}`,
+      );
+    } catch (e) {
+      model.dispose();
+      throw e;
+    }
+  }
+  return model;
+}
+
+/** The official fine-tuning optimiser: AdamW with ×head and ×multi-modal learning-rate groups, warm-up then linear decay. */
+export function finetuneOptimizer(plan: FinetunePlan, manifest: DownstreamModel['manifest']): AdamW {
+  const s = plan.settings;
+  return new AdamW(manifest, {
+    learningRate: s.learningRate,
+    totalSteps: s.totalSteps,
+    warmupSteps: s.warmupFraction,
+    weightDecay: s.weightDecay,
+    lrMultiplierHead: s.lrMultiplierHead,
+    lrMultiplierMultiModal: s.lrMultiplierMultiModal,
+    ...(s.maxGradNorm !== undefined ? { maxGradNorm: s.maxGradNorm } : {}),
+  });
+}
+
+/**
+ * The training batch of `indices` at `step`: every random choice (crop, negatives, dropout) a function of
+ * (seed, step, example index), so any split of a step's examples into micro-batches, on any worker, gives the
+ * same examples.
+ */
+export async function buildTrainBatch(plan: FinetunePlan, indices: number[], step: number): Promise<DownstreamBatch> {
+  const s = plan.settings;
+  const common = { indices, images: plan.images, tokenizer: plan.tokenizer, textLength: s.textLength, seed: s.seed, step, ...(s.augment ? { augment: { scale: [0.9, 1.0] as const } } : {}) };
+  const train = plan.train;
+  return train.kind === 'retrieval'
+    ? buildRetrievalBatch({ ...common, set: train.set, negatives: Math.min(s.negatives, train.set.texts.length - 1) })
+    : buildLabeledBatch({ ...common, examples: train.examples });
+}
+
+/** Checkpoint metadata of a fine-tuning run: the task (what `m3ae eval` rebuilds), the settings, the tokenizer, the backbone. */
+export function finetuneMetadata(plan: FinetunePlan): Record<string, string> {
+  return {
+    task: JSON.stringify(plan.meta),
+    finetune: JSON.stringify(plan.settings),
+    tokenizer: JSON.stringify({ path: resolve(plan.tokenizer.path), hash: plan.tokenizer.hash }),
+    ...(plan.backbone.path ? { pretrained: JSON.stringify({ path: plan.backbone.path, params_sha256: plan.backbone.info?.paramsSha256 ?? '' }) } : {}),
+  };
+}

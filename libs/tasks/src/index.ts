@@ -1,0 +1,4 @@
+export * from './task-data.js';
+export * from './finetune.js';
+export * from './selection.js';
+export * from './run-config.js';

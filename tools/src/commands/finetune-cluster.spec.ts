@@ -1,0 +1,92 @@
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sharedDataDir, trainTokenizer } from '@m3ae/data';
+import { chooseBackend, createModel, flattenParams, latestCheckpointInfo, modelManifest, presetConfig, saveCheckpoint } from '@m3ae/model';
+import { ConfigError, loadRunConfig } from '@m3ae/protocol';
+import { runEval } from './eval.js';
+import { runFinetune, type FinetuneOptions } from './finetune.js';
+import { finetuneRunConfig, runFinetuneCluster } from './finetune-cluster.js';
+
+const built = existsSync(resolve(import.meta.dirname, '../../dist/cli.js'));
+const data = sharedDataDir(resolve(import.meta.dirname, '../../..'));
+if (!data || !built) console.warn('distributed fine-tuning test skipped: needs ../shared/data and the built CLI (worker processes)');
+
+const tiny = presetConfig('tiny');
+let dir = '';
+let pretrain = '';
+
+beforeAll(async () => {
+  await chooseBackend({ backend: 'wasm' });
+  dir = await mkdtemp(join(tmpdir(), 'm3ae-finetune-cluster-'));
+  if (!data) return;
+  const tokenizer = join(dir, 'tokenizer.json');
+  await trainTokenizer({ sources: [{ kind: 'medpix', path: join(data, 'medpix2') }], vocabSize: 600, output: tokenizer, agreementSamples: 5 });
+  const model = createModel(tiny, { seed: 2 });
+  const fixed = new Map([['mim_head.decoder_pos_embed', model.param('mim_head.decoder_pos_embed').dataSync() as Float32Array]]);
+  pretrain = join(dir, 'pretrain');
+  await saveCheckpoint(pretrain, { step: 5, manifest: modelManifest(tiny), params: flattenParams(model), fixedParams: fixed, config: tiny, metadata: { run_config: JSON.stringify({ data: { tokenizer } }) } });
+  model.dispose();
+}, 120_000);
+
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('fine-tuning run configuration', () => {
+  it('puts the task in the run file and refuses pre-training fields for a task, naming the field to use', () => {
+    const c = finetuneRunConfig({ task: 'vqa-rad', data: '/d/vqa_rad', output: '/o', checkpoint: '/p', workers: 2, epochs: 3, microBatch: 4 }, {});
+    expect(c.task).toMatchObject({ name: 'vqa-rad', data: '/d/vqa_rad', checkpoint: '/p', epochs: 3 });
+    expect(c.training.microBatch).toBe(4);
+    expect(c.checkpoint.dir).toBe('/o');
+    expect(() => loadRunConfig({ base: { task: { name: 'slake', data: '/x' }, training: { steps: 10, learningRate: 1e-3 } }, env: {} })).toThrow(ConfigError);
+    expect(() => loadRunConfig({ base: { task: { name: 'slake', data: '/x' } }, env: { M3AE_LR: '0.001' } })).toThrow(
+      'training.learningRate = 0.001 (from M3AE_LR): applies to pre-training only; task "slake" is fine-tuned — set task.learningRate',
+    );
+    // Pre-training keeps every training field.
+    expect(loadRunConfig({ base: { training: { steps: 10 } }, env: {} }).training.steps).toBe(10);
+  });
+});
+
+describe.skipIf(!data || !built)('m3ae finetune --workers (coordinator + worker processes, tiny, real VQA-RAD)', () => {
+  const base = (output: string): FinetuneOptions => ({
+    task: 'vqa-rad',
+    data: join(data ?? '', 'vqa_rad'),
+    output,
+    checkpoint: pretrain,
+    carve: { seed: 0, valFraction: 0.1, testFraction: 0.1 },
+    // 22 examples in steps of 6: the epoch's last step has 4 (jobs of 3 and 1).
+    trainLimit: 22,
+    valLimit: 12,
+    epochs: 1,
+    batchSize: 6,
+    microBatch: 3,
+    learningRate: 1e-4,
+    evalEvery: 2,
+    backend: 'wasm',
+  });
+
+  it('trains the same parameters as one process, validates each epoch on the coordinator and selects the same model', async () => {
+    const single = await runFinetune(base(join(dir, 'single')));
+    const singleLatest = await latestCheckpointInfo(join(dir, 'single'));
+    const steps: number[] = [];
+    const cluster = await runFinetuneCluster({ ...base(join(dir, 'cluster')), workers: 2, redisUrl: process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379', onStep: (r) => steps.push(r.samples) });
+    expect(cluster.stopped).toBe(false);
+    expect(cluster.rejected).toBe(0);
+    expect(cluster.steps).toBe(4);
+    expect(steps).toEqual([6, 6, 6, 4]);
+    // The exact decomposition: the same summed gradient in the same order, the same AdamW — the same bits.
+    expect(cluster.paramsSha256).toBe(singleLatest.paramsSha256);
+    expect(cluster.history.map((h) => h.step)).toEqual([2, 4]);
+    expect(cluster.history.map((h) => h.score)).toEqual(single.history.map((h) => h.score));
+    expect(cluster.bestStep).toBe(single.bestStep);
+    const latest = await latestCheckpointInfo(join(dir, 'cluster'));
+    expect(JSON.parse(latest.metadata['task'] ?? '{}')).toMatchObject({ name: 'vqa-rad', head: { kind: 'vqa' } });
+
+    // `m3ae eval` reads the selected model of either run the same way.
+    const ev = async (out: string): Promise<unknown> => (await runEval({ task: 'vqa-rad', checkpoint: out, data: join(data ?? '', 'vqa_rad'), split: 'holdout', batchSize: 8, backend: 'wasm' })).metrics;
+    expect(await ev(join(dir, 'cluster'))).toEqual(await ev(join(dir, 'single')));
+  }, 600_000);
+});

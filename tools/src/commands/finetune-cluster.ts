@@ -1,0 +1,134 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import type { StepReport } from '@m3ae/coordinator';
+import { latestCheckpointInfo } from '@m3ae/model';
+import { LocalRedis, loadRunConfig, redactRedisUrl, type RunConfig } from '@m3ae/protocol';
+import type { HistoryEntry, SelectionState } from '@m3ae/tasks';
+import { runLocalCluster } from './train.js';
+import type { FinetuneOptions } from './finetune.js';
+
+/**
+ * `m3ae finetune <task> --workers N`: the same fine-tuning as in one process, on the coordinator and N worker
+ * processes of this machine (a private Redis unless one is given). The run configuration it writes is what a
+ * Kubernetes deployment would give `m3ae coordinator` and `m3ae worker` (`task:` section, see docs/deployment.md).
+ */
+export interface ClusterFinetuneOptions extends Omit<FinetuneOptions, 'signal'> {
+  workers: number;
+  /** An external Redis (default REDIS_URL / M3AE_REDIS_URL if set, else a private redis-server). */
+  redisUrl?: string | undefined;
+  /** Run files and worker logs. @defaultValue OUTPUT/.cluster */
+  workDir?: string | undefined;
+  /** Write the latest checkpoint every n steps as well as at the end. @defaultValue 100 */
+  checkpointEvery?: number | undefined;
+  onStep?: (report: StepReport) => void;
+}
+
+export interface ClusterFinetuneResult {
+  output: string;
+  runId: string;
+  workers: number;
+  steps: number;
+  bestPath: string;
+  bestStep: number;
+  bestScore: number;
+  history: HistoryEntry[];
+  /** The latest checkpoint (all steps done, or where the run stopped). */
+  checkpoint: string | undefined;
+  paramsSha256: string;
+  samplesPerSecond: number;
+  seconds: number;
+  rejected: number;
+  redis: string;
+  stopped: boolean;
+}
+
+/** The run configuration of a fine-tuning run (what `m3ae coordinator` / `m3ae worker` read from a file). */
+export function finetuneRunConfig(o: ClusterFinetuneOptions, env: NodeJS.ProcessEnv = process.env): RunConfig {
+  const defined = (r: Record<string, unknown>): Record<string, unknown> => Object.fromEntries(Object.entries(r).filter(([, v]) => v !== undefined));
+  const task = defined({
+    name: o.task,
+    data: resolve(o.data),
+    checkpoint: o.checkpoint ? resolve(o.checkpoint) : undefined,
+    init: o.init,
+    preset: o.preset,
+    tokenizer: o.tokenizer ? resolve(o.tokenizer) : undefined,
+    source: o.source,
+    labelColumn: o.labelColumn,
+    categories: o.categories,
+    carve: o.carve,
+    epochs: o.epochs,
+    batchSize: o.batchSize,
+    learningRate: o.learningRate,
+    lrMultiplierHead: o.lrMultiplierHead,
+    lrMultiplierMultiModal: o.lrMultiplierMultiModal,
+    warmupFraction: o.warmupFraction,
+    weightDecay: o.weightDecay,
+    clipNorm: o.maxGradNorm,
+    imageSize: o.imageSize,
+    textLength: o.textLength,
+    augment: o.augment,
+    negatives: o.negatives,
+    maxSteps: o.maxSteps,
+    trainLimit: o.trainLimit,
+    valLimit: o.valLimit,
+    evalEvery: o.evalEvery,
+  });
+  const base: Record<string, unknown> = {
+    runId: `finetune-${o.task}-${randomBytes(3).toString('hex')}`,
+    seed: o.seed ?? 0,
+    task,
+    training: { microBatch: o.microBatch ?? 8 },
+    compute: { backend: o.backend ?? 'auto' },
+    checkpoint: { dir: resolve(o.output), every: o.checkpointEvery ?? 100, keep: 1 },
+  };
+  // The environment may point at Redis; the rest of the run is these options.
+  const redisEnv = Object.fromEntries(Object.entries(env).filter(([k]) => k.includes('REDIS')));
+  return loadRunConfig({ base, env: redisEnv, ...(o.redisUrl ? { overrides: { 'redis.url': { value: o.redisUrl, source: '--redis-url' } } } : {}) });
+}
+
+export async function runFinetuneCluster(o: ClusterFinetuneOptions): Promise<ClusterFinetuneResult> {
+  const t0 = performance.now();
+  const log = o.log ?? ((): void => undefined);
+  const external = o.redisUrl || process.env['M3AE_REDIS_URL'] || process.env['REDIS_URL'] || undefined;
+  const redis = external ? undefined : await LocalRedis.start();
+  const redisUrl = external ?? (redis as LocalRedis).url;
+  try {
+    const config = finetuneRunConfig({ ...o, redisUrl });
+    const workDir = resolve(o.workDir ?? join(o.output, '.cluster'));
+    await mkdir(workDir, { recursive: true });
+    log(`fine-tuning ${o.task} on ${o.workers} worker process(es), Redis ${redactRedisUrl(redisUrl)}, run ${config.runId}`);
+    const summary = await runLocalCluster(config, {
+      workers: o.workers,
+      workDir,
+      redisUrl,
+      resume: o.resume ?? false,
+      metricsPort: false,
+      logLevel: 'warn',
+      setupLog: log,
+      ...(o.onStep ? { onStep: o.onStep } : {}),
+    });
+    const latest = summary.checkpoint ? await latestCheckpointInfo(config.checkpoint.dir) : undefined;
+    const selection = JSON.parse(latest?.metadata['selection'] ?? '{}') as Partial<SelectionState>;
+    const best = selection.best;
+    return {
+      output: resolve(o.output),
+      runId: config.runId,
+      workers: o.workers,
+      steps: summary.startStep + summary.steps,
+      bestPath: best?.path ?? '',
+      bestStep: best?.step ?? -1,
+      bestScore: typeof best?.score === 'number' ? best.score : -Infinity,
+      history: selection.history ?? [],
+      checkpoint: summary.checkpoint,
+      paramsSha256: summary.paramsSha256,
+      samplesPerSecond: summary.samplesPerSecond,
+      seconds: (performance.now() - t0) / 1000,
+      rejected: summary.rejected,
+      redis: redactRedisUrl(redisUrl),
+      stopped: summary.stopped,
+    };
+  } finally {
+    await redis?.stop();
+  }
+}
