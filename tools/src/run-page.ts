@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadTokenizer, openShardDataset } from '@m3ae/data';
 import { chooseBackend, latestCheckpoint, resolveConfig, validationSamples, ValidationGridRenderer } from '@m3ae/model';
-import { connectRedis, jobsPerStep, queueEndpoint, redactConfig, RunKeys, type RunConfig } from '@m3ae/protocol';
+import { connectRedis, queueEndpoint, redactConfig, RunKeys, type RunConfig } from '@m3ae/protocol';
 import { createRunPageHandler, readWorkerHeartbeats, RunHistory, type RunPageHandler } from '@m3ae/telemetry';
 
 export interface RunPageWiringOptions {
@@ -17,6 +17,8 @@ export interface RunPageWiringOptions {
   /** Milliseconds between reads of the workers' heartbeats from Redis. @defaultValue 2000 */
   heartbeatMs?: number;
   logger?: { warn(obj: object, msg?: string): void };
+  /** Steps, samples and jobs per step when they are not `training`'s (a fine-tuning run's plan). */
+  schedule?: { steps: number; globalBatch: number; microBatch: number };
 }
 
 /** Handlers for the coordinator's `events` (structurally part of its `CoordinatorEvents`). */
@@ -47,11 +49,13 @@ export async function prepareRunPage(config: RunConfig, options: RunPageWiringOp
   const log = options.logger;
   const history = new RunHistory();
   const startStep = options.resume ? ((await latestCheckpoint(config.checkpoint.dir))?.step ?? 0) : 0;
-  history.setRun({ runId: config.runId, totalSteps: config.training.steps, startStep, globalBatch: config.training.globalBatch, jobsPerStep: jobsPerStep(config), config: redactConfig(config) });
+  // A fine-tuning run's steps and batch come from its plan (options.schedule); pre-training's from `training`.
+  const schedule = options.schedule ?? { steps: config.training.steps, globalBatch: config.training.globalBatch, microBatch: config.training.microBatch };
+  history.setRun({ runId: config.runId, totalSteps: schedule.steps, startStep, globalBatch: schedule.globalBatch, jobsPerStep: Math.ceil(schedule.globalBatch / schedule.microBatch), config: redactConfig(config) });
 
   let grids: ValidationGridRenderer | undefined;
   const gridImages = options.gridImages ?? 4;
-  if (config.compute.kind === 'model' && config.data.dir && gridImages > 0) {
+  if (config.compute.kind === 'model' && config.task.name === 'pretrain' && config.data.dir && gridImages > 0) {
     try {
       grids = await gridRenderer(config, gridImages, options.keepGrids ?? 3);
       const last = await grids.loadLatest();

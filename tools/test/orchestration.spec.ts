@@ -6,6 +6,7 @@ import {
   BlobStore,
   encodeTensor,
   LocalRedis,
+  pretrainTotals,
   PROTOCOL_VERSION,
   RunKeys,
   syntheticCounts,
@@ -81,7 +82,7 @@ describe('distributed training orchestration (synthetic compute)', () => {
     // Forged contributions for step 1, pushed as soon as its jobs are enqueued (before any worker is done).
     const inject = async (job: MicroBatchJob): Promise<void> => {
       const params = coordinator.parameters.slice();
-      const good = syntheticGradients(job.indices, job.normalizers, params);
+      const good = syntheticGradients(job.indices, pretrainTotals(job.normalizers), params);
       const counts = syntheticCounts(job.indices);
       const push = async (over: Partial<Contribution>, grads: Float32Array = good.grads, corrupt?: (key: string) => Promise<void>): Promise<void> => {
         const ref = await blobs.putEncoded(keys.grad(job.step, job.jobIndex, 'forger', randomBytes(4).toString('hex')), encodeTensor(grads, 'f32'), 'f32', grads.length);

@@ -8,7 +8,7 @@ import type { TrainingSetup } from './training-setup.js';
 export interface TaskSetupOptions {
   log?: (line: string) => void;
   /** After each validation (every epoch's end, `task.evalEvery`, the last step). */
-  onValidate?: (entry: HistoryEntry & { improved: boolean; bestPath: string }) => void;
+  onValidate?: (entry: HistoryEntry & { improved: boolean; best: { step: number; score: number; path: string } }) => void;
 }
 
 /**
@@ -52,7 +52,8 @@ export async function taskSetup(config: RunConfig, options: TaskSetupOptions = {
       if (!selection.due(done)) return;
       setDownstreamFromFlat(model, params);
       const entry = await selection.validate(model, done, params);
-      options.onValidate?.({ ...entry, bestPath: selection.best.path });
+      const { step, score, path } = selection.best;
+      options.onValidate?.({ ...entry, best: { step, score, path } });
     },
     close: async () => model.dispose(),
   };

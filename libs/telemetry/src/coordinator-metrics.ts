@@ -110,6 +110,8 @@ export class CoordinatorMetrics extends BaseMetrics {
   private readonly tally = { accepted: 0, rejected: 0, retried: 0, redelivered: 0, duplicated: 0, backups: 0 };
 
   private readonly m: {
+    validationScore: Gauge<'model'>;
+    validationStep: Gauge<'model'>;
     loss: Gauge<'objective'>;
     accuracy: Gauge<'objective'>;
     learningRate: Gauge;
@@ -266,6 +268,13 @@ export class CoordinatorMetrics extends BaseMetrics {
         registers,
       }),
       checkpointStep: new Gauge({ name: 'm3ae_checkpoint_last_step', help: 'Step of the newest checkpoint written.', registers }),
+      validationScore: new Gauge({
+        name: 'm3ae_validation_score',
+        help: 'Fine-tuning: the selection score on the validation split (0–1: VQA overall accuracy, accuracy, mean R@K) of the last validated model and of the best so far.',
+        labelNames: ['model'],
+        registers,
+      }),
+      validationStep: new Gauge({ name: 'm3ae_validation_step', help: 'Fine-tuning: the step of the last validated model and of the best so far.', labelNames: ['model'], registers }),
       checkpointTimestamp: new Gauge({
         name: 'm3ae_checkpoint_last_timestamp_seconds',
         help: 'Unix time of the newest checkpoint written.',
@@ -382,6 +391,18 @@ export class CoordinatorMetrics extends BaseMetrics {
     this.activeWorkers = count;
     this.workerIds = [...ids];
     this.m.workersActive.set(count);
+  }
+
+  /** A fine-tuning run validated its model after `step` steps (score in [0, 1]); `best` is the selected model so far. */
+  observeValidation(obs: { step: number; score: number; best: { step: number; score: number } }): void {
+    requireCount('observeValidation step', obs.step);
+    for (const [v, what] of [[obs.score, 'score'], [obs.best.score, 'best.score']] as const) {
+      if (!(v >= 0 && v <= 1)) throw new RangeError(`observeValidation ${what}: got ${String(v)}; expected a score in [0, 1]`);
+    }
+    this.m.validationScore.set({ model: 'last' }, obs.score);
+    this.m.validationStep.set({ model: 'last' }, obs.step);
+    this.m.validationScore.set({ model: 'best' }, obs.best.score);
+    this.m.validationStep.set({ model: 'best' }, obs.best.step);
   }
 
   observeCheckpoint(obs: CheckpointObservation): void {

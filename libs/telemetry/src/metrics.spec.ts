@@ -31,6 +31,25 @@ function step(n: number, overrides: Partial<StepObservation> = {}): StepObservat
 }
 
 describe('CoordinatorMetrics', () => {
+  it('exports a fine-tuning run: the task objective, its accuracy, and the last and best validation scores', async () => {
+    const m = new CoordinatorMetrics({ run: 'run-ft' });
+    m.observeStep(step(4, { losses: { total: 2.5, vqa: 2.5 }, accuracy: { vqa: 0.375 } }));
+    m.observeValidation({ step: 8, score: 0.41, best: { step: 8, score: 0.41 } });
+    m.observeValidation({ step: 16, score: 0.39, best: { step: 8, score: 0.41 } });
+    const text = await m.metrics();
+    const exp = parseExposition(text);
+    const v = (name: string, labels: Record<string, string> = {}) => sampleValue(exp, name, { run: 'run-ft', ...labels });
+    expect(v('m3ae_loss', { objective: 'vqa' })).toBe(2.5);
+    expect(v('m3ae_accuracy_ratio', { objective: 'vqa' })).toBe(0.375);
+    expect(v('m3ae_validation_score', { model: 'last' })).toBe(0.39);
+    expect(v('m3ae_validation_score', { model: 'best' })).toBe(0.41);
+    expect(v('m3ae_validation_step', { model: 'best' })).toBe(8);
+    expect(v('m3ae_validation_step', { model: 'last' })).toBe(16);
+    expect(() => m.observeValidation({ step: 1, score: 41, best: { step: 1, score: 41 } })).toThrow('observeValidation score: got 41; expected a score in [0, 1]');
+    await promtoolCheckMetrics(text);
+  });
+
+
   it('exports every training series with the run label, and promtool accepts the whole scrape', async () => {
     let clock = 1_000_000;
     const m = new CoordinatorMetrics({ run: 'run-a', now: () => clock, tensorMemory: () => ({ numTensors: 42, numBytes: 4096 }) });

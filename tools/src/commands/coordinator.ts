@@ -57,10 +57,16 @@ export function addRunFlags(cmd: Command): Command {
 }
 
 /** The coordinator's observability: Prometheus metrics, /healthz /readyz /status, and the live run page. */
-async function startCoordinatorTelemetry(config: RunConfig, schedule: StepSchedule, port: number, resume: boolean, logger: Logger): Promise<{ events: CoordinatorEvents; url: string; ended(o: { stopped: boolean } | { error: unknown }): void; close(): Promise<void> }> {
+async function startCoordinatorTelemetry(
+  config: RunConfig,
+  schedule: StepSchedule,
+  port: number,
+  resume: boolean,
+  logger: Logger,
+): Promise<{ events: CoordinatorEvents; metrics: CoordinatorMetrics; url: string; ended(o: { stopped: boolean } | { error: unknown }): void; close(): Promise<void> }> {
   const metrics = new CoordinatorMetrics({ run: config.runId });
   metrics.setRunInfo({ totalSteps: schedule.steps, jobsPerStep: Math.ceil(schedule.globalBatch / schedule.microBatch), globalBatchSize: schedule.globalBatch });
-  const page = await prepareRunPage(config, { status: () => metrics.status(), resume, logger });
+  const page = await prepareRunPage(config, { status: () => metrics.status(), resume, logger, schedule });
   const redis = connectRedis(queueEndpoint(config), { connectionName: 'm3ae-coordinator-health', maxRetriesPerRequest: 1 });
   redis.on('error', () => undefined); // the coordinator itself reports Redis trouble
   const server = await startTelemetryServer({ port, metrics, readiness: { redis: () => redis.ping() }, status: () => metrics.status(), routes: page.handler, logger });
@@ -74,6 +80,7 @@ async function startCoordinatorTelemetry(config: RunConfig, schedule: StepSchedu
   };
   return {
     events: mergeEventHandlers(mergeEventHandlers(started, coordinatorEvents(metrics)), page.events),
+    metrics,
     url: server.url,
     ended: (o) => page.ended(o),
     close: async () => {
@@ -96,8 +103,11 @@ export interface CoordinatorRunOptions {
 
 /** Runs a coordinator to the end (or to SIGTERM/SIGINT, after which it writes a checkpoint). */
 export async function runCoordinator(config: RunConfig, options: CoordinatorRunOptions): Promise<RunSummary> {
-  const setup = await createSetup(config, { log: options.setupLog ?? ((line) => options.logger.info(line)) });
+  // A fine-tuning run's validations go to the metrics (m3ae_validation_score) once they exist.
+  let onValidate: ((e: { step: number; score: number; best: { step: number; score: number } }) => void) | undefined;
+  const setup = await createSetup(config, { log: options.setupLog ?? ((line) => options.logger.info(line)), onValidate: (e) => onValidate?.(e) });
   const telemetry = options.metricsPort === false ? undefined : await startCoordinatorTelemetry(config, setup.schedule, options.metricsPort ?? metricsPortFromEnv(), options.resume, options.logger);
+  if (telemetry) onValidate = (e) => telemetry.metrics.observeValidation(e);
   const events = telemetry ? mergeEventHandlers(options.events ?? {}, telemetry.events) : (options.events ?? {});
   const coordinator = new Coordinator({ config, setup, resume: options.resume, logger: options.logger, events });
   const stop = (signal: string): void => {

@@ -142,7 +142,7 @@ export const RUN_PAGE_JS = String.raw`
   'use strict';
   var SVGNS = 'http://www.w3.org/2000/svg';
   var POLL_MS = Number(document.body.getAttribute('data-poll-ms')) || 1000;
-  var COLORS = { total: '#1d2330', mlm: '#2f6fdb', mim: '#d9480f', itm: '#2b8a3e', samples: '#6741d9', step: '#0b7285' };
+  var COLORS = { total: '#1d2330', mlm: '#2f6fdb', mim: '#d9480f', itm: '#2b8a3e', task: '#c2255c', samples: '#6741d9', step: '#0b7285' };
   var PHASE_COLORS = ['#2f6fdb', '#d9480f', '#2b8a3e', '#f59f00', '#6741d9', '#0b7285', '#c2255c', '#868e96', '#5c940d', '#1864ab'];
   var PHASE_LABELS = { waiting: 'waiting for workers', training: 'training', finished: 'finished', stopped: 'stopped', failed: 'failed' };
   var s = { generation: -1, lastSeq: -1, kept: [], points: [], gridVersion: -1, lastOk: 0 };
@@ -264,7 +264,7 @@ export const RUN_PAGE_JS = String.raw`
     drawChart($('loss-chart'), objectives.map(function (o) {
       return { name: o, label: o === 'total' ? 'total' : o.toUpperCase(), color: COLORS[o], values: pts(function (p) { return p.loss[o]; }) };
     }), { empty: 'no step yet' });
-    var acc = ['mlm', 'itm'].filter(function (o) { return s.points.some(function (p) { return finite(p.accuracy[o]); }); });
+    var acc = ['mlm', 'itm', 'task'].filter(function (o) { return s.points.some(function (p) { return finite(p.accuracy[o]); }); });
     drawChart($('accuracy-chart'), acc.map(function (o) {
       return { name: o, label: o.toUpperCase(), color: COLORS[o], values: pts(function (p) { return p.accuracy[o]; }) };
     }), { zero: true, max: 1, empty: 'no step yet' });

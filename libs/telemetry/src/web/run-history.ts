@@ -16,7 +16,8 @@ export const RUN_OBJECTIVES = ['mlm', 'mim', 'itm'] as const;
 export interface RunStepInput {
   readonly step: number;
   readonly losses: { readonly total: number; readonly mlm?: number; readonly mim?: number; readonly itm?: number };
-  readonly accuracy?: { readonly mlm?: number; readonly itm?: number };
+  /** Pre-training's masked-token and matching accuracies, or a fine-tuning run's task accuracy (vqa, cls, irtr). */
+  readonly accuracy?: { readonly mlm?: number; readonly itm?: number; readonly vqa?: number; readonly cls?: number; readonly irtr?: number };
   readonly learningRate: number;
   readonly gradientNorm: number;
   /** Samples in the global batch. */
@@ -71,7 +72,8 @@ export interface RunPoint {
   /** Unix milliseconds. */
   readonly t: number;
   readonly loss: { total: number; mlm: number | null; mim: number | null; itm: number | null };
-  readonly accuracy: { mlm: number | null; itm: number | null };
+  /** `task`: a fine-tuning run's training accuracy on its task. */
+  readonly accuracy: { mlm: number | null; itm: number | null; task: number | null };
   readonly learningRate: number;
   readonly gradientNorm: number;
   readonly samplesPerSecond: number;
@@ -256,7 +258,7 @@ export class RunHistory {
       t,
       // A diverged loss stays NaN/Infinity here; JSON turns it into null and the chart leaves a gap.
       loss: { total: report.losses.total, mlm: orNull(report.losses.mlm), mim: orNull(report.losses.mim), itm: orNull(report.losses.itm) },
-      accuracy: { mlm: orNull(report.accuracy?.mlm), itm: orNull(report.accuracy?.itm) },
+      accuracy: { mlm: orNull(report.accuracy?.mlm), itm: orNull(report.accuracy?.itm), task: orNull(report.accuracy?.vqa ?? report.accuracy?.cls ?? report.accuracy?.irtr) },
       learningRate: report.learningRate,
       gradientNorm: report.gradientNorm,
       samplesPerSecond: seconds > 0 ? report.samples / seconds : 0,
