@@ -68,14 +68,14 @@ describe('Grafana dashboard', () => {
 
   it('has the panels the issue lists', () => {
     const titles = dashboard.panels.filter((p) => p.type === 'row').map((p) => p.title);
-    expect(titles).toEqual(['Run', 'Training', 'Throughput', 'Step-time breakdown', 'Workers and queue', 'Failures and retries', 'Data', 'Memory and event loop']);
+    expect(titles).toEqual(['Run', 'Training', 'Throughput', 'Step-time breakdown', 'Workers and queue', 'Failures and retries', 'Data', 'Memory and event loop', 'Fine-tuning']);
     const used = new Set(expressions().flatMap((e) => analysePromql(substituteGrafanaVariables(e.expr)).selectors.map((s) => s.metric)));
     for (const m of [
       'm3ae_loss', 'm3ae_accuracy_ratio', 'm3ae_learning_rate', 'm3ae_gradient_norm', 'm3ae_samples_total', 'm3ae_tokens_total',
       'm3ae_step_duration_seconds_bucket', 'm3ae_step_phase_seconds_total', 'm3ae_job_phase_seconds_total', 'm3ae_worker_job_phase_seconds_total', 'm3ae_workers_active',
       'bullmq_jobs', 'm3ae_jobs_rejected_total', 'm3ae_jobs_retried_total', 'm3ae_jobs_redelivered_total', 'm3ae_jobs_duplicated_total',
       'm3ae_backup_jobs_total', 'm3ae_samples_skipped_total', 'm3ae_tensors', 'm3ae_tensor_memory_bytes', 'nodejs_eventloop_lag_p99_seconds',
-      'm3ae_checkpoint_age_seconds', 'm3ae_blob_bytes_total',
+      'm3ae_checkpoint_age_seconds', 'm3ae_blob_bytes_total', 'm3ae_validation_score',
     ]) {
       expect(used, m).toContain(m);
     }
