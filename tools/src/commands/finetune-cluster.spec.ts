@@ -3,8 +3,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sharedDataDir, trainTokenizer } from '@m3ae/data';
-import { chooseBackend, createModel, flattenParams, latestCheckpointInfo, modelManifest, presetConfig, saveCheckpoint } from '@m3ae/model';
+import { sharedDataDir } from '@m3ae/data';
+import { chooseBackend, latestCheckpointInfo } from '@m3ae/model';
+import { tinyPretrainCheckpoint, tinyVqaRadOptions } from '../../test/finetune-fixture.js';
 import { ConfigError, loadRunConfig } from '@m3ae/protocol';
 import { runEval } from './eval.js';
 import { runFinetune, type FinetuneOptions } from './finetune.js';
@@ -14,7 +15,6 @@ const built = existsSync(resolve(import.meta.dirname, '../../dist/cli.js'));
 const data = sharedDataDir(resolve(import.meta.dirname, '../../..'));
 if (!data || !built) console.warn('distributed fine-tuning test skipped: needs ../shared/data and the built CLI (worker processes)');
 
-const tiny = presetConfig('tiny');
 let dir = '';
 let pretrain = '';
 
@@ -22,13 +22,7 @@ beforeAll(async () => {
   await chooseBackend({ backend: 'wasm' });
   dir = await mkdtemp(join(tmpdir(), 'm3ae-finetune-cluster-'));
   if (!data) return;
-  const tokenizer = join(dir, 'tokenizer.json');
-  await trainTokenizer({ sources: [{ kind: 'medpix', path: join(data, 'medpix2') }], vocabSize: 600, output: tokenizer, agreementSamples: 5 });
-  const model = createModel(tiny, { seed: 2 });
-  const fixed = new Map([['mim_head.decoder_pos_embed', model.param('mim_head.decoder_pos_embed').dataSync() as Float32Array]]);
-  pretrain = join(dir, 'pretrain');
-  await saveCheckpoint(pretrain, { step: 5, manifest: modelManifest(tiny), params: flattenParams(model), fixedParams: fixed, config: tiny, metadata: { run_config: JSON.stringify({ data: { tokenizer } }) } });
-  model.dispose();
+  ({ checkpoint: pretrain } = await tinyPretrainCheckpoint(dir, data, 2));
 }, 120_000);
 
 afterAll(async () => {
@@ -52,19 +46,9 @@ describe('fine-tuning run configuration', () => {
 
 describe.skipIf(!data || !built)('m3ae finetune --workers (coordinator + worker processes, tiny, real VQA-RAD)', () => {
   const base = (output: string): FinetuneOptions => ({
-    task: 'vqa-rad',
-    data: join(data ?? '', 'vqa_rad'),
-    output,
-    checkpoint: pretrain,
-    carve: { seed: 0, valFraction: 0.1, testFraction: 0.1 },
+    ...tinyVqaRadOptions(data ?? '', pretrain, output),
     // 22 examples in steps of 6: the epoch's last step has 4 (jobs of 3 and 1).
     trainLimit: 22,
-    valLimit: 12,
-    epochs: 1,
-    batchSize: 6,
-    microBatch: 3,
-    learningRate: 1e-4,
-    evalEvery: 2,
     backend: 'wasm',
   });
 

@@ -5,8 +5,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sharedDataDir, trainTokenizer } from '@m3ae/data';
-import { chooseBackend, createModel, flattenParams, latestCheckpointInfo, modelManifest, presetConfig, saveCheckpoint } from '@m3ae/model';
+import { sharedDataDir } from '@m3ae/data';
+import { chooseBackend, latestCheckpointInfo } from '@m3ae/model';
+import { tinyPretrainCheckpoint, tinyVqaRadOptions } from '../../test/finetune-fixture.js';
 import type { EvalReport } from './eval.js';
 import { runFinetune, type FinetuneOptions } from './finetune.js';
 
@@ -17,25 +18,14 @@ const data = sharedDataDir(resolve(import.meta.dirname, '../../..'));
 if (!data) console.warn('fine-tuning / eval tests on real VQA-RAD skipped: ../shared/data (M3AE_SHARED_DATA) is absent');
 if (!built) console.warn('m3ae eval process tests skipped: tools is not built (nx run @m3ae/tools:build)');
 
-const tiny = presetConfig('tiny');
 let dir = '';
 let pretrain = '';
-let tokenizer = '';
 
 beforeAll(async () => {
   await chooseBackend({ backend: 'wasm' });
   dir = await mkdtemp(join(tmpdir(), 'm3ae-finetune-'));
   if (!data) return;
-  // A BPE vocabulary that fits `tiny` (1,000 ids, pad 1) and a "pre-training" checkpoint of a seeded tiny model
-  // that records it the way a training run does (run_config.data.tokenizer).
-  tokenizer = join(dir, 'tokenizer.json');
-  await trainTokenizer({ sources: [{ kind: 'medpix', path: join(data, 'medpix2') }], vocabSize: 600, output: tokenizer, agreementSamples: 5 });
-  const model = createModel(tiny, { seed: 1 });
-  const manifest = modelManifest(tiny);
-  const fixed = new Map([['mim_head.decoder_pos_embed', model.param('mim_head.decoder_pos_embed').dataSync() as Float32Array]]);
-  pretrain = join(dir, 'pretrain');
-  await saveCheckpoint(pretrain, { step: 3, manifest, params: flattenParams(model), fixedParams: fixed, config: tiny, metadata: { run_config: JSON.stringify({ data: { tokenizer } }) } });
-  model.dispose();
+  ({ checkpoint: pretrain } = await tinyPretrainCheckpoint(dir, data, 1));
 }, 120_000);
 
 afterAll(async () => {
@@ -43,20 +33,7 @@ afterAll(async () => {
 });
 
 describe.skipIf(!data)('m3ae finetune (in process, tiny, real VQA-RAD questions)', () => {
-  const base = (output: string): FinetuneOptions => ({
-    task: 'vqa-rad',
-    data: join(data ?? '', 'vqa_rad'),
-    output,
-    checkpoint: pretrain,
-    carve: { seed: 0, valFraction: 0.1, testFraction: 0.1 },
-    trainLimit: 24,
-    valLimit: 12,
-    epochs: 1,
-    batchSize: 6,
-    microBatch: 3,
-    learningRate: 1e-4,
-    evalEvery: 2,
-  });
+  const base = (output: string): FinetuneOptions => tinyVqaRadOptions(data ?? '', pretrain, output);
 
   it('selects on validation, records the task, and resumes to bit-identical parameters', async () => {
     const straight = await runFinetune(base(join(dir, 'ft-a')));
