@@ -2,11 +2,14 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sharedDataDir } from '@m3ae/data';
 import { chooseBackend, latestCheckpointInfo } from '@m3ae/model';
 import { tinyPretrainCheckpoint, tinyVqaRadOptions } from '../../test/finetune-fixture.js';
-import { ConfigError, loadRunConfig } from '@m3ae/protocol';
+import { Coordinator, createSetup } from '@m3ae/coordinator';
+import { ConfigError, loadRunConfig, type RunConfig } from '@m3ae/protocol';
+import { TaskComputer, TrainingWorker } from '@m3ae/worker';
 import { runEval } from './eval.js';
 import { runFinetune, type FinetuneOptions } from './finetune.js';
 import { finetuneRunConfig, runFinetuneCluster } from './finetune-cluster.js';
@@ -73,4 +76,53 @@ describe.skipIf(!data || !built)('m3ae finetune --workers (coordinator + worker 
     const ev = async (out: string): Promise<unknown> => (await runEval({ task: 'vqa-rad', checkpoint: out, data: join(data ?? '', 'vqa_rad'), split: 'holdout', batchSize: 8, backend: 'wasm' })).metrics;
     expect(await ev(join(dir, 'cluster'))).toEqual(await ev(join(dir, 'single')));
   }, 600_000);
+
+  it('a coordinator stopped mid-run resumes from its checkpoint to the same parameters, history and selection', async () => {
+    const opts = { ...base(join(dir, 'resumed')), workers: 1, redisUrl: process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379' };
+    let liveDuringRun = 0;
+    const runOnce = async (config: RunConfig, resume: boolean, stopAfter?: number): Promise<{ sha: string; steps: number; stopped: boolean }> => {
+      const setup = await createSetup(config);
+      const computer = await TaskComputer.create(config);
+      const worker = await TrainingWorker.start({ config, computer, workerId: 'w-inline' });
+      let coordinator: Coordinator | undefined;
+      try {
+        coordinator = new Coordinator({
+          config,
+          setup,
+          resume,
+          events: {
+            onStep: (r) => {
+              liveDuringRun = Math.max(liveDuringRun, tf.memory().numTensors);
+              if (r.step + 1 === stopAfter) coordinator?.stop();
+            },
+          },
+        });
+        const summary = await coordinator.run();
+        return { sha: summary.paramsSha256, steps: summary.startStep + summary.steps, stopped: summary.stopped };
+      } finally {
+        await worker.close();
+        await computer.dispose();
+      }
+    };
+    const config = finetuneRunConfig({ ...opts, checkpointEvery: 1 });
+    const tensorsBefore = tf.memory().numTensors;
+    const first = await runOnce(config, false, 2);
+    // The coordinator's model (validation), the worker's model and every step's tensors are released.
+    expect(liveDuringRun).toBeGreaterThan(tensorsBefore); // (the same engine: the models' variables were counted)
+    expect(tf.memory().numTensors).toBe(tensorsBefore);
+    expect(first).toMatchObject({ steps: 2, stopped: true });
+    const afterStop = await latestCheckpointInfo(join(dir, 'resumed'));
+    expect(afterStop.step).toBe(2);
+    expect((JSON.parse(afterStop.metadata['selection'] ?? '{}') as { history: unknown[] }).history).toHaveLength(1);
+    const second = await runOnce(config, true);
+    expect(second).toMatchObject({ steps: 4, stopped: false });
+
+    const straight = await runFinetuneCluster({ ...base(join(dir, 'straight')), workers: 1, redisUrl: opts.redisUrl });
+    expect(second.sha).toBe(straight.paramsSha256);
+    const latest = await latestCheckpointInfo(join(dir, 'resumed'));
+    const selection = JSON.parse(latest.metadata['selection'] ?? '{}') as { best: { step: number; score: number }; history: { step: number; score: number }[] };
+    expect(selection.history.map((h) => [h.step, h.score])).toEqual(straight.history.map((h) => [h.step, h.score]));
+    expect(selection.best.step).toBe(straight.bestStep);
+  }, 600_000);
 });
+
