@@ -98,8 +98,14 @@ export function initialValues(config: M3AEConfig, spec: ParamSpec, seed: number,
   }
 }
 
+/** What the flat-buffer helpers need of a model (the pre-training `M3AEModel` or a `DownstreamModel`). */
+export interface FlatParamModel {
+  readonly manifest: ParamManifest;
+  param(name: string): tf.Variable;
+}
+
 /** The trainable parameters as one Float32Array in manifest order. */
-export function flattenParams(model: M3AEModel): Float32Array {
+export function flattenParams(model: FlatParamModel): Float32Array {
   const flat = new Float32Array(model.manifest.size);
   for (const e of model.manifest.entries) {
     if (e.offset === null) continue;
@@ -109,7 +115,7 @@ export function flattenParams(model: M3AEModel): Float32Array {
 }
 
 /** Assigns every trainable parameter from a flat buffer in manifest order. */
-export function setParamsFromFlat(model: M3AEModel, flat: Float32Array): void {
+export function setParamsFromFlat(model: FlatParamModel, flat: Float32Array): void {
   if (flat.length !== model.manifest.size) {
     throw new Error(`setParamsFromFlat: got ${flat.length} values; expected ${model.manifest.size} (manifest ${model.manifest.hash.slice(0, 12)})`);
   }

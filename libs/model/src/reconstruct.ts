@@ -1,9 +1,9 @@
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import sharp from 'sharp';
 import { CheckpointError, loadCheckpoint, readCheckpointInfo, type CheckpointInfo } from './checkpoint/checkpoint.js';
-import { resolveCheckpointPath } from './checkpoint/directory.js';
+import { listStepFiles, resolveCheckpointPath } from './checkpoint/directory.js';
 import { mimKeepCount, mimReadoutLayer, numPatches, parseConfig, patchDim, resolveConfig, type M3AEConfig } from './config.js';
 import { Dropout } from './dropout.js';
 import { keyBiasFromMask, mimShuffle, patchesForEmbedding, robertaPositionIds } from './inputs.js';
@@ -489,18 +489,7 @@ export function reconstructionGridFileName(step: number): string {
 
 /** The reconstruction grids of a directory, oldest step first. */
 export async function listReconstructionGrids(dir: string): Promise<{ step: number; path: string }[]> {
-  let names: string[];
-  try {
-    names = await readdir(dir);
-  } catch (e) {
-    if (e instanceof Error && 'code' in e && e.code === 'ENOENT') return [];
-    throw e;
-  }
-  return names
-    .map((n) => ({ n, m: GRID_FILE_RE.exec(n) }))
-    .filter((x): x is { n: string; m: RegExpExecArray } => x.m !== null)
-    .map(({ n, m }) => ({ step: Number(m[1]), path: join(dir, n) }))
-    .sort((a, b) => a.step - b.step);
+  return await listStepFiles(dir, GRID_FILE_RE);
 }
 
 export interface ValidationGridOptions {

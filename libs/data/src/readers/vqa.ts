@@ -30,33 +30,7 @@ export async function* readVqaRad(root: string, options: VqaReaderOptions & { sp
   const split = resolveSplit('vqa-rad', options.split ?? 'train', VQA_RAD_SPLITS);
   const file = resolve(root, `${split}set.json`);
   const imageDir = resolve(root, 'images');
-  const log = options.skipLog;
-  const ids = new IdGuard(log);
-  const items = await readJsonArray(file);
-  for (let k = 0; k < items.length; k++) {
-    const line = k + 1;
-    const rec = items[k];
-    const qid = isRecord(rec) ? stringField(rec, 'qid') : undefined;
-    const imageName = isRecord(rec) ? stringField(rec, 'image_name') : undefined;
-    if (!isRecord(rec) || qid === undefined || imageName === undefined) {
-      log.skip('malformed-line', file, line, 'expected {qid, image_name, question, answer, answer_type, ...}');
-      continue;
-    }
-    const qa = acceptQa(rec['question'], rec['answer'], log, file, line, qid);
-    if (!qa) continue;
-    if (!ids.accept(qid, file, line)) continue;
-    const imagePath = join(imageDir, imageName.trim());
-    if (!(await acceptImage(imagePath, options, file, line, qid))) continue;
-    yield {
-      id: qid,
-      imagePath,
-      ...qa,
-      answerType: stringField(rec, 'answer_type')?.trim().toUpperCase(),
-      category: stringField(rec, 'question_type')?.trim(),
-      source: 'vqa-rad',
-      provenance: { file, line },
-    };
-  }
+  yield* readJsonQa(file, imageDir, { source: 'vqa-rad', imageField: 'image_name', categoryField: 'question_type', expected: '{qid, image_name, question, answer, answer_type, ...}' }, options);
 }
 
 export const SLAKE_SPLITS = ['train', 'validate', 'test'] as const;
@@ -76,6 +50,33 @@ export async function* readSlake(
   if (!['en', 'zh', 'all'].includes(language)) throw new DatasetError(`slake: language must be en, zh or all, got ${JSON.stringify(language)}`);
   const file = resolve(root, `${split}.json`);
   const imageDir = resolve(root, 'imgs');
+  yield* readJsonQa(
+    file,
+    imageDir,
+    {
+      source: 'slake',
+      imageField: 'img_name',
+      categoryField: 'content_type',
+      expected: '{qid, img_name, question, answer, q_lang, ...}',
+      keep: (rec) => language === 'all' || rec['q_lang'] === language,
+    },
+    options,
+  );
+}
+
+/** Where a JSON question list keeps its fields (VQA-RAD and SLAKE differ only in these). */
+interface JsonQaLayout {
+  source: 'vqa-rad' | 'slake';
+  imageField: string;
+  categoryField: string;
+  /** The record shape named in a `malformed-line` skip. */
+  expected: string;
+  /** Records to read (the others are passed over silently: not malformed, just not wanted). */
+  keep?: (rec: Record<string, unknown>) => boolean;
+}
+
+/** The questions of a JSON list of `{qid, <image>, question, answer, answer_type, <category>}` records. */
+async function* readJsonQa(file: string, imageDir: string, layout: JsonQaLayout, options: VqaReaderOptions): AsyncGenerator<VqaRecord> {
   const log = options.skipLog;
   const ids = new IdGuard(log);
   const items = await readJsonArray(file);
@@ -83,24 +84,24 @@ export async function* readSlake(
     const line = k + 1;
     const rec = items[k];
     const qid = isRecord(rec) ? stringField(rec, 'qid') : undefined;
-    const imgName = isRecord(rec) ? stringField(rec, 'img_name') : undefined;
-    if (!isRecord(rec) || qid === undefined || imgName === undefined) {
-      log.skip('malformed-line', file, line, 'expected {qid, img_name, question, answer, q_lang, ...}');
+    const imageName = isRecord(rec) ? stringField(rec, layout.imageField) : undefined;
+    if (!isRecord(rec) || qid === undefined || imageName === undefined) {
+      log.skip('malformed-line', file, line, `expected ${layout.expected}`);
       continue;
     }
-    if (language !== 'all' && rec['q_lang'] !== language) continue;
+    if (layout.keep && !layout.keep(rec)) continue;
     const qa = acceptQa(rec['question'], rec['answer'], log, file, line, qid);
     if (!qa) continue;
     if (!ids.accept(qid, file, line)) continue;
-    const imagePath = join(imageDir, imgName.trim());
+    const imagePath = join(imageDir, imageName.trim());
     if (!(await acceptImage(imagePath, options, file, line, qid))) continue;
     yield {
       id: qid,
       imagePath,
       ...qa,
       answerType: stringField(rec, 'answer_type')?.trim().toUpperCase(),
-      category: stringField(rec, 'content_type')?.trim(),
-      source: 'slake',
+      category: stringField(rec, layout.categoryField)?.trim(),
+      source: layout.source,
       provenance: { file, line },
     };
   }

@@ -15,8 +15,8 @@ export interface CheckpointEntry {
   readonly path: string;
 }
 
-/** The checkpoints of a directory, oldest step first. A missing directory has none. */
-export async function listCheckpoints(dir: string): Promise<CheckpointEntry[]> {
+/** The files of `dir` whose name matches `pattern` (group 1: the step), oldest step first. A missing directory has none. */
+export async function listStepFiles(dir: string, pattern: RegExp): Promise<CheckpointEntry[]> {
   let names: string[];
   try {
     names = await readdir(dir);
@@ -25,10 +25,15 @@ export async function listCheckpoints(dir: string): Promise<CheckpointEntry[]> {
     throw e;
   }
   return names
-    .map((n) => ({ n, m: FILE_RE.exec(n) }))
+    .map((n) => ({ n, m: pattern.exec(n) }))
     .filter((x): x is { n: string; m: RegExpExecArray } => x.m !== null)
     .map(({ n, m }) => ({ step: Number(m[1]), path: join(dir, n) }))
     .sort((a, b) => a.step - b.step);
+}
+
+/** The checkpoints of a directory, oldest step first. A missing directory has none. */
+export async function listCheckpoints(dir: string): Promise<CheckpointEntry[]> {
+  return await listStepFiles(dir, FILE_RE);
 }
 
 /** The newest checkpoint (highest step) of a directory, or undefined. Files are written atomically, so it is whole. */

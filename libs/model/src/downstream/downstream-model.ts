@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { gridSize, type M3AEConfig } from '../config.js';
-import { initialValues } from '../model.js';
+import { flattenParams, initialValues, setParamsFromFlat } from '../model.js';
 import { buildManifest, parameterSpecs, shapeSize, type ParamManifest, type ParamSpec } from '../params.js';
 import { resizePositionEmbedding } from '../weights/bicubic.js';
 import { HEAD_PREFIX, headParamSpecs } from './heads.js';
@@ -94,28 +94,11 @@ export function createDownstreamModel(config: M3AEConfig, head: HeadSpec, option
   return new DownstreamModel(config, head, options);
 }
 
-/** Trainable parameters as one Float32Array in manifest order. */
-export function flattenDownstream(model: DownstreamModel): Float32Array {
-  const flat = new Float32Array(model.manifest.size);
-  for (const e of model.manifest.entries) {
-    if (e.offset === null) continue;
-    flat.set(model.param(e.name).dataSync() as Float32Array, e.offset);
-  }
-  return flat;
-}
+/** Trainable parameters as one Float32Array in manifest order (`flattenParams` of the downstream model). */
+export const flattenDownstream: (model: DownstreamModel) => Float32Array = flattenParams;
 
-/** Assigns every trainable parameter from a flat buffer in manifest order. */
-export function setDownstreamFromFlat(model: DownstreamModel, flat: Float32Array): void {
-  if (flat.length !== model.manifest.size) {
-    throw new Error(`setDownstreamFromFlat: got ${flat.length} values; expected ${model.manifest.size} (manifest ${model.manifest.hash.slice(0, 12)})`);
-  }
-  for (const e of model.manifest.entries) {
-    if (e.offset === null) continue;
-    const v = model.param(e.name);
-    const start = e.offset;
-    tf.tidy(() => v.assign(tf.tensor(flat.subarray(start, start + shapeSize(e.shape)), [...e.shape], 'float32')));
-  }
-}
+/** Assigns every trainable parameter from a flat buffer in manifest order (`setParamsFromFlat`). */
+export const setDownstreamFromFlat: (model: DownstreamModel, flat: Float32Array) => void = setParamsFromFlat;
 
 export interface PretrainedWeights {
   /** The configuration the weights were trained with (image size may differ from the downstream model's). */
