@@ -53,6 +53,9 @@ describe('ModelComputer (tiny preset, phantom shards)', () => {
     expect(Buffer.from(again.grads.buffer)).toEqual(Buffer.from(first.grads.buffer));
     expect(first.counts).toEqual(await setup.counts({ step: 0, seed: 5, globalBatchSize: 4, indices: [0, 1], positions: [0, 1] }));
     expect(first.grads.some((g) => g !== 0)).toBe(true);
+    // Real text tokens for the throughput figures: at least the [CLS]/[SEP] pair of each caption, at most full rows.
+    expect(first.tokens).toBeGreaterThanOrEqual(2 * 2);
+    expect(first.tokens).toBeLessThanOrEqual(2 * 16); // tiny: 16 token positions
     const baseline = tf.memory().numTensors;
     for (let i = 0; i < 12; i++) {
       const p = params.slice();

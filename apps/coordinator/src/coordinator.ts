@@ -75,6 +75,8 @@ export interface StepReport {
   learningRate: number;
   gradientNorm: number;
   samples: number;
+  /** Real (non-padding) text tokens of the step, when the workers count them (not the synthetic workload). */
+  tokens?: number;
   durationMs: number;
   phases: StepPhases;
   /** Mean milliseconds the accepted contributions reported (parameter fetch, compute, encode, upload). */
@@ -514,6 +516,7 @@ export class Coordinator {
       learningRate: lr,
       gradientNorm,
       samples: G,
+      ...(r.tokens !== undefined ? { tokens: r.tokens } : {}),
       durationMs: tOptimized - t0,
       phases: {
         publishMs: tPublished - t0,
@@ -603,7 +606,7 @@ export class Coordinator {
       state.bytes.grads += bytes.byteLength;
       const copy = state.copies[c.jobIndex]?.[c.copy];
       if (copy?.kind === 'backup') this.options.events?.onBackupWon?.({ step: state.step, jobIndex: c.jobIndex });
-      state.reducer.add(c.jobIndex, { bytes, encoding: c.grad.encoding, sums: c.sums, counts: c.counts, correct: c.correct });
+      state.reducer.add(c.jobIndex, { bytes, encoding: c.grad.encoding, sums: c.sums, counts: c.counts, correct: c.correct, tokens: c.tokens });
       state.acceptedTimings.push(c.timings);
       state.workers.add(c.workerId);
     } finally {

@@ -64,4 +64,26 @@ describe('OrderedReducer', () => {
     expect(() => r.add(2, contribution(2, 10, 'f32'))).toThrow('micro-batch 2 is already counted');
     expect(r.sum.every((v) => v === 0)).toBe(true); // waits for 0 and 1 before adding 2
   });
+
+  it("adds a downstream task's one objective, and tokens only when every contribution counted them", () => {
+    const task = (k: number, tokens?: number): Parameters<OrderedReducer['add']>[1] => ({
+      bytes: encodeTensor(new Float32Array(4).fill(k), 'f32'),
+      encoding: 'f32',
+      sums: { vqa: 10 * k },
+      counts: { vqa: 3 },
+      correct: { vqa: k },
+      ...(tokens !== undefined ? { tokens } : {}),
+    });
+    const r = new OrderedReducer(2, 4);
+    r.add(1, task(1, 20));
+    r.add(0, task(2, 30));
+    expect(r.sums).toEqual({ vqa: 30 });
+    expect(r.counts).toEqual({ vqa: 6 });
+    expect(r.correct).toEqual({ vqa: 3 });
+    expect(r.tokens).toBe(50);
+    const partial = new OrderedReducer(2, 4);
+    partial.add(0, task(1, 20));
+    partial.add(1, task(1));
+    expect(partial.tokens).toBeUndefined();
+  });
 });

@@ -6,6 +6,7 @@ interface Pending {
   sums: ObjectiveTotals;
   counts: ObjectiveTotals;
   correct: ObjectiveTotals;
+  tokens?: number | undefined;
 }
 
 /**
@@ -19,6 +20,8 @@ export class OrderedReducer {
   readonly sums: ObjectiveTotals = {};
   readonly counts: ObjectiveTotals = {};
   readonly correct: ObjectiveTotals = {};
+  /** Real text tokens of the counted micro-batches (undefined when a contribution did not count them). */
+  tokens: number | undefined = 0;
   private readonly accepted: boolean[];
   private readonly pending = new Map<number, Pending>();
   private next = 0;
@@ -63,6 +66,7 @@ export class OrderedReducer {
       addTotals(this.sums, c.sums);
       addTotals(this.counts, c.counts);
       addTotals(this.correct, c.correct);
+      this.tokens = this.tokens === undefined || c.tokens === undefined ? undefined : this.tokens + c.tokens;
       this.pending.delete(this.next);
       this.next++;
     }

@@ -5,6 +5,8 @@ export interface MicroBatchResult {
   sums: ObjectiveTotals;
   counts: ObjectiveTotals;
   correct: ObjectiveTotals;
+  /** Real (non-padding) text tokens read (absent: not counted, as the synthetic workload). */
+  tokens?: number;
   /** Flat, canonical parameter order; g_k = ∇ Σ_o w_o · S_{o,k} / N_o. */
   grads: Float32Array;
 }
@@ -21,6 +23,13 @@ export interface GradientComputer {
   readonly backend: string;
   compute(job: MicroBatchJob, params: Float32Array): Promise<MicroBatchResult>;
   dispose(): Promise<void>;
+}
+
+/** Real (non-padding) tokens of a batch: the 1s of its attention mask. */
+export function realTokens(attentionMask: ArrayLike<number>): number {
+  let n = 0;
+  for (let i = 0; i < attentionMask.length; i++) n += attentionMask[i] === 1 ? 1 : 0;
+  return n;
 }
 
 /** Builds the computer a run configuration asks for, in this thread. */

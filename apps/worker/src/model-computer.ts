@@ -3,7 +3,7 @@ import { chooseBackend, computeGradients, createModel, numPatches, resolveConfig
 import { ConfigError, pretrainTotals, type MicroBatchJob, type RunConfig } from '@m3ae/protocol';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { GradientComputer, MicroBatchResult } from './gradient-computer.js';
+import { realTokens, type GradientComputer, type MicroBatchResult } from './gradient-computer.js';
 
 /**
  * Real M3AE gradients with TensorFlow.js: the micro-batch is built from the shard dataset by sample index
@@ -61,7 +61,8 @@ export class ModelComputer implements GradientComputer {
       mimMaskRatio: this.config.mimMaskRatio,
       numPatches: numPatches(this.config),
     });
-    return computeGradients(this.model, batch, { normalizers: pretrainTotals(job.normalizers), training: true });
+    const r = computeGradients(this.model, batch, { normalizers: pretrainTotals(job.normalizers), training: true });
+    return { ...r, tokens: realTokens(batch.attentionMask) };
   }
 
   async dispose(): Promise<void> {

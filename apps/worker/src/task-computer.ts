@@ -1,7 +1,7 @@
 import { chooseBackend, computeTaskGradients, setDownstreamFromFlat, type DownstreamModel } from '@m3ae/model';
 import type { MicroBatchJob, RunConfig } from '@m3ae/protocol';
 import { buildTrainBatch, createTaskModel, finetuneOptionsFromRun, planFinetune, taskObjective, type FinetunePlan } from '@m3ae/tasks';
-import type { GradientComputer, MicroBatchResult } from './gradient-computer.js';
+import { realTokens, type GradientComputer, type MicroBatchResult } from './gradient-computer.js';
 
 /**
  * A downstream task's gradients (`task.name` in the run configuration): the worker makes the same fine-tuning plan
@@ -49,7 +49,7 @@ export class TaskComputer implements GradientComputer {
     const batch = await buildTrainBatch(this.plan, [...job.indices], job.step);
     const r = computeTaskGradients(this.model, batch, { normalizer: n, training: true });
     const o = this.objective;
-    return { sums: { [o]: r.sum }, counts: { [o]: r.count }, correct: { [o]: r.correct }, grads: r.grads };
+    return { sums: { [o]: r.sum }, counts: { [o]: r.count }, correct: { [o]: r.correct }, tokens: realTokens(batch.attentionMask), grads: r.grads };
   }
 
   async dispose(): Promise<void> {

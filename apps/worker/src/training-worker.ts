@@ -36,6 +36,8 @@ export interface WorkerJobEvent {
   copy: number;
   outcome: JobOutcome;
   samples: number;
+  /** Real text tokens of the micro-batch, when the computer counts them. */
+  tokens?: number;
   /** Milliseconds: parameter fetch (0 on a cache hit), compute, encode, upload, total. */
   timings: { fetchMs: number; computeMs: number; encodeMs: number; uploadMs: number; totalMs: number };
   paramCacheHit: boolean;
@@ -236,11 +238,12 @@ export class TrainingWorker {
         sums: computed.sums,
         counts: computed.counts,
         correct: computed.correct,
+        ...(computed.tokens !== undefined ? { tokens: computed.tokens } : {}),
         timings,
       };
       await this.redis.rpush(this.keys.results, JSON.stringify(contribution));
       this.stats.completed++;
-      this.emit({ ...base, outcome: 'completed', timings, paramCacheHit: hit, paramBytes: hit ? 0 : payload.params.bytes, gradBytes: ref.bytes });
+      this.emit({ ...base, ...(computed.tokens !== undefined ? { tokens: computed.tokens } : {}), outcome: 'completed', timings, paramCacheHit: hit, paramBytes: hit ? 0 : payload.params.bytes, gradBytes: ref.bytes });
       return { outcome: 'completed' };
     } catch (e) {
       if (e instanceof WaitingError) throw e;

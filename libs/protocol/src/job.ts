@@ -127,6 +127,8 @@ export const ContributionSchema = z
     sums: ObjectiveTotalsSchema,
     counts: ObjectiveTotalsSchema,
     correct: ObjectiveTotalsSchema,
+    /** Real (non-padding) text tokens the micro-batch read, when the computer counts them (throughput). */
+    tokens: count.optional(),
     timings: JobTimingsSchema,
   })
   .strict();

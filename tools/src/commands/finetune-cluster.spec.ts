@@ -59,11 +59,25 @@ describe.skipIf(!data || !built)('m3ae finetune --workers (coordinator + worker 
     const single = await runFinetune(base(join(dir, 'single')));
     const singleLatest = await latestCheckpointInfo(join(dir, 'single'));
     const steps: number[] = [];
-    const cluster = await runFinetuneCluster({ ...base(join(dir, 'cluster')), workers: 2, redisUrl: process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379', onStep: (r) => steps.push(r.samples) });
+    const tokens: (number | undefined)[] = [];
+    const cluster = await runFinetuneCluster({
+      ...base(join(dir, 'cluster')),
+      workers: 2,
+      redisUrl: process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379',
+      onStep: (r) => {
+        steps.push(r.samples);
+        tokens.push(r.tokens);
+      },
+    });
     expect(cluster.stopped).toBe(false);
     expect(cluster.rejected).toBe(0);
     expect(cluster.steps).toBe(4);
     expect(steps).toEqual([6, 6, 6, 4]);
+    // Throughput in tokens: the questions' real tokens, counted by the workers (at most 16 per question in tiny).
+    tokens.forEach((t, i) => {
+      expect(t).toBeGreaterThan(2 * (steps[i] as number));
+      expect(t).toBeLessThanOrEqual(16 * (steps[i] as number));
+    });
     // The exact decomposition: the same summed gradient in the same order, the same AdamW — the same bits.
     expect(cluster.paramsSha256).toBe(singleLatest.paramsSha256);
     expect(cluster.history.map((h) => h.step)).toEqual([2, 4]);
