@@ -93,7 +93,9 @@ describe('TrainingWorker (real Redis and BullMQ, hand-made jobs)', () => {
     expect(await redis.llen(keys.results)).toBe(0);
     await worker.close();
 
-    expect(maxGap).toBeLessThan(400);
+    // The 3 s of compute run in the thread: the event loop never stalls for anything like that (a loaded CI machine
+    // still delays timers by a few hundred milliseconds at most).
+    expect(maxGap).toBeLessThan(1000);
     expect(worker.stats).toMatchObject({ completed: 1, failed: 0, paramFetches: 1 });
     const c = parseContribution(JSON.parse((popped as [string, string])[1]));
     expect(c).toMatchObject({ runId, incarnation, step: 0, version: 0, jobIndex: 0, copy: 0, workerId: 'thread-test', manifestHash: manifest.hash });
