@@ -332,12 +332,20 @@ const PRETRAIN_ONLY: readonly [string, string][] = [
 function pretrainOnlyFields(raw: Record<string, unknown>, sources: ReadonlyMap<string, string>): string[] {
   const task = raw['task'];
   const name = typeof task === 'object' && task !== null ? (task as Record<string, unknown>)['name'] : undefined;
+  if (name === undefined || name === 'pretrain') return [];
+  const out: string[] = [];
+  const model = raw['model'];
+  if (typeof model === 'object' && model !== null) {
+    const { preset, overrides } = model as Record<string, unknown>;
+    const backbone = 'a fine-tuning run\'s backbone is task.checkpoint\'s (task.preset with task.init: random)';
+    if (preset !== undefined && preset !== 'tiny') out.push(`model.preset = ${JSON.stringify(preset)}${sources.has('model.preset') ? ` (from ${sources.get('model.preset')})` : ''}: applies to pre-training only; ${backbone}`);
+    if (typeof overrides === 'object' && overrides !== null && Object.keys(overrides).length > 0) out.push(`model.overrides: applies to pre-training only; ${backbone}`);
+  }
   const training = raw['training'];
-  if (name === undefined || name === 'pretrain' || typeof training !== 'object' || training === null) return [];
+  if (typeof training !== 'object' || training === null) return out;
   // A resolved configuration written back to a file (m3ae train --local, a dumped ConfigMap) holds the defaults:
   // only values that differ from them were meant for this run.
   const defaults = RunConfigSchema.parse({}).training as Record<string, unknown>;
-  const out: string[] = [];
   for (const [field, instead] of PRETRAIN_ONLY) {
     const v = (training as Record<string, unknown>)[field];
     if (v === undefined || v === defaults[field]) continue;

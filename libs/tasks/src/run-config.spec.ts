@@ -27,5 +27,8 @@ describe('the run configuration of a fine-tuning run', () => {
     expect(() => run({ name: 'retrieval', data: '/d', checkpoint: '/c', source: 'pubmed' })).toThrow(/task\.source = "pubmed": expected one of/);
     expect(() => loadRunConfig({ base: { task: { name: 'slake', epochs: 0 } }, env: {} })).toThrow(/task\.epochs = 0/);
     expect(isTaskRun(loadRunConfig({ env: {} }))).toBe(false);
+    expect(() => loadRunConfig({ base: { task: { name: 'slake' }, model: { preset: 'base' } }, env: {} })).toThrow(
+      'model.preset = "base": applies to pre-training only; a fine-tuning run\'s backbone is task.checkpoint\'s (task.preset with task.init: random)',
+    );
   });
 });
