@@ -1,6 +1,7 @@
 import { readFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import {
   EpochSampler,
   LabelVocabulary,
@@ -79,15 +80,21 @@ const SIZE_DEFAULTS = {
   vocab: 8192,
   'pretrain-px': 64,
   'pretrain-text': 40,
-  'pretrain-steps': 120,
+  'pretrain-steps': 320,
   'pretrain-batch': 16,
-  'pretrain-lr': 1e-4,
+  'pretrain-lr': 5e-4,
   'ft-px': 64,
   'ft-epochs': 3,
-  'ft-batch': 32,
-  'ft-lr': 5e-5,
+  'ft-batch': 16,
+  'ft-lr': 1e-4,
+  /** Gradient-norm clipping in fine-tuning (0: none), the same for both inits. */
+  'ft-clip': 1,
   'ft-train-limit': 0,
+  /** Examples per forward/backward pass in fine-tuning (speed only: the gradients are exact). */
+  'ft-micro': 16,
   micro: 8,
+  /** Threads (wasm is single-threaded): data-parallel pre-training, and the two fine-tunings side by side. */
+  threads: 2,
   seed: 0,
 } as const;
 
@@ -121,6 +128,78 @@ export function parseSizes(spec: string | undefined, quick: boolean): Sizes {
   return out as Sizes;
 }
 
+/**
+ * Helper thread of the data-parallel pre-training below: it builds the micro-batches it is given (same builder, same
+ * seeds as in the main thread) and returns each one's exact gradient; the parameters are read from shared memory.
+ */
+const PRETRAIN_THREAD = `
+const { parentPort, workerData: w } = require('node:worker_threads');
+(async () => {
+  const data = await import(w.dataUrl);
+  const model = await import(w.modelUrl);
+  await model.chooseBackend({ backend: w.backend });
+  const tokenizer = await data.loadTokenizer(w.tokenizer);
+  const dataset = await data.openShardDataset(w.shards);
+  const m = model.createModel(w.config, { seed: w.seed });
+  const params = new Float32Array(w.params);
+  parentPort.on('message', async (job) => {
+    try {
+      model.setParamsFromFlat(m, params);
+      const out = [];
+      for (const mb of job.micro) {
+        const batch = await data.buildPretrainBatch({ ...job.common, dataset, tokenizer, indices: mb.indices, positions: mb.positions });
+        const r = model.computeGradients(m, batch, { normalizers: job.normalizers, training: true });
+        out.push({ grads: r.grads, sums: r.sums, correct: r.correct, counts: r.counts });
+      }
+      parentPort.postMessage({ out }, out.map((o) => o.grads.buffer));
+    } catch (e) {
+      parentPort.postMessage({ error: String((e && e.stack) || e) });
+    }
+  });
+  parentPort.postMessage({ ready: true });
+})().catch((e) => parentPort.postMessage({ error: String((e && e.stack) || e) }));
+`;
+
+/** Helper thread of part (b): one fine-tuning and its single held-out evaluation (the two inits run side by side). */
+const FINETUNE_THREAD = `
+const { parentPort, workerData: w } = require('node:worker_threads');
+(async () => {
+  const ft = await import(w.finetuneUrl);
+  const ev = await import(w.evalUrl);
+  const r = await ft.runFinetune({ ...w.options, log: (l) => parentPort.postMessage({ log: l }) });
+  const e = await ev.runEval({ ...w.evalOptions, checkpoint: r.output });
+  parentPort.postMessage({ result: { ft: r, metrics: e.metrics } });
+})().catch((e) => parentPort.postMessage({ error: String((e && e.stack) || e) }));
+`;
+
+/** Threads only from the built JavaScript (the helper imports the built libraries); from TypeScript sources: 1. */
+const threadsAvailable = import.meta.url.endsWith('.js');
+
+type MicroResult = ReturnType<typeof computeGradients>;
+
+interface ThreadReply<T> {
+  ready?: boolean;
+  error?: string;
+  log?: string;
+  out?: T;
+  result?: T;
+}
+
+/** The next message of a helper thread (an `error` message or the thread's failure rejects). */
+function nextMessage<T>(w: Worker): Promise<ThreadReply<T>> {
+  return new Promise((res, rej) => {
+    const onMessage = (m: ThreadReply<T>): void => {
+      if (m.log !== undefined) return;
+      w.off('message', onMessage);
+      w.off('error', rej);
+      if (m.error !== undefined) rej(new Error(`helper thread: ${m.error}`));
+      else res(m);
+    };
+    w.on('message', onMessage);
+    w.once('error', rej);
+  });
+}
+
 export interface PretrainRun {
   model: M3AEModel;
   seconds: number;
@@ -143,6 +222,9 @@ export async function pretrainInProcess(o: {
   micro: number;
   learningRate: number;
   seed: number;
+  /** Threads computing micro-batches (data parallel, the same sums in the same order: the same parameters). @defaultValue 1 */
+  threads?: number;
+  backend?: string | undefined;
   log: (line: string) => void;
 }): Promise<PretrainRun> {
   const t0 = performance.now();
@@ -150,66 +232,103 @@ export async function pretrainInProcess(o: {
   const model = createModel(config, { seed: o.seed });
   const opt = new AdamW(model.manifest, { learningRate: o.learningRate, totalSteps: o.steps, warmupSteps: 0.1, maxGradNorm: 1 });
   const sampler = new EpochSampler({ size: dataset.size, seed: o.seed, globalBatchSize: Math.min(o.batch, dataset.size) });
-  const params = flattenParams(model);
-  const tail = { mlm: 0, mim: 0, itm: 0, itmCorrect: 0, n: { mlm: 0, mim: 0, itm: 0 } };
-  const tailFrom = Math.floor(o.steps * 0.9);
-  const logEvery = Math.max(1, Math.floor(o.steps / 10));
-  const win = { mlm: 0, mim: 0, itm: 0, itmCorrect: 0, mlmCorrect: 0, n: { mlm: 0, mim: 0, itm: 0 } };
-  for (let step = 0; step < o.steps; step++) {
-    const gb = sampler.batchAt(step);
-    const common = {
-      dataset,
-      tokenizer,
-      globalBatchSize: gb.indices.length,
-      step,
-      seed: o.seed,
-      maxTextLength: config.maxTextLength,
-      mlmProbability: config.mlmMaskRatio,
-      mimMaskRatio: config.mimMaskRatio,
-      numPatches: numPatches(config),
-    };
-    const normalizers = await pretrainCounts({ ...common, indices: gb.indices, positions: gb.positions });
-    const grads = new Float32Array(model.manifest.size);
-    for (let s = 0; s < gb.indices.length; s += o.micro) {
-      const batch: PretrainBatch = await buildPretrainBatch({ ...common, imageSize: config.imageSize, indices: gb.indices.subarray(s, s + o.micro), positions: gb.positions.subarray(s, s + o.micro) });
-      const r = computeGradients(model, batch, { normalizers, training: true });
-      for (let i = 0; i < grads.length; i++) grads[i] = (grads[i] as number) + (r.grads[i] as number);
-      win.mlm += r.sums.mlm;
-      win.mim += r.sums.mim;
-      win.itm += r.sums.itm;
-      win.itmCorrect += r.correct.itm;
-      win.mlmCorrect += r.correct.mlm;
-      win.n.mlm += r.counts.mlm;
-      win.n.mim += r.counts.mim;
-      win.n.itm += r.counts.itm;
-      if (step >= tailFrom) {
-        tail.mlm += r.sums.mlm;
-        tail.mim += r.sums.mim;
-        tail.itm += r.sums.itm;
-        tail.itmCorrect += r.correct.itm;
-        tail.n.mlm += r.counts.mlm;
-        tail.n.mim += r.counts.mim;
-        tail.n.itm += r.counts.itm;
+  const params = new Float32Array(new SharedArrayBuffer(4 * model.manifest.size));
+  params.set(flattenParams(model));
+  const helpers: Worker[] = [];
+  const threads = threadsAvailable ? Math.max(1, Math.floor(o.threads ?? 1)) : 1;
+  for (let t = 1; t < threads; t++) {
+    const w = new Worker(PRETRAIN_THREAD, {
+      eval: true,
+      workerData: {
+        dataUrl: import.meta.resolve('@m3ae/data'),
+        modelUrl: import.meta.resolve('@m3ae/model'),
+        backend: o.backend ?? 'auto',
+        tokenizer: tokenizer.path,
+        shards: dataset.dir,
+        config,
+        seed: o.seed,
+        params: params.buffer,
+      },
+    });
+    helpers.push(w);
+    await nextMessage(w);
+  }
+  try {
+    const tail = { mlm: 0, mim: 0, itm: 0, itmCorrect: 0, n: { mlm: 0, mim: 0, itm: 0 } };
+    const tailFrom = Math.floor(o.steps * 0.9);
+    const logEvery = Math.max(1, Math.floor(o.steps / 10));
+    const win = { mlm: 0, mim: 0, itm: 0, itmCorrect: 0, mlmCorrect: 0, n: { mlm: 0, mim: 0, itm: 0 } };
+    for (let step = 0; step < o.steps; step++) {
+      const gb = sampler.batchAt(step);
+      const plain = {
+        globalBatchSize: gb.indices.length,
+        step,
+        seed: o.seed,
+        maxTextLength: config.maxTextLength,
+        mlmProbability: config.mlmMaskRatio,
+        mimMaskRatio: config.mimMaskRatio,
+        numPatches: numPatches(config),
+      };
+      const common = { ...plain, dataset, tokenizer };
+      const normalizers = await pretrainCounts({ ...common, indices: gb.indices, positions: gb.positions });
+      const grads = new Float32Array(model.manifest.size);
+      // Micro-batch j goes to thread j mod threads (0: this one); gradients are added in micro-batch order.
+      const micro: { indices: Int32Array; positions: Int32Array }[] = [];
+      for (let s = 0; s < gb.indices.length; s += o.micro) micro.push({ indices: gb.indices.slice(s, s + o.micro), positions: gb.positions.slice(s, s + o.micro) });
+      const replies = helpers.map((w, h) => {
+        const reply = nextMessage<MicroResult[]>(w);
+        w.postMessage({ common: { ...plain, imageSize: config.imageSize }, normalizers, micro: micro.filter((_, j) => j % threads === h + 1) });
+        return reply;
+      });
+      const mine: MicroResult[] = [];
+      for (let j = 0; j < micro.length; j += threads) {
+        const m = micro[j] as { indices: Int32Array; positions: Int32Array };
+        const batch: PretrainBatch = await buildPretrainBatch({ ...common, imageSize: config.imageSize, indices: m.indices, positions: m.positions });
+        mine.push(computeGradients(model, batch, { normalizers, training: true }));
+      }
+      const theirs = await Promise.all(replies.map(async (r) => (await r).out ?? []));
+      const results = micro.map((_, j) => (j % threads === 0 ? mine[j / threads] : theirs[(j % threads) - 1]?.[Math.floor(j / threads)]) as MicroResult);
+      for (const r of results) {
+        for (let i = 0; i < grads.length; i++) grads[i] = (grads[i] as number) + (r.grads[i] as number);
+        win.mlm += r.sums.mlm;
+        win.mim += r.sums.mim;
+        win.itm += r.sums.itm;
+        win.itmCorrect += r.correct.itm;
+        win.mlmCorrect += r.correct.mlm;
+        win.n.mlm += r.counts.mlm;
+        win.n.mim += r.counts.mim;
+        win.n.itm += r.counts.itm;
+        if (step >= tailFrom) {
+          tail.mlm += r.sums.mlm;
+          tail.mim += r.sums.mim;
+          tail.itm += r.sums.itm;
+          tail.itmCorrect += r.correct.itm;
+          tail.n.mlm += r.counts.mlm;
+          tail.n.mim += r.counts.mim;
+          tail.n.itm += r.counts.itm;
+        }
+      }
+      opt.update(params, grads);
+      setParamsFromFlat(model, params);
+      if ((step + 1) % logEvery === 0) {
+        const f = (a: number, b: number): string => (b > 0 ? (a / b).toFixed(3) : '-');
+        o.log(
+          `pre-training step ${step + 1}/${o.steps} (${((performance.now() - t0) / 1000).toFixed(0)} s): MLM ${f(win.mlm, win.n.mlm)} (acc ${f(win.mlmCorrect, win.n.mlm)}), MIM ${f(win.mim, win.n.mim)}, ITM ${f(win.itm, win.n.itm)} (acc ${f(win.itmCorrect, win.n.itm)})`,
+        );
+        win.mlm = win.mim = win.itm = win.itmCorrect = win.mlmCorrect = 0;
+        win.n = { mlm: 0, mim: 0, itm: 0 };
       }
     }
-    opt.update(params, grads);
-    setParamsFromFlat(model, params);
-    if ((step + 1) % logEvery === 0) {
-      const f = (a: number, b: number): string => (b > 0 ? (a / b).toFixed(3) : '-');
-      o.log(
-        `pre-training step ${step + 1}/${o.steps} (${((performance.now() - t0) / 1000).toFixed(0)} s): MLM ${f(win.mlm, win.n.mlm)} (acc ${f(win.mlmCorrect, win.n.mlm)}), MIM ${f(win.mim, win.n.mim)}, ITM ${f(win.itm, win.n.itm)} (acc ${f(win.itmCorrect, win.n.itm)})`,
-      );
-      win.mlm = win.mim = win.itm = win.itmCorrect = win.mlmCorrect = 0;
-      win.n = { mlm: 0, mim: 0, itm: 0 };
-    }
+    const div = (a: number, b: number): number => (b > 0 ? a / b : NaN);
+    return {
+      model,
+      seconds: (performance.now() - t0) / 1000,
+      samples: o.steps * sampler.globalBatchSize,
+      last: { mlm: div(tail.mlm, tail.n.mlm), mim: div(tail.mim, tail.n.mim), itm: div(tail.itm, tail.n.itm), itmAccuracy: div(tail.itmCorrect, tail.n.itm) },
+    };
+  } finally {
+    await Promise.all(helpers.map((w) => w.terminate()));
   }
-  const div = (a: number, b: number): number => (b > 0 ? a / b : NaN);
-  return {
-    model,
-    seconds: (performance.now() - t0) / 1000,
-    samples: o.steps * sampler.globalBatchSize,
-    last: { mlm: div(tail.mlm, tail.n.mlm), mim: div(tail.mim, tail.n.mim), itm: div(tail.itm, tail.n.itm), itmAccuracy: div(tail.itmCorrect, tail.n.itm) },
-  };
 }
 
 /** The image-describing words of phantom captions, by attribute (surface forms as the caption generator writes them). */
@@ -417,7 +536,7 @@ async function phantomPart(s: Sizes, work: string, log: Log): Promise<{ rows: Be
     const before = createModel(config, { seed: s.seed });
     const untrained = await evaluatePhantom(before, tok, evalLines, evalDir, s.seed);
     before.dispose();
-    const run = await pretrainInProcess({ config, dataset, tokenizer: tok, steps: s['phantom-steps'], batch: s['phantom-batch'], micro: s.micro, learningRate: s['phantom-lr'], seed: s.seed, log });
+    const run = await pretrainInProcess({ config, dataset, tokenizer: tok, steps: s['phantom-steps'], batch: s['phantom-batch'], micro: s.micro, learningRate: s['phantom-lr'], seed: s.seed, threads: s.threads, log });
     const ev = await evaluatePhantom(run.model, tok, evalLines, evalDir, s.seed);
     run.model.dispose();
     const rows: BenchRow[] = [];
@@ -496,7 +615,7 @@ async function realPart(s: Sizes, work: string, log: Log, backend: string | unde
   let run: PretrainRun;
   try {
     log(`pre-training small (${s['pretrain-px']} px, text ${s['pretrain-text']}) on ${dataset.size} MedPix pairs: ${s['pretrain-steps']} steps × ${s['pretrain-batch']}`);
-    run = await pretrainInProcess({ config, dataset, tokenizer: tok, steps: s['pretrain-steps'], batch: s['pretrain-batch'], micro: s.micro, learningRate: s['pretrain-lr'], seed: s.seed, log });
+    run = await pretrainInProcess({ config, dataset, tokenizer: tok, steps: s['pretrain-steps'], batch: s['pretrain-batch'], micro: s.micro, learningRate: s['pretrain-lr'], seed: s.seed, threads: s.threads, backend, log });
   } finally {
     await dataset.close();
   }
@@ -507,33 +626,58 @@ async function realPart(s: Sizes, work: string, log: Log, backend: string | unde
 
   // VQA-RAD: validation (selection) and held-out (reported) splits carved by image from the training questions.
   const carve: CarveSpec = { seed: 0, valFraction: 0.1, testFraction: 0.15 };
-  const ft = async (init: 'pretrained' | 'random'): Promise<FinetuneResult> =>
-    runFinetune({
-      task: 'vqa-rad',
-      data: vqaRad,
-      output: join(work, `ft-${init}`),
-      checkpoint: ckptDir,
-      init,
-      tokenizer: tokPath,
-      carve,
-      imageSize: s['ft-px'],
-      epochs: s['ft-epochs'],
-      batchSize: s['ft-batch'],
-      microBatch: s.micro,
-      learningRate: s['ft-lr'],
-      seed: s.seed,
-      ...(s['ft-train-limit'] > 0 ? { trainLimit: s['ft-train-limit'] } : {}),
-      backend,
-      log: (l) => log(`[${init}] ${l}`),
+  const ftOptions = (init: 'pretrained' | 'random'): Omit<Parameters<typeof runFinetune>[0], 'log'> => ({
+    task: 'vqa-rad',
+    data: vqaRad,
+    output: join(work, `ft-${init}`),
+    checkpoint: ckptDir,
+    init,
+    tokenizer: tokPath,
+    carve,
+    imageSize: s['ft-px'],
+    epochs: s['ft-epochs'],
+    batchSize: s['ft-batch'],
+    microBatch: s['ft-micro'],
+    learningRate: s['ft-lr'],
+    ...(s['ft-clip'] > 0 ? { maxGradNorm: s['ft-clip'] } : {}),
+    seed: s.seed,
+    ...(s['ft-train-limit'] > 0 ? { trainLimit: s['ft-train-limit'] } : {}),
+    backend,
+  });
+  const evalOptions = { task: 'vqa-rad' as const, data: vqaRad, split: 'holdout' as const, batchSize: 32, ...(backend ? { backend } : {}) };
+  type Done = { ft: FinetuneResult; metrics: Awaited<ReturnType<typeof runEval>>['metrics'] };
+  const fineTune = async (init: 'pretrained' | 'random'): Promise<Done> => {
+    const tag = (l: string): void => log(`[${init}] ${l}`);
+    if (!parallel) {
+      const ft = await runFinetune({ ...ftOptions(init), log: tag });
+      const ev = await runEval({ ...evalOptions, checkpoint: ft.output });
+      return { ft, metrics: ev.metrics };
+    }
+    const w = new Worker(FINETUNE_THREAD, {
+      eval: true,
+      workerData: { finetuneUrl: new URL('../commands/finetune.js', import.meta.url).href, evalUrl: new URL('../commands/eval.js', import.meta.url).href, options: ftOptions(init), evalOptions },
     });
-  const results: Record<'pretrained' | 'random', { ft: FinetuneResult; holdout: VqaMetrics }> = {} as never;
-  for (const init of ['pretrained', 'random'] as const) {
-    const r = await ft(init);
-    const ev = await runEval({ task: 'vqa-rad', checkpoint: r.output, data: vqaRad, split: 'holdout', batchSize: 32, ...(backend ? { backend } : {}) });
-    if (ev.metrics.kind !== 'vqa') throw new Error('expected VQA metrics');
-    results[init] = { ft: r, holdout: ev.metrics.vqa };
-    log(`[${init}] held-out overall ${(100 * ev.metrics.vqa.overall.accuracy).toFixed(2)}% (selected step ${r.bestStep}, val ${(100 * r.bestScore).toFixed(2)}%)`);
-  }
+    w.on('message', (m: ThreadReply<Done>) => {
+      if (m.log !== undefined) tag(m.log);
+    });
+    try {
+      const m = await nextMessage<Done>(w);
+      if (!m.result) throw new Error(`[${init}] the fine-tuning thread returned no result`);
+      return m.result;
+    } finally {
+      await w.terminate();
+    }
+  };
+  // Both fine-tunings are independent and deterministic: with threads >= 2 they run side by side (same results).
+  const parallel = threadsAvailable && s.threads >= 2;
+  const done = parallel ? await Promise.all([fineTune('pretrained'), fineTune('random')]) : [await fineTune('pretrained'), await fineTune('random')];
+  const results = {} as Record<'pretrained' | 'random', { ft: FinetuneResult; holdout: VqaMetrics }>;
+  (['pretrained', 'random'] as const).forEach((init, k) => {
+    const { ft, metrics } = done[k] as Done;
+    if (metrics.kind !== 'vqa') throw new Error('expected VQA metrics');
+    results[init] = { ft, holdout: metrics.vqa };
+    log(`[${init}] held-out overall ${(100 * metrics.vqa.overall.accuracy).toFixed(2)}% (selected step ${ft.bestStep}, val ${(100 * ft.bestScore).toFixed(2)}%)`);
+  });
   // Question-only prior, from the same training questions.
   const log2 = new SkipLog();
   const train = await readVqaTaskSplit('vqa-rad', vqaRad, 'train', { skipLog: log2, carve });
@@ -570,7 +714,7 @@ async function realPart(s: Sizes, work: string, log: Log, backend: string | unde
   const st = results.pretrained.ft.settings;
   const notes = [
     `(b) small at ${s['pretrain-px']} px, text ${s['pretrain-text']}, vocabulary ${tok.vocabSize}: ${s['pretrain-steps']} steps × ${s['pretrain-batch']} = ${run.samples} MedPix samples (${(run.samples / 1576).toFixed(1)} epochs, ${run.seconds.toFixed(0)} s); last-10% losses MLM ${run.last.mlm.toFixed(3)}, MIM ${run.last.mim.toFixed(3)}, ITM ${run.last.itm.toFixed(3)} (acc ${(100 * run.last.itmAccuracy).toFixed(1)}%).`,
-    `(b) fine-tuning (both inits identical): ${st.epochs} epochs × ${st.stepsPerEpoch} steps of ${st.batchSize}, ${st.imageSize} px, lr ${st.learningRate} (head ×${st.lrMultiplierHead}, fusion ×${st.lrMultiplierMultiModal}), ${results.pretrained.ft.trainExamples} training / ${results.pretrained.ft.valExamples} validation questions; selected on validation at steps ${results.pretrained.ft.bestStep} (pre-trained) and ${results.random.ft.bestStep} (random); the held-out split (${p.overall.total} questions, disjoint images) read once per model.`,
+    `(b) fine-tuning (both inits identical): ${st.epochs} epochs × ${st.stepsPerEpoch} steps of ${st.batchSize}, ${st.imageSize} px, lr ${st.learningRate} (head ×${st.lrMultiplierHead}, fusion ×${st.lrMultiplierMultiModal}), gradient clipping ${st.maxGradNorm ?? 'none'}, ${results.pretrained.ft.trainExamples} training / ${results.pretrained.ft.valExamples} validation questions; selected on validation at steps ${results.pretrained.ft.bestStep} (pre-trained) and ${results.random.ft.bestStep} (random); the held-out split (${p.overall.total} questions, disjoint images) read once per model.`,
     `(b) held-out answers not in the training vocabulary: ${p.unseenAnswers} (counted wrong for every row).`,
   ];
   return { rows, figures, notes };
