@@ -52,7 +52,8 @@ describe('m3ae train --local (real processes, tiny preset, real compute)', () =>
     const info = JSON.parse(stdout) as { step: number; params_sha256: string };
     expect(info).toMatchObject({ step: 3, params_sha256: one.paramsSha256 });
     expect(await runKeys(three.runId)).toEqual([]);
-  });
+    // Three whole runs (43 s on an idle 2-core machine): room for a loaded one.
+  }, 360_000);
 });
 
 /** A child process with its output collected, and a way to wait for a line. */
