@@ -273,7 +273,7 @@ export async function pretrainInProcess(o: {
       const normalizers = await pretrainCounts({ ...common, indices: gb.indices, positions: gb.positions });
       const grads = new Float32Array(model.manifest.size);
       // Micro-batch j goes to thread j mod threads (0: this one); gradients are added in micro-batch order.
-      const micro: { indices: Int32Array; positions: Int32Array }[] = [];
+      const micro: { indices: Uint32Array; positions: Uint32Array }[] = [];
       for (let s = 0; s < gb.indices.length; s += o.micro) micro.push({ indices: gb.indices.slice(s, s + o.micro), positions: gb.positions.slice(s, s + o.micro) });
       const replies = helpers.map((w, h) => {
         const reply = nextMessage<MicroResult[]>(w);
@@ -282,7 +282,7 @@ export async function pretrainInProcess(o: {
       });
       const mine: MicroResult[] = [];
       for (let j = 0; j < micro.length; j += threads) {
-        const m = micro[j] as { indices: Int32Array; positions: Int32Array };
+        const m = micro[j] as { indices: Uint32Array; positions: Uint32Array };
         const batch: PretrainBatch = await buildPretrainBatch({ ...common, imageSize: config.imageSize, indices: m.indices, positions: m.positions });
         mine.push(computeGradients(model, batch, { normalizers, training: true }));
       }
