@@ -177,6 +177,27 @@ const threadsAvailable = import.meta.url.endsWith('.js');
 
 type MicroResult = ReturnType<typeof computeGradients>;
 
+/** Running sums of a pre-training window: summed losses, correct predictions and item counts per objective. */
+interface Totals {
+  mlm: number;
+  mim: number;
+  itm: number;
+  itmCorrect: number;
+  mlmCorrect: number;
+  n: { mlm: number; mim: number; itm: number };
+}
+
+function accumulate(w: Totals, r: MicroResult): void {
+  w.mlm += r.sums.mlm;
+  w.mim += r.sums.mim;
+  w.itm += r.sums.itm;
+  w.itmCorrect += r.correct.itm;
+  w.mlmCorrect += r.correct.mlm;
+  w.n.mlm += r.counts.mlm;
+  w.n.mim += r.counts.mim;
+  w.n.itm += r.counts.itm;
+}
+
 interface ThreadReply<T> {
   ready?: boolean;
   error?: string;
@@ -254,10 +275,10 @@ export async function pretrainInProcess(o: {
     await nextMessage(w);
   }
   try {
-    const tail = { mlm: 0, mim: 0, itm: 0, itmCorrect: 0, n: { mlm: 0, mim: 0, itm: 0 } };
+    const tail: Totals = { mlm: 0, mim: 0, itm: 0, itmCorrect: 0, mlmCorrect: 0, n: { mlm: 0, mim: 0, itm: 0 } };
     const tailFrom = Math.floor(o.steps * 0.9);
     const logEvery = Math.max(1, Math.floor(o.steps / 10));
-    const win = { mlm: 0, mim: 0, itm: 0, itmCorrect: 0, mlmCorrect: 0, n: { mlm: 0, mim: 0, itm: 0 } };
+    const win: Totals = { mlm: 0, mim: 0, itm: 0, itmCorrect: 0, mlmCorrect: 0, n: { mlm: 0, mim: 0, itm: 0 } };
     for (let step = 0; step < o.steps; step++) {
       const gb = sampler.batchAt(step);
       const plain = {
@@ -290,23 +311,8 @@ export async function pretrainInProcess(o: {
       const results = micro.map((_, j) => (j % threads === 0 ? mine[j / threads] : theirs[(j % threads) - 1]?.[Math.floor(j / threads)]) as MicroResult);
       for (const r of results) {
         for (let i = 0; i < grads.length; i++) grads[i] = (grads[i] as number) + (r.grads[i] as number);
-        win.mlm += r.sums.mlm;
-        win.mim += r.sums.mim;
-        win.itm += r.sums.itm;
-        win.itmCorrect += r.correct.itm;
-        win.mlmCorrect += r.correct.mlm;
-        win.n.mlm += r.counts.mlm;
-        win.n.mim += r.counts.mim;
-        win.n.itm += r.counts.itm;
-        if (step >= tailFrom) {
-          tail.mlm += r.sums.mlm;
-          tail.mim += r.sums.mim;
-          tail.itm += r.sums.itm;
-          tail.itmCorrect += r.correct.itm;
-          tail.n.mlm += r.counts.mlm;
-          tail.n.mim += r.counts.mim;
-          tail.n.itm += r.counts.itm;
-        }
+        accumulate(win, r);
+        if (step >= tailFrom) accumulate(tail, r);
       }
       opt.update(params, grads);
       setParamsFromFlat(model, params);
