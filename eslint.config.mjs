@@ -18,7 +18,7 @@ export default [
           allow: [],
           // The CLI loads heavy libraries (tfjs through @m3ae/model) lazily so that `m3ae --help` starts fast, and
           // imports them statically elsewhere; both are fine for these packages.
-          checkDynamicDependenciesExceptions: ['@m3ae/model', '@m3ae/data', '@m3ae/protocol', '@m3ae/telemetry', '@m3ae/coordinator', '@m3ae/worker'],
+          checkDynamicDependenciesExceptions: ['@m3ae/model', '@m3ae/data', '@m3ae/protocol', '@m3ae/telemetry', '@m3ae/coordinator', '@m3ae/worker', '@m3ae/training', '@m3ae/tasks'],
           depConstraints: [
             { sourceTag: 'type:app', onlyDependOnLibsWithTags: ['type:lib'] },
             { sourceTag: 'type:lib', onlyDependOnLibsWithTags: ['type:lib'] },
@@ -27,6 +27,8 @@ export default [
             { sourceTag: 'scope:protocol', onlyDependOnLibsWithTags: ['scope:protocol'] },
             { sourceTag: 'scope:coordinator', notDependOnLibsWithTags: ['scope:worker'] },
             { sourceTag: 'scope:worker', notDependOnLibsWithTags: ['scope:coordinator'] },
+            // The trainer composes data, model and tasks; it knows no transport but the protocol's shapes.
+            { sourceTag: 'scope:training', notDependOnLibsWithTags: ['scope:coordinator', 'scope:worker', 'scope:telemetry'] },
           ],
         },
       ],

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadTokenizer, openShardDataset } from '@m3ae/data';
 import { chooseBackend, latestCheckpoint, resolveConfig, validationSamples, ValidationGridRenderer } from '@m3ae/model';
-import { connectRedis, queueEndpoint, redactConfig, RunKeys, type RunConfig } from '@m3ae/protocol';
+import { connectRedis, jobsPerStep, pretrainTraining, queueEndpoint, redactConfig, RunKeys, type RunConfig } from '@m3ae/protocol';
 import { createRunPageHandler, readWorkerHeartbeats, RunHistory, type RunPageHandler } from '@m3ae/telemetry';
 
 export interface RunPageWiringOptions {
@@ -50,8 +50,8 @@ export async function prepareRunPage(config: RunConfig, options: RunPageWiringOp
   const history = new RunHistory();
   const startStep = options.resume ? ((await latestCheckpoint(config.checkpoint.dir))?.step ?? 0) : 0;
   // A fine-tuning run's steps and batch come from its plan (options.schedule); pre-training's from `training`.
-  const schedule = options.schedule ?? { steps: config.training.steps, globalBatch: config.training.globalBatch, microBatch: config.training.microBatch };
-  history.setRun({ runId: config.runId, totalSteps: schedule.steps, startStep, globalBatch: schedule.globalBatch, jobsPerStep: Math.ceil(schedule.globalBatch / schedule.microBatch), config: redactConfig(config) });
+  const schedule = options.schedule ?? pretrainTraining(config);
+  history.setRun({ runId: config.runId, totalSteps: schedule.steps, startStep, globalBatch: schedule.globalBatch, jobsPerStep: jobsPerStep(schedule.globalBatch, schedule.microBatch), config: redactConfig(config) });
 
   let grids: ValidationGridRenderer | undefined;
   const gridImages = options.gridImages ?? 4;

@@ -34,7 +34,7 @@ export function tinyVqaRadOptions(data: string, checkpoint: string, output: stri
     trainLimit: 24,
     valLimit: 12,
     epochs: 1,
-    batchSize: 6,
+    globalBatch: 6,
     microBatch: 3,
     learningRate: 1e-4,
     evalEvery: 2,

@@ -3,9 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { describe, expect, it } from 'vitest';
-import { modelSetup } from '@m3ae/coordinator';
+import { ModelComputer, modelSetup } from '@m3ae/training';
 import { loadRunConfig, PROTOCOL_VERSION, type MicroBatchJob } from '@m3ae/protocol';
-import { ModelComputer } from '@m3ae/worker';
 import { ensurePhantomDataset } from '../src/commands/train.js';
 
 // The worker's real compute path: shard dataset → buildPretrainBatch → computeGradients (tiny preset, wasm).

@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Coordinator, syntheticSetup, type RejectReason } from '@m3ae/coordinator';
+import { Coordinator, type RejectReason } from '@m3ae/coordinator';
+import { SyntheticComputer, syntheticSetup } from '@m3ae/training';
 import {
   BlobStore,
   encodeTensor,
@@ -15,7 +16,7 @@ import {
   type Contribution,
   type MicroBatchJob,
 } from '@m3ae/protocol';
-import { ManifestMismatchError, SyntheticComputer, TrainingWorker } from '@m3ae/worker';
+import { ManifestMismatchError, TrainingWorker } from '@m3ae/worker';
 import { FaultyComputer, runCoordinator, runKeys, serialReference, startWorkers, stopWorkers, syntheticRun } from './training-harness.js';
 
 // In-process coordinator and workers (real Redis, real BullMQ, the synthetic workload): orchestration only.

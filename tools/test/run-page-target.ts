@@ -72,7 +72,7 @@ export async function startInProcessRun(workDir: string, options: { steps?: numb
 
   const model = createModel(config, { seed: 0 });
   const params = flattenParams(model);
-  const optimizer = new AdamW(model.manifest, { learningRate: 1e-3, totalSteps: steps, warmupSteps: 0 });
+  const optimizer = new AdamW(model.manifest, { learningRate: 1e-3, totalSteps: steps, warmupFraction: 0 });
   const sampler = new EpochSampler({ size: dataset.size, seed: 0, globalBatchSize: 4 });
   const worker = `in-process-${process.pid}`;
   let stopped = false;

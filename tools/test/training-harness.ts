@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { EpochSampler } from '@m3ae/data';
-import { adamwFor, Coordinator, syntheticSetup, type CoordinatorEvents, type RunSummary } from '@m3ae/coordinator';
+import { Coordinator, type CoordinatorEvents } from '@m3ae/coordinator';
+import { adamwFor, SyntheticComputer, syntheticSetup, type GradientComputer, type RunSummary } from '@m3ae/training';
 import {
   addEncodedInto,
   encodeTensor,
@@ -14,11 +15,12 @@ import {
   syntheticGradients,
   syntheticInitialParams,
   syntheticManifest,
+  pretrainTraining,
   type LossTriple,
   type RunConfig,
   type TensorEncoding,
 } from '@m3ae/protocol';
-import { SyntheticComputer, TrainingWorker, type GradientComputer, type TrainingWorkerOptions } from '@m3ae/worker';
+import { TrainingWorker, type TrainingWorkerOptions } from '@m3ae/worker';
 
 /** A synthetic run on `redisUrl` with a fresh run id and checkpoint directory. */
 export function syntheticRun(overrides: Record<string, unknown> = {}, redisUrl = 'redis://127.0.0.1:6379'): RunConfig {
@@ -48,15 +50,16 @@ function deepMerge(a: Record<string, unknown>, b: Record<string, unknown>): Reco
  * The run computed serially in this process, without Redis: what the distributed run must reproduce bit
  * for bit (same per-micro-batch gradients, summed in micro-batch order, clipped, AdamW).
  */
-export function serialReference(config: RunConfig, steps = config.training.steps, encoding: TensorEncoding = config.training.gradEncoding): string {
+export function serialReference(config: RunConfig, steps = pretrainTraining(config).steps, encoding: TensorEncoding = config.training.gradEncoding): string {
   const spec = config.compute.synthetic;
+  const training = pretrainTraining(config);
   const params = syntheticInitialParams(spec.paramCount, config.seed);
-  const sampler = new EpochSampler({ size: spec.datasetSize, seed: config.seed, globalBatchSize: config.training.globalBatch });
-  const optimizer = adamwFor(syntheticManifest(spec.paramCount), config.training);
-  const m = config.training.microBatch;
+  const sampler = new EpochSampler({ size: spec.datasetSize, seed: config.seed, globalBatchSize: training.globalBatch });
+  const optimizer = adamwFor(syntheticManifest(spec.paramCount), training);
+  const m = training.microBatch;
   for (let step = 0; step < steps; step++) {
     const batch = sampler.batchAt(step);
-    const slices = Array.from({ length: config.training.globalBatch / m }, (_, k) => Array.from(batch.indices.subarray(k * m, (k + 1) * m)));
+    const slices = Array.from({ length: training.globalBatch / m }, (_, k) => Array.from(batch.indices.subarray(k * m, (k + 1) * m)));
     const normalizers: LossTriple = { mlm: 0, mim: 0, itm: 0 };
     for (const s of slices) {
       const c = syntheticCounts(s);

@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -18,12 +17,11 @@ import {
   toBf16,
   type MicroBatchJob,
 } from '@m3ae/protocol';
-import { SyntheticComputer } from './synthetic-computer.js';
-import { ThreadedComputer } from './threaded-computer.js';
+import { computeThreadPath, SyntheticComputer, ThreadedComputer } from '@m3ae/training';
 import { TrainingWorker } from './training-worker.js';
 
 // The compiled thread entry (the Nx test target builds this project first).
-const threadPath = resolve(import.meta.dirname, '../dist/compute-thread.js');
+const threadPath = computeThreadPath();
 
 describe('TrainingWorker (real Redis and BullMQ, hand-made jobs)', () => {
   const runId = `test-worker-${randomUUID().slice(0, 8)}`;
@@ -38,7 +36,7 @@ describe('TrainingWorker (real Redis and BullMQ, hand-made jobs)', () => {
   });
 
   it('computes in its thread while locks keep renewing: a 3 s CPU-bound job under a 1 s lock runs once, the event loop stays free', async () => {
-    if (!existsSync(threadPath)) throw new Error(`${threadPath} is missing: build @m3ae/worker first (nx run @m3ae/worker:build)`);
+    if (!existsSync(threadPath)) throw new Error(`${threadPath} is missing: build @m3ae/training first (nx run @m3ae/training:build)`);
     const paramCount = 20_000;
     const config = loadRunConfig({
       base: {

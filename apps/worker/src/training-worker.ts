@@ -18,7 +18,7 @@ import {
   type MicroBatchJob,
   type RunConfig,
 } from '@m3ae/protocol';
-import type { GradientComputer } from './gradient-computer.js';
+import type { GradientComputer } from '@m3ae/training';
 import { workerId as defaultWorkerId } from './identity.js';
 
 /** This worker's model differs from the run's: it must not compute (its gradients would be wrong). */

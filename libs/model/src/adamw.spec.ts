@@ -33,7 +33,7 @@ describe('AdamW', () => {
 
   it('matches the reference per group: learning-rate multipliers and weight decay', () => {
     const lr = 1e-3;
-    const opt = new AdamW(manifest, { totalSteps: 10, learningRate: lr, warmupSteps: 2 });
+    const opt = new AdamW(manifest, { totalSteps: 10, learningRate: lr, warmupFraction: 0.2 });
     const params = Float32Array.from([0.5, -0.5, 0.5, -0.5, 1, 1, 1, 1, 0.3, 0.3]);
     const grads = Float32Array.from([0.1, -0.2, 0.1, -0.2, 0.3, 0.05, 0.3, 0.05, 0.2, 0.2]);
     const mult = [1, 1, 1, 1, 5, 5, 5, 5, 1, 1];
@@ -56,7 +56,7 @@ describe('AdamW', () => {
   });
 
   it('clips the global gradient norm when asked', () => {
-    const opt = new AdamW(manifest, { totalSteps: 10, maxGradNorm: 1 });
+    const opt = new AdamW(manifest, { totalSteps: 10, clipNorm: 1 });
     const grads = new Float32Array(10).fill(0);
     grads[0] = 6;
     grads[1] = 8;
@@ -89,6 +89,6 @@ describe('AdamW', () => {
   it('rejects bad options by name', () => {
     expect(() => new AdamW(manifest, { totalSteps: 0 })).toThrow(/options\.totalSteps: got 0; expected a positive integer/);
     expect(() => new AdamW(manifest, { totalSteps: 5, betas: [0.9, 1.5] })).toThrow(/options\.betas/);
-    expect(() => new AdamW(manifest, { totalSteps: 5, maxGradNorm: -1 })).toThrow(/options\.maxGradNorm: got -1/);
+    expect(() => new AdamW(manifest, { totalSteps: 5, clipNorm: -1 })).toThrow(/options\.clipNorm: got -1/);
   });
 });

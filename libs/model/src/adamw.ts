@@ -15,8 +15,8 @@ export interface AdamWOptions {
   learningRate?: number;
   /** Total optimizer steps (max_steps); the schedule decays to endLearningRate there. */
   totalSteps: number;
-  /** Warm-up steps; a number in (0, 1) is a fraction of totalSteps (int(max_steps · f)). @defaultValue 0.1 */
-  warmupSteps?: number;
+  /** Warm-up as a fraction of totalSteps: int(max_steps · f) steps, as the official warmup_steps = 0.1. @defaultValue 0.1 */
+  warmupFraction?: number;
   /** @defaultValue [0.9, 0.98] */
   betas?: readonly [number, number];
   /** @defaultValue 1e-8 */
@@ -29,8 +29,8 @@ export interface AdamWOptions {
   lrMultiplierMultiModal?: number;
   /** @defaultValue 0 */
   endLearningRate?: number;
-  /** Clip the global gradient L2 norm to this value (as torch.nn.utils.clip_grad_norm_); off when undefined. */
-  maxGradNorm?: number;
+  /** Clip the global gradient L2 norm to this value (as torch.nn.utils.clip_grad_norm_); off when undefined or 0. */
+  clipNorm?: number;
 }
 
 export interface AdamWState {
@@ -60,7 +60,7 @@ interface Segment {
 }
 
 export class AdamW {
-  readonly options: Required<Omit<AdamWOptions, 'maxGradNorm'>> & { maxGradNorm: number | undefined };
+  readonly options: Required<AdamWOptions>;
   readonly warmupSteps: number;
   readonly size: number;
   private readonly segments: Segment[];
@@ -72,28 +72,28 @@ export class AdamW {
     const o = {
       learningRate: options.learningRate ?? 1e-5,
       totalSteps: options.totalSteps,
-      warmupSteps: options.warmupSteps ?? 0.1,
+      warmupFraction: options.warmupFraction ?? 0.1,
       betas: options.betas ?? ([0.9, 0.98] as const),
       eps: options.eps ?? 1e-8,
       weightDecay: options.weightDecay ?? 0.01,
       lrMultiplierHead: options.lrMultiplierHead ?? 5,
       lrMultiplierMultiModal: options.lrMultiplierMultiModal ?? 5,
       endLearningRate: options.endLearningRate ?? 0,
-      maxGradNorm: options.maxGradNorm,
+      clipNorm: options.clipNorm ?? 0,
     };
     const bad = (field: string, value: unknown, expected: string): never => {
       throw new Error(`AdamW options.${field}: got ${String(value)}; expected ${expected}`);
     };
     if (!(Number.isInteger(o.totalSteps) && o.totalSteps > 0)) bad('totalSteps', o.totalSteps, 'a positive integer');
     if (!(o.learningRate >= 0 && Number.isFinite(o.learningRate))) bad('learningRate', o.learningRate, 'a finite number >= 0');
-    if (!(o.warmupSteps >= 0)) bad('warmupSteps', o.warmupSteps, 'a count >= 0 or a fraction in (0, 1)');
+    if (!(o.warmupFraction >= 0 && o.warmupFraction < 1)) bad('warmupFraction', o.warmupFraction, 'a fraction in [0, 1)');
     if (!(o.betas[0] >= 0 && o.betas[0] < 1 && o.betas[1] >= 0 && o.betas[1] < 1)) bad('betas', o.betas, 'two numbers in [0, 1)');
     if (!(o.eps > 0)) bad('eps', o.eps, 'a positive number');
     if (!(o.weightDecay >= 0)) bad('weightDecay', o.weightDecay, 'a number >= 0');
-    if (o.maxGradNorm !== undefined && !(o.maxGradNorm > 0)) bad('maxGradNorm', o.maxGradNorm, 'a positive number or nothing');
+    if (!(o.clipNorm >= 0)) bad('clipNorm', o.clipNorm, 'a number >= 0 (0: no clipping)');
     this.options = o;
     // The official config gives warmup_steps = 0.1 (a float): int(max_steps * 0.1).
-    this.warmupSteps = o.warmupSteps > 0 && o.warmupSteps < 1 ? Math.floor(o.totalSteps * o.warmupSteps) : Math.floor(o.warmupSteps);
+    this.warmupSteps = Math.floor(o.totalSteps * o.warmupFraction);
     this.size = manifest.size;
     this.segments = [];
     for (const e of manifest.entries) {
@@ -139,8 +139,8 @@ export class AdamW {
     const gradNorm = Math.sqrt(ss);
     if (!Number.isFinite(gradNorm)) throw new Error(`AdamW.update: gradient norm is ${gradNorm}; refusing to update`);
     let clipped = false;
-    const maxNorm = this.options.maxGradNorm;
-    if (maxNorm !== undefined) {
+    const maxNorm = this.options.clipNorm;
+    if (maxNorm > 0) {
       const coef = maxNorm / (gradNorm + 1e-6);
       if (coef < 1) {
         for (let i = 0; i < grads.length; i++) grads[i] = (grads[i] as number) * coef;

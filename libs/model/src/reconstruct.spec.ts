@@ -223,7 +223,7 @@ describe('MIM reconstructions on wasm (tiny)', () => {
         return { loss: rows.reduce((a, r) => a + r.loss, 0) / rows.length, error: err / count };
       };
       const start = pixelError();
-      const opt = new AdamW(m.manifest, { learningRate: 3e-3, totalSteps: 1000, warmupSteps: 0, lrMultiplierHead: 1, lrMultiplierMultiModal: 1, weightDecay: 0 });
+      const opt = new AdamW(m.manifest, { learningRate: 3e-3, totalSteps: 1000, warmupFraction: 0, lrMultiplierHead: 1, lrMultiplierMultiModal: 1, weightDecay: 0 });
       const params = flattenParams(m);
       const normalizers = batchCounts(mimOnly, batch);
       for (let step = 0; step < 60; step++) {

@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { blobEndpoints, jobsPerStep, loadRunConfig, queueEndpoint, redactConfig } from './config.js';
+import { blobEndpoints, jobsPerStep, loadRunConfig, pretrainTraining, queueEndpoint, redactConfig } from './config.js';
 import { ConfigError } from './errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'm3ae-config-'));
@@ -22,12 +22,30 @@ function errorOf(f: () => unknown): ConfigError {
 }
 
 describe('run configuration', () => {
+  it('refuses the fields of earlier versions, naming what replaced them', () => {
+    const e = errorOf(() => loadRunConfig({ base: { task: { name: 'vqa-rad', data: '/d', batchSize: 64, clipNorm: 1 } }, env: { M3AE_LR: '1e-3' } }));
+    expect(e.message).toContain('task.batchSize was renamed training.globalBatch');
+    expect(e.message).toContain('task.clipNorm was renamed training.clipNorm');
+    expect(e.message).toContain('M3AE_LR was renamed M3AE_LEARNING_RATE');
+  });
+
+  it('one training section for both kinds: epochs only for fine-tuning, the model only for pre-training', () => {
+    expect(errorOf(() => loadRunConfig({ base: { training: { epochs: 3 } }, env: {} })).message).toContain('training.epochs = 3: applies to fine-tuning only');
+    const task = loadRunConfig({ base: { task: { name: 'slake', data: '/x' }, training: { epochs: 3, learningRate: 1e-3, clipNorm: 0 } }, env: {} });
+    expect(task.training).toMatchObject({ epochs: 3, learningRate: 1e-3, clipNorm: 0 });
+    expect(task.training.globalBatch).toBeUndefined(); // the task's official batch, resolved by @m3ae/tasks
+    expect(() => pretrainTraining(task)).toThrow(/fine-tunes slake/);
+    expect(errorOf(() => loadRunConfig({ base: { task: { name: 'slake', data: '/x' }, model: { preset: 'small' } }, env: {} })).message).toContain('model.preset = "small": applies to pre-training only');
+  });
+
   it('fills every default from nothing', () => {
     const c = loadRunConfig({ env: {} });
     expect(c.runId).toBe('m3ae');
-    expect(c.training).toMatchObject({ steps: 100, globalBatch: 8, microBatch: 2, gradEncoding: 'f32' });
+    expect(c.training).toMatchObject({ gradEncoding: 'f32', schedule: 'linear', beta2: 0.98 });
+    expect(pretrainTraining(c)).toMatchObject({ steps: 100, globalBatch: 8, microBatch: 2, learningRate: 1e-4, clipNorm: 1, lrMultiplierHead: 5, warmupFraction: 0.1 });
     expect(c.redis.url).toBe('redis://127.0.0.1:6379');
-    expect(jobsPerStep(c)).toBe(4);
+    expect(jobsPerStep(pretrainTraining(c).globalBatch, pretrainTraining(c).microBatch)).toBe(4);
+    expect(jobsPerStep(22, 6)).toBe(4);
   });
 
   it('reads YAML and JSON files; environment overrides the file; flags override both', () => {

@@ -44,8 +44,8 @@ export const RunConfigSchema = z
       .default({}),
     /**
      * What is trained: `pretrain` (M3AE's three objectives on `data.dir`), or a downstream task fine-tuned from a
-     * pre-training checkpoint on the same coordinator and workers. Unset fields take the official fine-tuning
-     * settings of the task (resolved by @m3ae/tasks, which also checks the task name).
+     * pre-training checkpoint on the same coordinator and workers. Only what is specific to the task lives here (its
+     * data, backbone, head inputs); how it is optimised is `training`, as for pre-training.
      */
     task: z
       .object({
@@ -63,42 +63,45 @@ export const RunConfigSchema = z
         categories: z.array(z.string().min(1)).min(1).optional(),
         /** Carve validation (and a held-out split) from the training items, by image. */
         carve: z.object({ seed: nonNegativeInt.default(0), valFraction: z.number().gt(0).lt(1), testFraction: z.number().min(0).lt(1).default(0) }).strict().optional(),
-        epochs: positiveInt.optional(),
-        batchSize: positiveInt.optional(),
-        learningRate: z.number().positive().optional(),
-        lrMultiplierHead: z.number().positive().optional(),
-        lrMultiplierMultiModal: z.number().positive().optional(),
-        warmupFraction: z.number().min(0).lt(1).optional(),
-        weightDecay: z.number().nonnegative().optional(),
-        clipNorm: z.number().positive().optional(),
         imageSize: positiveInt.optional(),
         textLength: positiveInt.optional(),
         augment: z.boolean().default(true),
         negatives: positiveInt.optional(),
-        maxSteps: positiveInt.optional(),
         trainLimit: positiveInt.optional(),
         valLimit: positiveInt.optional(),
         evalEvery: positiveInt.optional(),
       })
       .strict()
       .prefault({}),
+    /**
+     * How the run is optimised — pre-training and fine-tuning alike. Unset fields take the defaults of the run's kind:
+     * {@link PRETRAIN_TRAINING} for pre-training (see {@link pretrainTraining}), the task's official fine-tuning
+     * settings for a downstream task (resolved by @m3ae/tasks).
+     */
     training: z
       .object({
-        steps: positiveInt.default(100),
+        /** Optimizer steps (fine-tuning: at most this many; default there: epochs × steps per epoch). */
+        steps: positiveInt.optional(),
+        /** Passes over the training split (fine-tuning only; pre-training counts steps). */
+        epochs: positiveInt.optional(),
         /** Samples per optimizer step, over all workers. */
-        globalBatch: positiveInt.default(8),
-        /** Samples per job; globalBatch / microBatch jobs per step, whatever the number of workers. */
-        microBatch: positiveInt.default(2),
-        learningRate: z.number().positive().default(1e-4),
+        globalBatch: positiveInt.optional(),
+        /** Samples per job; ceil(globalBatch / microBatch) jobs per step, whatever the number of workers. */
+        microBatch: positiveInt.optional(),
+        learningRate: z.number().positive().optional(),
+        /** ×learningRate of the heads (the official lr_multiplier_head). */
+        lrMultiplierHead: z.number().positive().optional(),
+        /** ×learningRate of the fusion module and poolers (the official lr_multiplier_multi_modal). */
+        lrMultiplierMultiModal: z.number().positive().optional(),
         /** Linear warm-up over `warmupFraction` of the steps, then linear decay to 0 (M3AE) or a constant rate. */
         schedule: z.enum(['linear', 'constant']).default('linear'),
-        warmupFraction: z.number().min(0).max(1).default(0.1),
-        weightDecay: z.number().nonnegative().default(0.01),
+        warmupFraction: z.number().min(0).lt(1).optional(),
+        weightDecay: z.number().nonnegative().optional(),
         beta1: z.number().min(0).lt(1).default(0.9),
         beta2: z.number().min(0).lt(1).default(0.98),
         epsilon: z.number().positive().default(1e-8),
         /** Clip the global gradient norm to this (0 = no clipping). */
-        clipNorm: z.number().nonnegative().default(1),
+        clipNorm: z.number().nonnegative().optional(),
         /** Gradients on the wire: f32 (exact) or bf16 (half the bytes, still deterministic). */
         gradEncoding: z.enum(TENSOR_ENCODINGS).default('f32'),
       })
@@ -178,13 +181,49 @@ export const RunConfigSchema = z
       .prefault({}),
   })
   .strict()
-  // A pre-training step is globalBatch / microBatch equal jobs; a fine-tuning step's size comes from task.batchSize.
-  .refine((c) => c.task.name !== 'pretrain' || c.training.globalBatch % c.training.microBatch === 0, {
+  // A pre-training step is globalBatch / microBatch equal jobs (a fine-tuning epoch's last step may be smaller).
+  .refine((c) => c.task.name !== 'pretrain' || (c.training.globalBatch ?? PRETRAIN_TRAINING.globalBatch) % (c.training.microBatch ?? PRETRAIN_TRAINING.microBatch) === 0, {
     message: 'expected globalBatch to be a multiple of microBatch',
     path: ['training', 'globalBatch'],
   });
 
 export type RunConfig = z.infer<typeof RunConfigSchema>;
+
+/** The pre-training defaults of `training` (the optimizer's, betas and schedule, are the schema's for every run). */
+export const PRETRAIN_TRAINING = {
+  steps: 100,
+  globalBatch: 8,
+  microBatch: 2,
+  learningRate: 1e-4,
+  // The official pre-training config's lr_multiplier_head and lr_multiplier_multi_modal.
+  lrMultiplierHead: 5,
+  lrMultiplierMultiModal: 5,
+  warmupFraction: 0.1,
+  weightDecay: 0.01,
+  clipNorm: 1,
+} as const;
+
+/** `training` with every field resolved (a pre-training run's, or a fine-tuning run's as @m3ae/tasks resolves it). */
+export type TrainingSettings = Required<Omit<RunConfig['training'], 'epochs'>> & Pick<RunConfig['training'], 'epochs'>;
+
+/** The `training` of a pre-training run, unset fields taking {@link PRETRAIN_TRAINING}. */
+export function pretrainTraining(config: RunConfig): TrainingSettings {
+  if (config.task.name !== 'pretrain') throw new ConfigError(`run ${config.runId} fine-tunes ${config.task.name}: its training settings are the task's (resolved by @m3ae/tasks)`);
+  const t = config.training;
+  const d = PRETRAIN_TRAINING;
+  return {
+    ...t,
+    steps: t.steps ?? d.steps,
+    globalBatch: t.globalBatch ?? d.globalBatch,
+    microBatch: t.microBatch ?? d.microBatch,
+    learningRate: t.learningRate ?? d.learningRate,
+    lrMultiplierHead: t.lrMultiplierHead ?? d.lrMultiplierHead,
+    lrMultiplierMultiModal: t.lrMultiplierMultiModal ?? d.lrMultiplierMultiModal,
+    warmupFraction: t.warmupFraction ?? d.warmupFraction,
+    weightDecay: t.weightDecay ?? d.weightDecay,
+    clipNorm: t.clipNorm ?? d.clipNorm,
+  };
+}
 /** What a config file may contain: any subset, the rest takes defaults. */
 export type RunConfigInput = z.input<typeof RunConfigSchema>;
 
@@ -203,7 +242,7 @@ export const ENV_OVERRIDES: readonly { env: string; field: string; kind: EnvKind
   { env: 'M3AE_STEPS', field: 'training.steps', kind: 'int' },
   { env: 'M3AE_GLOBAL_BATCH', field: 'training.globalBatch', kind: 'int' },
   { env: 'M3AE_MICRO_BATCH', field: 'training.microBatch', kind: 'int' },
-  { env: 'M3AE_LR', field: 'training.learningRate', kind: 'number' },
+  { env: 'M3AE_LEARNING_RATE', field: 'training.learningRate', kind: 'number' },
   { env: 'M3AE_GRAD_ENCODING', field: 'training.gradEncoding', kind: 'string' },
   { env: 'M3AE_COMPUTE', field: 'compute.kind', kind: 'string' },
   { env: 'M3AE_BACKEND', field: 'compute.backend', kind: 'string' },
@@ -297,7 +336,7 @@ export function loadRunConfig(options: LoadRunConfigOptions = {}): RunConfig {
     setPath(raw, field, value);
     sources.set(field, source);
   }
-  const misplaced = pretrainOnlyFields(raw, sources);
+  const misplaced = [...renamedFields(raw, env), ...misplacedFields(raw, sources)];
   if (misplaced.length > 0) {
     const where = options.file ? ` (${options.file})` : '';
     throw new ConfigError(`invalid run configuration${where}:\n  ${misplaced.join('\n  ')}`, misplaced);
@@ -311,47 +350,47 @@ export function loadRunConfig(options: LoadRunConfigOptions = {}): RunConfig {
   return r.data;
 }
 
-/**
- * Fields of `training` that only a pre-training run reads: a fine-tuning run takes them from `task` (with the
- * official defaults). Setting one to anything but its default for a fine-tuning run is an error rather than
- * silently ignored.
- */
-const PRETRAIN_ONLY: readonly [string, string][] = [
-  ['steps', 'task.epochs (or task.maxSteps)'],
-  ['globalBatch', 'task.batchSize'],
-  ['learningRate', 'task.learningRate'],
-  ['schedule', 'nothing (fine-tuning warms up, then decays linearly)'],
-  ['warmupFraction', 'task.warmupFraction'],
-  ['weightDecay', 'task.weightDecay'],
-  ['clipNorm', 'task.clipNorm'],
-  ['beta1', 'nothing (the official betas)'],
-  ['beta2', 'nothing (the official betas)'],
-  ['epsilon', 'nothing'],
+/** Fields (and environment variables) of earlier versions, with what replaced them: an old run file is refused, not misread. */
+const RENAMED: readonly [string, string][] = [
+  ['task.epochs', 'training.epochs'],
+  ['task.batchSize', 'training.globalBatch'],
+  ['task.maxSteps', 'training.steps'],
+  ['task.learningRate', 'training.learningRate'],
+  ['task.lrMultiplierHead', 'training.lrMultiplierHead'],
+  ['task.lrMultiplierMultiModal', 'training.lrMultiplierMultiModal'],
+  ['task.warmupFraction', 'training.warmupFraction'],
+  ['task.weightDecay', 'training.weightDecay'],
+  ['task.clipNorm', 'training.clipNorm'],
 ];
+const RENAMED_ENV: readonly [string, string][] = [['M3AE_LR', 'M3AE_LEARNING_RATE']];
 
-function pretrainOnlyFields(raw: Record<string, unknown>, sources: ReadonlyMap<string, string>): string[] {
-  const task = raw['task'];
-  const name = typeof task === 'object' && task !== null ? (task as Record<string, unknown>)['name'] : undefined;
-  if (name === undefined || name === 'pretrain') return [];
+function fieldAt(raw: Record<string, unknown>, field: string): unknown {
+  let node: unknown = raw;
+  for (const p of field.split('.')) node = typeof node === 'object' && node !== null ? (node as Record<string, unknown>)[p] : undefined;
+  return node;
+}
+
+function renamedFields(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): string[] {
+  const out = RENAMED.filter(([old]) => fieldAt(raw, old) !== undefined).map(([old, now]) => `${old} was renamed ${now}: move it there (one training section serves pre-training and fine-tuning)`);
+  for (const [old, now] of RENAMED_ENV) if (env[old]?.trim()) out.push(`${old} was renamed ${now}: set that variable instead`);
+  return out;
+}
+
+/** Fields that do not apply to the run's kind: an error rather than silently ignored. */
+function misplacedFields(raw: Record<string, unknown>, sources: ReadonlyMap<string, string>): string[] {
+  const name = fieldAt(raw, 'task.name');
+  const from = (field: string): string => (sources.has(field) ? ` (from ${sources.get(field)})` : '');
   const out: string[] = [];
-  const model = raw['model'];
-  if (typeof model === 'object' && model !== null) {
-    const { preset, overrides } = model as Record<string, unknown>;
-    const backbone = 'a fine-tuning run\'s backbone is task.checkpoint\'s (task.preset with task.init: random)';
-    if (preset !== undefined && preset !== 'tiny') out.push(`model.preset = ${JSON.stringify(preset)}${sources.has('model.preset') ? ` (from ${sources.get('model.preset')})` : ''}: applies to pre-training only; ${backbone}`);
-    if (typeof overrides === 'object' && overrides !== null && Object.keys(overrides).length > 0) out.push(`model.overrides: applies to pre-training only; ${backbone}`);
+  if (name === undefined || name === 'pretrain') {
+    const epochs = fieldAt(raw, 'training.epochs');
+    if (epochs !== undefined) out.push(`training.epochs = ${JSON.stringify(epochs)}${from('training.epochs')}: applies to fine-tuning only; pre-training counts training.steps`);
+    return out;
   }
-  const training = raw['training'];
-  if (typeof training !== 'object' || training === null) return out;
-  // A resolved configuration written back to a file (m3ae train --local, a dumped ConfigMap) holds the defaults:
-  // only values that differ from them were meant for this run.
-  const defaults = RunConfigSchema.parse({}).training as Record<string, unknown>;
-  for (const [field, instead] of PRETRAIN_ONLY) {
-    const v = (training as Record<string, unknown>)[field];
-    if (v === undefined || v === defaults[field]) continue;
-    const from = sources.get(`training.${field}`);
-    out.push(`training.${field} = ${JSON.stringify(v)}${from ? ` (from ${from})` : ''}: applies to pre-training only; task ${JSON.stringify(name)} is fine-tuned — set ${instead}`);
-  }
+  const backbone = "a fine-tuning run's backbone is task.checkpoint's (task.preset with task.init: random)";
+  const preset = fieldAt(raw, 'model.preset');
+  const overrides = fieldAt(raw, 'model.overrides');
+  if (preset !== undefined && preset !== 'tiny') out.push(`model.preset = ${JSON.stringify(preset)}${from('model.preset')}: applies to pre-training only; ${backbone}`);
+  if (typeof overrides === 'object' && overrides !== null && Object.keys(overrides).length > 0) out.push(`model.overrides: applies to pre-training only; ${backbone}`);
   return out;
 }
 
@@ -389,7 +428,10 @@ export function blobEndpoints(config: RunConfig): RedisEndpoint[] {
   return urls.map((u) => endpoint(config, u));
 }
 
-/** Micro-batch jobs per step: fixed by the run, independent of the number of workers. */
-export function jobsPerStep(config: RunConfig): number {
-  return config.training.globalBatch / config.training.microBatch;
+/**
+ * Micro-batch jobs of a step of `samples` samples, `microBatch` each (the last may have fewer): fixed by the run,
+ * independent of the number of workers.
+ */
+export function jobsPerStep(samples: number, microBatch: number): number {
+  return Math.ceil(samples / microBatch);
 }

@@ -14,7 +14,6 @@ import {
   type TextTokenizer,
 } from '@m3ae/data';
 import {
-  AdamW,
   createDownstreamModel,
   FINETUNE_DEFAULTS,
   finetuneImageSize,
@@ -72,7 +71,8 @@ export interface FinetuneOptions {
   categories?: string[] | undefined;
   carve?: CarveSpec | undefined;
   epochs?: number | undefined;
-  batchSize?: number | undefined;
+  /** Examples per optimizer step. @defaultValue the task's official batch size */
+  globalBatch?: number | undefined;
   /** Examples per forward/backward pass (memory); does not change the result. @defaultValue 8 */
   microBatch?: number | undefined;
   learningRate?: number | undefined;
@@ -80,15 +80,16 @@ export interface FinetuneOptions {
   lrMultiplierMultiModal?: number | undefined;
   warmupFraction?: number | undefined;
   weightDecay?: number | undefined;
-  maxGradNorm?: number | undefined;
+  /** Clip the global gradient norm to this (0 or unset: no clipping, as the official runs). */
+  clipNorm?: number | undefined;
   imageSize?: number | undefined;
   textLength?: number | undefined;
   /** Random-resized crops where the official run uses them. @defaultValue true */
   augment?: boolean | undefined;
   negatives?: number | undefined;
   seed?: number | undefined;
-  /** Stop after this many optimizer steps (the schedule still spans them). */
-  maxSteps?: number | undefined;
+  /** At most this many optimizer steps (default: epochs × steps per epoch; the schedule spans them). */
+  steps?: number | undefined;
   /** Use the first n training examples (benchmark sizes). */
   trainLimit?: number | undefined;
   /** Validate on the first n validation examples (retrieval: n images). @defaultValue all (retrieval: 100) */
@@ -99,20 +100,22 @@ export interface FinetuneOptions {
 
 export interface ResolvedSettings {
   epochs: number;
-  batchSize: number;
+  globalBatch: number;
   microBatch: number;
   learningRate: number;
   lrMultiplierHead: number;
   lrMultiplierMultiModal: number;
   warmupFraction: number;
   weightDecay: number;
-  maxGradNorm: number | undefined;
+  /** 0: no clipping. */
+  clipNorm: number;
   imageSize: number;
   textLength: number;
   augment: boolean;
   negatives: number;
   seed: number;
-  totalSteps: number;
+  /** Optimizer steps of the run. */
+  steps: number;
   stepsPerEpoch: number;
   init: 'pretrained' | 'random';
 }
@@ -184,8 +187,8 @@ export interface PlanOptions {
 /** Resolves a fine-tuning run (reads the splits' annotations and checks every image decodes). */
 export async function planFinetune(o: FinetuneOptions, p: PlanOptions = {}): Promise<FinetunePlan> {
   for (const [name, v, int] of [
-    ['epochs', o.epochs, true], ['batchSize', o.batchSize, true], ['microBatch', o.microBatch, true], ['learningRate', o.learningRate, false],
-    ['imageSize', o.imageSize, true], ['textLength', o.textLength, true], ['maxSteps', o.maxSteps, true], ['trainLimit', o.trainLimit, true],
+    ['epochs', o.epochs, true], ['globalBatch', o.globalBatch, true], ['microBatch', o.microBatch, true], ['learningRate', o.learningRate, false],
+    ['imageSize', o.imageSize, true], ['textLength', o.textLength, true], ['steps', o.steps, true], ['trainLimit', o.trainLimit, true],
     ['valLimit', o.valLimit, true], ['evalEvery', o.evalEvery, true], ['negatives', o.negatives, true],
   ] as const) positive(name, v, int);
   const defaults = FINETUNE_DEFAULTS[o.task];
@@ -233,25 +236,25 @@ export async function planFinetune(o: FinetuneOptions, p: PlanOptions = {}): Pro
     ...(carve ? { carve } : {}),
   };
 
-  const batchSize = Math.min(o.batchSize ?? defaults.batchSize, nTrain);
-  const stepsPerEpoch = new EpochSampler({ size: nTrain, seed: o.seed ?? 0, globalBatchSize: batchSize, dropLast: false }).stepsPerEpoch;
+  const globalBatch = Math.min(o.globalBatch ?? defaults.globalBatch, nTrain);
+  const stepsPerEpoch = new EpochSampler({ size: nTrain, seed: o.seed ?? 0, globalBatchSize: globalBatch, dropLast: false }).stepsPerEpoch;
   const epochs = o.epochs ?? defaults.epochs;
   const settings: ResolvedSettings = {
     epochs,
-    batchSize,
+    globalBatch,
     microBatch: o.microBatch ?? 8,
     learningRate: o.learningRate ?? defaults.learningRate,
     lrMultiplierHead: o.lrMultiplierHead ?? defaults.lrMultiplierHead,
     lrMultiplierMultiModal: o.lrMultiplierMultiModal ?? defaults.lrMultiplierMultiModal,
     warmupFraction: o.warmupFraction ?? defaults.warmupFraction,
     weightDecay: o.weightDecay ?? defaults.weightDecay,
-    maxGradNorm: o.maxGradNorm,
+    clipNorm: o.clipNorm ?? 0,
     imageSize,
     textLength,
     augment: (o.augment ?? true) && defaults.randomResizedCrop,
     negatives: o.negatives ?? defaults.negatives ?? 15,
     seed: o.seed ?? 0,
-    totalSteps: Math.min(o.maxSteps ?? Infinity, epochs * stepsPerEpoch),
+    steps: Math.min(o.steps ?? Infinity, epochs * stepsPerEpoch),
     stepsPerEpoch,
     init,
   };
@@ -260,7 +263,7 @@ export async function planFinetune(o: FinetuneOptions, p: PlanOptions = {}): Pro
 
 /** The sampler of a plan's training split (every step's examples; the last batch of an epoch is kept). */
 export function trainSampler(plan: FinetunePlan): EpochSampler {
-  return new EpochSampler({ size: splitSize(plan.train), seed: plan.settings.seed, globalBatchSize: plan.settings.batchSize, dropLast: false });
+  return new EpochSampler({ size: splitSize(plan.train), seed: plan.settings.seed, globalBatchSize: plan.settings.globalBatch, dropLast: false });
 }
 
 /**
@@ -283,20 +286,6 @@ export async function createTaskModel(plan: FinetunePlan, o: { pretrained?: bool
     }
   }
   return model;
-}
-
-/** The official fine-tuning optimiser: AdamW with ×head and ×multi-modal learning-rate groups, warm-up then linear decay. */
-export function finetuneOptimizer(plan: FinetunePlan, manifest: DownstreamModel['manifest']): AdamW {
-  const s = plan.settings;
-  return new AdamW(manifest, {
-    learningRate: s.learningRate,
-    totalSteps: s.totalSteps,
-    warmupSteps: s.warmupFraction,
-    weightDecay: s.weightDecay,
-    lrMultiplierHead: s.lrMultiplierHead,
-    lrMultiplierMultiModal: s.lrMultiplierMultiModal,
-    ...(s.maxGradNorm !== undefined ? { maxGradNorm: s.maxGradNorm } : {}),
-  });
 }
 
 /**

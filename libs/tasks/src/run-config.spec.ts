@@ -23,9 +23,9 @@ describe('the run configuration of a fine-tuning run', () => {
     expect(() => run({ name: 'vqa-radd', data: '/d', checkpoint: '/c' })).toThrow('task.name = "vqa-radd": expected pretrain or one of vqa-rad, slake, vqa-med-2019, melinda, retrieval');
     expect(() => run({ name: 'slake', checkpoint: '/c' })).toThrow(ConfigError);
     expect(() => run({ name: 'slake', checkpoint: '/c' })).toThrow(/task\.data = undefined: expected the task's dataset root/);
-    expect(() => run({ name: 'slake', data: '/d' })).toThrow(/task\.checkpoint = undefined: expected a pre-training checkpoint/);
+    expect(() => run({ name: 'slake', data: '/d' })).toThrow(/--checkpoint \(task\.checkpoint\) is required/);
     expect(() => run({ name: 'retrieval', data: '/d', checkpoint: '/c', source: 'pubmed' })).toThrow(/task\.source = "pubmed": expected one of/);
-    expect(() => loadRunConfig({ base: { task: { name: 'slake', epochs: 0 } }, env: {} })).toThrow(/task\.epochs = 0/);
+    expect(() => loadRunConfig({ base: { task: { name: 'slake' }, training: { epochs: 0 } }, env: {} })).toThrow(/training\.epochs = 0/);
     expect(isTaskRun(loadRunConfig({ env: {} }))).toBe(false);
     expect(() => loadRunConfig({ base: { task: { name: 'slake' }, model: { preset: 'base' } }, env: {} })).toThrow(
       'model.preset = "base": applies to pre-training only; a fine-tuning run\'s backbone is task.checkpoint\'s (task.preset with task.init: random)',

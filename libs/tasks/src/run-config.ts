@@ -1,6 +1,8 @@
+import { randomBytes } from 'node:crypto';
+import { resolve } from 'node:path';
 import { RETRIEVAL_SOURCES, type RetrievalSource } from '@m3ae/data';
 import { DOWNSTREAM_TASKS, type DownstreamTaskName } from '@m3ae/model';
-import { ConfigError, type RunConfig } from '@m3ae/protocol';
+import { ConfigError, loadRunConfig, type RunConfig } from '@m3ae/protocol';
 import type { FinetuneOptions } from './finetune.js';
 
 /** Whether a run configuration fine-tunes a downstream task (rather than pre-training). */
@@ -10,18 +12,19 @@ export function isTaskRun(config: RunConfig): boolean {
 
 /**
  * The fine-tuning plan options of a run configuration's `task` section — the same options `m3ae finetune` takes, so a
- * distributed run and a single-process one with the same settings train the same model. `training.microBatch` is
- * the examples per job; the seed is the run's.
+ * distributed run and a single-process one with the same settings train the same model. The optimisation settings
+ * come from `training` (unset: the task's official ones); the seed is the run's.
  */
 export function finetuneOptionsFromRun(config: RunConfig): FinetuneOptions {
   const t = config.task;
+  const tr = config.training;
   const bad = (field: string, value: unknown, expected: string): never => {
     throw new ConfigError(`task.${field} = ${JSON.stringify(value)}: expected ${expected}`);
   };
   if (!(DOWNSTREAM_TASKS as readonly string[]).includes(t.name)) bad('name', t.name, `pretrain or one of ${DOWNSTREAM_TASKS.join(', ')}`);
   if (!t.data) bad('data', t.data, "the task's dataset root (a VQA-RAD / SLAKE / VQA-Med 2019 / MELINDA folder, a ROCO or MedPix root, or a manifest)");
   if (t.source !== undefined && !(RETRIEVAL_SOURCES as readonly string[]).includes(t.source)) bad('source', t.source, `one of ${RETRIEVAL_SOURCES.join(', ')}`);
-  if (t.init === 'pretrained' && !t.checkpoint) bad('checkpoint', t.checkpoint, 'a pre-training checkpoint to fine-tune from (or task.init: random with task.preset)');
+  if (t.init === 'pretrained' && !t.checkpoint) throw new ConfigError('--checkpoint (task.checkpoint) is required: a pre-training checkpoint to fine-tune from (or --init random --preset NAME; task.init: random with task.preset)');
   return {
     task: t.name as DownstreamTaskName,
     data: t.data as string,
@@ -33,23 +36,83 @@ export function finetuneOptionsFromRun(config: RunConfig): FinetuneOptions {
     labelColumn: t.labelColumn,
     categories: t.categories,
     carve: t.carve,
-    epochs: t.epochs,
-    batchSize: t.batchSize,
-    microBatch: config.training.microBatch,
-    learningRate: t.learningRate,
-    lrMultiplierHead: t.lrMultiplierHead,
-    lrMultiplierMultiModal: t.lrMultiplierMultiModal,
-    warmupFraction: t.warmupFraction,
-    weightDecay: t.weightDecay,
-    maxGradNorm: t.clipNorm,
+    epochs: tr.epochs,
+    globalBatch: tr.globalBatch,
+    microBatch: tr.microBatch,
+    learningRate: tr.learningRate,
+    lrMultiplierHead: tr.lrMultiplierHead,
+    lrMultiplierMultiModal: tr.lrMultiplierMultiModal,
+    warmupFraction: tr.warmupFraction,
+    weightDecay: tr.weightDecay,
+    clipNorm: tr.clipNorm,
     imageSize: t.imageSize,
     textLength: t.textLength,
     augment: t.augment,
     negatives: t.negatives,
     seed: config.seed,
-    maxSteps: t.maxSteps,
+    steps: tr.steps,
     trainLimit: t.trainLimit,
     valLimit: t.valLimit,
     evalEvery: t.evalEvery,
   };
+}
+
+/** A fine-tuning run as `m3ae finetune` takes it: the plan's options and where the run writes. */
+export interface FinetuneRunOptions extends FinetuneOptions {
+  /** Checkpoints (the latest, for resuming) and `best/` (selected on validation). */
+  output: string;
+  backend?: string | undefined;
+  /** Write the latest checkpoint every n steps as well as at the end. @defaultValue 100 */
+  checkpointEvery?: number | undefined;
+  /** The Redis of a run on workers (default: the environment's). */
+  redisUrl?: string | undefined;
+}
+
+/**
+ * The run configuration of a fine-tuning run — the inverse of {@link finetuneOptionsFromRun}: what `m3ae finetune`
+ * trains in one process, on local workers, or what `m3ae coordinator` / `m3ae worker` read from a file.
+ */
+export function finetuneRunConfig(o: FinetuneRunOptions, env: NodeJS.ProcessEnv = process.env): RunConfig {
+  const defined = (r: Record<string, unknown>): Record<string, unknown> => Object.fromEntries(Object.entries(r).filter(([, v]) => v !== undefined));
+  const task = defined({
+    name: o.task,
+    data: resolve(o.data),
+    checkpoint: o.checkpoint ? resolve(o.checkpoint) : undefined,
+    init: o.init,
+    preset: o.preset,
+    tokenizer: o.tokenizer ? resolve(o.tokenizer) : undefined,
+    source: o.source,
+    labelColumn: o.labelColumn,
+    categories: o.categories,
+    carve: o.carve,
+    imageSize: o.imageSize,
+    textLength: o.textLength,
+    augment: o.augment,
+    negatives: o.negatives,
+    trainLimit: o.trainLimit,
+    valLimit: o.valLimit,
+    evalEvery: o.evalEvery,
+  });
+  const base: Record<string, unknown> = {
+    runId: `finetune-${o.task}-${randomBytes(3).toString('hex')}`,
+    seed: o.seed ?? 0,
+    task,
+    training: defined({
+      steps: o.steps,
+      epochs: o.epochs,
+      globalBatch: o.globalBatch,
+      microBatch: o.microBatch,
+      learningRate: o.learningRate,
+      lrMultiplierHead: o.lrMultiplierHead,
+      lrMultiplierMultiModal: o.lrMultiplierMultiModal,
+      warmupFraction: o.warmupFraction,
+      weightDecay: o.weightDecay,
+      clipNorm: o.clipNorm,
+    }),
+    compute: { backend: o.backend ?? 'auto' },
+    checkpoint: { dir: resolve(o.output), every: o.checkpointEvery ?? 100, keep: 1 },
+  };
+  // The environment may point at Redis; the rest of the run is these options.
+  const redisEnv = Object.fromEntries(Object.entries(env).filter(([k]) => k.includes('REDIS')));
+  return loadRunConfig({ base, env: redisEnv, ...(o.redisUrl ? { overrides: { 'redis.url': { value: o.redisUrl, source: '--redis-url' } } } : {}) });
 }

@@ -54,7 +54,7 @@ export class ModelSelection {
   due(done: number): boolean {
     const s = this.plan.settings;
     const every = this.plan.options.evalEvery;
-    return done % s.stepsPerEpoch === 0 || done === s.totalSteps || (every !== undefined && done % every === 0);
+    return done % s.stepsPerEpoch === 0 || done === s.steps || (every !== undefined && done % every === 0);
   }
 
   /** Adds a step's training totals (Σ loss, correct, examples) to the window reported at the next validation. */

@@ -1,18 +1,15 @@
+import { randomUUID } from 'node:crypto';
 import { readFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { Worker } from 'node:worker_threads';
 import {
-  EpochSampler,
   LabelVocabulary,
   QuestionPriorBaseline,
-  buildPretrainBatch,
   hashUniforms,
   loadImage,
   loadTokenizer,
   openShardDataset,
   prepareShards,
-  pretrainCounts,
   readVqaTaskSplit,
   sharedDataDir,
   trainTokenizer,
@@ -20,20 +17,17 @@ import {
   SkipLog,
   type CarveSpec,
   type PhantomManifestLine,
-  type ShardDataset,
   type TextTokenizer,
 } from '@m3ae/data';
 import {
-  AdamW,
   chooseBackend,
-  computeGradients,
   computeLosses,
   createModel,
   flattenParams,
+  loadCheckpoint,
   mimKeepCount,
   numPatches,
   presetConfig,
-  saveCheckpoint,
   setParamsFromFlat,
   vqaMetrics,
   type M3AEConfig,
@@ -41,6 +35,8 @@ import {
   type PretrainBatch,
   type VqaMetrics,
 } from '@m3ae/model';
+import { loadRunConfig, type StepReport } from '@m3ae/protocol';
+import { InProcessSource, modelSetup, runModelConfig, Trainer } from '@m3ae/training';
 import { runEval } from '../commands/eval.js';
 import { runFinetune, type FinetuneResult } from '../commands/finetune.js';
 import { registerBenchArea, type BenchOptions } from './areas.js';
@@ -93,7 +89,7 @@ const SIZE_DEFAULTS = {
   /** Examples per forward/backward pass in fine-tuning (speed only: the gradients are exact). */
   'ft-micro': 16,
   micro: 8,
-  /** Threads (wasm is single-threaded): data-parallel pre-training, and the two fine-tunings side by side. */
+  /** Compute threads (wasm is single-threaded): data-parallel pre-training and fine-tuning. */
   threads: 2,
   seed: 0,
 } as const;
@@ -128,212 +124,92 @@ export function parseSizes(spec: string | undefined, quick: boolean): Sizes {
   return out as Sizes;
 }
 
-/**
- * Helper thread of the data-parallel pre-training below: it builds the micro-batches it is given (same builder, same
- * seeds as in the main thread) and returns each one's exact gradient; the parameters are read from shared memory.
- */
-const PRETRAIN_THREAD = `
-const { parentPort, workerData: w } = require('node:worker_threads');
-(async () => {
-  const data = await import(w.dataUrl);
-  const model = await import(w.modelUrl);
-  await model.chooseBackend({ backend: w.backend });
-  const tokenizer = await data.loadTokenizer(w.tokenizer);
-  const dataset = await data.openShardDataset(w.shards);
-  const m = model.createModel(w.config, { seed: w.seed });
-  const params = new Float32Array(w.params);
-  parentPort.on('message', async (job) => {
-    try {
-      model.setParamsFromFlat(m, params);
-      const out = [];
-      for (const mb of job.micro) {
-        const batch = await data.buildPretrainBatch({ ...job.common, dataset, tokenizer, indices: mb.indices, positions: mb.positions });
-        const r = model.computeGradients(m, batch, { normalizers: job.normalizers, training: true });
-        out.push({ grads: r.grads, sums: r.sums, correct: r.correct, counts: r.counts });
-      }
-      parentPort.postMessage({ out }, out.map((o) => o.grads.buffer));
-    } catch (e) {
-      parentPort.postMessage({ error: String((e && e.stack) || e) });
-    }
-  });
-  parentPort.postMessage({ ready: true });
-})().catch((e) => parentPort.postMessage({ error: String((e && e.stack) || e) }));
-`;
-
-/** Helper thread of part (b): one fine-tuning and its single held-out evaluation (the two inits run side by side). */
-const FINETUNE_THREAD = `
-const { parentPort, workerData: w } = require('node:worker_threads');
-(async () => {
-  const ft = await import(w.finetuneUrl);
-  const ev = await import(w.evalUrl);
-  const r = await ft.runFinetune({ ...w.options, log: (l) => parentPort.postMessage({ log: l }) });
-  const e = await ev.runEval({ ...w.evalOptions, checkpoint: r.output });
-  parentPort.postMessage({ result: { ft: r, metrics: e.metrics } });
-})().catch((e) => parentPort.postMessage({ error: String((e && e.stack) || e) }));
-`;
-
-/** Threads only from the built JavaScript (the helper imports the built libraries); from TypeScript sources: 1. */
-const threadsAvailable = import.meta.url.endsWith('.js');
-
-type MicroResult = ReturnType<typeof computeGradients>;
-
-/** Running sums of a pre-training window: summed losses, correct predictions and item counts per objective. */
-interface Totals {
-  mlm: number;
-  mim: number;
-  itm: number;
-  itmCorrect: number;
-  mlmCorrect: number;
-  n: { mlm: number; mim: number; itm: number };
-}
-
-function accumulate(w: Totals, r: MicroResult): void {
-  w.mlm += r.sums.mlm;
-  w.mim += r.sums.mim;
-  w.itm += r.sums.itm;
-  w.itmCorrect += r.correct.itm;
-  w.mlmCorrect += r.correct.mlm;
-  w.n.mlm += r.counts.mlm;
-  w.n.mim += r.counts.mim;
-  w.n.itm += r.counts.itm;
-}
-
-interface ThreadReply<T> {
-  ready?: boolean;
-  error?: string;
-  log?: string;
-  out?: T;
-  result?: T;
-}
-
-/** The next message of a helper thread (an `error` message or the thread's failure rejects). */
-function nextMessage<T>(w: Worker): Promise<ThreadReply<T>> {
-  return new Promise((res, rej) => {
-    const onMessage = (m: ThreadReply<T>): void => {
-      if (m.log !== undefined) return;
-      w.off('message', onMessage);
-      w.off('error', rej);
-      if (m.error !== undefined) rej(new Error(`helper thread: ${m.error}`));
-      else res(m);
-    };
-    w.on('message', onMessage);
-    w.once('error', rej);
-  });
-}
-
 export interface PretrainRun {
   model: M3AEModel;
+  /** The pre-training checkpoint (the trainer's last), for fine-tuning and `m3ae eval`. */
+  checkpoint: string;
   seconds: number;
   samples: number;
-  /** Mean losses over the last tenth of the steps. */
+  /** Mean per-step losses over the last tenth of the steps. */
   last: { mlm: number; mim: number; itm: number; itmAccuracy: number };
 }
 
+/** Per-step losses of a window of steps, averaged. */
+class LossWindow {
+  private readonly sum = { mlm: 0, mim: 0, itm: 0, mlmAccuracy: 0, itmAccuracy: 0 };
+  private n = 0;
+  add(r: StepReport): void {
+    this.sum.mlm += r.losses.mlm ?? NaN;
+    this.sum.mim += r.losses.mim ?? NaN;
+    this.sum.itm += r.losses.itm ?? NaN;
+    this.sum.mlmAccuracy += r.accuracy.mlm ?? NaN;
+    this.sum.itmAccuracy += r.accuracy.itm ?? NaN;
+    this.n++;
+  }
+  mean(): { mlm: number; mim: number; itm: number; mlmAccuracy: number; itmAccuracy: number } {
+    const d = (x: number): number => (this.n > 0 ? x / this.n : NaN);
+    return { mlm: d(this.sum.mlm), mim: d(this.sum.mim), itm: d(this.sum.itm), mlmAccuracy: d(this.sum.mlmAccuracy), itmAccuracy: d(this.sum.itmAccuracy) };
+  }
+}
+
 /**
- * Pre-training in this process, computing exactly what the distributed trainer computes (the same batches from the
- * same sampler, exact micro-batch gradients with global normalizers, the same AdamW): with one worker `m3ae train`
- * gives the same parameters.
+ * Pre-training in this process: the run configuration `m3ae train` would get, trained by the same {@link Trainer}
+ * with the workers' gradient computers in this process (data parallel over `threads` compute threads) — the same
+ * parameters as the cluster by construction. The checkpoint lands in `output`.
  */
 export async function pretrainInProcess(o: {
-  config: M3AEConfig;
-  dataset: ShardDataset;
-  tokenizer: TextTokenizer;
+  preset: string;
+  overrides: Record<string, unknown>;
+  shards: string;
+  tokenizer: string;
+  output: string;
   steps: number;
   batch: number;
   micro: number;
   learningRate: number;
   seed: number;
-  /** Threads computing micro-batches (data parallel, the same sums in the same order: the same parameters). @defaultValue 1 */
   threads?: number;
   backend?: string | undefined;
   log: (line: string) => void;
 }): Promise<PretrainRun> {
   const t0 = performance.now();
-  const { config, dataset, tokenizer } = o;
-  const model = createModel(config, { seed: o.seed });
-  const opt = new AdamW(model.manifest, { learningRate: o.learningRate, totalSteps: o.steps, warmupSteps: 0.1, maxGradNorm: 1 });
-  const sampler = new EpochSampler({ size: dataset.size, seed: o.seed, globalBatchSize: Math.min(o.batch, dataset.size) });
-  const params = new Float32Array(new SharedArrayBuffer(4 * model.manifest.size));
-  params.set(flattenParams(model));
-  const helpers: Worker[] = [];
-  const threads = threadsAvailable ? Math.max(1, Math.floor(o.threads ?? 1)) : 1;
-  for (let t = 1; t < threads; t++) {
-    const w = new Worker(PRETRAIN_THREAD, {
-      eval: true,
-      workerData: {
-        dataUrl: import.meta.resolve('@m3ae/data'),
-        modelUrl: import.meta.resolve('@m3ae/model'),
-        backend: o.backend ?? 'auto',
-        tokenizer: tokenizer.path,
-        shards: dataset.dir,
-        config,
-        seed: o.seed,
-        params: params.buffer,
-      },
-    });
-    helpers.push(w);
-    await nextMessage(w);
-  }
+  const config = loadRunConfig({
+    base: {
+      runId: `bench-learning-${o.seed}`,
+      seed: o.seed,
+      model: { preset: o.preset, overrides: o.overrides },
+      data: { dir: o.shards, tokenizer: o.tokenizer },
+      training: { steps: o.steps, globalBatch: o.batch, microBatch: o.micro, learningRate: o.learningRate, warmupFraction: 0.1, clipNorm: 1 },
+      compute: { backend: o.backend ?? 'auto' },
+      checkpoint: { dir: o.output, every: 0, keep: 1 },
+    },
+    env: {},
+  });
+  const setup = await modelSetup(config);
+  const incarnation = randomUUID();
+  const source = await InProcessSource.create(config, incarnation, { threads: o.threads });
+  let win = new LossWindow();
+  const tail = new LossWindow();
+  const logEvery = Math.max(1, Math.floor(o.steps / 10));
+  const f = (x: number): string => (Number.isFinite(x) ? x.toFixed(3) : '-');
+  const onStep = (r: StepReport): void => {
+    win.add(r);
+    if (r.step >= Math.floor(o.steps * 0.9)) tail.add(r);
+    if ((r.step + 1) % logEvery !== 0) return;
+    const m = win.mean();
+    o.log(`pre-training step ${r.step + 1}/${o.steps} (${((performance.now() - t0) / 1000).toFixed(0)} s): MLM ${f(m.mlm)} (acc ${f(m.mlmAccuracy)}), MIM ${f(m.mim)}, ITM ${f(m.itm)} (acc ${f(m.itmAccuracy)})`);
+    win = new LossWindow();
+  };
   try {
-    const tail: Totals = { mlm: 0, mim: 0, itm: 0, itmCorrect: 0, mlmCorrect: 0, n: { mlm: 0, mim: 0, itm: 0 } };
-    const tailFrom = Math.floor(o.steps * 0.9);
-    const logEvery = Math.max(1, Math.floor(o.steps / 10));
-    const win: Totals = { mlm: 0, mim: 0, itm: 0, itmCorrect: 0, mlmCorrect: 0, n: { mlm: 0, mim: 0, itm: 0 } };
-    for (let step = 0; step < o.steps; step++) {
-      const gb = sampler.batchAt(step);
-      const plain = {
-        globalBatchSize: gb.indices.length,
-        step,
-        seed: o.seed,
-        maxTextLength: config.maxTextLength,
-        mlmProbability: config.mlmMaskRatio,
-        mimMaskRatio: config.mimMaskRatio,
-        numPatches: numPatches(config),
-      };
-      const common = { ...plain, dataset, tokenizer };
-      const normalizers = await pretrainCounts({ ...common, indices: gb.indices, positions: gb.positions });
-      const grads = new Float32Array(model.manifest.size);
-      // Micro-batch j goes to thread j mod threads (0: this one); gradients are added in micro-batch order.
-      const micro: { indices: Uint32Array; positions: Uint32Array }[] = [];
-      for (let s = 0; s < gb.indices.length; s += o.micro) micro.push({ indices: gb.indices.slice(s, s + o.micro), positions: gb.positions.slice(s, s + o.micro) });
-      const replies = helpers.map((w, h) => {
-        const reply = nextMessage<MicroResult[]>(w);
-        w.postMessage({ common: { ...plain, imageSize: config.imageSize }, normalizers, micro: micro.filter((_, j) => j % threads === h + 1) });
-        return reply;
-      });
-      const mine: MicroResult[] = [];
-      for (let j = 0; j < micro.length; j += threads) {
-        const m = micro[j] as { indices: Uint32Array; positions: Uint32Array };
-        const batch: PretrainBatch = await buildPretrainBatch({ ...common, imageSize: config.imageSize, indices: m.indices, positions: m.positions });
-        mine.push(computeGradients(model, batch, { normalizers, training: true }));
-      }
-      const theirs = await Promise.all(replies.map(async (r) => (await r).out ?? []));
-      const results = micro.map((_, j) => (j % threads === 0 ? mine[j / threads] : theirs[(j % threads) - 1]?.[Math.floor(j / threads)]) as MicroResult);
-      for (const r of results) {
-        for (let i = 0; i < grads.length; i++) grads[i] = (grads[i] as number) + (r.grads[i] as number);
-        accumulate(win, r);
-        if (step >= tailFrom) accumulate(tail, r);
-      }
-      opt.update(params, grads);
-      setParamsFromFlat(model, params);
-      if ((step + 1) % logEvery === 0) {
-        const f = (a: number, b: number): string => (b > 0 ? (a / b).toFixed(3) : '-');
-        o.log(
-          `pre-training step ${step + 1}/${o.steps} (${((performance.now() - t0) / 1000).toFixed(0)} s): MLM ${f(win.mlm, win.n.mlm)} (acc ${f(win.mlmCorrect, win.n.mlm)}), MIM ${f(win.mim, win.n.mim)}, ITM ${f(win.itm, win.n.itm)} (acc ${f(win.itmCorrect, win.n.itm)})`,
-        );
-        win.mlm = win.mim = win.itm = win.itmCorrect = win.mlmCorrect = 0;
-        win.n = { mlm: 0, mim: 0, itm: 0 };
-      }
-    }
-    const div = (a: number, b: number): number => (b > 0 ? a / b : NaN);
-    return {
-      model,
-      seconds: (performance.now() - t0) / 1000,
-      samples: o.steps * sampler.globalBatchSize,
-      last: { mlm: div(tail.mlm, tail.n.mlm), mim: div(tail.mim, tail.n.mim), itm: div(tail.itm, tail.n.itm), itmAccuracy: div(tail.itmCorrect, tail.n.itm) },
-    };
+    const summary = await new Trainer({ config, setup, source, incarnation, events: { onStep } }).run();
+    const model = createModel(runModelConfig(config), { zeroInit: true });
+    const loaded = await loadCheckpoint(summary.checkpoint as string, model.manifest);
+    setParamsFromFlat(model, loaded.params);
+    const last = tail.mean();
+    return { model, checkpoint: summary.checkpoint as string, seconds: (performance.now() - t0) / 1000, samples: summary.steps * o.batch, last: { mlm: last.mlm, mim: last.mim, itm: last.itm, itmAccuracy: last.itmAccuracy } };
   } finally {
-    await Promise.all(helpers.map((w) => w.terminate()));
+    await source.close();
+    await setup.close?.();
   }
 }
 
@@ -535,14 +411,27 @@ async function phantomPart(s: Sizes, work: string, log: Log): Promise<{ rows: Be
   await trainTokenizer({ sources: [{ kind: 'text', path: join(work, 'phantom-captions.txt') }], vocabSize: 400, output: join(work, 'phantom-tok.json'), agreementSamples: 20 });
   const tok = await loadTokenizer(join(work, 'phantom-tok.json'));
   await prepareShards({ source: 'manifest', input: join(trainDir, 'manifest.jsonl'), output: join(work, 'phantom-shards'), imageSize: px, tokenizer: tok });
-  const dataset = await openShardDataset(join(work, 'phantom-shards'));
   const width = s['phantom-hidden'] > 0 ? { hiddenSize: s['phantom-hidden'], numHeads: Math.max(1, Math.round(s['phantom-hidden'] / 16)) } : {};
-  const config = presetConfig(s['phantom-preset'], { imageSize: px, maxTextLength: 32, vocabSize: Math.max(tok.vocabSize, 8), ...width });
-  try {
+  const overrides = { imageSize: px, maxTextLength: 32, vocabSize: Math.max(tok.vocabSize, 8), padTokenId: tok.special.pad, ...width };
+  const config = presetConfig(s['phantom-preset'], overrides);
+  {
     const before = createModel(config, { seed: s.seed });
     const untrained = await evaluatePhantom(before, tok, evalLines, evalDir, s.seed);
     before.dispose();
-    const run = await pretrainInProcess({ config, dataset, tokenizer: tok, steps: s['phantom-steps'], batch: s['phantom-batch'], micro: s.micro, learningRate: s['phantom-lr'], seed: s.seed, threads: s.threads, log });
+    const run = await pretrainInProcess({
+      preset: s['phantom-preset'],
+      overrides,
+      shards: join(work, 'phantom-shards'),
+      tokenizer: tok.path,
+      output: join(work, 'phantom-pretrain'),
+      steps: s['phantom-steps'],
+      batch: s['phantom-batch'],
+      micro: s.micro,
+      learningRate: s['phantom-lr'],
+      seed: s.seed,
+      threads: s.threads,
+      log,
+    });
     const ev = await evaluatePhantom(run.model, tok, evalLines, evalDir, s.seed);
     run.model.dispose();
     const rows: BenchRow[] = [];
@@ -582,8 +471,6 @@ async function phantomPart(s: Sizes, work: string, log: Log): Promise<{ rows: Be
       `(a) ${s['phantom-preset']}${s['phantom-hidden'] > 0 ? ` (width ${s['phantom-hidden']})` : ''} at ${px} px, ${s['phantom-steps']} steps × ${s['phantom-batch']} (${run.samples} samples, ${run.seconds.toFixed(0)} s); last-10% training losses: MLM ${run.last.mlm.toFixed(3)}, MIM ${run.last.mim.toFixed(3)}, ITM ${run.last.itm.toFixed(3)} (acc ${(100 * run.last.itmAccuracy).toFixed(1)}%).`,
     ];
     return { rows, figures, notes };
-  } finally {
-    await dataset.close();
   }
 }
 
@@ -616,18 +503,25 @@ async function realPart(s: Sizes, work: string, log: Log, backend: string | unde
   const tok = await loadTokenizer(tokPath);
   const shards = join(work, 'medpix-shards');
   await prepareShards({ source: 'medpix', input: medpix, split: 'train', output: shards, imageSize: s['pretrain-px'], tokenizer: tok });
-  const dataset = await openShardDataset(shards);
-  const config = presetConfig('small', { imageSize: s['pretrain-px'], maxTextLength: s['pretrain-text'], vocabSize: Math.max(tok.vocabSize, presetConfig('small').vocabSize) });
-  let run: PretrainRun;
-  try {
-    log(`pre-training small (${s['pretrain-px']} px, text ${s['pretrain-text']}) on ${dataset.size} MedPix pairs: ${s['pretrain-steps']} steps × ${s['pretrain-batch']}`);
-    run = await pretrainInProcess({ config, dataset, tokenizer: tok, steps: s['pretrain-steps'], batch: s['pretrain-batch'], micro: s.micro, learningRate: s['pretrain-lr'], seed: s.seed, threads: s.threads, backend, log });
-  } finally {
-    await dataset.close();
-  }
-  const ckptDir = join(work, 'pretrain');
-  const fixed = new Map([['mim_head.decoder_pos_embed', run.model.param('mim_head.decoder_pos_embed').dataSync() as Float32Array]]);
-  await saveCheckpoint(ckptDir, { step: s['pretrain-steps'], manifest: run.model.manifest, params: flattenParams(run.model), fixedParams: fixed, config, metadata: { run_config: JSON.stringify({ data: { tokenizer: tokPath } }) } });
+  const size = (await openShardDataset(shards).then(async (d) => (await d.close(), d.size)));
+  const overrides = { imageSize: s['pretrain-px'], maxTextLength: s['pretrain-text'], vocabSize: Math.max(tok.vocabSize, presetConfig('small').vocabSize), padTokenId: tok.special.pad };
+  log(`pre-training small (${s['pretrain-px']} px, text ${s['pretrain-text']}) on ${size} MedPix pairs: ${s['pretrain-steps']} steps × ${s['pretrain-batch']}`);
+  const run = await pretrainInProcess({
+    preset: 'small',
+    overrides,
+    shards,
+    tokenizer: tokPath,
+    output: join(work, 'pretrain'),
+    steps: s['pretrain-steps'],
+    batch: s['pretrain-batch'],
+    micro: s.micro,
+    learningRate: s['pretrain-lr'],
+    seed: s.seed,
+    threads: s.threads,
+    backend,
+    log,
+  });
+  const ckptDir = run.checkpoint;
   run.model.dispose();
 
   // VQA-RAD: validation (selection) and held-out (reported) splits carved by image from the training questions.
@@ -642,41 +536,23 @@ async function realPart(s: Sizes, work: string, log: Log, backend: string | unde
     carve,
     imageSize: s['ft-px'],
     epochs: s['ft-epochs'],
-    batchSize: s['ft-batch'],
+    globalBatch: s['ft-batch'],
     microBatch: s['ft-micro'],
     learningRate: s['ft-lr'],
-    ...(s['ft-clip'] > 0 ? { maxGradNorm: s['ft-clip'] } : {}),
+    clipNorm: s['ft-clip'],
     seed: s.seed,
     ...(s['ft-train-limit'] > 0 ? { trainLimit: s['ft-train-limit'] } : {}),
     backend,
   });
   const evalOptions = { task: 'vqa-rad' as const, data: vqaRad, split: 'holdout' as const, batchSize: 32, ...(backend ? { backend } : {}) };
   type Done = { ft: FinetuneResult; metrics: Awaited<ReturnType<typeof runEval>>['metrics'] };
-  const fineTune = async (init: 'pretrained' | 'random'): Promise<Done> => {
-    const tag = (l: string): void => log(`[${init}] ${l}`);
-    if (!parallel) {
-      const ft = await runFinetune({ ...ftOptions(init), log: tag });
-      const ev = await runEval({ ...evalOptions, checkpoint: ft.output });
-      return { ft, metrics: ev.metrics };
-    }
-    const w = new Worker(FINETUNE_THREAD, {
-      eval: true,
-      workerData: { finetuneUrl: new URL('../commands/finetune.js', import.meta.url).href, evalUrl: new URL('../commands/eval.js', import.meta.url).href, options: ftOptions(init), evalOptions },
-    });
-    w.on('message', (m: ThreadReply<Done>) => {
-      if (m.log !== undefined) tag(m.log);
-    });
-    try {
-      const m = await nextMessage<Done>(w);
-      if (!m.result) throw new Error(`[${init}] the fine-tuning thread returned no result`);
-      return m.result;
-    } finally {
-      await w.terminate();
-    }
-  };
-  // Both fine-tunings are independent and deterministic: with threads >= 2 they run side by side (same results).
-  const parallel = threadsAvailable && s.threads >= 2;
-  const done = parallel ? await Promise.all([fineTune('pretrained'), fineTune('random')]) : [await fineTune('pretrained'), await fineTune('random')];
+  // One after the other, each data parallel over the threads (the same results as side by side).
+  const done: Done[] = [];
+  for (const init of ['pretrained', 'random'] as const) {
+    const ft = await runFinetune({ ...ftOptions(init), threads: s.threads, log: (l) => log(`[${init}] ${l}`) });
+    const ev = await runEval({ ...evalOptions, checkpoint: ft.output });
+    done.push({ ft, metrics: ev.metrics });
+  }
   const results = {} as Record<'pretrained' | 'random', { ft: FinetuneResult; holdout: VqaMetrics }>;
   (['pretrained', 'random'] as const).forEach((init, k) => {
     const { ft, metrics } = done[k] as Done;
@@ -719,8 +595,8 @@ async function realPart(s: Sizes, work: string, log: Log, backend: string | unde
   };
   const st = results.pretrained.ft.settings;
   const notes = [
-    `(b) small at ${s['pretrain-px']} px, text ${s['pretrain-text']}, vocabulary ${tok.vocabSize}: ${s['pretrain-steps']} steps × ${s['pretrain-batch']} = ${run.samples} MedPix samples (${(run.samples / 1576).toFixed(1)} epochs, ${run.seconds.toFixed(0)} s); last-10% losses MLM ${run.last.mlm.toFixed(3)}, MIM ${run.last.mim.toFixed(3)}, ITM ${run.last.itm.toFixed(3)} (acc ${(100 * run.last.itmAccuracy).toFixed(1)}%).`,
-    `(b) fine-tuning (both inits identical): ${st.epochs} epochs × ${st.stepsPerEpoch} steps of ${st.batchSize}, ${st.imageSize} px, lr ${st.learningRate} (head ×${st.lrMultiplierHead}, fusion ×${st.lrMultiplierMultiModal}), gradient clipping ${st.maxGradNorm ?? 'none'}, ${results.pretrained.ft.trainExamples} training / ${results.pretrained.ft.valExamples} validation questions; selected on validation at steps ${results.pretrained.ft.bestStep} (pre-trained) and ${results.random.ft.bestStep} (random); the held-out split (${p.overall.total} questions, disjoint images) read once per model.`,
+    `(b) small at ${s['pretrain-px']} px, text ${s['pretrain-text']}, vocabulary ${tok.vocabSize}: ${s['pretrain-steps']} steps × ${s['pretrain-batch']} = ${run.samples} MedPix samples (${(run.samples / size).toFixed(1)} epochs, ${run.seconds.toFixed(0)} s); last-10% losses MLM ${run.last.mlm.toFixed(3)}, MIM ${run.last.mim.toFixed(3)}, ITM ${run.last.itm.toFixed(3)} (acc ${(100 * run.last.itmAccuracy).toFixed(1)}%).`,
+    `(b) fine-tuning (both inits identical): ${st.epochs} epochs × ${st.stepsPerEpoch} steps of ${st.globalBatch}, ${st.imageSize} px, lr ${st.learningRate} (head ×${st.lrMultiplierHead}, fusion ×${st.lrMultiplierMultiModal}), gradient clipping ${st.clipNorm || 'none'}, ${results.pretrained.ft.trainExamples} training / ${results.pretrained.ft.valExamples} validation questions; selected on validation at steps ${results.pretrained.ft.bestStep} (pre-trained) and ${results.random.ft.bestStep} (random); the held-out split (${p.overall.total} questions, disjoint images) read once per model.`,
     `(b) held-out answers not in the training vocabulary: ${p.unseenAnswers} (counted wrong for every row).`,
   ];
   return { rows, figures, notes };

@@ -1,9 +1,10 @@
 import { mkdtempSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Coordinator, syntheticSetup, type StepReport } from '@m3ae/coordinator';
-import { LocalRedis, loadRunConfig, syntheticCounts, syntheticManifest, type MicroBatchJob, type RunConfig } from '@m3ae/protocol';
-import { TrainingWorker, type GradientComputer, type MicroBatchResult } from '@m3ae/worker';
+import { Coordinator } from '@m3ae/coordinator';
+import { syntheticSetup, type GradientComputer, type MicroBatchResult } from '@m3ae/training';
+import { jobsPerStep, LocalRedis, loadRunConfig, pretrainTraining, syntheticCounts, syntheticManifest, type MicroBatchJob, type RunConfig, type StepReport } from '@m3ae/protocol';
+import { TrainingWorker } from '@m3ae/worker';
 import { registerBenchArea } from './areas.js';
 import { machineInfo, type BenchRow } from './report.js';
 
@@ -55,11 +56,12 @@ async function measure(config: RunConfig, workers: number, workMs: number, warmu
   const measured = reports.slice(warmup);
   const stepMs = measured.reduce((a, r) => a + r.durationMs, 0) / measured.length;
   const P = config.compute.synthetic.paramCount;
-  const jobs = config.training.globalBatch / config.training.microBatch;
+  const training = pretrainTraining(config);
+  const jobs = jobsPerStep(training.globalBatch, training.microBatch);
   const fetchers = Math.min(workers, jobs);
   // Redis traffic of one step: publish P·4, each busy worker reads P·4, each job's gradient written and read once.
   const bytesPerStep = P * 4 + fetchers * P * 4 + 2 * jobs * P * (config.training.gradEncoding === 'bf16' ? 2 : 4);
-  return { workers, stores: config.redis.blobUrls.length || 1, stepMs, samplesPerSecond: (config.training.globalBatch / stepMs) * 1000, bytesPerStep };
+  return { workers, stores: config.redis.blobUrls.length || 1, stepMs, samplesPerSecond: (training.globalBatch / stepMs) * 1000, bytesPerStep };
 }
 
 function row(p: ScalingPoint, base: ScalingPoint, workMs: number, series: string): BenchRow {

@@ -3,7 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import type { StepReport } from '@m3ae/coordinator';
+import type { StepReport } from '@m3ae/protocol';
 import { BlobStore, LocalRedis } from '@m3ae/protocol';
 import { trainLocal } from '../commands/train.js';
 import { registerBenchArea } from './areas.js';

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
-import { Coordinator, createSetup, type CoordinatorEvents, type RunSummary, type StepSchedule } from '@m3ae/coordinator';
-import { connectRedis, loadRunConfig, queueEndpoint, redactConfig, type RunConfig } from '@m3ae/protocol';
+import { Coordinator, type CoordinatorEvents } from '@m3ae/coordinator';
+import { createSetup, type RunSummary, type StepSchedule } from '@m3ae/training';
+import { connectRedis, jobsPerStep, loadRunConfig, queueEndpoint, redactConfig, type RunConfig } from '@m3ae/protocol';
 import { coordinatorEvents, CoordinatorMetrics, createLogger, mergeEventHandlers, metricsPortFromEnv, startTelemetryServer, type Logger } from '@m3ae/telemetry';
 import { prepareRunPage } from '../run-page.js';
 
@@ -65,7 +66,7 @@ async function startCoordinatorTelemetry(
   logger: Logger,
 ): Promise<{ events: CoordinatorEvents; metrics: CoordinatorMetrics; url: string; ended(o: { stopped: boolean } | { error: unknown }): void; close(): Promise<void> }> {
   const metrics = new CoordinatorMetrics({ run: config.runId });
-  metrics.setRunInfo({ totalSteps: schedule.steps, jobsPerStep: Math.ceil(schedule.globalBatch / schedule.microBatch), globalBatchSize: schedule.globalBatch });
+  metrics.setRunInfo({ totalSteps: schedule.steps, jobsPerStep: jobsPerStep(schedule.globalBatch, schedule.microBatch), globalBatchSize: schedule.globalBatch });
   const page = await prepareRunPage(config, { status: () => metrics.status(), resume, logger, schedule });
   const redis = connectRedis(queueEndpoint(config), { connectionName: 'm3ae-coordinator-health', maxRetriesPerRequest: 1 });
   redis.on('error', () => undefined); // the coordinator itself reports Redis trouble

@@ -7,12 +7,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sharedDataDir } from '@m3ae/data';
 import { chooseBackend, latestCheckpointInfo } from '@m3ae/model';
 import { tinyPretrainCheckpoint, tinyVqaRadOptions } from '../../test/finetune-fixture.js';
-import { Coordinator, createSetup } from '@m3ae/coordinator';
-import { ConfigError, loadRunConfig, type RunConfig } from '@m3ae/protocol';
-import { TaskComputer, TrainingWorker } from '@m3ae/worker';
+import { Coordinator } from '@m3ae/coordinator';
+import { createSetup, TaskComputer } from '@m3ae/training';
+import { loadRunConfig, type RunConfig } from '@m3ae/protocol';
+import { TrainingWorker } from '@m3ae/worker';
 import { runEval } from './eval.js';
 import { runFinetune, type FinetuneOptions } from './finetune.js';
-import { finetuneRunConfig, runFinetuneCluster } from './finetune-cluster.js';
+import { finetuneOptionsFromRun, finetuneRunConfig } from '@m3ae/tasks';
+import { runFinetuneCluster } from './finetune-cluster.js';
 
 const built = existsSync(resolve(import.meta.dirname, '../../dist/cli.js'));
 const data = sharedDataDir(resolve(import.meta.dirname, '../../..'));
@@ -33,15 +35,15 @@ afterAll(async () => {
 });
 
 describe('fine-tuning run configuration', () => {
-  it('puts the task in the run file and refuses pre-training fields for a task, naming the field to use', () => {
-    const c = finetuneRunConfig({ task: 'vqa-rad', data: '/d/vqa_rad', output: '/o', checkpoint: '/p', workers: 2, epochs: 3, microBatch: 4 }, {});
-    expect(c.task).toMatchObject({ name: 'vqa-rad', data: '/d/vqa_rad', checkpoint: '/p', epochs: 3 });
-    expect(c.training.microBatch).toBe(4);
+  it('puts the task in the run file and the optimisation in training, as for pre-training', () => {
+    const c = finetuneRunConfig({ task: 'vqa-rad', data: '/d/vqa_rad', output: '/o', checkpoint: '/p', epochs: 3, microBatch: 4, clipNorm: 2 }, {});
+    expect(c.task).toMatchObject({ name: 'vqa-rad', data: '/d/vqa_rad', checkpoint: '/p' });
+    expect(c.training).toMatchObject({ epochs: 3, microBatch: 4, clipNorm: 2 });
+    expect(c.training.globalBatch).toBeUndefined(); // the task's official batch
     expect(c.checkpoint.dir).toBe('/o');
-    expect(() => loadRunConfig({ base: { task: { name: 'slake', data: '/x' }, training: { steps: 10, learningRate: 1e-3 } }, env: {} })).toThrow(ConfigError);
-    expect(() => loadRunConfig({ base: { task: { name: 'slake', data: '/x' } }, env: { M3AE_LR: '0.001' } })).toThrow(
-      'training.learningRate = 0.001 (from M3AE_LR): applies to pre-training only; task "slake" is fine-tuned — set task.learningRate',
-    );
+    // The same options come back out of the run file (a worker's and the coordinator's plan).
+    expect(finetuneOptionsFromRun(c)).toMatchObject({ task: 'vqa-rad', epochs: 3, microBatch: 4, clipNorm: 2, seed: 0 });
+    expect(() => loadRunConfig({ base: { task: { name: 'slake', data: '/x', learningRate: 1e-3 } }, env: {} })).toThrow('task.learningRate was renamed training.learningRate');
     // Pre-training keeps every training field.
     expect(loadRunConfig({ base: { training: { steps: 10 } }, env: {} }).training.steps).toBe(10);
   });

@@ -1,10 +1,8 @@
-import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import type { StepReport } from '@m3ae/coordinator';
 import { latestCheckpointInfo } from '@m3ae/model';
-import { LocalRedis, loadRunConfig, redactRedisUrl, type RunConfig } from '@m3ae/protocol';
-import type { HistoryEntry, SelectionState } from '@m3ae/tasks';
+import { LocalRedis, redactRedisUrl, type StepReport } from '@m3ae/protocol';
+import { finetuneRunConfig, type HistoryEntry, type SelectionState } from '@m3ae/tasks';
 import { runLocalCluster } from './train.js';
 import type { FinetuneOptions } from './finetune.js';
 
@@ -41,50 +39,6 @@ export interface ClusterFinetuneResult {
   rejected: number;
   redis: string;
   stopped: boolean;
-}
-
-/** The run configuration of a fine-tuning run (what `m3ae coordinator` / `m3ae worker` read from a file). */
-export function finetuneRunConfig(o: ClusterFinetuneOptions, env: NodeJS.ProcessEnv = process.env): RunConfig {
-  const defined = (r: Record<string, unknown>): Record<string, unknown> => Object.fromEntries(Object.entries(r).filter(([, v]) => v !== undefined));
-  const task = defined({
-    name: o.task,
-    data: resolve(o.data),
-    checkpoint: o.checkpoint ? resolve(o.checkpoint) : undefined,
-    init: o.init,
-    preset: o.preset,
-    tokenizer: o.tokenizer ? resolve(o.tokenizer) : undefined,
-    source: o.source,
-    labelColumn: o.labelColumn,
-    categories: o.categories,
-    carve: o.carve,
-    epochs: o.epochs,
-    batchSize: o.batchSize,
-    learningRate: o.learningRate,
-    lrMultiplierHead: o.lrMultiplierHead,
-    lrMultiplierMultiModal: o.lrMultiplierMultiModal,
-    warmupFraction: o.warmupFraction,
-    weightDecay: o.weightDecay,
-    clipNorm: o.maxGradNorm,
-    imageSize: o.imageSize,
-    textLength: o.textLength,
-    augment: o.augment,
-    negatives: o.negatives,
-    maxSteps: o.maxSteps,
-    trainLimit: o.trainLimit,
-    valLimit: o.valLimit,
-    evalEvery: o.evalEvery,
-  });
-  const base: Record<string, unknown> = {
-    runId: `finetune-${o.task}-${randomBytes(3).toString('hex')}`,
-    seed: o.seed ?? 0,
-    task,
-    training: { microBatch: o.microBatch ?? 8 },
-    compute: { backend: o.backend ?? 'auto' },
-    checkpoint: { dir: resolve(o.output), every: o.checkpointEvery ?? 100, keep: 1 },
-  };
-  // The environment may point at Redis; the rest of the run is these options.
-  const redisEnv = Object.fromEntries(Object.entries(env).filter(([k]) => k.includes('REDIS')));
-  return loadRunConfig({ base, env: redisEnv, ...(o.redisUrl ? { overrides: { 'redis.url': { value: o.redisUrl, source: '--redis-url' } } } : {}) });
 }
 
 export async function runFinetuneCluster(o: ClusterFinetuneOptions): Promise<ClusterFinetuneResult> {

@@ -71,7 +71,7 @@ describe.skipIf(!data)('m3ae finetune (in process, tiny, real VQA-RAD questions)
       valLimit: 6,
       negatives: 3,
       epochs: 1,
-      batchSize: 8,
+      globalBatch: 8,
       microBatch: 4,
       learningRate: 1e-4,
     });
@@ -85,10 +85,10 @@ describe.skipIf(!data)('m3ae finetune (in process, tiny, real VQA-RAD questions)
   }, 300_000);
 
   it('refuses what would break the protocol or the model, naming the problem', async () => {
-    await expect(runFinetune({ ...base(join(dir, 'ft-c')), checkpoint: undefined })).rejects.toThrow(/--checkpoint is required/);
-    const first = await runFinetune({ ...base(join(dir, 'ft-d')), maxSteps: 1, evalEvery: 1 });
+    await expect(runFinetune({ ...base(join(dir, 'ft-c')), checkpoint: undefined })).rejects.toThrow(/--checkpoint \(task\.checkpoint\) is required/);
+    const first = await runFinetune({ ...base(join(dir, 'ft-d')), steps: 1, evalEvery: 1 });
     await expect(runFinetune({ ...base(join(dir, 'ft-e')), checkpoint: first.bestPath })).rejects.toThrow(/is a fine-tuned checkpoint/);
-    await expect(runFinetune({ ...base(join(dir, 'ft-f')), batchSize: 0 })).rejects.toThrow(/batchSize: got 0/);
+    await expect(runFinetune({ ...base(join(dir, 'ft-f')), globalBatch: 0 })).rejects.toThrow(/training.globalBatch = 0/);
   }, 300_000);
 });
 
@@ -98,7 +98,7 @@ describe.skipIf(!data || !built)('m3ae eval (the built CLI as a process, tiny, r
   beforeAll(async () => {
     output = join(dir, 'ft-eval');
     const { stdout } = await run('node', [bin, 'finetune', 'vqa-rad', '--checkpoint', pretrain, '--data', join(data ?? '', 'vqa_rad'), '--output', output, '--holdout-fraction', '0.1',
-      '--train-limit', '24', '--val-limit', '12', '--epochs', '1', '--batch-size', '8', '--micro-batch', '4', '--lr', '1e-4', '--backend', 'wasm']);
+      '--train-limit', '24', '--val-limit', '12', '--epochs', '1', '--global-batch', '8', '--micro-batch', '4', '--learning-rate', '1e-4', '--backend', 'wasm']);
     const summary = JSON.parse(stdout) as { best: { path: string; step: number }; steps: number };
     expect(summary.steps).toBe(3);
     expect(summary.best.path).toContain(join(output, 'best'));

@@ -1,24 +1,12 @@
+import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 import { DEFAULT_VQA_RAD_CARVE, RETRIEVAL_SOURCES, type CarveSpec, type RetrievalSource } from '@m3ae/data';
-import { chooseBackend, computeTaskGradients, DOWNSTREAM_TASKS, FINETUNE_DEFAULTS, flattenDownstream, latestCheckpoint, loadCheckpoint, saveCheckpoint, setDownstreamFromFlat, type DownstreamTaskName } from '@m3ae/model';
-import {
-  buildTrainBatch,
-  createTaskModel,
-  finetuneMetadata,
-  finetuneOptimizer,
-  ModelSelection,
-  planFinetune,
-  splitSize,
-  TaskError,
-  trainSampler,
-  type FinetuneOptions as PlanOptions,
-  type HistoryEntry,
-  type ResolvedSettings,
-  type TaskMeta,
-  type TaskMetrics,
-} from '@m3ae/tasks';
+import { DOWNSTREAM_TASKS, FINETUNE_DEFAULTS, type DownstreamTaskName } from '@m3ae/model';
+import type { StepReport } from '@m3ae/protocol';
+import { finetuneRunConfig, splitSize, type FinetuneRunOptions, type HistoryEntry, type ResolvedSettings, type TaskMeta, type TaskMetrics } from '@m3ae/tasks';
+import { InProcessSource, taskSetup, Trainer } from '@m3ae/training';
 
 export type { HistoryEntry, ResolvedSettings } from '@m3ae/tasks';
 
@@ -36,11 +24,11 @@ export type { HistoryEntry, ResolvedSettings } from '@m3ae/tasks';
  * updates the flat parameters. Every random choice (order, crops, negatives, dropout) is a function of
  * (seed, step, example index): a run is deterministic and resumes exactly from its latest checkpoint.
  */
-export interface FinetuneOptions extends PlanOptions {
-  output: string;
+export interface FinetuneOptions extends FinetuneRunOptions {
   /** Continue from OUTPUT's latest checkpoint. */
   resume?: boolean | undefined;
-  backend?: string | undefined;
+  /** Compute threads (each holds the model; same parameters for any count). @defaultValue 1 */
+  threads?: number | undefined;
   /** Stops after the current step; a checkpoint is written first. */
   signal?: AbortSignal | undefined;
   log?: ((line: string) => void) | undefined;
@@ -60,104 +48,68 @@ export interface FinetuneResult {
   settings: ResolvedSettings;
   history: HistoryEntry[];
   meta: TaskMeta;
+  /** The latest checkpoint's parameters. */
+  paramsSha256: string;
   /** Stopped by the signal before the last step. */
   stopped: boolean;
 }
 
-/** Fine-tunes in this process and returns the history and the selected (best-on-validation) checkpoint. */
+/**
+ * Fine-tunes in this process: the run configuration `m3ae finetune --workers N` would give the cluster, trained by
+ * the same {@link Trainer} with the workers' gradient computers in this process ({@link InProcessSource}) — the
+ * same parameters by construction. Returns the history and the selected (best-on-validation) checkpoint.
+ */
 export async function runFinetune(o: FinetuneOptions): Promise<FinetuneResult> {
   const t0 = performance.now();
   const log = o.log ?? ((): void => undefined);
-  await chooseBackend({ backend: o.backend ?? 'auto' });
-  const plan = await planFinetune(o);
-  const { settings, meta } = plan;
-  const sampler = trainSampler(plan);
-  const totalSteps = settings.totalSteps;
-  const model = await createTaskModel(plan, { log });
+  const config = finetuneRunConfig(o);
+  const setup = await taskSetup(config, { log });
+  const { plan, selection } = setup;
+  const incarnation = randomUUID();
+  const source = await InProcessSource.create(config, incarnation, { threads: o.threads }).catch(async (e: unknown) => {
+    await setup.close?.();
+    throw e;
+  });
+  const trainer = new Trainer({ config, setup, source, incarnation, resume: o.resume, events: { onStep: progressLog(plan.settings, log, t0) } });
+  const stop = (): void => trainer.stop();
+  o.signal?.addEventListener('abort', stop);
   try {
-    const opt = finetuneOptimizer(plan, model.manifest);
-    let params = flattenDownstream(model);
-    const output = resolve(o.output);
-    const selection = new ModelSelection(plan, output, log);
-    let startStep = 0;
-    if (o.resume) {
-      const latest = await latestCheckpoint(output);
-      if (latest) {
-        const loaded = await loadCheckpoint(latest.path, model.manifest);
-        if (loaded.metadata['task'] !== JSON.stringify(meta)) throw new TaskError(`${latest.path} was written for another task setup; refusing to resume (use another --output)`);
-        params = loaded.params;
-        setDownstreamFromFlat(model, params);
-        if (loaded.optimizer) opt.setState({ step: loaded.optimizer.step, m: loaded.optimizer.m, v: loaded.optimizer.v });
-        startStep = loaded.step;
-        selection.restore(loaded.metadata['selection']);
-        log(`resumed from ${latest.path} at step ${startStep}`);
-      }
-    }
-    const saveLatest = async (step: number): Promise<void> => {
-      await saveCheckpoint(
-        output,
-        {
-          step,
-          manifest: model.manifest,
-          params,
-          optimizer: opt.getState(),
-          config: plan.config,
-          metadata: { ...finetuneMetadata(plan), sampler: JSON.stringify({ step }), selection: JSON.stringify(selection.state()) },
-        },
-        { keepLast: 1 },
-      );
-    };
-
-    const progressEvery = Math.max(1, Math.floor(sampler.stepsPerEpoch / 5));
-    let window = { sum: 0, correct: 0, count: 0 };
-    let stopped = false;
-    let step = startStep;
-    for (; step < totalSteps; step++) {
-      if (o.signal?.aborted) {
-        stopped = true;
-        break;
-      }
-      const indices = Array.from(sampler.batchAt(step).indices);
-      const grads = new Float32Array(model.manifest.size);
-      for (let s = 0; s < indices.length; s += settings.microBatch) {
-        const micro = indices.slice(s, s + settings.microBatch);
-        const r = computeTaskGradients(model, await buildTrainBatch(plan, micro, step), { normalizer: indices.length, training: true });
-        for (let i = 0; i < grads.length; i++) grads[i] = (grads[i] as number) + (r.grads[i] as number);
-        selection.observe(r);
-        window = { sum: window.sum + r.sum, correct: window.correct + r.correct, count: window.count + r.count };
-      }
-      opt.update(params, grads);
-      setDownstreamFromFlat(model, params);
-      const done = step + 1;
-      if (selection.due(done)) {
-        await selection.validate(model, done, params);
-        await saveLatest(done);
-        window = { sum: 0, correct: 0, count: 0 };
-      } else if (done % progressEvery === 0) {
-        log(`step ${done}/${totalSteps} (${((performance.now() - t0) / 1000).toFixed(0)} s): train loss ${(window.sum / Math.max(1, window.count)).toFixed(4)} acc ${((100 * window.correct) / Math.max(1, window.count)).toFixed(1)}%`);
-      }
-    }
-    if (stopped && step > startStep) await saveLatest(step);
+    if (o.signal?.aborted) trainer.stop();
+    const summary = await trainer.run();
     const best = selection.best;
     return {
-      output,
+      output: resolve(o.output),
       bestPath: best.path,
       bestStep: best.step,
       bestScore: best.score,
       bestMetrics: best.metrics,
-      steps: step,
+      steps: summary.startStep + summary.steps,
       trainExamples: splitSize(plan.train),
       valExamples: plan.val ? splitSize(plan.val) : 0,
       skipped: plan.skipLog.counts() as Record<string, number>,
       seconds: (performance.now() - t0) / 1000,
-      settings,
+      settings: plan.settings,
       history: selection.history,
-      meta,
-      stopped,
+      meta: plan.meta,
+      paramsSha256: summary.paramsSha256,
+      stopped: summary.stopped,
     };
   } finally {
-    model.dispose();
+    o.signal?.removeEventListener('abort', stop);
+    await source.close();
+    await setup.close?.();
   }
+}
+
+/** Progress lines within an epoch (five per epoch), between the validations the selection logs. */
+function progressLog(settings: ResolvedSettings, log: (line: string) => void, t0: number): (r: StepReport) => void {
+  const every = Math.max(1, Math.floor(settings.stepsPerEpoch / 5));
+  return (r) => {
+    const done = r.step + 1;
+    if (done % every !== 0 || done % settings.stepsPerEpoch === 0) return;
+    const [loss, acc] = [Object.entries(r.losses).find(([k]) => k !== 'total')?.[1], Object.values(r.accuracy)[0]];
+    log(`step ${done}/${settings.steps} (${((performance.now() - t0) / 1000).toFixed(0)} s): train loss ${(loss ?? NaN).toFixed(4)} acc ${(100 * (acc ?? NaN)).toFixed(1)}%`);
+  };
 }
 
 function positiveInt(name: string): (v: string) => number {
@@ -213,12 +165,12 @@ interface FinetuneCliOptions {
   holdoutFraction?: number;
   carveSeed: number;
   epochs?: number;
-  batchSize?: number;
+  globalBatch?: number;
   microBatch?: number;
-  lr?: number;
-  lrHead?: number;
-  lrMultiModal?: number;
-  warmup?: number;
+  learningRate?: number;
+  lrMultiplierHead?: number;
+  lrMultiplierMultiModal?: number;
+  warmupFraction?: number;
   weightDecay?: number;
   clipNorm?: number;
   imageSize?: number;
@@ -226,13 +178,14 @@ interface FinetuneCliOptions {
   augment: boolean;
   negatives?: number;
   seed: number;
-  maxSteps?: number;
+  steps?: number;
   trainLimit?: number;
   valLimit?: number;
   evalEvery?: number;
   resume: boolean;
   backend?: string;
   json?: string;
+  threads?: number;
   workers?: number;
   redisUrl?: string;
   checkpointEvery?: number;
@@ -258,30 +211,35 @@ export function registerFinetune(program: Command): void {
     .option('--holdout-fraction <x>', 'also carve a held-out split (evaluate it with m3ae eval --split holdout)', fraction('--holdout-fraction'))
     .option('--carve-seed <n>', 'seed of the carve', nonNegativeInt('--carve-seed'), 0)
     .option('--epochs <n>', `epochs (official: VQA-RAD ${d['vqa-rad'].epochs}, SLAKE ${d.slake.epochs}, VQA-Med ${d['vqa-med-2019'].epochs}, MELINDA ${d.melinda.epochs}, retrieval ${d.retrieval.epochs})`, positiveInt('--epochs'))
-    .option('--batch-size <n>', 'global batch (official: 64 / 32 / 32 / 16 / 256)', positiveInt('--batch-size'))
+    .option('--global-batch <n>', 'examples per optimizer step (official: 64 / 32 / 32 / 16 / 256)', positiveInt('--global-batch'))
     .option('--micro-batch <n>', 'examples per forward/backward pass (memory only; same result)', positiveInt('--micro-batch'))
-    .option('--lr <x>', 'base learning rate (official 5e-6)', positiveNumber('--lr'))
-    .option('--lr-head <x>', 'head learning-rate multiplier (official: VQA 50, MELINDA 10, retrieval 5)', positiveNumber('--lr-head'))
-    .option('--lr-multi-modal <x>', 'fusion learning-rate multiplier (official 5)', positiveNumber('--lr-multi-modal'))
-    .option('--warmup <x>', 'warm-up fraction of the steps (official 0.1)', fraction('--warmup'))
+    .option('--learning-rate <x>', 'base learning rate (official 5e-6)', positiveNumber('--learning-rate'))
+    .option('--lr-multiplier-head <x>', 'head learning-rate multiplier (official: VQA 50, MELINDA 10, retrieval 5)', positiveNumber('--lr-multiplier-head'))
+    .option('--lr-multiplier-multi-modal <x>', 'fusion learning-rate multiplier (official 5)', positiveNumber('--lr-multiplier-multi-modal'))
+    .option('--warmup-fraction <x>', 'warm-up fraction of the steps (official 0.1)', fraction('--warmup-fraction'))
     .option('--weight-decay <x>', 'AdamW weight decay (official 0.01)', (v: string) => {
       const n = Number(v);
       if (!(n >= 0)) throw new InvalidArgumentError(`--weight-decay must be a number >= 0, got ${JSON.stringify(v)}`);
       return n;
     })
-    .option('--clip-norm <x>', 'clip the gradient norm (off by default, as the official run)', positiveNumber('--clip-norm'))
+    .option('--clip-norm <x>', 'clip the global gradient norm to this (0, the default: off, as the official run)', (v: string) => {
+      const n = Number(v);
+      if (!(n >= 0)) throw new InvalidArgumentError(`--clip-norm must be a number >= 0, got ${JSON.stringify(v)}`);
+      return n;
+    })
     .option('--image-size <n>', 'image side (default: 384 scaled to the preset, e.g. small 176)', positiveInt('--image-size'))
     .option('--text-length <n>', 'token capacity of questions / captions (official 32 VQA, 128 MELINDA, 40 retrieval)', positiveInt('--text-length'))
     .option('--no-augment', 'centre crops only (the official runs use random-resized crops except on VQA-RAD)')
     .option('--negatives <n>', 'retrieval: captions per image besides the true one (official 15)', positiveInt('--negatives'))
     .option('--seed <n>', 'seed of order, crops, negatives, dropout and new layers', nonNegativeInt('--seed'), 0)
-    .option('--max-steps <n>', 'stop after n optimizer steps', positiveInt('--max-steps'))
+    .option('--steps <n>', 'at most n optimizer steps (default: epochs × steps per epoch)', positiveInt('--steps'))
     .option('--train-limit <n>', 'use the first n training examples', positiveInt('--train-limit'))
     .option('--val-limit <n>', 'validate on the first n examples (retrieval: default 100)', positiveInt('--val-limit'))
     .option('--eval-every <n>', 'validate every n steps too (always at each epoch end)', positiveInt('--eval-every'))
     .option('--resume', 'continue from the output directory\'s latest checkpoint', false)
     .option('--backend <name>', 'TensorFlow.js backend (auto, node-gpu, node, wasm, cpu)')
     .option('--json <file>', 'write the result (settings, history, best) as JSON')
+    .option('--threads <n>', 'in this process: compute threads, each holding the model (same result for any count)', positiveInt('--threads'))
     .option('--workers <n>', 'run on the coordinator and n worker processes of this machine (same result as in one process)', positiveInt('--workers'))
     .option('--redis-url <url>', 'with --workers: the Redis to use (default REDIS_URL, else a private redis-server)')
     .option('--checkpoint-every <n>', 'with --workers: also write the latest checkpoint every n steps (default 100)', positiveInt('--checkpoint-every'))
@@ -308,20 +266,20 @@ export function registerFinetune(program: Command): void {
           categories: opts.categories?.split(',').map((s) => s.trim()).filter(Boolean),
           carve,
           epochs: opts.epochs,
-          batchSize: opts.batchSize,
+          globalBatch: opts.globalBatch,
           microBatch: opts.microBatch,
-          learningRate: opts.lr,
-          lrMultiplierHead: opts.lrHead,
-          lrMultiplierMultiModal: opts.lrMultiModal,
-          warmupFraction: opts.warmup,
+          learningRate: opts.learningRate,
+          lrMultiplierHead: opts.lrMultiplierHead,
+          lrMultiplierMultiModal: opts.lrMultiplierMultiModal,
+          warmupFraction: opts.warmupFraction,
           weightDecay: opts.weightDecay,
-          maxGradNorm: opts.clipNorm,
+          clipNorm: opts.clipNorm,
           imageSize: opts.imageSize,
           textLength: opts.textLength,
           augment: opts.augment,
           negatives: opts.negatives,
           seed: opts.seed,
-          maxSteps: opts.maxSteps,
+          steps: opts.steps,
           trainLimit: opts.trainLimit,
           valLimit: opts.valLimit,
           evalEvery: opts.evalEvery,
@@ -338,7 +296,7 @@ export function registerFinetune(program: Command): void {
           if (opts.json) writeFileSync(opts.json, JSON.stringify(r, null, 2) + '\n');
           return;
         }
-        const r = await runFinetune({ ...common, signal: ac.signal });
+        const r = await runFinetune({ ...common, threads: opts.threads, signal: ac.signal });
         if (r.stopped) process.exitCode = 130;
         const summary = { task, output: r.output, best: { path: r.bestPath, step: r.bestStep, valScore: r.bestScore }, steps: r.steps, train: r.trainExamples, val: r.valExamples, skipped: r.skipped, seconds: Math.round(r.seconds), stopped: r.stopped };
         process.stdout.write(JSON.stringify(summary) + '\n');

@@ -6,9 +6,10 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { InvalidArgumentError, type Command } from 'commander';
 import cliProgress from 'cli-progress';
-import type { RunSummary, StepReport } from '@m3ae/coordinator';
+import type { StepReport } from '@m3ae/protocol';
+import type { RunSummary } from '@m3ae/training';
 import { loadTokenizer, prepareShards, trainTokenizer, writePhantomCorpus } from '@m3ae/data';
-import { LocalRedis, redactRedisUrl, type RunConfig } from '@m3ae/protocol';
+import { LocalRedis, pretrainTraining, redactRedisUrl, type RunConfig } from '@m3ae/protocol';
 import { createLogger, type Logger } from '@m3ae/telemetry';
 import { addRunFlags, metricsPortOption, runConfigFrom, runCoordinator, type RunFlags } from './coordinator.js';
 
@@ -178,7 +179,8 @@ export async function trainLocal(opts: TrainFlags, hooks: TrainHooks = {}): Prom
         model: { ...config.model, overrides: { vocabSize: phantom.vocabSize, padTokenId: phantom.padTokenId, ...config.model.overrides } },
       };
     }
-    log.info({ run: config.runId, preset: config.model.preset, workers, redis: redactRedisUrl(redisUrl), data: dataDir, steps: config.training.steps }, 'training');
+    const { steps } = pretrainTraining(config);
+    log.info({ run: config.runId, preset: config.model.preset, workers, redis: redactRedisUrl(redisUrl), data: dataDir, steps }, 'training');
     const bar = process.stdout.isTTY && !hooks.quiet
       ? new cliProgress.SingleBar(
           { format: 'train [{bar}] {value}/{total} | loss {loss} (mlm {mlm} mim {mim} itm {itm}) | {sps} samples/s | ETA {eta_formatted}', stream: process.stdout, etaBuffer: 10 },
@@ -193,13 +195,12 @@ export async function trainLocal(opts: TrainFlags, hooks: TrainHooks = {}): Prom
       if (hooks.quiet) return;
       if (bar) {
         if (!barStarted) {
-          bar.start(config.training.steps, r.step, { loss: '-', mlm: '-', mim: '-', itm: '-', sps: '-' });
+          bar.start(steps, r.step, { loss: '-', mlm: '-', mim: '-', itm: '-', sps: '-' });
           barStarted = true;
         }
         bar.update(r.step + 1, { loss: fmt(r.losses.total), mlm: fmt(r.losses.mlm, 3), mim: fmt(r.losses.mim, 3), itm: fmt(r.losses.itm, 3), sps: sps.toFixed(1) });
-      } else {
-        log.info({ step: r.step + 1, of: config.training.steps, loss: r.losses, lr: r.learningRate, samplesPerSecond: Number(sps.toFixed(2)), ms: Math.round(r.durationMs) }, 'step');
       }
+      // Without a terminal, the coordinator's own line per step ('step done') is the progress.
     };
     let summary: RunSummary;
     try {

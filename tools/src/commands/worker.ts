@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { connectRedis, queueEndpoint } from '@m3ae/protocol';
-import { createComputer, ManifestMismatchError, ThreadedComputer, TrainingWorker, workerId } from '@m3ae/worker';
+import { createComputer, ThreadedComputer } from '@m3ae/training';
+import { ManifestMismatchError, TrainingWorker, workerId } from '@m3ae/worker';
 import { createLogger, metricsPortFromEnv, startTelemetryServer, WorkerMetrics, workerJobListener, type TelemetryServer } from '@m3ae/telemetry';
 import { addRunFlags, metricsPortOption, runConfigFrom, type RunFlags } from './coordinator.js';
 

@@ -242,7 +242,7 @@ describe('downstream heads and objectives (tiny, wasm)', () => {
       };
       const evalBatch = make(1000);
       const start = computeTaskOutputs(cls, evalBatch);
-      const opt = new AdamW(cls.manifest, { learningRate: 1e-3, totalSteps: 30, warmupSteps: 0.1, lrMultiplierHead: FINETUNE_DEFAULTS.melinda.lrMultiplierHead });
+      const opt = new AdamW(cls.manifest, { learningRate: 1e-3, totalSteps: 30, warmupFraction: 0.1, lrMultiplierHead: FINETUNE_DEFAULTS.melinda.lrMultiplierHead });
       const params = flattenDownstream(cls);
       const tensors = tf.memory().numTensors;
       for (let step = 0; step < 30; step++) {

@@ -17,7 +17,7 @@ export type DownstreamTaskName = (typeof DOWNSTREAM_TASKS)[number];
 export interface FinetuneSettings {
   head: HeadKind;
   /** Global batch [batch_size]. */
-  batchSize: number;
+  globalBatch: number;
   /** [max_epoch] */
   epochs: number;
   /** Base learning rate of the encoders [learning_rate]. */
@@ -43,12 +43,12 @@ export interface FinetuneSettings {
 const common = { learningRate: 5e-6, lrMultiplierMultiModal: 5, warmupFraction: 0.1, weightDecay: 0.01, baseImageSize: 384 } as const;
 
 export const FINETUNE_DEFAULTS: Readonly<Record<DownstreamTaskName, FinetuneSettings>> = {
-  'vqa-rad': { ...common, head: 'vqa', batchSize: 64, epochs: 50, lrMultiplierHead: 50, textLength: 32, randomResizedCrop: false },
-  slake: { ...common, head: 'vqa', batchSize: 32, epochs: 15, lrMultiplierHead: 50, textLength: 32, randomResizedCrop: true },
-  'vqa-med-2019': { ...common, head: 'vqa', batchSize: 32, epochs: 10, lrMultiplierHead: 50, textLength: 32, randomResizedCrop: true },
-  melinda: { ...common, head: 'classification', batchSize: 16, epochs: 20, lrMultiplierHead: 10, textLength: 128, randomResizedCrop: true },
+  'vqa-rad': { ...common, head: 'vqa', globalBatch: 64, epochs: 50, lrMultiplierHead: 50, textLength: 32, randomResizedCrop: false },
+  slake: { ...common, head: 'vqa', globalBatch: 32, epochs: 15, lrMultiplierHead: 50, textLength: 32, randomResizedCrop: true },
+  'vqa-med-2019': { ...common, head: 'vqa', globalBatch: 32, epochs: 10, lrMultiplierHead: 50, textLength: 32, randomResizedCrop: true },
+  melinda: { ...common, head: 'classification', globalBatch: 16, epochs: 20, lrMultiplierHead: 10, textLength: 128, randomResizedCrop: true },
   // max_text_len is not set by task_finetune_irtr_roco: the base config's 40 applies.
-  retrieval: { ...common, head: 'retrieval', batchSize: 256, epochs: 10, lrMultiplierHead: 5, textLength: 40, randomResizedCrop: true, negatives: 15 },
+  retrieval: { ...common, head: 'retrieval', globalBatch: 256, epochs: 10, lrMultiplierHead: 5, textLength: 40, randomResizedCrop: true, negatives: 15 },
 };
 
 /** The official pre-training image size of `base`, against which fine-tuning sizes are scaled. */

@@ -1,19 +1,24 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import type { MicroBatchJob, RunConfig } from '@m3ae/protocol';
+import type { RunConfig } from '@m3ae/protocol';
 import type { GradientComputer, MicroBatchResult } from './gradient-computer.js';
+import type { ComputeJob } from '../gradient-source.js';
 
-export type ThreadRequest = { type: 'compute'; id: number; job: MicroBatchJob; params?: Float32Array };
+export type ThreadRequest = { type: 'compute'; id: number; job: ComputeJob; params?: Float32Array };
 export type ThreadReply =
   | { type: 'ready'; manifestHash: string; paramCount: number; backend: string }
   | { type: 'failed'; message: string }
   | { type: 'result'; id: number; result: MicroBatchResult }
   | { type: 'error'; id: number; message: string };
 
-/** The compiled thread entry next to this module (`dist/compute-thread.js`). */
+/**
+ * The compiled thread entry (`dist/compute/compute-thread.js`): next to this module when it runs compiled, in the
+ * library's `dist/` when it runs from TypeScript sources (tests; the library must be built).
+ */
 export function computeThreadPath(): string {
-  return fileURLToPath(new URL('./compute-thread.js', import.meta.url));
+  const here = import.meta.url;
+  return fileURLToPath(here.endsWith('.ts') ? new URL('../../dist/compute/compute-thread.js', here) : new URL('./compute-thread.js', here));
 }
 
 /**
@@ -53,7 +58,7 @@ export class ThreadedComputer implements GradientComputer {
 
   /** Starts the thread and waits until it has built its computer (model, backend). */
   static async start(config: RunConfig, threadPath = computeThreadPath()): Promise<ThreadedComputer> {
-    if (!existsSync(threadPath)) throw new Error(`compute thread ${threadPath} does not exist (build @m3ae/worker first)`);
+    if (!existsSync(threadPath)) throw new Error(`compute thread ${threadPath} does not exist (build @m3ae/training first: npx nx run @m3ae/training:build)`);
     // The thread runs compiled code: drop resolution conditions a test runner may have set (`@m3ae/source`
     // would point package imports at TypeScript sources).
     const execArgv = process.execArgv.filter((a, i, all) => !a.startsWith('--conditions') && all[i - 1] !== '--conditions' && !a.startsWith('-C'));
@@ -85,7 +90,7 @@ export class ThreadedComputer implements GradientComputer {
     }
   }
 
-  async compute(job: MicroBatchJob, params: Float32Array): Promise<MicroBatchResult> {
+  async compute(job: ComputeJob, params: Float32Array): Promise<MicroBatchResult> {
     if (this.exited) throw this.exited;
     const id = this.nextId++;
     const fresh = params !== this.sentParams || job.version !== this.sentVersion;

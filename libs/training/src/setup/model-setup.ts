@@ -2,8 +2,8 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadTokenizer, openShardDataset, pretrainCounts, type ShardDataset, type TextTokenizer } from '@m3ae/data';
 import { initialValues, modelManifest, numPatches, parameterSpecs, resolveConfig, type M3AEConfig } from '@m3ae/model';
-import { ConfigError, type LossTriple, type RunConfig } from '@m3ae/protocol';
-import { adamwFor } from './optimizer.js';
+import { ConfigError, pretrainTraining, type LossTriple, type RunConfig } from '@m3ae/protocol';
+import { adamwFor } from '../optimizer.js';
 import { pretrainSchedule, type TrainingSetup } from './training-setup.js';
 
 /** The model configuration of a run: the preset with the run's overrides (validated by @m3ae/model). */
@@ -35,7 +35,7 @@ export async function openRunData(config: RunConfig, model: M3AEConfig): Promise
 
 /**
  * The real M3AE setup: parameter manifest and seeded initial values of the configured model (computed in
- * plain JavaScript: the coordinator needs no TensorFlow.js), the shard dataset, exact normalizers from
+ * plain JavaScript: the trainer needs no TensorFlow.js), the shard dataset, exact normalizers from
  * `pretrainCounts`, and the model's AdamW.
  */
 export async function modelSetup(config: RunConfig): Promise<TrainingSetup> {
@@ -87,7 +87,7 @@ export async function modelSetup(config: RunConfig): Promise<TrainingSetup> {
       // A disabled objective counts nothing (as the model's own batchCounts).
       return { mlm: enabled('mlm') ? c.mlm : 0, mim: enabled('mim') ? c.mim : 0, itm: enabled('itm') ? c.itm : 0 };
     },
-    createOptimizer: () => adamwFor(manifest, config.training),
+    createOptimizer: () => adamwFor(manifest, pretrainTraining(config)),
     close: async () => dataset.close(),
   };
 }

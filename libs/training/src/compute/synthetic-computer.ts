@@ -1,5 +1,6 @@
-import { pretrainTotals, syntheticCompute, syntheticManifest, type MicroBatchJob, type SyntheticSpec } from '@m3ae/protocol';
+import { pretrainTotals, syntheticCompute, syntheticManifest, type SyntheticSpec } from '@m3ae/protocol';
 import type { GradientComputer, MicroBatchResult } from './gradient-computer.js';
+import type { ComputeJob } from '../gradient-source.js';
 
 /** Fixed work and deterministic gradients of the synthetic quadratic workload (see @m3ae/protocol). */
 export class SyntheticComputer implements GradientComputer {
@@ -10,7 +11,7 @@ export class SyntheticComputer implements GradientComputer {
     this.paramCount = spec.paramCount;
     this.manifestHash = syntheticManifest(spec.paramCount).hash;
   }
-  async compute(job: MicroBatchJob, params: Float32Array): Promise<MicroBatchResult> {
+  async compute(job: ComputeJob, params: Float32Array): Promise<MicroBatchResult> {
     return await syntheticCompute(this.spec, job.indices, pretrainTotals(job.normalizers), params);
   }
   async dispose(): Promise<void> {

@@ -1,12 +1,5 @@
-import { syntheticCounts, syntheticInitialParams, syntheticManifest, type ObjectiveTotals, type RunConfig } from '@m3ae/protocol';
-import { adamwFor, type FlatOptimizer } from './optimizer.js';
-
-/** The parameter layout (structurally @m3ae/model's `ParamManifest` / `CheckpointManifest`). */
-export interface SetupManifest {
-  readonly entries: readonly { readonly name: string; readonly shape: readonly number[]; readonly offset: number | null; readonly trainable: boolean }[];
-  readonly size: number;
-  readonly hash: string;
-}
+import { pretrainTraining, syntheticCounts, syntheticInitialParams, syntheticManifest, type ObjectiveTotals, type ParamLayout, type RunConfig } from '@m3ae/protocol';
+import { adamwFor, type FlatOptimizer } from '../optimizer.js';
 
 export interface MicroBatchSlice {
   step: number;
@@ -29,16 +22,17 @@ export interface StepSchedule {
 
 /** The schedule of a pre-training (or synthetic) run: straight from `training`. */
 export function pretrainSchedule(config: RunConfig): StepSchedule {
-  return { steps: config.training.steps, globalBatch: config.training.globalBatch, microBatch: config.training.microBatch, dropLast: true };
+  const t = pretrainTraining(config);
+  return { steps: t.steps, globalBatch: t.globalBatch, microBatch: t.microBatch, dropLast: true };
 }
 
 /**
- * What the coordinator needs to know about what is being trained — the model (pre-training or a downstream task,
+ * What the trainer needs to know about what is being trained — the model (pre-training or a downstream task,
  * or the synthetic workload), its data and optimizer — and nothing about how gradients are computed.
  */
 export interface TrainingSetup {
   readonly kind: 'model' | 'task' | 'synthetic';
-  readonly manifest: SetupManifest;
+  readonly manifest: ParamLayout;
   /** Stored in checkpoints as `config` (the model configuration). */
   readonly modelConfig: unknown;
   readonly fixedParams?: ReadonlyMap<string, Float32Array>;
@@ -75,6 +69,6 @@ export function syntheticSetup(config: RunConfig): TrainingSetup {
     schedule: pretrainSchedule(config),
     initialParams: () => syntheticInitialParams(spec.paramCount, config.seed),
     counts: async (slice) => syntheticCounts(slice.indices),
-    createOptimizer: () => adamwFor(manifest, config.training),
+    createOptimizer: () => adamwFor(manifest, pretrainTraining(config)),
   };
 }

@@ -1,9 +1,10 @@
 import { buildPretrainBatch, loadTokenizer, openShardDataset, type ShardDataset, type TextTokenizer } from '@m3ae/data';
 import { chooseBackend, computeGradients, createModel, numPatches, resolveConfig, setParamsFromFlat, type M3AEConfig, type M3AEModel } from '@m3ae/model';
-import { ConfigError, pretrainTotals, type MicroBatchJob, type RunConfig } from '@m3ae/protocol';
+import { ConfigError, pretrainTotals, type RunConfig } from '@m3ae/protocol';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { realTokens, type GradientComputer, type MicroBatchResult } from './gradient-computer.js';
+import type { ComputeJob } from '../gradient-source.js';
 
 /**
  * Real M3AE gradients with TensorFlow.js: the micro-batch is built from the shard dataset by sample index
@@ -39,7 +40,7 @@ export class ModelComputer implements GradientComputer {
     return new ModelComputer(run, config, model, dataset, tokenizer, choice.name);
   }
 
-  async compute(job: MicroBatchJob, params: Float32Array): Promise<MicroBatchResult> {
+  async compute(job: ComputeJob, params: Float32Array): Promise<MicroBatchResult> {
     if (job.datasetHash !== undefined && job.datasetHash !== this.dataset.datasetHash) {
       throw new Error(`job ${job.step}/${job.jobIndex} is for dataset ${job.datasetHash.slice(0, 16)}…; this worker reads ${this.dataset.datasetHash.slice(0, 16)}… from ${this.run.data.dir}`);
     }

@@ -1,8 +1,8 @@
 import { resolve } from 'node:path';
 import { chooseBackend, flattenDownstream, setDownstreamFromFlat } from '@m3ae/model';
-import { ConfigError, type ObjectiveTotals, type RunConfig } from '@m3ae/protocol';
-import { createTaskModel, finetuneMetadata, finetuneOptimizer, finetuneOptionsFromRun, ModelSelection, planFinetune, splitSize, taskObjective, type HistoryEntry } from '@m3ae/tasks';
-import { AdamWOptimizer } from './optimizer.js';
+import { ConfigError, type ObjectiveTotals, type RunConfig, type TrainingSettings } from '@m3ae/protocol';
+import { createTaskModel, finetuneMetadata, finetuneOptionsFromRun, ModelSelection, planFinetune, splitSize, taskObjective, type FinetunePlan, type HistoryEntry } from '@m3ae/tasks';
+import { adamwFor } from '../optimizer.js';
 import type { TrainingSetup } from './training-setup.js';
 
 export interface TaskSetupOptions {
@@ -12,13 +12,20 @@ export interface TaskSetupOptions {
 }
 
 /**
- * A downstream task on the coordinator (`task.name` in the run configuration): the fine-tuning plan of @m3ae/tasks
+ * A downstream task (`task.name` in the run configuration), for the trainer: the fine-tuning plan of @m3ae/tasks
  * (the same one `m3ae finetune` runs in one process), the pre-trained backbone plus the new head as initial
  * parameters, one objective (`vqa`, `cls` or `irtr`) normalised by the step's example count, the official AdamW,
  * and model selection on the validation split after every epoch — in this process, with TensorFlow.js — writing
  * `checkpoint.dir/best/`. The test split is never read.
  */
-export async function taskSetup(config: RunConfig, options: TaskSetupOptions = {}): Promise<TrainingSetup> {
+export interface TaskTrainingSetup extends TrainingSetup {
+  readonly kind: 'task';
+  readonly plan: FinetunePlan;
+  /** Validation history and the selected model so far. */
+  readonly selection: ModelSelection;
+}
+
+export async function taskSetup(config: RunConfig, options: TaskSetupOptions = {}): Promise<TaskTrainingSetup> {
   const log = options.log ?? ((): void => undefined);
   const finetune = finetuneOptionsFromRun(config);
   await chooseBackend({ backend: config.compute.backend });
@@ -30,15 +37,17 @@ export async function taskSetup(config: RunConfig, options: TaskSetupOptions = {
   const taskMeta = JSON.stringify(plan.meta);
   return {
     kind: 'task',
+    plan,
+    selection,
     manifest: model.manifest,
     modelConfig: plan.config,
     datasetSize: splitSize(plan.train),
     datasetHash: plan.datasetHash,
     objectiveWeights: { [objective]: 1 },
-    schedule: { steps: plan.settings.totalSteps, globalBatch: plan.settings.batchSize, microBatch: config.training.microBatch, dropLast: false },
+    schedule: { steps: plan.settings.steps, globalBatch: plan.settings.globalBatch, microBatch: plan.settings.microBatch, dropLast: false },
     initialParams: () => initial.slice(),
     counts: async (slice): Promise<ObjectiveTotals> => ({ [objective]: slice.indices.length }),
-    createOptimizer: () => new AdamWOptimizer(finetuneOptimizer(plan, model.manifest)),
+    createOptimizer: () => adamwFor(model.manifest, taskTraining(config, plan)),
     checkpointMetadata: () => ({ ...finetuneMetadata(plan), selection: JSON.stringify(selection.state()) }),
     restore: (metadata) => {
       if (metadata['task'] !== undefined && metadata['task'] !== taskMeta) {
@@ -56,5 +65,23 @@ export async function taskSetup(config: RunConfig, options: TaskSetupOptions = {
       options.onValidate?.({ ...entry, best: { step, score, path } });
     },
     close: async () => model.dispose(),
+  };
+}
+
+/** The `training` of a fine-tuning run: the plan's resolved settings (the task's official ones where unset), the run's optimizer constants. */
+export function taskTraining(config: RunConfig, plan: FinetunePlan): TrainingSettings {
+  const s = plan.settings;
+  return {
+    ...config.training,
+    steps: s.steps,
+    epochs: s.epochs,
+    globalBatch: s.globalBatch,
+    microBatch: s.microBatch,
+    learningRate: s.learningRate,
+    lrMultiplierHead: s.lrMultiplierHead,
+    lrMultiplierMultiModal: s.lrMultiplierMultiModal,
+    warmupFraction: s.warmupFraction,
+    weightDecay: s.weightDecay,
+    clipNorm: s.clipNorm,
   };
 }

@@ -1,7 +1,8 @@
 import { chooseBackend, computeTaskGradients, setDownstreamFromFlat, type DownstreamModel } from '@m3ae/model';
-import type { MicroBatchJob, RunConfig } from '@m3ae/protocol';
+import type { RunConfig } from '@m3ae/protocol';
 import { buildTrainBatch, createTaskModel, finetuneOptionsFromRun, planFinetune, taskObjective, type FinetunePlan } from '@m3ae/tasks';
 import { realTokens, type GradientComputer, type MicroBatchResult } from './gradient-computer.js';
+import type { ComputeJob } from '../gradient-source.js';
 
 /**
  * A downstream task's gradients (`task.name` in the run configuration): the worker makes the same fine-tuning plan
@@ -34,7 +35,7 @@ export class TaskComputer implements GradientComputer {
     return new TaskComputer(plan, model, choice.name);
   }
 
-  async compute(job: MicroBatchJob, params: Float32Array): Promise<MicroBatchResult> {
+  async compute(job: ComputeJob, params: Float32Array): Promise<MicroBatchResult> {
     if (job.datasetHash !== undefined && job.datasetHash !== this.plan.datasetHash) {
       throw new Error(
         `job ${job.step}/${job.jobIndex} is for task data ${job.datasetHash.slice(0, 21)}…; this worker's plan of ${this.plan.meta.name} on ${this.plan.options.data} is ${this.plan.datasetHash.slice(0, 21)}…`,

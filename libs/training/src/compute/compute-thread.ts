@@ -3,9 +3,10 @@
  * the main event loop, so BullMQ keeps renewing job locks however long a micro-batch takes.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import type { MicroBatchJob, RunConfig } from '@m3ae/protocol';
+import type { RunConfig } from '@m3ae/protocol';
 import { createComputer } from './gradient-computer.js';
 import type { ThreadReply, ThreadRequest } from './threaded-computer.js';
+import type { ComputeJob } from '../gradient-source.js';
 
 if (!parentPort) throw new Error('compute-thread.js must run in a worker thread');
 const port = parentPort;
@@ -18,7 +19,7 @@ if (computer) {
   port.on('message', (msg: ThreadRequest) => {
     if (msg.type !== 'compute') return;
     if (msg.params) params = msg.params;
-    const job: MicroBatchJob = msg.job;
+    const job: ComputeJob = msg.job;
     const current = params;
     if (!current) {
       port.postMessage({ type: 'error', id: msg.id, message: 'no parameters were sent for this version' } satisfies ThreadReply);

@@ -1,6 +1,7 @@
-import type { MicroBatchJob, ObjectiveTotals, RunConfig } from '@m3ae/protocol';
+import type { ObjectiveTotals, RunConfig } from '@m3ae/protocol';
+import type { ComputeJob } from '../gradient-source.js';
 
-/** What one micro-batch yields (pre-training: structurally @m3ae/model's `MicroBatchResult`, contracts §3). */
+/** What one micro-batch yields (pre-training: structurally @m3ae/model's `MicroBatchResult`). */
 export interface MicroBatchResult {
   sums: ObjectiveTotals;
   counts: ObjectiveTotals;
@@ -12,16 +13,17 @@ export interface MicroBatchResult {
 }
 
 /**
- * The worker's compute seam (contracts §6): real M3AE gradients with TensorFlow.js, or the synthetic
- * workload. `params` is the parameter vector of `job.version`, fetched once per version and passed again
- * for every job of that version (implementations may keep what they derived from it).
+ * The compute seam of workers and of the in-process trainer: real M3AE gradients with TensorFlow.js (pre-training
+ * or a downstream task), or the synthetic workload. `params` is the parameter vector of `job.version`, passed again
+ * for every job of that version; `job.params.checksum` identifies its content (implementations may keep what they
+ * derived from it until it changes).
  */
 export interface GradientComputer {
   readonly manifestHash: string;
   readonly paramCount: number;
   /** The tfjs backend in use, or `synthetic`. */
   readonly backend: string;
-  compute(job: MicroBatchJob, params: Float32Array): Promise<MicroBatchResult>;
+  compute(job: ComputeJob, params: Float32Array): Promise<MicroBatchResult>;
   dispose(): Promise<void>;
 }
 

@@ -1,0 +1,444 @@
+import { Queue, QueueEvents } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import {
+  BlobError,
+  BlobStore,
+  blobEndpoints,
+  connectRedis,
+  JOB_QUEUE_NAME,
+  parseContribution,
+  sameTotals,
+  queueEndpoint,
+  redisOptions,
+  RunKeys,
+  type BlobRef,
+  type Contribution,
+  type MicroBatchJob,
+  type ObjectiveTotals,
+  type RunConfig,
+} from '@m3ae/protocol';
+import { OrderedReducer, StopRequested, type GatherStats, type GradientSource, type PlannedJob, type StepWork } from '@m3ae/training';
+import { assertNoEviction } from './redis-policy.js';
+
+/** Why a contribution was refused (a label of `m3ae_jobs_rejected_total`). */
+export type RejectReason =
+  | 'malformed'
+  | 'other-run'
+  | 'stale-incarnation'
+  | 'stale-step'
+  | 'stale-version'
+  | 'bad-job-index'
+  | 'manifest'
+  | 'counts'
+  | 'non-finite-loss'
+  | 'missing'
+  | 'truncated'
+  | 'checksum'
+  | 'layout'
+  | 'non-finite'
+  | 'length'
+  | 'unreadable';
+
+/** The BullMQ job states in which a copy of a micro-batch is still on its way to a result. */
+const LIVE_JOB_STATES: ReadonlySet<string> = new Set(['waiting', 'active', 'delayed', 'prioritized', 'waiting-children']);
+
+/** What happens to the jobs and contributions of a run on the cluster (for logs, metrics and tests). */
+export interface SourceEvents {
+  onReject?(reason: RejectReason, detail: { step: number; jobIndex?: number; workerId?: string; message: string }): void;
+  onDuplicate?(detail: { step: number; jobIndex: number; workerId: string }): void;
+  onEnqueue?(detail: { step: number; jobIndex: number; copy: number; kind: 'original' | 'retry' | 'backup'; job: MicroBatchJob }): void;
+  onBackupWon?(detail: { step: number; jobIndex: number }): void;
+  onRecover?(detail: { step: number; reason: string }): void;
+  /** BullMQ found a job whose lock expired (its worker died or stalled) and put it back: it runs again. */
+  onRedeliver?(detail: { jobId: string }): void;
+}
+
+export class CoordinatorError extends Error {
+  override readonly name = 'CoordinatorError';
+}
+
+export interface RedisSourceOptions {
+  config: RunConfig;
+  incarnation: string;
+  /** The run's parameter layout hash and the jobs of a full step (written to the run's sentinel for workers and tools). */
+  manifestHash: string;
+  jobsPerFullStep: number;
+  paramCount: number;
+  logger: Logger;
+  events?: SourceEvents | undefined;
+}
+
+interface JobCopy {
+  id: string;
+  copy: number;
+  kind: 'original' | 'retry' | 'backup';
+  enqueuedAt: number;
+  /** Consecutive checks that found this copy gone from the queue. */
+  goneChecks: number;
+}
+
+interface StepState {
+  step: number;
+  version: number;
+  paramsRef: BlobRef;
+  jobs: PlannedJob[];
+  jobCount: number;
+  expected: ObjectiveTotals[];
+  copies: JobCopy[][];
+  reducer: OrderedReducer;
+  acceptedTimings: Contribution['timings'][];
+  workers: Set<string>;
+  tally: { enqueued: number; rejected: number; duplicates: number; backups: number; retried: number };
+  bytes: { params: number; grads: number };
+  backupsOf: Set<number>;
+  recoveries: number;
+}
+
+/**
+ * The {@link GradientSource} of a cluster: each step it publishes parameter version v, enqueues the step's
+ * micro-batch jobs on BullMQ, counts each micro-batch's first valid contribution (verified: run, incarnation, step,
+ * version, manifest, counts, length, checksum, finite values) into the trainer's reducer, gives stragglers backup
+ * copies, enqueues lost or failed jobs again, and repopulates a Redis that lost everything and redoes the step's
+ * missing micro-batches.
+ */
+export class RedisGradientSource implements GradientSource {
+  readonly keys: RunKeys;
+  private readonly log: Logger;
+  private readonly config: RunConfig;
+  private redis!: Redis;
+  private blocking!: Redis;
+  private blobs!: BlobStore;
+  private queue!: Queue;
+  private queueEvents: QueueEvents | undefined;
+  private params: Float32Array | undefined;
+  private current: StepState | undefined;
+
+  constructor(private readonly options: RedisSourceOptions) {
+    this.config = options.config;
+    this.keys = new RunKeys(this.config.runId);
+    this.log = options.logger;
+  }
+
+  private get incarnation(): string {
+    return this.options.incarnation;
+  }
+
+  /** The run's BullMQ queue (for queue metrics); valid after `connect()`. */
+  get jobQueue(): Queue {
+    return this.queue;
+  }
+
+  async connect(): Promise<void> {
+    const endpoint = queueEndpoint(this.config);
+    this.redis = connectRedis(endpoint, { connectionName: 'm3ae-coordinator' });
+    this.blocking = connectRedis(endpoint, { connectionName: 'm3ae-coordinator-results' });
+    this.blobs = BlobStore.connect(blobEndpoints(this.config), { chunkBytes: this.config.redis.chunkBytes, checksum: this.config.redis.checksum });
+    for (const c of [this.redis, this.blocking, ...this.blobs.stores]) c.on('error', (e: Error) => this.log.warn({ err: e.message }, 'redis connection error (retrying)'));
+    await assertNoEviction(this.redis);
+    for (const s of this.blobs.stores) await assertNoEviction(s);
+    this.queue = new Queue(JOB_QUEUE_NAME, {
+      connection: redisOptions(endpoint, { maxRetriesPerRequest: null, connectionName: 'm3ae-coordinator-queue' }),
+      prefix: this.keys.bullPrefix,
+      streams: { events: { maxLen: 200 } },
+      defaultJobOptions: { removeOnComplete: true, removeOnFail: true, attempts: 3, backoff: { type: 'fixed', delay: 250 } },
+    });
+    this.queue.on('error', (e) => this.log.warn({ err: e.message }, 'queue connection error (retrying)'));
+    const onRedeliver = this.options.events?.onRedeliver;
+    if (onRedeliver) {
+      this.queueEvents = new QueueEvents(JOB_QUEUE_NAME, {
+        connection: redisOptions(endpoint, { maxRetriesPerRequest: null, connectionName: 'm3ae-coordinator-events' }),
+        prefix: this.keys.bullPrefix,
+      });
+      this.queueEvents.on('error', (e) => this.log.warn({ err: e.message }, 'queue events connection error (retrying)'));
+      this.queueEvents.on('stalled', ({ jobId }) => {
+        this.log.warn({ job: jobId }, 'a job was redelivered (its worker stopped renewing the lock)');
+        onRedeliver({ jobId });
+      });
+    }
+  }
+
+  private async disconnect(): Promise<void> {
+    const closing = (async () => {
+      await this.queueEvents?.close().catch(() => undefined);
+      await this.queue?.close().catch(() => undefined);
+      await this.blobs?.close();
+      for (const c of [this.redis, this.blocking]) await c?.quit().catch(() => c.disconnect());
+    })();
+    // A graceful QUIT needs an answer; without Redis, drop the connections after a while.
+    const done = await Promise.race([closing.then(() => true), new Promise<false>((r) => setTimeout(() => r(false), 5_000).unref())]);
+    if (!done) for (const c of [this.redis, this.blocking, ...(this.blobs?.stores ?? [])]) c?.disconnect();
+  }
+
+  async start(info: { startStep: number }): Promise<void> {
+    await this.clearRun();
+    await this.writeSentinel(info.startStep);
+  }
+
+  /** Clears the run from Redis (bounded: a Redis that is gone for good must not keep us here) and disconnects. */
+  async close(): Promise<void> {
+    if (!this.redis) return;
+    const cleared = await Promise.race([
+      this.clearRun().then(
+        () => true,
+        (e: unknown) => (this.log.warn({ err: String(e) }, 'could not clear the run from Redis'), true),
+      ),
+      new Promise<false>((r) => setTimeout(() => r(false), 15_000).unref()),
+    ]);
+    if (!cleared) this.log.warn('Redis did not answer within 15 s: the run was not cleared from it (gradient blobs expire on their own)');
+    await this.disconnect();
+  }
+
+  /** Removes everything of this run from Redis (what an earlier incarnation left, or this one at the end). */
+  private async clearRun(): Promise<void> {
+    await new BlobStore([this.redis]).deletePattern(this.keys.allPattern);
+    if (this.blobs.stores.some((s) => s !== this.redis)) await this.blobs.deletePattern(this.keys.allPattern);
+  }
+
+  private async writeSentinel(step: number): Promise<void> {
+    await this.redis.hset(this.keys.coordinator, {
+      incarnation: this.incarnation,
+      manifestHash: this.options.manifestHash,
+      step: String(step),
+      jobsPerStep: String(this.options.jobsPerFullStep),
+      startedAt: new Date().toISOString(),
+    });
+  }
+
+  private async publishParams(version: number): Promise<BlobRef> {
+    if (!this.params) throw new CoordinatorError('no parameters to publish');
+    return await this.blobs.putTensor(this.keys.params(version), this.params, 'f32');
+  }
+
+  private async enqueue(state: StepState, jobIndex: number, kind: JobCopy['kind']): Promise<boolean> {
+    const copies = state.copies[jobIndex] as JobCopy[];
+    if (copies.length >= this.config.coordinator.maxCopies) return false;
+    const copy = copies.length;
+    const id = `s${state.step}-j${jobIndex}-c${copy}`;
+    const data: MicroBatchJob = { ...(state.jobs[jobIndex] as PlannedJob), copy, params: state.paramsRef };
+    await this.queue.add('microbatch', data, { jobId: id, ...(kind === 'backup' ? { lifo: true } : {}) });
+    copies.push({ id, copy, kind, enqueuedAt: Date.now(), goneChecks: 0 });
+    state.tally.enqueued++;
+    if (kind === 'backup') state.tally.backups++;
+    if (kind === 'retry') state.tally.retried++;
+    this.options.events?.onEnqueue?.({ step: state.step, jobIndex, copy, kind, job: data });
+    return true;
+  }
+
+  async gather(work: StepWork, params: Float32Array, reducer: OrderedReducer, shouldStop: () => boolean): Promise<GatherStats> {
+    const t0 = performance.now();
+    this.params = params;
+    await this.redis.hset(this.keys.coordinator, 'step', String(work.step));
+    const paramsRef = await this.publishParams(work.version);
+    const tPublished = performance.now();
+    const state: StepState = {
+      step: work.step,
+      version: work.version,
+      paramsRef,
+      jobs: work.jobs,
+      jobCount: work.jobs.length,
+      expected: work.expected,
+      copies: work.jobs.map(() => []),
+      reducer,
+      acceptedTimings: [],
+      workers: new Set(),
+      tally: { enqueued: 0, rejected: 0, duplicates: 0, backups: 0, retried: 0 },
+      bytes: { params: paramsRef.bytes, grads: 0 },
+      backupsOf: new Set(),
+      recoveries: 0,
+    };
+    this.current = state;
+    for (let k = 0; k < state.jobCount; k++) await this.enqueue(state, k, 'original');
+    const tEnqueued = performance.now();
+
+    let idleMs = 0;
+    let lastCheck = performance.now();
+    const interval = this.config.coordinator.checkIntervalMs;
+    while (!reducer.complete) {
+      if (shouldStop()) throw new StopRequested('stop requested');
+      const tw = performance.now();
+      const popped = await this.blocking.blpop(this.keys.results, Math.max(0.05, interval / 1000));
+      idleMs += performance.now() - tw;
+      if (popped) await this.handle(state, popped[1]);
+      if (performance.now() - lastCheck >= interval) {
+        await this.periodicCheck(state);
+        lastCheck = performance.now();
+      }
+    }
+    const tReduced = performance.now();
+    const mean = (f: (t: Contribution['timings']) => number): number => state.acceptedTimings.reduce((a, t) => a + f(t), 0) / Math.max(1, state.acceptedTimings.length);
+    return {
+      phases: { publishMs: tPublished - t0, enqueueMs: tEnqueued - tPublished, idleMs: Math.max(0, idleMs), reduceMs: tReduced - tEnqueued - idleMs },
+      worker: { fetchMs: mean((t) => t.fetchMs), computeMs: mean((t) => t.computeMs), encodeMs: mean((t) => t.encodeMs), uploadMs: mean((t) => t.uploadMs), totalMs: mean((t) => t.totalMs) },
+      bytes: state.bytes,
+      jobs: state.tally,
+      workers: [...state.workers],
+      recoveries: state.recoveries,
+    };
+  }
+
+  /** Everything of the step is counted: the remaining copies are obsolete, and so is version v. */
+  async finishStep(): Promise<void> {
+    const state = this.current;
+    if (!state) return;
+    await this.queue.drain(true);
+    await this.blobs.delete(state.paramsRef);
+    this.current = undefined;
+  }
+
+  private reject(state: StepState, reason: RejectReason, message: string, c?: { jobIndex: number; workerId: string }): void {
+    state.tally.rejected++;
+    this.log.warn({ step: state.step, job: c?.jobIndex, worker: c?.workerId, reason }, `rejected a contribution: ${message}`);
+    this.options.events?.onReject?.(reason, { step: state.step, ...(c ? { jobIndex: c.jobIndex, workerId: c.workerId } : {}), message });
+  }
+
+  /** Deletes a contribution's gradient blob if it lies in this run's blob space (never trust a foreign key). */
+  private async discard(ref: unknown): Promise<void> {
+    const r = ref as Partial<BlobRef> | undefined;
+    if (r && typeof r.key === 'string' && typeof r.chunks === 'number' && this.keys.ownsBlob(r.key) && r.chunks >= 0 && r.chunks < 1_000_000) {
+      await this.blobs.delete({ key: r.key, chunks: r.chunks }).catch(() => undefined);
+    }
+  }
+
+  private async handle(state: StepState, raw: string): Promise<void> {
+    let data: unknown;
+    try {
+      data = JSON.parse(raw);
+    } catch {
+      this.reject(state, 'malformed', 'not JSON');
+      return;
+    }
+    let c: Contribution;
+    try {
+      c = parseContribution(data);
+    } catch (e) {
+      this.reject(state, 'malformed', (e as Error).message);
+      await this.discard((data as { grad?: unknown } | null)?.grad);
+      return;
+    }
+    const who = { jobIndex: c.jobIndex, workerId: c.workerId };
+    try {
+      if (c.runId !== this.config.runId) return this.reject(state, 'other-run', `run ${c.runId}`, who);
+      if (c.incarnation !== this.incarnation) return this.reject(state, 'stale-incarnation', `incarnation ${c.incarnation}`, who);
+      if (c.step !== state.step) return this.reject(state, 'stale-step', `step ${c.step} while reducing step ${state.step}`, who);
+      if (c.version !== state.version) return this.reject(state, 'stale-version', `parameter version ${c.version}; expected ${state.version}`, who);
+      if (c.jobIndex >= state.jobCount) return this.reject(state, 'bad-job-index', `job index ${c.jobIndex} of ${state.jobCount}`, who);
+      if (state.reducer.has(c.jobIndex)) {
+        state.tally.duplicates++;
+        this.options.events?.onDuplicate?.({ step: state.step, jobIndex: c.jobIndex, workerId: c.workerId });
+        return;
+      }
+      const bad = (reason: RejectReason, message: string): Promise<void> => this.rejectAndRecompute(state, reason, message, who);
+      if (c.manifestHash !== this.options.manifestHash) return await bad('manifest', `model manifest ${c.manifestHash.slice(0, 16)}…; expected ${this.options.manifestHash.slice(0, 16)}…`);
+      const want = state.expected[c.jobIndex] as ObjectiveTotals;
+      if (!sameTotals(c.counts, want)) {
+        return await bad('counts', `counts ${JSON.stringify(c.counts)}; expected ${JSON.stringify(want)} (different data or masking?)`);
+      }
+      if (![...Object.values(c.sums), ...Object.values(c.correct)].every(Number.isFinite)) return await bad('non-finite-loss', `loss sums ${JSON.stringify(c.sums)}`);
+      let bytes: Uint8Array;
+      try {
+        bytes = await this.blobs.getEncoded(c.grad, { expectElements: this.options.paramCount, requireFinite: true });
+      } catch (e) {
+        if (e instanceof BlobError) return await bad(e.fault, e.message);
+        // A read that failed for another reason (a connection dropped mid-transfer): compute it again.
+        return await bad('unreadable', e instanceof Error ? e.message : String(e));
+      }
+      state.bytes.grads += bytes.byteLength;
+      const copy = state.copies[c.jobIndex]?.[c.copy];
+      if (copy?.kind === 'backup') this.options.events?.onBackupWon?.({ step: state.step, jobIndex: c.jobIndex });
+      state.reducer.add(c.jobIndex, { bytes, encoding: c.grad.encoding, sums: c.sums, counts: c.counts, correct: c.correct, tokens: c.tokens });
+      state.acceptedTimings.push(c.timings);
+      state.workers.add(c.workerId);
+    } finally {
+      await this.discard(c.grad);
+    }
+  }
+
+  private async rejectAndRecompute(state: StepState, reason: RejectReason, message: string, who: { jobIndex: number; workerId: string }): Promise<void> {
+    this.reject(state, reason, message, who);
+    // Recompute unless another copy is still on its way.
+    const pending = await this.pendingCopies(state, who.jobIndex);
+    if (pending === 0 && !(await this.enqueue(state, who.jobIndex, 'retry'))) {
+      throw new CoordinatorError(`step ${state.step}: micro-batch ${who.jobIndex} was rejected ${this.config.coordinator.maxCopies} times (last: ${reason}: ${message})`);
+    }
+  }
+
+  /** Copies of a micro-batch still waiting, delayed or running in the queue. */
+  private async pendingCopies(state: StepState, jobIndex: number): Promise<number> {
+    let n = 0;
+    for (const c of state.copies[jobIndex] ?? []) {
+      const s = await this.queue.getJobState(c.id);
+      if (s !== undefined && LIVE_JOB_STATES.has(s)) n++;
+    }
+    return n;
+  }
+
+  /**
+   * Every `checkIntervalMs`: is Redis still holding our run (else repopulate and redo), are missing
+   * micro-batches still in the queue (else enqueue again), and is any running one a straggler (backup)?
+   */
+  private async periodicCheck(state: StepState): Promise<void> {
+    const owner = await this.redis.hget(this.keys.coordinator, 'incarnation');
+    if (owner === null) return await this.recover(state, 'the run state is gone from Redis (restarted or flushed)');
+    if (owner !== this.incarnation) throw new CoordinatorError(`another coordinator (incarnation ${owner}) took over run ${this.config.runId}; this one stops`);
+    if ((await this.redis.llen(this.keys.results)) > 0) return; // results first; they may account for "gone" copies
+    const now = Date.now();
+    const durations = state.acceptedTimings.map((t) => t.totalMs).sort((a, b) => a - b);
+    const median = durations.length ? (durations[Math.floor(durations.length / 2)] as number) : undefined;
+    // All copies' states at once (concurrent commands share one round trip), then the running ones' start times.
+    const missing = state.reducer.missing();
+    const copies = missing.flatMap((k) => (state.copies[k] as JobCopy[]).map((c) => ({ k, c })));
+    const states = await Promise.all(copies.map(async ({ c }) => this.queue.getJobState(c.id)));
+    const activeIds = copies.filter((_, i) => states[i] === 'active').map(({ c }) => c.id);
+    const startedAt = new Map<string, number>();
+    if (median !== undefined && activeIds.length > 0) {
+      const jobs = await Promise.all(activeIds.map(async (id) => this.queue.getJob(id)));
+      for (const j of jobs) if (j?.id && j.processedOn) startedAt.set(j.id, j.processedOn);
+    }
+    for (const k of missing) {
+      let live = 0;
+      let oldestActiveStart: number | undefined;
+      copies.forEach(({ k: kk, c }, i) => {
+        if (kk !== k) return;
+        const s = states[i];
+        if (s !== undefined && LIVE_JOB_STATES.has(s)) {
+          live++;
+          c.goneChecks = 0;
+          const t = startedAt.get(c.id);
+          if (t !== undefined) oldestActiveStart = Math.min(oldestActiveStart ?? Infinity, t);
+        } else {
+          c.goneChecks++;
+        }
+      });
+      const own = state.copies[k] as JobCopy[];
+      if (live === 0 && own.every((c) => c.goneChecks >= 2)) {
+        // Failed, removed, or completed without a result reaching us: compute it again.
+        this.log.warn({ step: state.step, job: k }, 'micro-batch lost from the queue; enqueueing it again');
+        if (!(await this.enqueue(state, k, 'retry'))) throw new CoordinatorError(`step ${state.step}: micro-batch ${k} was lost ${this.config.coordinator.maxCopies} times`);
+        continue;
+      }
+      if (median !== undefined && oldestActiveStart !== undefined && live === 1 && !state.backupsOf.has(k)) {
+        const running = now - oldestActiveStart;
+        if (running > Math.max(this.config.coordinator.backupMinMs, this.config.coordinator.backupFactor * median)) {
+          this.log.info({ step: state.step, job: k, runningMs: running, medianMs: Math.round(median) }, 'straggler: enqueueing a backup copy');
+          state.backupsOf.add(k);
+          await this.enqueue(state, k, 'backup');
+        }
+      }
+    }
+  }
+
+  /** Redis lost our keys: write them again, republish version v and recompute what is not yet counted. */
+  private async recover(state: StepState, reason: string): Promise<void> {
+    state.recoveries++;
+    this.log.warn({ step: state.step, missing: state.reducer.missing().length }, `${reason}; redoing the step's missing micro-batches`);
+    this.options.events?.onRecover?.({ step: state.step, reason });
+    await assertNoEviction(this.redis);
+    await this.writeSentinel(state.step);
+    state.paramsRef = await this.publishParams(state.version);
+    for (const k of state.reducer.missing()) {
+      for (const c of state.copies[k] as JobCopy[]) c.goneChecks = 0;
+      if (!(await this.enqueue(state, k, 'retry'))) throw new CoordinatorError(`step ${state.step}: micro-batch ${k} exceeded ${this.config.coordinator.maxCopies} copies while recovering`);
+    }
+  }
+}

@@ -1,0 +1,76 @@
+import type { ObjectiveTotals } from './job.js';
+
+/*
+ * The shapes that cross a process or library boundary and are not wire messages: the parameter layout a
+ * checkpoint, an optimizer and a gradient agree on, the optimizer state a checkpoint stores, and the step report
+ * the trainer emits and telemetry reads. Declared once here (this lib depends on nothing of ours, so every
+ * library can use them); wire messages live in ./job.ts.
+ */
+
+/** One parameter of a layout: canonical name and shape, its offset in the flat trainable buffer (null: fixed). */
+export interface ParamLayoutEntry {
+  readonly name: string;
+  readonly shape: readonly number[];
+  /** Offset (in elements) into the flat trainable buffer; null for non-trainable parameters. */
+  readonly offset: number | null;
+  readonly trainable: boolean;
+}
+
+/**
+ * The parameter layout of a model: what a flat parameter or gradient vector means. @m3ae/model's `ParamManifest`
+ * is one (with a dtype per entry); checkpoints, optimizers and the trainer need no more than this.
+ */
+export interface ParamLayout {
+  readonly entries: readonly ParamLayoutEntry[];
+  /** Elements in the flat trainable buffer (= the flat gradient length). */
+  readonly size: number;
+  /** SHA-256 (hex) identifying the layout; workers and checkpoints are checked against it. */
+  readonly hash: string;
+}
+
+/** AdamW state, flat in the layout's trainable order (checkpoints store it; the trainer restores it). */
+export interface OptimizerState {
+  /** Updates applied so far (AdamW's bias-correction t). */
+  readonly step: number;
+  readonly m: Float32Array;
+  readonly v: Float32Array;
+}
+
+/** Milliseconds of one step by phase (the breakdown of `m3ae bench training`). */
+export interface StepPhases {
+  /** Encode and upload the parameters of version v (0 in process). */
+  publishMs: number;
+  /** Build and enqueue the step's jobs (includes computing the normalizers). */
+  enqueueMs: number;
+  /** Waiting for results with nothing to do. */
+  idleMs: number;
+  /** Download, verify and add gradients (in process: compute and add). */
+  reduceMs: number;
+  /** Norm, clipping and the optimizer update. */
+  optimizerMs: number;
+  /** Checkpoint written after this step, if any. */
+  checkpointMs: number;
+}
+
+/** What one training step did: the trainer's report to logs, metrics, the run page and callers. */
+export interface StepReport {
+  step: number;
+  /** Normalised global-batch losses per trained objective and the weighted total. */
+  losses: { total: number } & ObjectiveTotals;
+  /** Correct predictions / items, per objective that predicts (mlm, itm, a task's). */
+  accuracy: ObjectiveTotals;
+  learningRate: number;
+  gradientNorm: number;
+  samples: number;
+  /** Real (non-padding) text tokens of the step, when the computers count them (not the synthetic workload). */
+  tokens?: number;
+  durationMs: number;
+  phases: StepPhases;
+  /** Mean milliseconds the accepted contributions reported (parameter fetch, compute, encode, upload). */
+  worker: { fetchMs: number; computeMs: number; encodeMs: number; uploadMs: number; totalMs: number };
+  /** Bytes moved through Redis for this step by the coordinator (published parameters, gradients read); 0 in process. */
+  bytes: { params: number; grads: number };
+  jobs: { count: number; enqueued: number; rejected: number; duplicates: number; backups: number; retried: number };
+  /** Who computed the step's counted contributions (worker ids, or in-process computers). */
+  workers: string[];
+}

@@ -1,0 +1,71 @@
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { latestCheckpoint } from '@m3ae/model';
+import { loadRunConfig, type RunConfig, type StepReport } from '@m3ae/protocol';
+import { InProcessError, InProcessSource } from './in-process-source.js';
+import { syntheticSetup, type TrainingSetup } from './setup/training-setup.js';
+import { Trainer, type RunSummary } from './trainer.js';
+
+/** A synthetic run (no model, no data files): 6 steps of 8 samples in 4 jobs of 2. */
+function run(overrides: { training?: Record<string, unknown> } = {}): RunConfig {
+  return loadRunConfig({
+    base: {
+      runId: `trainer-${randomUUID().slice(0, 8)}`,
+      seed: 5,
+      compute: { kind: 'synthetic', synthetic: { paramCount: 4_000, workMsPerSample: 0, datasetSize: 96 } },
+      training: { steps: 6, globalBatch: 8, microBatch: 2, learningRate: 0.01, warmupFraction: 0.2, clipNorm: 0.05, ...overrides.training },
+      checkpoint: { dir: mkdtempSync(join(tmpdir(), 'm3ae-trainer-')), every: 0, keep: 2 },
+    },
+    env: {},
+  });
+}
+
+async function train(config: RunConfig, o: { threads?: number; resume?: boolean; setup?: TrainingSetup; onStep?: (r: StepReport, t: Trainer) => void } = {}): Promise<RunSummary> {
+  const incarnation = randomUUID();
+  const source = await InProcessSource.create(config, incarnation, { threads: o.threads ?? 1 });
+  try {
+    const trainer: Trainer = new Trainer({ config, setup: o.setup ?? syntheticSetup(config), source, incarnation, resume: o.resume, events: { onStep: (r) => o.onStep?.(r, trainer) } });
+    return await trainer.run();
+  } finally {
+    await source.close();
+  }
+}
+
+describe('Trainer with the in-process source', () => {
+  it('gives the same parameters for 1 and 3 compute threads, and bf16 on the wire changes them', async () => {
+    const config = run();
+    const reports: StepReport[] = [];
+    const one = await train(config, { onStep: (r) => reports.push(r) });
+    const three = await train({ ...config, checkpoint: { ...config.checkpoint, dir: mkdtempSync(join(tmpdir(), 'm3ae-trainer-')) } }, { threads: 3 });
+    expect(one.steps).toBe(6);
+    expect(three.paramsSha256).toBe(one.paramsSha256);
+    expect(reports.map((r) => r.jobs.count)).toEqual([4, 4, 4, 4, 4, 4]);
+    expect(reports.every((r) => Number.isFinite(r.losses.total) && r.losses.total > 0 && r.gradientNorm > 0)).toBe(true);
+    // Warm-up over floor(0.2 · 6) = 1 step: update 0 has learning rate 0, update 1 the full rate.
+    expect(reports.map((r) => r.learningRate).slice(0, 2)).toEqual([0, 0.01]);
+    const bf16 = await train(run({ training: { gradEncoding: 'bf16' } }));
+    expect(bf16.paramsSha256).not.toBe(one.paramsSha256);
+  });
+
+  it('stops after the step it is in, checkpoints it, and resumes to the parameters of an uninterrupted run', async () => {
+    const straight = await train(run());
+    const config = run();
+    const stopped = await train(config, { onStep: (r, t) => (r.step === 1 ? t.stop() : undefined) });
+    expect(stopped).toMatchObject({ stopped: true, steps: 2 });
+    expect((await latestCheckpoint(config.checkpoint.dir))?.step).toBe(2);
+    const resumed = await train(config, { resume: true, threads: 2 });
+    expect(resumed).toMatchObject({ startStep: 2, steps: 4, stopped: false });
+    expect(resumed.paramsSha256).toBe(straight.paramsSha256);
+  });
+
+  it('refuses a computer whose counts differ from the plan (other data or masking), naming the job', async () => {
+    const config = run();
+    const honest = syntheticSetup(config);
+    const lying: TrainingSetup = { ...honest, counts: async (slice) => ({ ...(await honest.counts(slice)), mlm: 1e9 }) };
+    await expect(train(config, { setup: lying })).rejects.toThrow(InProcessError);
+    await expect(train(config, { setup: lying })).rejects.toThrow(/step 0 job 0: counts .* expected .*"mlm":1000000000/);
+  });
+});
