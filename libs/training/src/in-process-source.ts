@@ -1,8 +1,12 @@
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
 import { encodeTensor, sameTotals, type RunConfig } from '@m3ae/protocol';
 import { createComputer, type GradientComputer, type MicroBatchResult } from './compute/gradient-computer.js';
 import { ThreadedComputer } from './compute/threaded-computer.js';
 import { StopRequested, type GatherStats, type GradientSource, type StepWork } from './gradient-source.js';
+import type { TrainingSetup } from './setup/training-setup.js';
 import type { OrderedReducer } from './step-reducer.js';
+import { Trainer, type RunSummary, type TrainerEvents } from './trainer.js';
 
 export class InProcessError extends Error {
   override readonly name = 'InProcessError';
@@ -115,5 +119,30 @@ export class InProcessSource implements GradientSource {
     const want = work.expected[k] ?? {};
     if (!sameTotals(r.counts, want)) throw new InProcessError(`step ${work.step} job ${k}: counts ${JSON.stringify(r.counts)}; expected ${JSON.stringify(want)} (different data or masking?)`);
     if (r.grads.length !== paramCount) throw new InProcessError(`step ${work.step} job ${k}: ${r.grads.length} gradient values; expected ${paramCount}`);
+  }
+}
+
+export interface TrainInProcessOptions extends InProcessOptions {
+  /** Continue from the latest checkpoint of `checkpoint.dir`. */
+  resume?: boolean | undefined;
+  /** Stops after the current step (a checkpoint of it is written). */
+  signal?: AbortSignal | undefined;
+  logger?: Logger | undefined;
+  events?: TrainerEvents | undefined;
+}
+
+/** Trains `setup` in this process: the {@link Trainer} fed by an {@link InProcessSource}. The caller closes `setup`. */
+export async function trainInProcess(config: RunConfig, setup: TrainingSetup, o: TrainInProcessOptions = {}): Promise<RunSummary> {
+  const incarnation = randomUUID();
+  const source = await InProcessSource.create(config, incarnation, { threads: o.threads });
+  const trainer = new Trainer({ config, setup, source, incarnation, resume: o.resume, logger: o.logger, events: o.events });
+  const stop = (): void => trainer.stop();
+  o.signal?.addEventListener('abort', stop);
+  try {
+    if (o.signal?.aborted) trainer.stop();
+    return await trainer.run();
+  } finally {
+    o.signal?.removeEventListener('abort', stop);
+    await source.close();
   }
 }

@@ -5,9 +5,9 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { latestCheckpoint } from '@m3ae/model';
 import { loadRunConfig, type RunConfig, type StepReport } from '@m3ae/protocol';
-import { InProcessError, InProcessSource } from './in-process-source.js';
+import { InProcessError, trainInProcess } from './in-process-source.js';
 import { syntheticSetup, type TrainingSetup } from './setup/training-setup.js';
-import { Trainer, type RunSummary } from './trainer.js';
+import type { RunSummary } from './trainer.js';
 
 /** A synthetic run (no model, no data files): 6 steps of 8 samples in 4 jobs of 2. */
 function run(overrides: { training?: Record<string, unknown> } = {}): RunConfig {
@@ -23,15 +23,9 @@ function run(overrides: { training?: Record<string, unknown> } = {}): RunConfig 
   });
 }
 
-async function train(config: RunConfig, o: { threads?: number; resume?: boolean; setup?: TrainingSetup; onStep?: (r: StepReport, t: Trainer) => void } = {}): Promise<RunSummary> {
-  const incarnation = randomUUID();
-  const source = await InProcessSource.create(config, incarnation, { threads: o.threads ?? 1 });
-  try {
-    const trainer: Trainer = new Trainer({ config, setup: o.setup ?? syntheticSetup(config), source, incarnation, resume: o.resume, events: { onStep: (r) => o.onStep?.(r, trainer) } });
-    return await trainer.run();
-  } finally {
-    await source.close();
-  }
+async function train(config: RunConfig, o: { threads?: number; resume?: boolean; setup?: TrainingSetup; onStep?: (r: StepReport, stop: () => void) => void } = {}): Promise<RunSummary> {
+  const ac = new AbortController();
+  return await trainInProcess(config, o.setup ?? syntheticSetup(config), { threads: o.threads, resume: o.resume, signal: ac.signal, events: { onStep: (r) => o.onStep?.(r, () => ac.abort()) } });
 }
 
 describe('Trainer with the in-process source', () => {
@@ -53,7 +47,7 @@ describe('Trainer with the in-process source', () => {
   it('stops after the step it is in, checkpoints it, and resumes to the parameters of an uninterrupted run', async () => {
     const straight = await train(run());
     const config = run();
-    const stopped = await train(config, { onStep: (r, t) => (r.step === 1 ? t.stop() : undefined) });
+    const stopped = await train(config, { onStep: (r, stop) => (r.step === 1 ? stop() : undefined) });
     expect(stopped).toMatchObject({ stopped: true, steps: 2 });
     expect((await latestCheckpoint(config.checkpoint.dir))?.step).toBe(2);
     const resumed = await train(config, { resume: true, threads: 2 });

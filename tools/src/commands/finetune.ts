@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
@@ -6,7 +5,7 @@ import { DEFAULT_VQA_RAD_CARVE, RETRIEVAL_SOURCES, type CarveSpec, type Retrieva
 import { DOWNSTREAM_TASKS, FINETUNE_DEFAULTS, type DownstreamTaskName } from '@m3ae/model';
 import type { StepReport } from '@m3ae/protocol';
 import { finetuneRunConfig, splitSize, type FinetuneRunOptions, type HistoryEntry, type ResolvedSettings, type TaskMeta, type TaskMetrics } from '@m3ae/tasks';
-import { InProcessSource, taskSetup, Trainer } from '@m3ae/training';
+import { taskSetup, trainInProcess } from '@m3ae/training';
 
 export type { HistoryEntry, ResolvedSettings } from '@m3ae/tasks';
 
@@ -65,17 +64,8 @@ export async function runFinetune(o: FinetuneOptions): Promise<FinetuneResult> {
   const config = finetuneRunConfig(o);
   const setup = await taskSetup(config, { log });
   const { plan, selection } = setup;
-  const incarnation = randomUUID();
-  const source = await InProcessSource.create(config, incarnation, { threads: o.threads }).catch(async (e: unknown) => {
-    await setup.close?.();
-    throw e;
-  });
-  const trainer = new Trainer({ config, setup, source, incarnation, resume: o.resume, events: { onStep: progressLog(plan.settings, log, t0) } });
-  const stop = (): void => trainer.stop();
-  o.signal?.addEventListener('abort', stop);
   try {
-    if (o.signal?.aborted) trainer.stop();
-    const summary = await trainer.run();
+    const summary = await trainInProcess(config, setup, { threads: o.threads, resume: o.resume, signal: o.signal, events: { onStep: progressLog(plan.settings, log, t0) } });
     const best = selection.best;
     return {
       output: resolve(o.output),
@@ -95,8 +85,6 @@ export async function runFinetune(o: FinetuneOptions): Promise<FinetuneResult> {
       stopped: summary.stopped,
     };
   } finally {
-    o.signal?.removeEventListener('abort', stop);
-    await source.close();
     await setup.close?.();
   }
 }
