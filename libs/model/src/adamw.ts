@@ -1,3 +1,4 @@
+import type { OptimizerState } from '@m3ae/protocol';
 import { hasWeightDecay, lrGroup, shapeSize, type ParamManifest } from './params.js';
 
 /**
@@ -33,14 +34,8 @@ export interface AdamWOptions {
   clipNorm?: number;
 }
 
-export interface AdamWState {
-  /** Optimizer steps taken. */
-  step: number;
-  /** First moments, flat in manifest order. */
-  m: Float32Array;
-  /** Second moments, flat in manifest order. */
-  v: Float32Array;
-}
+/** Steps taken and the first / second moments, flat in manifest order (what a checkpoint stores). */
+export type AdamWState = OptimizerState;
 
 export interface AdamWStepInfo {
   /** The scheduler factor used for this update (lr of a group = its base lr × factor). */

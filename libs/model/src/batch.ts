@@ -1,24 +1,8 @@
 import { mimKeepCount, numPatches, type M3AEConfig } from './config.js';
+import type { PretrainBatch } from '@m3ae/protocol';
 
-/**
- * One (micro-)batch of pre-training inputs. Every random choice (MLM masking, MIM noise, ITM negatives, dropout
- * seeds) was made by the data lib as a pure function of (seed, step, sample index); the model draws nothing.
- * Structurally identical to the shape `libs/data` returns (no import between the two; contracts §2).
- */
-export interface PretrainBatch {
-  batchSize: number; // B
-  imageSize: number; // H = W
-  textLength: number; // L (= config.maxTextLength)
-  pixelValues: Float32Array; // [B,3,H,W], CLIP mean/std normalised (NCHW, batch-first)
-  inputIds: Int32Array; // [B,L] tokenised text, padded with padTokenId
-  attentionMask: Int32Array; // [B,L] 1 = real token, 0 = padding
-  mlmInputIds: Int32Array; // [B,L] after 15% / 80-10-10 masking
-  mlmLabels: Int32Array; // [B,L] original id at masked positions, -100 elsewhere
-  mimNoise: Float32Array; // [B,N] uniform [0,1); keep the floor(N*(1-mimMaskRatio)) smallest (MAE argsort)
-  itmPixelValues: Float32Array; // [B,3,H,W] the image paired with the text for ITM (the true one or a negative)
-  itmLabels: Int32Array; // [B] 1 = matching pair, 0 = mismatched
-  dropoutSeeds: Int32Array; // [B] per-sample seeds; dropout masks derive only from these
-}
+export type { PretrainBatch };
+
 
 export class BatchError extends Error {
   override readonly name = 'BatchError';

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { gridSize, numPatches, patchDim, type M3AEConfig } from './config.js';
+import type { ParamLayout, ParamLayoutEntry } from '@m3ae/protocol';
 
 /**
  * Parameter names, shapes and initialisers (contracts §4). Names are the official PyTorch state-dict names of
@@ -22,21 +23,13 @@ export interface ParamSpec {
   readonly trainable: boolean;
 }
 
-export interface ManifestEntry {
-  readonly name: string;
-  readonly shape: readonly number[];
+export interface ManifestEntry extends ParamLayoutEntry {
   readonly dtype: 'float32';
-  /** Offset (in elements) into the flat trainable buffer; null for non-trainable parameters. */
-  readonly offset: number | null;
-  readonly trainable: boolean;
 }
 
-export interface ParamManifest {
+/** The model's parameter layout (@m3ae/protocol's `ParamLayout`, with a dtype per entry). */
+export interface ParamManifest extends ParamLayout {
   readonly entries: readonly ManifestEntry[];
-  /** Elements in the flat trainable buffer (= the flat gradient length). */
-  readonly size: number;
-  /** SHA-256 (hex) of the JSON of [{name, shape, dtype}] in canonical order. */
-  readonly hash: string;
 }
 
 const zeros: ParamInit = { kind: 'zeros' };

@@ -1,9 +1,10 @@
 import type { ObjectiveTotals } from './job.js';
 
 /*
- * The shapes that cross a process or library boundary and are not wire messages: the parameter layout a
- * checkpoint, an optimizer and a gradient agree on, the optimizer state a checkpoint stores, and the step report
- * the trainer emits and telemetry reads. Declared once here (this lib depends on nothing of ours, so every
+ * The shapes that cross a process or library boundary and are not wire messages: the batches the data lib builds
+ * and the model consumes (libs/data never imports the model), the parameter layout a checkpoint, an optimizer and a
+ * gradient agree on, the optimizer state a checkpoint stores, and the step report the trainer emits and telemetry
+ * reads. Declared once here (this lib depends on nothing of ours, so every
  * library can use them); wire messages live in ./job.ts.
  */
 
@@ -73,4 +74,60 @@ export interface StepReport {
   jobs: { count: number; enqueued: number; rejected: number; duplicates: number; backups: number; retried: number };
   /** Who computed the step's counted contributions (worker ids, or in-process computers). */
   workers: string[];
+}
+
+/**
+ * One (micro-)batch of pre-training inputs. Every random choice (MLM masking, MIM noise, ITM negatives, dropout
+ * seeds) was made by the data lib as a pure function of (seed, step, sample index); the model draws nothing.
+ */
+export interface PretrainBatch {
+  /** B */
+  batchSize: number;
+  /** H = W */
+  imageSize: number;
+  /** L (= config.maxTextLength) */
+  textLength: number;
+  /** [B,3,H,W], CLIP mean/std normalised (NCHW, batch-first) */
+  pixelValues: Float32Array;
+  /** [B,L] tokenised text, padded with padTokenId */
+  inputIds: Int32Array;
+  /** [B,L] 1 = real token, 0 = padding */
+  attentionMask: Int32Array;
+  /** [B,L] after 15% / 80-10-10 masking */
+  mlmInputIds: Int32Array;
+  /** [B,L] original id at masked positions, -100 elsewhere */
+  mlmLabels: Int32Array;
+  /** [B,N] uniform [0,1); keep the floor(N*(1-mimMaskRatio)) smallest (MAE argsort) */
+  mimNoise: Float32Array;
+  /** [B,3,H,W] the image paired with the text for ITM (the true one or a negative) */
+  itmPixelValues: Float32Array;
+  /** [B] 1 = matching pair, 0 = mismatched */
+  itmLabels: Int32Array;
+  /** [B] per-sample seeds; dropout masks derive only from these */
+  dropoutSeeds: Int32Array;
+}
+
+/**
+ * One (micro-)batch of a downstream task: B examples of one image and K texts — K = 1 for VQA and classification (the
+ * question / caption), K = 1 + negatives for retrieval training (the true caption first).
+ */
+export interface DownstreamBatch {
+  /** B */
+  batchSize: number;
+  /** K: texts per example */
+  textsPerExample: number;
+  /** H = W */
+  imageSize: number;
+  /** L */
+  textLength: number;
+  /** [B,3,H,W], CLIP mean/std normalised */
+  pixelValues: Float32Array;
+  /** [B·K, L] */
+  inputIds: Int32Array;
+  /** [B·K, L] */
+  attentionMask: Int32Array;
+  /** [B]: the class / answer index, −1 when not in the vocabulary (counted wrong); retrieval: 0, the true text's slot */
+  labels: Int32Array;
+  /** [B·K] dropout seeds, from (seed, step, example index) */
+  dropoutSeeds: Int32Array;
 }

@@ -89,6 +89,25 @@ export function patchMeanBaseline(pixels: Float32Array, B: number, size: number,
   return { loss: total / patches, patches };
 }
 
+/** An evaluation batch to fill in: nothing masked, matching pairs, no dropout (the model is in eval mode). */
+function blankBatch(B: number, H: number, L: number, N: number): PretrainBatch {
+  const plane = 3 * H * H;
+  return {
+    batchSize: B,
+    imageSize: H,
+    textLength: L,
+    pixelValues: new Float32Array(B * plane),
+    inputIds: new Int32Array(B * L),
+    attentionMask: new Int32Array(B * L),
+    mlmInputIds: new Int32Array(B * L),
+    mlmLabels: new Int32Array(B * L).fill(-100),
+    mimNoise: new Float32Array(B * N),
+    itmPixelValues: new Float32Array(B * plane),
+    itmLabels: new Int32Array(B).fill(1),
+    dropoutSeeds: new Int32Array(B),
+  };
+}
+
 export async function evaluatePhantom(model: M3AEModel, tok: TextTokenizer, lines: PhantomManifestLine[], dir: string, seed: number): Promise<PhantomEval> {
   const c = model.config;
   const L = c.maxTextLength;
@@ -113,20 +132,7 @@ export async function evaluatePhantom(model: M3AEModel, tok: TextTokenizer, line
         for (let s = 0; s < inst.length; s += 16) {
           const part = inst.slice(s, s + 16);
           const B = part.length;
-          const batch: PretrainBatch = {
-            batchSize: B,
-            imageSize: H,
-            textLength: L,
-            pixelValues: new Float32Array(B * plane),
-            inputIds: new Int32Array(B * L),
-            attentionMask: new Int32Array(B * L),
-            mlmInputIds: new Int32Array(B * L),
-            mlmLabels: new Int32Array(B * L).fill(-100),
-            mimNoise: new Float32Array(B * N),
-            itmPixelValues: new Float32Array(B * plane),
-            itmLabels: new Int32Array(B).fill(1),
-            dropoutSeeds: new Int32Array(B),
-          };
+          const batch = blankBatch(B, H, L, N);
           part.forEach((x, b) => {
             // The mismatched image is the next sample's (a derangement of the evaluation set).
             const img = images[mismatched ? (x.i + 1) % images.length : x.i] as Float32Array;
@@ -157,20 +163,7 @@ export async function evaluatePhantom(model: M3AEModel, tok: TextTokenizer, line
     for (let s = 0; s < lines.length; s += 16) {
       const idx = Array.from({ length: Math.min(16, lines.length - s) }, (_, k) => s + k);
       const B = idx.length;
-      const batch: PretrainBatch = {
-        batchSize: B,
-        imageSize: H,
-        textLength: L,
-        pixelValues: new Float32Array(B * plane),
-        inputIds: new Int32Array(B * L),
-        attentionMask: new Int32Array(B * L),
-        mlmInputIds: new Int32Array(B * L),
-        mlmLabels: new Int32Array(B * L).fill(-100),
-        mimNoise: new Float32Array(B * N),
-        itmPixelValues: new Float32Array(B * plane),
-        itmLabels: new Int32Array(B).fill(1),
-        dropoutSeeds: new Int32Array(B),
-      };
+      const batch = blankBatch(B, H, L, N);
       idx.forEach((i, b) => {
         batch.pixelValues.set(images[i] as Float32Array, b * plane);
         const enc = tok.encode((lines[i] as PhantomManifestLine).text, L);

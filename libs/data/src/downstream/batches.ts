@@ -3,33 +3,10 @@ import { CounterRng, sampleSeed } from '../rng.js';
 import type { TextTokenizer } from '../tokenizer/load.js';
 import type { ImageStore } from './images.js';
 import type { RetrievalSet } from './tasks.js';
+import type { DownstreamBatch } from '@m3ae/protocol';
 
-/**
- * The batch every downstream objective consumes. Structurally identical to `DownstreamBatch` in @m3ae/model (no
- * import between the two libraries; TypeScript checks them where tools join them). B examples, each an image with
- * K texts: K = 1 for VQA and classification (the question / caption), K = 1 + negatives for retrieval training
- * (the true caption first).
- */
-export interface DownstreamBatch {
-  /** B */
-  batchSize: number;
-  /** K */
-  textsPerExample: number;
-  /** H = W */
-  imageSize: number;
-  /** L */
-  textLength: number;
-  /** [B,3,H,W], CLIP mean/std normalised */
-  pixelValues: Float32Array;
-  /** [B·K, L] */
-  inputIds: Int32Array;
-  /** [B·K, L] */
-  attentionMask: Int32Array;
-  /** [B]: the class / answer index, −1 when not in the vocabulary (counted wrong); retrieval: 0, the true text's slot */
-  labels: Int32Array;
-  /** [B·K] dropout seeds, from (seed, step, example index) */
-  dropoutSeeds: Int32Array;
-}
+export type { DownstreamBatch };
+
 
 /**
  * Random streams of downstream batches beyond @m3ae/data's `RNG_STREAMS` (numbers above theirs, never reused):

@@ -1,25 +1,11 @@
 import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
+import type { OptimizerState, ParamLayout } from '@m3ae/protocol';
 import { SafetensorsError, SafetensorsFile, writeSafetensors, type TensorInput, type TensorInfo } from '../safetensors/index.js';
 
-/**
- * The parameter layout a checkpoint is written for: structurally the model's `ParamManifest` (names and shapes in
- * canonical order, offsets into the flat trainable buffer, the manifest hash).
- */
-export interface CheckpointManifest {
-  readonly entries: readonly { readonly name: string; readonly shape: readonly number[]; readonly offset: number | null; readonly trainable: boolean }[];
-  /** Elements of the flat trainable buffer. */
-  readonly size: number;
-  readonly hash: string;
-}
-
-/** AdamW state, flat in the manifest's trainable layout. */
-export interface OptimizerState {
-  /** Updates applied so far (AdamW's bias-correction t). */
-  readonly step: number;
-  readonly m: Float32Array;
-  readonly v: Float32Array;
-}
+/** The parameter layout a checkpoint is written for (the model's `ParamManifest` is one). */
+export type CheckpointManifest = ParamLayout;
+export type { OptimizerState };
 
 export interface CheckpointState {
   /** Training step this state is after. */

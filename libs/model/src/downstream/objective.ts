@@ -6,11 +6,12 @@ import { fusion, pooler, textEncoder, visionEncoder, type Ctx, type TextInputs }
 import type { Params } from '../ops.js';
 import type { DownstreamModel } from './downstream-model.js';
 import { headForward } from './heads.js';
+import type { DownstreamBatch } from '@m3ae/protocol';
 
-/**
- * The downstream objectives on one (micro-)batch, with the same exact decomposition as pre-training (contracts §3):
- * a micro-batch returns the gradient of its *summed* per-example loss divided by the global example count N, so the
- * sum over micro-batches is the gradient of the whole batch, on one process or many.
+/*
+ * The downstream objectives on one (micro-)batch, with the same exact decomposition as pre-training: a micro-batch
+ * returns the gradient of its *summed* per-example loss divided by the global example count N, so the sum over
+ * micro-batches is the gradient of the whole batch, on one process or many.
  *
  * - VQA (`compute_vqa`): binary cross-entropy with logits over every answer against the one-hot target of the
  *   normalised answer, summed over answers (the official mean × number of answers) and averaged over questions.
@@ -21,26 +22,9 @@ import { headForward } from './heads.js';
  * Every example runs one unmasked (image, text) pass (`infer(mask_text=False, mask_image=False)`), and the head reads
  * the joint feature [text pooler, image pooler] (2·hidden).
  */
-export interface DownstreamBatch {
-  /** B */
-  batchSize: number;
-  /** K: texts per example (1, or 1 + negatives for retrieval training) */
-  textsPerExample: number;
-  /** H = W */
-  imageSize: number;
-  /** L */
-  textLength: number;
-  /** [B,3,H,W], CLIP mean/std normalised */
-  pixelValues: Float32Array;
-  /** [B·K, L] */
-  inputIds: Int32Array;
-  /** [B·K, L] */
-  attentionMask: Int32Array;
-  /** [B]: answer / class index, −1 = not in the vocabulary; retrieval: the true text's slot */
-  labels: Int32Array;
-  /** [B·K] */
-  dropoutSeeds: Int32Array;
-}
+
+export type { DownstreamBatch };
+
 
 export class DownstreamBatchError extends Error {
   override readonly name = 'DownstreamBatchError';
