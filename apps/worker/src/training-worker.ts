@@ -285,12 +285,22 @@ export class TrainingWorker {
         clearTimeout(grace);
       }
       await this.redis.del(this.keys.worker(this.id)).catch(() => undefined);
+      await this.forgetEndedRun().catch(() => undefined);
       await this.disconnect();
       this.log.info({ stats: this.stats }, 'worker stopped');
       if (this.fatal) this.rejectDone(this.fatal);
       else this.resolveDone();
     })();
     return this.closing;
+  }
+
+  /**
+   * A worker that outlives its run (the coordinator finished and cleared it from Redis) has been polling the queue:
+   * BullMQ recreated its bookkeeping (`meta`, `stalled-check`). Remove it, so that nothing of an ended run remains.
+   */
+  private async forgetEndedRun(): Promise<void> {
+    if ((await this.redis.exists(this.keys.coordinator)) !== 0) return;
+    await new BlobStore([this.redis]).deletePattern(`${this.keys.bullPrefix}:*`);
   }
 
   private async disconnect(): Promise<void> {
