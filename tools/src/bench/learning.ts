@@ -170,7 +170,7 @@ export async function pretrainInProcess(o: {
       seed: o.seed,
       model: { preset: o.preset, overrides: o.overrides },
       data: { dir: o.shards, tokenizer: o.tokenizer },
-      training: { steps: o.steps, globalBatch: o.batch, microBatch: o.micro, learningRate: o.learningRate, warmupFraction: 0.1, clipNorm: 1 },
+      training: { steps: o.steps, globalBatch: o.batch, microBatch: Math.min(o.micro, o.batch), learningRate: o.learningRate, warmupFraction: 0.1, clipNorm: 1 },
       compute: { backend: o.backend ?? 'auto' },
       checkpoint: { dir: o.output, every: 0, keep: 1 },
     },
@@ -203,7 +203,7 @@ export async function pretrainInProcess(o: {
 
 type Log = (line: string) => void;
 
-async function phantomPart(s: Sizes, work: string, log: Log): Promise<{ rows: BenchRow[]; figures: Record<string, number | string | boolean>; notes: string[] }> {
+async function phantomPart(s: Sizes, work: string, log: Log): Promise<PartResult> {
   const px = s['phantom-px'];
   const trainDir = join(work, 'phantom-train');
   const evalDir = join(work, 'phantom-eval');
@@ -292,11 +292,12 @@ function vqaRow(measure: string, m: VqaMetrics, baseline: number | undefined, ba
   };
 }
 
-async function realPart(s: Sizes, work: string, log: Log, backend: string | undefined): Promise<{ rows: BenchRow[]; figures: Record<string, number | string | boolean>; notes: string[] }> {
-  const data = sharedDataDir(workspaceRoot);
-  if (!data) throw new Error('bench learning (b) needs the real MedPix and VQA-RAD data: set M3AE_SHARED_DATA or provide ../shared/data (or --size parts=a)');
+type PartResult = { rows: BenchRow[]; figures: Record<string, number | string | boolean>; notes: string[] };
+type Init = 'pretrained' | 'random';
+
+/** (b) step 1: a BPE vocabulary on the real text, MedPix shards, and `small` pre-trained on them. */
+async function pretrainOnMedPix(s: Sizes, work: string, data: string, log: Log, backend: string | undefined): Promise<{ run: PretrainRun; tokPath: string; vocabSize: number; pairs: number }> {
   const medpix = join(data, 'medpix2');
-  const vqaRad = join(data, 'vqa_rad');
   const tokPath = join(work, 'tokenizer.json');
   log(`tokenizer: BPE ${s.vocab} on MedPix, ROCO and IU X-ray text`);
   await trainTokenizer({
@@ -308,9 +309,9 @@ async function realPart(s: Sizes, work: string, log: Log, backend: string | unde
   const tok = await loadTokenizer(tokPath);
   const shards = join(work, 'medpix-shards');
   await prepareShards({ source: 'medpix', input: medpix, split: 'train', output: shards, imageSize: s['pretrain-px'], tokenizer: tok });
-  const size = (await openShardDataset(shards).then(async (d) => (await d.close(), d.size)));
+  const pairs = await openShardDataset(shards).then(async (d) => (await d.close(), d.size));
   const overrides = { imageSize: s['pretrain-px'], maxTextLength: s['pretrain-text'], vocabSize: Math.max(tok.vocabSize, presetConfig('small').vocabSize), padTokenId: tok.special.pad };
-  log(`pre-training small (${s['pretrain-px']} px, text ${s['pretrain-text']}) on ${size} MedPix pairs: ${s['pretrain-steps']} steps × ${s['pretrain-batch']}`);
+  log(`pre-training small (${s['pretrain-px']} px, text ${s['pretrain-text']}) on ${pairs} MedPix pairs: ${s['pretrain-steps']} steps × ${s['pretrain-batch']}`);
   const run = await pretrainInProcess({
     preset: 'small',
     overrides,
@@ -326,73 +327,85 @@ async function realPart(s: Sizes, work: string, log: Log, backend: string | unde
     backend,
     log,
   });
-  const ckptDir = run.checkpoint;
   run.model.dispose();
+  return { run, tokPath, vocabSize: tok.vocabSize, pairs };
+}
 
-  // VQA-RAD: validation (selection) and held-out (reported) splits carved by image from the training questions.
-  const carve: CarveSpec = { seed: 0, valFraction: 0.1, testFraction: 0.15 };
-  const ftOptions = (init: 'pretrained' | 'random'): Omit<Parameters<typeof runFinetune>[0], 'log'> => ({
-    task: 'vqa-rad',
-    data: vqaRad,
-    output: join(work, `ft-${init}`),
-    checkpoint: ckptDir,
-    init,
-    tokenizer: tokPath,
-    carve,
-    imageSize: s['ft-px'],
-    epochs: s['ft-epochs'],
-    globalBatch: s['ft-batch'],
-    microBatch: s['ft-micro'],
-    learningRate: s['ft-lr'],
-    clipNorm: s['ft-clip'],
-    seed: s.seed,
-    ...(s['ft-train-limit'] > 0 ? { trainLimit: s['ft-train-limit'] } : {}),
-    backend,
-  });
-  const evalOptions = { task: 'vqa-rad' as const, data: vqaRad, split: 'holdout' as const, batchSize: 32, ...(backend ? { backend } : {}) };
-  type Done = { ft: FinetuneResult; metrics: Awaited<ReturnType<typeof runEval>>['metrics'] };
+/** (b) step 2: the same fine-tuning from both inits, each selected on validation, its held-out split read once. */
+async function fineTuneBoth(s: Sizes, work: string, vqaRad: string, carve: CarveSpec, pre: { checkpoint: string; tokPath: string }, log: Log, backend: string | undefined): Promise<Record<Init, { ft: FinetuneResult; holdout: VqaMetrics }>> {
+  const results = {} as Record<Init, { ft: FinetuneResult; holdout: VqaMetrics }>;
   // One after the other, each data parallel over the threads (the same results as side by side).
-  const done: Done[] = [];
   for (const init of ['pretrained', 'random'] as const) {
-    const ft = await runFinetune({ ...ftOptions(init), threads: s.threads, log: (l) => log(`[${init}] ${l}`) });
-    const ev = await runEval({ ...evalOptions, checkpoint: ft.output });
-    done.push({ ft, metrics: ev.metrics });
-  }
-  const results = {} as Record<'pretrained' | 'random', { ft: FinetuneResult; holdout: VqaMetrics }>;
-  (['pretrained', 'random'] as const).forEach((init, k) => {
-    const { ft, metrics } = done[k] as Done;
+    const ft = await runFinetune({
+      task: 'vqa-rad',
+      data: vqaRad,
+      output: join(work, `ft-${init}`),
+      checkpoint: pre.checkpoint,
+      init,
+      tokenizer: pre.tokPath,
+      carve,
+      imageSize: s['ft-px'],
+      epochs: s['ft-epochs'],
+      globalBatch: s['ft-batch'],
+      microBatch: s['ft-micro'],
+      learningRate: s['ft-lr'],
+      clipNorm: s['ft-clip'],
+      seed: s.seed,
+      ...(s['ft-train-limit'] > 0 ? { trainLimit: s['ft-train-limit'] } : {}),
+      backend,
+      threads: s.threads,
+      log: (l) => log(`[${init}] ${l}`),
+    });
+    const { metrics } = await runEval({ task: 'vqa-rad', data: vqaRad, split: 'holdout', batchSize: 32, checkpoint: ft.output, ...(backend ? { backend } : {}) });
     if (metrics.kind !== 'vqa') throw new Error('expected VQA metrics');
     results[init] = { ft, holdout: metrics.vqa };
     log(`[${init}] held-out overall ${(100 * metrics.vqa.overall.accuracy).toFixed(2)}% (selected step ${ft.bestStep}, val ${(100 * ft.bestScore).toFixed(2)}%)`);
-  });
-  // Question-only prior, from the same training questions.
-  const log2 = new SkipLog();
-  const train = await readVqaTaskSplit('vqa-rad', vqaRad, 'train', { skipLog: log2, carve });
-  const holdout = await readVqaTaskSplit('vqa-rad', vqaRad, 'holdout', { skipLog: log2, carve });
+  }
+  return results;
+}
+
+/** (b) the text-free baselines on the held-out split: the question-only answer prior and the majority answer. */
+async function answerBaselines(s: Sizes, vqaRad: string, carve: CarveSpec): Promise<{ prior: VqaMetrics; majority: VqaMetrics; majorityAnswer: string }> {
+  const skipLog = new SkipLog();
+  const train = await readVqaTaskSplit('vqa-rad', vqaRad, 'train', { skipLog, carve });
+  const holdout = await readVqaTaskSplit('vqa-rad', vqaRad, 'holdout', { skipLog, carve });
   const prior = new QuestionPriorBaseline(s['ft-train-limit'] > 0 ? train.slice(0, s['ft-train-limit']) : train);
   const vocab = LabelVocabulary.inOrderOfAppearance(train.map((e) => e.answer));
   const labels = holdout.map((e) => vocab.labelOf(e.answer));
   const types = holdout.map((e) => e.answerType);
-  const priorM = vqaMetrics(holdout.map((e) => vocab.labelOf(prior.predict(e.question))), labels, types);
-  const majorityM = vqaMetrics(holdout.map(() => vocab.labelOf(prior.majorityAnswer)), labels, types);
+  return {
+    prior: vqaMetrics(holdout.map((e) => vocab.labelOf(prior.predict(e.question))), labels, types),
+    majority: vqaMetrics(holdout.map(() => vocab.labelOf(prior.majorityAnswer)), labels, types),
+    majorityAnswer: prior.majorityAnswer,
+  };
+}
 
+async function realPart(s: Sizes, work: string, log: Log, backend: string | undefined): Promise<PartResult> {
+  const data = sharedDataDir(workspaceRoot);
+  if (!data) throw new Error('bench learning (b) needs the real MedPix and VQA-RAD data: set M3AE_SHARED_DATA or provide ../shared/data (or --size parts=a)');
+  const vqaRad = join(data, 'vqa_rad');
+  const { run, tokPath, vocabSize, pairs } = await pretrainOnMedPix(s, work, data, log, backend);
+  // VQA-RAD: validation (selection) and held-out (reported) splits carved by image from the training questions.
+  const carve: CarveSpec = { seed: 0, valFraction: 0.1, testFraction: 0.15 };
+  const results = await fineTuneBoth(s, work, vqaRad, carve, { checkpoint: run.checkpoint, tokPath }, log, backend);
+  const base = await answerBaselines(s, vqaRad, carve);
   const p = results.pretrained.holdout;
   const r = results.random.holdout;
   const rows: BenchRow[] = [
     vqaRow('held-out acc.: pre-trained small + fine-tuning', p, r.overall.accuracy, 'random init + same fine-tuning'),
-    vqaRow('held-out acc.: random init + fine-tuning', r, priorM.overall.accuracy, 'question-only prior'),
-    vqaRow('held-out acc.: question-only answer prior', priorM, majorityM.overall.accuracy, `majority answer "${prior.majorityAnswer}"`),
+    vqaRow('held-out acc.: random init + fine-tuning', r, base.prior.overall.accuracy, 'question-only prior'),
+    vqaRow('held-out acc.: question-only answer prior', base.prior, base.majority.overall.accuracy, `majority answer "${base.majorityAnswer}"`),
   ];
   const figures = {
     vqa_rad_holdout_questions: p.overall.total,
     vqa_rad_overall_pretrained_pct: 100 * p.overall.accuracy,
     vqa_rad_overall_random_init_pct: 100 * r.overall.accuracy,
-    vqa_rad_overall_question_prior_pct: 100 * priorM.overall.accuracy,
-    vqa_rad_overall_majority_pct: 100 * majorityM.overall.accuracy,
+    vqa_rad_overall_question_prior_pct: 100 * base.prior.overall.accuracy,
+    vqa_rad_overall_majority_pct: 100 * base.majority.overall.accuracy,
     vqa_rad_open_pretrained_pct: 100 * p.open.accuracy,
     vqa_rad_closed_pretrained_pct: 100 * p.closed.accuracy,
     pretrained_beats_random_init: p.overall.accuracy > r.overall.accuracy,
-    pretrained_beats_question_prior: p.overall.accuracy > priorM.overall.accuracy,
+    pretrained_beats_question_prior: p.overall.accuracy > base.prior.overall.accuracy,
     medpix_pretrain_samples: run.samples,
     medpix_pretrain_seconds: Math.round(run.seconds),
     finetune_seconds_pretrained: Math.round(results.pretrained.ft.seconds),
@@ -400,7 +413,7 @@ async function realPart(s: Sizes, work: string, log: Log, backend: string | unde
   };
   const st = results.pretrained.ft.settings;
   const notes = [
-    `(b) small at ${s['pretrain-px']} px, text ${s['pretrain-text']}, vocabulary ${tok.vocabSize}: ${s['pretrain-steps']} steps × ${s['pretrain-batch']} = ${run.samples} MedPix samples (${(run.samples / size).toFixed(1)} epochs, ${run.seconds.toFixed(0)} s); last-10% losses MLM ${run.last.mlm.toFixed(3)}, MIM ${run.last.mim.toFixed(3)}, ITM ${run.last.itm.toFixed(3)} (acc ${(100 * run.last.itmAccuracy).toFixed(1)}%).`,
+    `(b) small at ${s['pretrain-px']} px, text ${s['pretrain-text']}, vocabulary ${vocabSize}: ${s['pretrain-steps']} steps × ${s['pretrain-batch']} = ${run.samples} MedPix samples (${(run.samples / pairs).toFixed(1)} epochs, ${run.seconds.toFixed(0)} s); last-10% losses MLM ${run.last.mlm.toFixed(3)}, MIM ${run.last.mim.toFixed(3)}, ITM ${run.last.itm.toFixed(3)} (acc ${(100 * run.last.itmAccuracy).toFixed(1)}%).`,
     `(b) fine-tuning (both inits identical): ${st.epochs} epochs × ${st.stepsPerEpoch} steps of ${st.globalBatch}, ${st.imageSize} px, lr ${st.learningRate} (head ×${st.lrMultiplierHead}, fusion ×${st.lrMultiplierMultiModal}), gradient clipping ${st.clipNorm || 'none'}, ${results.pretrained.ft.trainExamples} training / ${results.pretrained.ft.valExamples} validation questions; selected on validation at steps ${results.pretrained.ft.bestStep} (pre-trained) and ${results.random.ft.bestStep} (random); the held-out split (${p.overall.total} questions, disjoint images) read once per model.`,
     `(b) held-out answers not in the training vocabulary: ${p.unseenAnswers} (counted wrong for every row).`,
   ];

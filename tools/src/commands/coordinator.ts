@@ -17,6 +17,7 @@ export interface RunFlags {
   microBatch?: string;
   checkpointDir?: string;
   data?: string;
+  tokenizer?: string;
 }
 
 const FLAG_FIELDS: readonly [keyof RunFlags, string, string, 'int' | 'string'][] = [
@@ -29,6 +30,7 @@ const FLAG_FIELDS: readonly [keyof RunFlags, string, string, 'int' | 'string'][]
   ['microBatch', 'training.microBatch', '--micro-batch', 'int'],
   ['checkpointDir', 'checkpoint.dir', '--checkpoint-dir', 'string'],
   ['data', 'data.dir', '--data', 'string'],
+  ['tokenizer', 'data.tokenizer', '--tokenizer', 'string'],
 ];
 
 /** The run configuration: file ← environment ← flags (errors name the flag a bad value came from). */
@@ -54,7 +56,8 @@ export function addRunFlags(cmd: Command): Command {
     .option('--global-batch <n>', 'samples per step over all workers')
     .option('--micro-batch <n>', 'samples per job')
     .option('--checkpoint-dir <dir>', 'checkpoint directory')
-    .option('--data <dir>', 'shard dataset directory (m3ae prepare output)');
+    .option('--data <dir>', 'shard dataset directory (m3ae prepare output)')
+    .option('--tokenizer <file>', 'tokenizer.json (default: the one m3ae prepare kept with the shards)');
 }
 
 /** The coordinator's observability: Prometheus metrics, /healthz /readyz /status, and the live run page. */

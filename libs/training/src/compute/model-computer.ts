@@ -1,8 +1,7 @@
 import { buildPretrainBatch, loadTokenizer, openShardDataset, type ShardDataset, type TextTokenizer } from '@m3ae/data';
-import { chooseBackend, computeGradients, createModel, numPatches, resolveConfig, setParamsFromFlat, type M3AEConfig, type M3AEModel } from '@m3ae/model';
+import { chooseBackend, computeGradients, createModel, numPatches, setParamsFromFlat, type M3AEConfig, type M3AEModel } from '@m3ae/model';
 import { ConfigError, pretrainTotals, type RunConfig } from '@m3ae/protocol';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { runModelConfig, runTokenizerPath } from '../setup/model-setup.js';
 import { realTokens, type GradientComputer, type MicroBatchResult } from './gradient-computer.js';
 import type { ComputeJob } from '../gradient-source.js';
 
@@ -29,12 +28,10 @@ export class ModelComputer implements GradientComputer {
   }
 
   static async create(run: RunConfig): Promise<ModelComputer> {
-    const config = resolveConfig({ preset: run.model.preset, ...run.model.overrides }, 'model');
+    const config = runModelConfig(run);
     const choice = await chooseBackend({ backend: run.compute.backend });
     if (!run.data.dir) throw new ConfigError('data.dir is not set; expected the shard dataset the coordinator trains on');
-    const tokenizerPath = run.data.tokenizer ?? join(run.data.dir, 'tokenizer.json');
-    if (!existsSync(tokenizerPath)) throw new ConfigError(`tokenizer ${JSON.stringify(tokenizerPath)} does not exist; set data.tokenizer to the tokenizer.json the dataset was prepared with`);
-    const [dataset, tokenizer] = await Promise.all([openShardDataset(run.data.dir), loadTokenizer(tokenizerPath)]);
+    const [dataset, tokenizer] = await Promise.all([openShardDataset(run.data.dir), loadTokenizer(runTokenizerPath(run))]);
     // Parameters always come from the coordinator: no need to draw initial values here.
     const model = createModel(config, { zeroInit: true });
     return new ModelComputer(run, config, model, dataset, tokenizer, choice.name);
