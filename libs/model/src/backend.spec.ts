@@ -7,8 +7,10 @@ describe('chooseBackend', () => {
     const choice = await chooseBackend({ env: {} });
     expect(choice.name).toBe('wasm');
     expect(tf.getBackend()).toBe('wasm');
-    expect(choice.attempts.map((a) => a.backend)).toEqual(['node-gpu', 'node', 'wasm']);
-    expect(choice.attempts.slice(0, 2).every((a) => !a.ok && (a.reason ?? '').length > 0)).toBe(true);
+    // webgpu is passed over without a hardware adapter (none, or only a CPU one such as lavapipe).
+    expect(choice.attempts.map((a) => a.backend)).toEqual(['node-gpu', 'webgpu', 'node', 'wasm']);
+    expect(choice.attempts.slice(0, 3).every((a) => !a.ok && (a.reason ?? '').length > 0)).toBe(true);
+    expect(choice.attempts[1]?.reason).toMatch(/no GPU device|no WebGPU adapter|only a CPU adapter|could not start/);
     expect(describeBackend(choice)).toMatch(/^backend wasm \[auto\]; node-gpu unavailable/);
   });
 
@@ -23,7 +25,7 @@ describe('chooseBackend', () => {
 
   it('rejects an unknown backend naming the field, the value and the choices', async () => {
     await expect(chooseBackend({ env: { M3AE_BACKEND: 'tpu' } })).rejects.toThrow(
-      'M3AE_BACKEND: unknown backend "tpu"; expected one of auto, node-gpu, node, wasm, cpu',
+      'M3AE_BACKEND: unknown backend "tpu"; expected one of auto, node-gpu, webgpu, node, wasm, cpu',
     );
   });
 });
