@@ -61,7 +61,7 @@ export class ModelComputer implements GradientComputer {
       mimMaskRatio: this.config.mimMaskRatio,
       numPatches: numPatches(this.config),
     });
-    const r = computeGradients(this.model, batch, { normalizers: pretrainTotals(job.normalizers), training: true });
+    const r = await computeGradients(this.model, batch, { normalizers: pretrainTotals(job.normalizers), training: true });
     return { ...r, tokens: realTokens(batch.attentionMask) };
   }
 

@@ -148,7 +148,7 @@ const { parentPort, workerData: w } = require('node:worker_threads');
       const out = [];
       for (const mb of job.micro) {
         const batch = await data.buildPretrainBatch({ ...job.common, dataset, tokenizer, indices: mb.indices, positions: mb.positions });
-        const r = model.computeGradients(m, batch, { normalizers: job.normalizers, training: true });
+        const r = await model.computeGradients(m, batch, { normalizers: job.normalizers, training: true });
         out.push({ grads: r.grads, sums: r.sums, correct: r.correct, counts: r.counts });
       }
       parentPort.postMessage({ out }, out.map((o) => o.grads.buffer));
@@ -175,7 +175,7 @@ const { parentPort, workerData: w } = require('node:worker_threads');
 /** Threads only from the built JavaScript (the helper imports the built libraries); from TypeScript sources: 1. */
 const threadsAvailable = import.meta.url.endsWith('.js');
 
-type MicroResult = ReturnType<typeof computeGradients>;
+type MicroResult = Awaited<ReturnType<typeof computeGradients>>;
 
 /** Running sums of a pre-training window: summed losses, correct predictions and item counts per objective. */
 interface Totals {
@@ -254,7 +254,7 @@ export async function pretrainInProcess(o: {
   const opt = new AdamW(model.manifest, { learningRate: o.learningRate, totalSteps: o.steps, warmupSteps: 0.1, maxGradNorm: 1 });
   const sampler = new EpochSampler({ size: dataset.size, seed: o.seed, globalBatchSize: Math.min(o.batch, dataset.size) });
   const params = new Float32Array(new SharedArrayBuffer(4 * model.manifest.size));
-  params.set(flattenParams(model));
+  params.set(await flattenParams(model));
   const helpers: Worker[] = [];
   const threads = threadsAvailable ? Math.max(1, Math.floor(o.threads ?? 1)) : 1;
   for (let t = 1; t < threads; t++) {
@@ -305,7 +305,7 @@ export async function pretrainInProcess(o: {
       for (let j = 0; j < micro.length; j += threads) {
         const m = micro[j] as { indices: Uint32Array; positions: Uint32Array };
         const batch: PretrainBatch = await buildPretrainBatch({ ...common, imageSize: config.imageSize, indices: m.indices, positions: m.positions });
-        mine.push(computeGradients(model, batch, { normalizers, training: true }));
+        mine.push(await computeGradients(model, batch, { normalizers, training: true }));
       }
       const theirs = await Promise.all(replies.map(async (r) => (await r).out ?? []));
       const results = micro.map((_, j) => (j % threads === 0 ? mine[j / threads] : theirs[(j % threads) - 1]?.[Math.floor(j / threads)]) as MicroResult);
@@ -376,13 +376,13 @@ export function wordTokenSpan(tok: TextTokenizer, caption: string, words: readon
 }
 
 /** MLM-only or MIM-only copy of a model (same parameters, other objectives off) for evaluation passes. */
-function evalCopy(model: M3AEModel, only: 'mlm' | 'mim'): M3AEModel {
+async function evalCopy(model: M3AEModel, only: 'mlm' | 'mim'): Promise<M3AEModel> {
   const off = { enabled: false, weight: 1 };
   const on = { enabled: true, weight: 1 };
   const c: M3AEConfig = { ...model.config, objectives: { mlm: only === 'mlm' ? on : off, mim: only === 'mim' ? on : off, itm: off } };
   const copy = createModel(c, { zeroInit: true });
   if (copy.manifest.hash !== model.manifest.hash) throw new Error('evaluation copy has another parameter manifest');
-  setParamsFromFlat(copy, flattenParams(model));
+  setParamsFromFlat(copy, await flattenParams(model));
   return copy;
 }
 
@@ -424,8 +424,8 @@ async function evaluatePhantom(model: M3AEModel, tok: TextTokenizer, lines: Phan
   const N = numPatches(c);
   const plane = 3 * H * H;
   const images = await Promise.all(lines.map((l) => loadImage(join(dir, l.image), { size: H })));
-  const mlm = evalCopy(model, 'mlm');
-  const mim = evalCopy(model, 'mim');
+  const mlm = await evalCopy(model, 'mlm');
+  const mim = await evalCopy(model, 'mim');
   try {
     const byAttribute: PhantomEval['byAttribute'] = {};
     for (const [attr, words] of Object.entries(IMAGE_WORDS)) {
@@ -468,7 +468,7 @@ async function evaluatePhantom(model: M3AEModel, tok: TextTokenizer, lines: Phan
               batch.mlmLabels[b * L + t] = x.ids[t] as number;
             }
           });
-          const r = computeLosses(mlm, batch);
+          const r = await computeLosses(mlm, batch);
           if (mismatched) res.mismatchedCorrect += r.correct.mlm;
           else {
             res.trueCorrect += r.correct.mlm;
@@ -507,7 +507,7 @@ async function evaluatePhantom(model: M3AEModel, tok: TextTokenizer, lines: Phan
         batch.mlmInputIds.set(enc.inputIds, b * L);
         batch.mimNoise.set(hashUniforms(seed, 0, 1_000_000 + i, 'mim', N), b * N);
       });
-      const r = computeLosses(mim, batch);
+      const r = await computeLosses(mim, batch);
       mimSum += r.sums.mim;
       mimCount += r.counts.mim;
       const base = patchMeanBaseline(batch.pixelValues, B, H, c.patchSize, batch.mimNoise, mimKeepCount(c));
@@ -626,8 +626,8 @@ async function realPart(s: Sizes, work: string, log: Log, backend: string | unde
     await dataset.close();
   }
   const ckptDir = join(work, 'pretrain');
-  const fixed = new Map([['mim_head.decoder_pos_embed', run.model.param('mim_head.decoder_pos_embed').dataSync() as Float32Array]]);
-  await saveCheckpoint(ckptDir, { step: s['pretrain-steps'], manifest: run.model.manifest, params: flattenParams(run.model), fixedParams: fixed, config, metadata: { run_config: JSON.stringify({ data: { tokenizer: tokPath } }) } });
+  const fixed = new Map([['mim_head.decoder_pos_embed', (await run.model.param('mim_head.decoder_pos_embed').data()) as Float32Array]]);
+  await saveCheckpoint(ckptDir, { step: s['pretrain-steps'], manifest: run.model.manifest, params: await flattenParams(run.model), fixedParams: fixed, config, metadata: { run_config: JSON.stringify({ data: { tokenizer: tokPath } }) } });
   run.model.dispose();
 
   // VQA-RAD: validation (selection) and held-out (reported) splits carved by image from the training questions.

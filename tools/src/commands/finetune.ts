@@ -76,7 +76,7 @@ export async function runFinetune(o: FinetuneOptions): Promise<FinetuneResult> {
   const model = await createTaskModel(plan, { log });
   try {
     const opt = finetuneOptimizer(plan, model.manifest);
-    let params = flattenDownstream(model);
+    let params = await flattenDownstream(model);
     const output = resolve(o.output);
     const selection = new ModelSelection(plan, output, log);
     let startStep = 0;
@@ -121,7 +121,7 @@ export async function runFinetune(o: FinetuneOptions): Promise<FinetuneResult> {
       const grads = new Float32Array(model.manifest.size);
       for (let s = 0; s < indices.length; s += settings.microBatch) {
         const micro = indices.slice(s, s + settings.microBatch);
-        const r = computeTaskGradients(model, await buildTrainBatch(plan, micro, step), { normalizer: indices.length, training: true });
+        const r = await computeTaskGradients(model, await buildTrainBatch(plan, micro, step), { normalizer: indices.length, training: true });
         for (let i = 0; i < grads.length; i++) grads[i] = (grads[i] as number) + (r.grads[i] as number);
         selection.observe(r);
         window = { sum: window.sum + r.sum, correct: window.correct + r.correct, count: window.count + r.count };
