@@ -1,5 +1,5 @@
 import { buildPretrainBatch, loadTokenizer, openShardDataset, type ShardDataset, type TextTokenizer } from '@m3ae/data';
-import { chooseBackend, computeGradients, createModel, numPatches, resolveConfig, setParamsFromFlat, type M3AEConfig, type M3AEModel } from '@m3ae/model';
+import { chooseBackend, computeGradients, createModel, numPatches, resolveConfig, setParamsFromFlat, trainingTextLength, type M3AEConfig, type M3AEModel } from '@m3ae/model';
 import { ConfigError, pretrainTotals, type MicroBatchJob, type RunConfig } from '@m3ae/protocol';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -56,7 +56,7 @@ export class ModelComputer implements GradientComputer {
       step: job.step,
       seed: job.seed,
       imageSize: this.config.imageSize,
-      maxTextLength: this.config.maxTextLength,
+      maxTextLength: trainingTextLength(this.config),
       mlmProbability: this.config.mlmMaskRatio,
       mimMaskRatio: this.config.mimMaskRatio,
       numPatches: numPatches(this.config),

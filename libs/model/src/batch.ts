@@ -8,7 +8,7 @@ import { mimKeepCount, numPatches, type M3AEConfig } from './config.js';
 export interface PretrainBatch {
   batchSize: number; // B
   imageSize: number; // H = W
-  textLength: number; // L (= config.maxTextLength)
+  textLength: number; // L (pre-training: trainingTextLength(config); at most config.maxTextLength)
   pixelValues: Float32Array; // [B,3,H,W], CLIP mean/std normalised (NCHW, batch-first)
   inputIds: Int32Array; // [B,L] tokenised text, padded with padTokenId
   attentionMask: Int32Array; // [B,L] 1 = real token, 0 = padding
