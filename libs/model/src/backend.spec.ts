@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { describe, expect, it } from 'vitest';
 import { chooseBackend, describeBackend } from './backend.js';
+import { useLavapipe } from './lavapipe.js';
 
 describe('chooseBackend', () => {
   it('falls back from the native backends to wasm on a machine without libtensorflow', async () => {
@@ -27,5 +28,15 @@ describe('chooseBackend', () => {
     await expect(chooseBackend({ env: { M3AE_BACKEND: 'tpu' } })).rejects.toThrow(
       'M3AE_BACKEND: unknown backend "tpu"; expected one of auto, node-gpu, webgpu, node, wasm, cpu',
     );
+  });
+});
+
+describe('useLavapipe (the webgpu tests\' CPU adapter)', () => {
+  it('fails under CI=true when the driver is missing, and lets the test skip elsewhere', () => {
+    expect(() => useLavapipe({ CI: 'true' }, ['/nonexistent/lvp_icd.json'])).toThrow(/lavapipe .* is missing: none of \/nonexistent\/lvp_icd\.json exists; run scripts\/test-prerequisites\.sh/);
+    expect(useLavapipe({}, ['/nonexistent/lvp_icd.json'])).toBeUndefined();
+    const env: NodeJS.ProcessEnv = {};
+    expect(useLavapipe(env, [import.meta.filename])).toBe(import.meta.filename);
+    expect(env['VK_DRIVER_FILES']).toBe(import.meta.filename);
   });
 });

@@ -9,13 +9,13 @@ export const LAVAPIPE_ICD_PATHS = ['/usr/share/vulkan/icd.d/lvp_icd.json', '/usr
  * undefined (the caller skips), except under `CI=true`, where a missing driver is an error
  * (scripts/test-prerequisites.sh installs it), so a webgpu test never passes by not running.
  */
-export function useLavapipe(env: NodeJS.ProcessEnv = process.env): string | undefined {
+export function useLavapipe(env: NodeJS.ProcessEnv = process.env, candidates: readonly string[] = LAVAPIPE_ICD_PATHS): string | undefined {
   const set = env['VK_DRIVER_FILES'];
-  const icd = set !== undefined && set !== '' && existsSync(set) ? set : LAVAPIPE_ICD_PATHS.find((p) => existsSync(p));
+  const icd = set !== undefined && set !== '' && existsSync(set) ? set : candidates.find((p) => existsSync(p));
   if (icd === undefined) {
     if (env['CI'] === 'true') {
       throw new Error(
-        `lavapipe (Mesa's Vulkan CPU driver) is missing: none of ${LAVAPIPE_ICD_PATHS.join(', ')} exists; run scripts/test-prerequisites.sh as root (installs mesa-vulkan-drivers and libvulkan1 from bookworm-backports)`,
+        `lavapipe (Mesa's Vulkan CPU driver) is missing: none of ${candidates.join(', ')} exists; run scripts/test-prerequisites.sh as root (installs mesa-vulkan-drivers and libvulkan1 from bookworm-backports)`,
       );
     }
     return undefined;

@@ -77,6 +77,26 @@ describe.skipIf(icd === undefined)('the webgpu backend on lavapipe against wasm 
     for (const o of ['mlm', 'mim', 'itm'] as const) expect(losses.sums[o]).toBeCloseTo(gpu.sums[o], 4);
   }, 120_000);
 
+  it('computes small (B=1) within the same bounds', async () => {
+    const small = presetConfig('small');
+    const one = syntheticBatch(small, 1, 5);
+    const n = batchCounts(small, one);
+    const run = async (backend: string): Promise<MicroBatchResult> => {
+      await chooseBackend({ backend });
+      const m = createModel(small, { seed: 3 });
+      try {
+        return await computeGradients(m, one, { normalizers: n, training: true });
+      } finally {
+        m.dispose();
+      }
+    };
+    const ref = await run('wasm');
+    const gpu = await run('webgpu');
+    expect(gpu.counts).toEqual(ref.counts);
+    for (const o of ['mlm', 'mim', 'itm'] as const) expect(Math.abs(gpu.sums[o] - ref.sums[o]) / Math.abs(ref.sums[o]), o).toBeLessThan(1e-4);
+    expect(relL2(gpu.grads, ref.grads)).toBeLessThan(1e-5);
+  }, 300_000);
+
   it('leaks no tensor and no GPU buffer over many steps', async () => {
     await computeGradients(model, batch, { normalizers, training: true }); // warm-up: pools, shaders
     const tensors = tf.memory().numTensors;
