@@ -35,6 +35,22 @@ export default [
     },
   },
   {
+    // Only asynchronous reads in the code that runs the model: the webgpu backend cannot read a tensor
+    // synchronously under Node (its readSync needs OffscreenCanvas), and a synchronous read stalls the device
+    // queue on any GPU backend. Tests may read synchronously.
+    files: ['**/src/**/*.ts'],
+    ignores: ['**/*.spec.ts', '**/*.test.ts'],
+    rules: {
+      'no-restricted-properties': [
+        'error',
+        ...['dataSync', 'arraySync', 'bufferSync'].map((property) => ({
+          property,
+          message: `${property}() throws on the webgpu backend under Node and stalls the GPU queue: read with await data() / array() / buffer() (flatten on the device, one read).`,
+        })),
+      ],
+    },
+  },
+  {
     files: ['**/*.ts', '**/*.mts'],
     rules: {
       '@typescript-eslint/no-explicit-any': 'error',

@@ -5,7 +5,37 @@
 #   promtool       validates every /metrics exposition (package prometheus)
 #   kubectl        renders the k8s/ overlays (package kubernetes-client)
 #   chromium       the run page's browser test (driven by playwright-core)
+#   lavapipe       Mesa's Vulkan CPU driver + the Vulkan loader, for the webgpu backend's tests without a GPU
+#                  (mesa-vulkan-drivers, libvulkan1 from bookworm-backports: Mesa ≥ 24; Debian 12's 22.3 is refused
+#                  by Dawn). The tests point VK_DRIVER_FILES at its ICD json; under CI=true they fail without it.
 set -uo pipefail
+
+# Mesa's lavapipe, new enough for Dawn: Mesa ≥ 24 from Debian's bookworm-backports suite.
+lavapipe_ok() {
+  local v
+  v=$(dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null) || return 1
+  [ -f /usr/share/vulkan/icd.d/lvp_icd.json ] || [ -f /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || return 1
+  dpkg-query -W -f='${Status}' libvulkan1 2>/dev/null | grep -q 'ok installed' || return 1
+  [ "${v%%.*}" -ge 24 ] 2>/dev/null
+}
+if ! lavapipe_ok; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1 && [ -f /etc/debian_version ]; then
+    echo "test prerequisites: installing Mesa's lavapipe (mesa-vulkan-drivers, libvulkan1) from bookworm-backports"
+    if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+      printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+        >/etc/apt/sources.list.d/bookworm-backports.sources
+    fi
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -t bookworm-backports mesa-vulkan-drivers libvulkan1 >/dev/null || {
+      echo "test prerequisites: apt-get install -t bookworm-backports mesa-vulkan-drivers libvulkan1 failed" >&2
+      exit 1
+    }
+    lavapipe_ok || { echo "test prerequisites: lavapipe installed but not Mesa >= 24 (Dawn refuses older)" >&2; exit 1; }
+  else
+    echo "test prerequisites missing: Mesa >= 24 lavapipe (the webgpu tests skip without it, and fail under CI=true)" >&2
+    echo "install it with: add Debian's bookworm-backports suite to apt, then sudo apt-get install -y --no-install-recommends -t bookworm-backports mesa-vulkan-drivers libvulkan1" >&2
+    [ "${CI:-}" = "true" ] && exit 1
+  fi
+fi
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)

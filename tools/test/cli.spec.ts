@@ -23,10 +23,14 @@ describe('the m3ae program (built, run as a real process)', () => {
       redis: { answers: boolean; maxmemoryPolicy?: string };
       redisServer: { onPath: boolean };
       memory: { freeBytes: number };
+      webgpu: { ok: true; info: { vendor: string; description: string; features: string[] } } | { ok: false; reason: string };
     };
     expect(report.node.ok).toBe(true);
     expect(report.backend.chosen).toBe('wasm');
-    expect(report.backend.attempts.filter((a) => !a.ok).map((a) => a.backend)).toEqual(['node-gpu', 'node']);
+    expect(report.backend.attempts.filter((a) => !a.ok).map((a) => a.backend)).toEqual(['node-gpu', 'webgpu', 'node']);
+    // The WebGPU adapter is named (lavapipe where the test prerequisites installed it), or why there is none.
+    if (report.webgpu.ok) expect(report.webgpu.info.vendor.length + report.webgpu.info.description.length).toBeGreaterThan(0);
+    else expect(report.webgpu.reason).toMatch(/Dawn|WebGPU/);
     expect(report.redis.answers).toBe(true);
     expect(report.redisServer.onPath).toBe(true);
     expect(report.memory.freeBytes).toBeGreaterThan(0);

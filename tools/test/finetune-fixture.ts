@@ -16,7 +16,7 @@ export async function tinyPretrainCheckpoint(dir: string, data: string, seed: nu
   try {
     const fixed = new Map([['mim_head.decoder_pos_embed', model.param('mim_head.decoder_pos_embed').dataSync() as Float32Array]]);
     const checkpoint = join(dir, 'pretrain');
-    await saveCheckpoint(checkpoint, { step: 3, manifest: modelManifest(tiny), params: flattenParams(model), fixedParams: fixed, config: tiny, metadata: { run_config: JSON.stringify({ data: { tokenizer } }) } });
+    await saveCheckpoint(checkpoint, { step: 3, manifest: modelManifest(tiny), params: await flattenParams(model), fixedParams: fixed, config: tiny, metadata: { run_config: JSON.stringify({ data: { tokenizer } }) } });
     return { checkpoint, tokenizer };
   } finally {
     model.dispose();

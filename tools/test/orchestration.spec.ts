@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Coordinator, type RejectReason } from '@m3ae/coordinator';
-import { SyntheticComputer, syntheticSetup } from '@m3ae/training';
+import { SyntheticComputer, syntheticSetup, type GradientComputer } from '@m3ae/training';
 import {
   BlobStore,
   encodeTensor,
@@ -200,6 +200,31 @@ describe('distributed training orchestration (synthetic compute)', () => {
     await stopWorkers(good);
     expect(summary.rejected).toBe(0);
     expect(summary.paramsSha256).toBe(serialReference(config));
+  });
+
+  it('pins a run to the first worker\'s backend kind: a worker on another is refused with the reason', async () => {
+    const config = syntheticRun({ training: { steps: 3 }, compute: { synthetic: { workMsPerSample: 60 } } });
+    // The synthetic computer under another backend's name (same model, same numbers: only the kind differs).
+    const onBackend = (backend: string): GradientComputer => {
+      const inner = new SyntheticComputer(config.compute.synthetic);
+      return { manifestHash: inner.manifestHash, paramCount: inner.paramCount, backend, compute: async (j, p) => await inner.compute(j, p), dispose: async () => await inner.dispose() };
+    };
+    // Started before the coordinator wrote its hash, the first worker records its kind with its first job.
+    const good = await startWorkers(config, 1, { computer: () => onBackend('wasm') });
+    const run = runCoordinator(config);
+    const redis = new Redis(config.redis.url);
+    const key = new RunKeys(config.runId).coordinator;
+    for (let i = 0; i < 200 && (await redis.hget(key, 'backendKind')) === null; i++) await new Promise((r) => setTimeout(r, 25));
+    expect(await redis.hget(key, 'backendKind')).toBe('wasm');
+    redis.disconnect();
+    await expect(TrainingWorker.start({ config, computer: onBackend('webgpu'), workerId: 'other-late' })).rejects.toThrow(
+      /refuses run .*computes on the wasm backend but this worker runs webgpu; .*break exactness/,
+    );
+    const { summary } = await run;
+    await stopWorkers(good);
+    expect(summary.rejected).toBe(0);
+    expect(summary.paramsSha256).toBe(serialReference(config));
+    expect(await runKeys(config.runId)).toEqual([]);
   });
 
   it('hands the running job back on shutdown when it cannot finish in the grace period', async () => {

@@ -45,7 +45,7 @@ export async function makeQualitativeFixture(dir: string, options: { count?: num
     await saveCheckpoint(checkpointDir, {
       step: options.step ?? 12,
       manifest: model.manifest,
-      params: flattenParams(model),
+      params: await flattenParams(model),
       fixedParams: fixed,
       config,
       metadata: { run_id: 'fixture', run_config: JSON.stringify({ runId: 'fixture', data: { tokenizer: tokenizerPath }, redis: { url: 'redis://:***@127.0.0.1:6379' } }) },

@@ -71,7 +71,7 @@ export async function startInProcessRun(workDir: string, options: { steps?: numb
   });
 
   const model = createModel(config, { seed: 0 });
-  const params = flattenParams(model);
+  const params = await flattenParams(model);
   const optimizer = new AdamW(model.manifest, { learningRate: 1e-3, totalSteps: steps, warmupFraction: 0 });
   const sampler = new EpochSampler({ size: dataset.size, seed: 0, globalBatchSize: 4 });
   const worker = `in-process-${process.pid}`;
@@ -106,7 +106,7 @@ export async function startInProcessRun(workDir: string, options: { steps?: numb
       });
       const t1 = performance.now();
       const n = batchCounts(config, batch);
-      const r = computeGradients(model, batch, { normalizers: n, training: true });
+      const r = await computeGradients(model, batch, { normalizers: n, training: true });
       const t2 = performance.now();
       const info = optimizer.update(params, r.grads);
       setParamsFromFlat(model, params);

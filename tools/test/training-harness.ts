@@ -119,7 +119,8 @@ export class FaultyComputer implements GradientComputer {
   private readonly inner: SyntheticComputer;
   readonly manifestHash: string;
   readonly paramCount: number;
-  readonly backend = 'synthetic-faulty';
+  // Same numbers as SyntheticComputer when no fault fires: the same backend kind (a run is pinned to one).
+  readonly backend = 'synthetic';
   constructor(
     config: RunConfig,
     private readonly fault: (job: { step: number; jobIndex: number; copy: number }) => { delayMs?: number; nan?: boolean } | undefined,

@@ -130,6 +130,30 @@ export class TrainingWorker {
         `worker ${this.id} refuses run ${this.options.config.runId}: its model manifest is ${this.computer.manifestHash.slice(0, 16)}… but the coordinator trains ${published.slice(0, 16)}… (different preset or overrides?)`,
       );
     }
+    await this.pinBackend();
+  }
+
+  /**
+   * A run computes on one backend kind: kinds differ in the last bits, so mixing them would break exactness
+   * silently. The first worker records its kind in the run's coordinator hash (`backendKind`, next to the
+   * manifest hash, once the coordinator has written it); a worker on another kind is refused, at start and on
+   * every job (a restarted coordinator clears the hash: the next job records the kind again).
+   */
+  private async pinBackend(): Promise<void> {
+    const mine = this.computer.backend;
+    // Atomically, and only while the coordinator's hash exists (never recreate a cleared run's sentinel).
+    const kind = (await this.redis.eval(
+      "if redis.call('HEXISTS', KEYS[1], 'manifestHash') == 0 then return false end redis.call('HSETNX', KEYS[1], 'backendKind', ARGV[1]) return redis.call('HGET', KEYS[1], 'backendKind')",
+      1,
+      this.keys.coordinator,
+      mine,
+    )) as string | null;
+    if (kind !== null && kind !== mine) {
+      throw new ManifestMismatchError(
+        `worker ${this.id} refuses run ${this.options.config.runId}: the run computes on the ${kind} backend but this worker runs ${mine}; ` +
+          `backends differ in the last bits, so mixing them would break exactness (start it with --backend ${kind} or M3AE_BACKEND=${kind})`,
+      );
+    }
   }
 
   private run(): void {
@@ -173,15 +197,21 @@ export class TrainingWorker {
     }
     const base = { jobId: String(job.id), step: payload.step, jobIndex: payload.jobIndex, copy: payload.copy, samples: payload.indices.length, paramBytes: 0, gradBytes: 0, paramCacheHit: false };
     if (payload.runId !== this.options.config.runId) throw new UnrecoverableError(`job of run ${payload.runId} on the queue of run ${this.options.config.runId}`);
-    if (payload.manifestHash !== this.computer.manifestHash) {
-      this.fatal = new ManifestMismatchError(
-        `worker ${this.id} refuses job ${job.id}: it is for model manifest ${payload.manifestHash.slice(0, 16)}… but this worker holds ${this.computer.manifestHash.slice(0, 16)}…`,
-      );
-      this.log.error({ job: job.id }, this.fatal.message);
+    // Refused: the job goes back to the queue for another worker, and this one stops with the reason.
+    const refuse = async (reason: Error): Promise<never> => {
+      this.fatal = reason;
+      this.log.error({ job: job.id }, reason.message);
       await job.moveToWait(token);
       this.emit({ ...base, outcome: 'refused', timings });
       void this.close();
       throw new WaitingError();
+    };
+    if (payload.manifestHash !== this.computer.manifestHash) {
+      return await refuse(
+        new ManifestMismatchError(
+          `worker ${this.id} refuses job ${job.id}: it is for model manifest ${payload.manifestHash.slice(0, 16)}… but this worker holds ${this.computer.manifestHash.slice(0, 16)}…`,
+        ),
+      );
     }
     if (await this.isStale(payload)) {
       // Left over from an earlier coordinator or an already reduced step: nobody needs it.
@@ -189,6 +219,8 @@ export class TrainingWorker {
       this.emit({ ...base, outcome: 'stale', timings });
       return { outcome: 'stale' };
     }
+    // Record or check the run's backend kind (a worker started before the coordinator has not yet).
+    await this.pinBackend().catch(async (e: unknown) => await refuse(e instanceof Error ? e : new Error(String(e))));
     try {
       const tf = performance.now();
       const hit = this.paramsVersion?.version === payload.version && this.paramsVersion.checksum === payload.params.checksum;

@@ -1,14 +1,17 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { describe, expect, it } from 'vitest';
 import { chooseBackend, describeBackend } from './backend.js';
+import { useLavapipe } from './lavapipe.js';
 
 describe('chooseBackend', () => {
   it('falls back from the native backends to wasm on a machine without libtensorflow', async () => {
     const choice = await chooseBackend({ env: {} });
     expect(choice.name).toBe('wasm');
     expect(tf.getBackend()).toBe('wasm');
-    expect(choice.attempts.map((a) => a.backend)).toEqual(['node-gpu', 'node', 'wasm']);
-    expect(choice.attempts.slice(0, 2).every((a) => !a.ok && (a.reason ?? '').length > 0)).toBe(true);
+    // webgpu is passed over without a hardware adapter (none, or only a CPU one such as lavapipe).
+    expect(choice.attempts.map((a) => a.backend)).toEqual(['node-gpu', 'webgpu', 'node', 'wasm']);
+    expect(choice.attempts.slice(0, 3).every((a) => !a.ok && (a.reason ?? '').length > 0)).toBe(true);
+    expect(choice.attempts[1]?.reason).toMatch(/no GPU device|no WebGPU adapter|only a CPU adapter|could not start/);
     expect(describeBackend(choice)).toMatch(/^backend wasm \[auto\]; node-gpu unavailable/);
   });
 
@@ -23,7 +26,17 @@ describe('chooseBackend', () => {
 
   it('rejects an unknown backend naming the field, the value and the choices', async () => {
     await expect(chooseBackend({ env: { M3AE_BACKEND: 'tpu' } })).rejects.toThrow(
-      'M3AE_BACKEND: unknown backend "tpu"; expected one of auto, node-gpu, node, wasm, cpu',
+      'M3AE_BACKEND: unknown backend "tpu"; expected one of auto, node-gpu, webgpu, node, wasm, cpu',
     );
+  });
+});
+
+describe('useLavapipe (the webgpu tests\' CPU adapter)', () => {
+  it('fails under CI=true when the driver is missing, and lets the test skip elsewhere', () => {
+    expect(() => useLavapipe({ CI: 'true' }, ['/nonexistent/lvp_icd.json'])).toThrow(/lavapipe .* is missing: none of \/nonexistent\/lvp_icd\.json exists; run scripts\/test-prerequisites\.sh/);
+    expect(useLavapipe({}, ['/nonexistent/lvp_icd.json'])).toBeUndefined();
+    const env: NodeJS.ProcessEnv = {};
+    expect(useLavapipe(env, [import.meta.filename])).toBe(import.meta.filename);
+    expect(env['VK_DRIVER_FILES']).toBe(import.meta.filename);
   });
 });

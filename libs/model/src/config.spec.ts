@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, parseConfig, presetConfig, PRESETS, resolveConfig } from './config.js';
+import { ConfigError, parseConfig, presetConfig, PRESETS, resolveConfig, trainingTextLength } from './config.js';
+import { syntheticBatch } from './synthetic.js';
 import { buildManifest, hasWeightDecay, lrGroup, modelManifest, parameterSpecs, sincos2d } from './params.js';
 
 describe('config validation', () => {
@@ -120,6 +121,16 @@ describe('parameter counts of base', () => {
     expect(m.size).toBe(365_589_083);
     const all = m.entries.reduce((s, e) => s + e.shape.reduce((x, y) => x * y, 1), 0);
     expect(all).toBe(365_713_883);
+  });
+
+  it('pads pre-training text to 64 as the official pre-training, keeping the 514 position rows', () => {
+    const base = presetConfig('base');
+    expect(trainingTextLength(base)).toBe(64);
+    expect(modelManifest(base).entries.find((e) => e.name === 'language_encoder.embeddings.position_embeddings.weight')?.shape).toEqual([514, 768]);
+    expect(syntheticBatch(base, 1).textLength).toBe(64);
+    // Presets without a textLength pad to their whole capacity (tiny's and small's results are unchanged).
+    expect([trainingTextLength(presetConfig('tiny')), trainingTextLength(presetConfig('small'))]).toEqual([16, 64]);
+    expect(() => parseConfig({ ...base, textLength: 513 })).toThrow(/textLength.*at most maxTextLength \(512\)/);
   });
 });
 

@@ -34,6 +34,11 @@ export const m3aeConfigSchema = z
     vocabSize: positiveInt,
     /** Text position capacity; the position table has maxTextLength + 2 rows (RoBERTa: 512 → 514). */
     maxTextLength: positiveInt,
+    /**
+     * The length pre-training pads text to (≤ maxTextLength; absent: maxTextLength). The official pre-training
+     * pads to 64 [max_text_len] while keeping RoBERTa's 514 position rows.
+     */
+    textLength: positiveInt.optional(),
     /** Padding token id; RoBERTa position ids start at padTokenId + 1. */
     padTokenId: z.number().int().nonnegative(),
     /** Fusion layers applied before the MIM read-out (k); -1 = after the last [mim_layer]. */
@@ -69,6 +74,7 @@ export const m3aeConfigSchema = z
     if (c.decoderHiddenSize % 4 !== 0) bad('decoderHiddenSize', 'expected a multiple of 4 (2-D sin-cos position embedding)');
     if (c.mimLayer > c.fusionLayers) bad('mimLayer', `expected -1 or an integer in [0, fusionLayers=${c.fusionLayers}]`);
     if (c.padTokenId >= c.vocabSize) bad('padTokenId', `expected an id below vocabSize (${c.vocabSize})`);
+    if (c.textLength !== undefined && c.textLength > c.maxTextLength) bad('textLength', `expected at most maxTextLength (${c.maxTextLength})`);
     // RoBERTa positions run padTokenId+1 … padTokenId+L and must fit the maxTextLength+2 rows.
     if (c.padTokenId > 1) bad('padTokenId', 'expected 0 or 1 (RoBERTa position ids padTokenId+1…padTokenId+maxTextLength must fit maxTextLength+2 rows)');
     const grid = c.imageSize / c.patchSize;
@@ -79,6 +85,11 @@ export const m3aeConfigSchema = z
 export type M3AEConfig = z.infer<typeof m3aeConfigSchema>;
 export type ObjectiveName = 'mlm' | 'mim' | 'itm';
 export const OBJECTIVE_NAMES: readonly ObjectiveName[] = ['mlm', 'mim', 'itm'];
+
+/** The text length pre-training pads to: `textLength`, or the whole position capacity when it is absent. */
+export function trainingTextLength(c: M3AEConfig): number {
+  return c.textLength ?? c.maxTextLength;
+}
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
@@ -150,6 +161,7 @@ const base: M3AEConfig = {
   fusionLayers: 6,
   vocabSize: 50265,
   maxTextLength: 512,
+  textLength: 64,
   padTokenId: 1,
   mimLayer: 3,
   mimMaskRatio: 0.75,

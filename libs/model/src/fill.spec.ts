@@ -17,9 +17,9 @@ describe('fillMasked on wasm (tiny)', () => {
   });
   afterAll(() => model.dispose());
 
-  it('gives the distribution the MLM pass is trained on: −Σ log p(label) is the summed MLM loss', () => {
+  it('gives the distribution the MLM pass is trained on: −Σ log p(label) is the summed MLM loss', async () => {
     const batch = syntheticBatch(config, 3, 31);
-    const losses = computeLosses(model, batch, { training: false });
+    const losses = await computeLosses(model, batch, { training: false });
     const L = config.maxTextLength;
     const plane = 3 * config.imageSize ** 2;
     let nll = 0;
@@ -31,7 +31,7 @@ describe('fillMasked on wasm (tiny)', () => {
       const labels = batch.mlmLabels.slice(b * L, (b + 1) * L);
       const positions = [...labels.keys()].filter((i) => labels[i] !== -100);
       const text: MaskedText = { inputIds: ids, attentionMask: batch.attentionMask.slice(b * L, (b + 1) * L), positions };
-      const r = fillMasked(model, text, [batch.pixelValues.slice(b * plane, (b + 1) * plane)], { topK: 3 });
+      const r = await fillMasked(model, text, [batch.pixelValues.slice(b * plane, (b + 1) * plane)], { topK: 3 });
       const probs = r.probabilities[0] as Float32Array;
       positions.forEach((p, m) => {
         const label = labels[p] as number;
@@ -50,7 +50,7 @@ describe('fillMasked on wasm (tiny)', () => {
     expect(correct).toBe(losses.correct.mlm);
   });
 
-  it('changes its prediction with the image (cross-modal), and sums to one', () => {
+  it('changes its prediction with the image (cross-modal), and sums to one', async () => {
     const batch = syntheticBatch(config, 2, 5);
     const L = config.maxTextLength;
     const plane = 3 * config.imageSize ** 2;
@@ -58,7 +58,7 @@ describe('fillMasked on wasm (tiny)', () => {
     ids[2] = config.vocabSize - 1;
     const text: MaskedText = { inputIds: ids, attentionMask: batch.attentionMask.slice(0, L), positions: [2] };
     const images = [batch.pixelValues.slice(0, plane), batch.pixelValues.slice(plane, 2 * plane), blankImage(config)];
-    const r = fillMasked(model, text, images, { topK: 5 });
+    const r = await fillMasked(model, text, images, { topK: 5 });
     expect(r.top).toHaveLength(3);
     for (const p of r.probabilities) expect(p.reduce((a, v) => a + v, 0)).toBeCloseTo(1, 4);
     const [own, other, blank] = r.probabilities as [Float32Array, Float32Array, Float32Array];
@@ -67,17 +67,17 @@ describe('fillMasked on wasm (tiny)', () => {
     expect(totalVariation(own, blank)).toBeGreaterThan(1e-6);
     expect(totalVariation(own, own)).toBe(0);
     // The same image twice gives the same answer.
-    const twice = fillMasked(model, text, [images[0] as Float32Array, images[0] as Float32Array]);
+    const twice = await fillMasked(model, text, [images[0] as Float32Array, images[0] as Float32Array]);
     expect(twice.probabilities[1]).toEqual(twice.probabilities[0]);
   });
 
-  it('refuses bad input naming the field', () => {
+  it('refuses bad input naming the field', async () => {
     const L = config.maxTextLength;
     const text: MaskedText = { inputIds: new Int32Array(L).fill(5), attentionMask: new Int32Array(L).fill(1), positions: [1] };
-    expect(() => fillMasked(model, text, [])).toThrow(/images: expected at least one image/);
-    expect(() => fillMasked(model, text, [new Float32Array(3)])).toThrow(/images\[0\]: got 3 values/);
-    expect(() => fillMasked(model, { ...text, positions: [L] }, [blankImage(config)])).toThrow(/positions: got 16/);
-    expect(() => fillMasked(model, { ...text, inputIds: new Int32Array(L).fill(config.vocabSize) }, [blankImage(config)])).toThrow(/inputIds\[0\]: got 1000/);
-    expect(() => fillMasked(model, text, [blankImage(config)], { topK: 0 })).toThrow(/topK: got 0/);
+    await expect(fillMasked(model, text, [])).rejects.toThrow(/images: expected at least one image/);
+    await expect(fillMasked(model, text, [new Float32Array(3)])).rejects.toThrow(/images\[0\]: got 3 values/);
+    await expect(fillMasked(model, { ...text, positions: [L] }, [blankImage(config)])).rejects.toThrow(/positions: got 16/);
+    await expect(fillMasked(model, { ...text, inputIds: new Int32Array(L).fill(config.vocabSize) }, [blankImage(config)])).rejects.toThrow(/inputIds\[0\]: got 1000/);
+    await expect(fillMasked(model, text, [blankImage(config)], { topK: 0 })).rejects.toThrow(/topK: got 0/);
   });
 });

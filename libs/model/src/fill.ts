@@ -80,7 +80,7 @@ export interface FillResult {
  * The MLM head's distribution at each masked position of one text, paired in turn with each image ([3,H,W],
  * CLIP-normalised). Evaluation mode: no dropout.
  */
-export function fillMasked(model: M3AEModel, text: MaskedText, images: readonly Float32Array[], options: { topK?: number } = {}): FillResult {
+export async function fillMasked(model: M3AEModel, text: MaskedText, images: readonly Float32Array[], options: { topK?: number } = {}): Promise<FillResult> {
   const c = model.config;
   const topK = options.topK ?? 5;
   const B = images.length;
@@ -135,9 +135,7 @@ export function fillMasked(model: M3AEModel, text: MaskedText, images: readonly 
   let values: Float32Array;
   let indices: Int32Array;
   try {
-    all = probs.dataSync() as Float32Array;
-    values = topValues.dataSync() as Float32Array;
-    indices = topIndices.dataSync() as Int32Array;
+    [all, values, indices] = (await Promise.all([probs.data(), topValues.data(), topIndices.data()])) as [Float32Array, Float32Array, Int32Array];
   } finally {
     probs.dispose();
     topValues.dispose();

@@ -1,4 +1,4 @@
-import { mimKeepCount, mimReadoutLayer, numPatches, patchDim, type M3AEConfig, type ObjectiveName } from './config.js';
+import { mimKeepCount, mimReadoutLayer, numPatches, patchDim, trainingTextLength, type M3AEConfig, type ObjectiveName } from './config.js';
 
 /**
  * Matrix-product FLOPs (2·m·k·n per product) of the forward passes as computeGradients runs them: the MLM
@@ -10,7 +10,7 @@ import { mimKeepCount, mimReadoutLayer, numPatches, patchDim, type M3AEConfig, t
 export interface FlopOptions {
   /** Samples. */
   batchSize: number;
-  /** Text length L. @defaultValue config.maxTextLength */
+  /** Text length L. @defaultValue the training text length (config.textLength ?? config.maxTextLength) */
   textLength?: number;
   /** Masked MLM tokens in the batch. @defaultValue round(B · L · mlmMaskRatio) */
   mlmTokens?: number;
@@ -20,7 +20,7 @@ const mm = (m: number, k: number, n: number): number => 2 * m * k * n;
 
 export function forwardFlops(c: M3AEConfig, o: FlopOptions): Record<ObjectiveName, number> & { total: number } {
   const B = o.batchSize;
-  const L = o.textLength ?? c.maxTextLength;
+  const L = o.textLength ?? trainingTextLength(c);
   const D = c.hiddenSize;
   const N = numPatches(c);
   const keep = mimKeepCount(c);

@@ -28,8 +28,8 @@ describe('finite differences (cpu, tiny)', () => {
     await chooseBackend({ backend: 'wasm' });
   });
 
-  const loss = (): number => {
-    const r = computeLosses(model, batch, { training: true });
+  const loss = async (): Promise<number> => {
+    const r = await computeLosses(model, batch, { training: true });
     return r.sums.mlm / normalizers.mlm + r.sums.mim / normalizers.mim + r.sums.itm / normalizers.itm;
   };
 
@@ -40,8 +40,8 @@ describe('finite differences (cpu, tiny)', () => {
     tf.tidy(() => v.assign(tf.tensor(data, v.shape)));
   };
 
-  it('agree with the analytic gradient across every module', () => {
-    const g = computeGradients(model, batch, { normalizers, training: true });
+  it('agree with the analytic gradient across every module', async () => {
+    const g = await computeGradients(model, batch, { normalizers, training: true });
     const names = [
       'vision_encoder.visual.patch_embed.weight',
       'vision_encoder.visual.class_embedding',
@@ -73,9 +73,9 @@ describe('finite differences (cpu, tiny)', () => {
       const analytic = grads[best] ?? 0;
       const x0 = model.param(name).dataSync()[best] ?? 0;
       setElement(name, best, x0 + h);
-      const up = loss();
+      const up = await loss();
       setElement(name, best, x0 - h);
-      const down = loss();
+      const down = await loss();
       setElement(name, best, x0);
       const numeric = (up - down) / (2 * h);
       report.push(`${name}[${best}]: analytic ${analytic.toExponential(4)} numeric ${numeric.toExponential(4)}`);

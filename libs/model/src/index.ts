@@ -1,4 +1,5 @@
 export * from './backend.js';
+export * from './lavapipe.js';
 export * from './safetensors/index.js';
 export * from './config.js';
 export * from './batch.js';

@@ -104,14 +104,17 @@ export interface FlatParamModel {
   param(name: string): tf.Variable;
 }
 
-/** The trainable parameters as one Float32Array in manifest order. */
-export function flattenParams(model: FlatParamModel): Float32Array {
-  const flat = new Float32Array(model.manifest.size);
-  for (const e of model.manifest.entries) {
-    if (e.offset === null) continue;
-    flat.set(model.param(e.name).dataSync() as Float32Array, e.offset);
+/** The trainable parameters as one Float32Array in manifest order (flattened on the device, one read). */
+export async function flattenParams(model: FlatParamModel): Promise<Float32Array> {
+  const parts: tf.Variable[] = [];
+  for (const e of model.manifest.entries) if (e.offset !== null) parts.push(model.param(e.name));
+  if (parts.length === 0) return new Float32Array(0);
+  const flat = tf.tidy(() => tf.concat(parts.map((v) => tf.reshape(v, [-1]))));
+  try {
+    return (await flat.data()) as Float32Array;
+  } finally {
+    flat.dispose();
   }
-  return flat;
 }
 
 /** Assigns every trainable parameter from a flat buffer in manifest order. */

@@ -34,15 +34,15 @@ describe('computeGradients on wasm (tiny)', () => {
   });
   afterAll(() => model.dispose());
 
-  it('sums of K = 4 micro-batches equal the whole batch (dropout on)', () => {
+  it('sums of K = 4 micro-batches equal the whole batch (dropout on)', async () => {
     const batch = syntheticBatch(config, 8, 11);
     const normalizers = batchCounts(config, batch);
-    const whole = computeGradients(model, batch, { normalizers, training: true });
+    const whole = await computeGradients(model, batch, { normalizers, training: true });
     const summed = new Float32Array(whole.grads.length);
     const sums = { mlm: 0, mim: 0, itm: 0 };
     const counts = { mlm: 0, mim: 0, itm: 0 };
     for (let k = 0; k < 4; k++) {
-      const r = computeGradients(model, sliceBatch(batch, 2 * k, 2 * k + 2), { normalizers, training: true });
+      const r = await computeGradients(model, sliceBatch(batch, 2 * k, 2 * k + 2), { normalizers, training: true });
       for (let i = 0; i < summed.length; i++) summed[i] = (summed[i] ?? 0) + (r.grads[i] ?? 0);
       for (const o of ['mlm', 'mim', 'itm'] as const) {
         sums[o] += r.sums[o];
@@ -56,17 +56,17 @@ describe('computeGradients on wasm (tiny)', () => {
     expect(relDiff(whole.grads, summed)).toBeLessThan(1e-5);
 
     // The comparison above is only meaningful if dropout changed something.
-    const noDropout = computeGradients(model, batch, { normalizers, training: false });
+    const noDropout = await computeGradients(model, batch, { normalizers, training: false });
     expect(relDiff(whole.grads, noDropout.grads)).toBeGreaterThan(1e-3);
     // Same inputs, same masks: bit-identical on a repeat.
-    expect(computeGradients(model, batch, { normalizers, training: true }).grads).toEqual(whole.grads);
+    expect((await computeGradients(model, batch, { normalizers, training: true })).grads).toEqual(whole.grads);
   });
 
-  it('reports losses as summed per-item values consistent with computeLosses', () => {
+  it('reports losses as summed per-item values consistent with computeLosses', async () => {
     const batch = syntheticBatch(config, 4, 5);
     const normalizers = batchCounts(config, batch);
-    const g = computeGradients(model, batch, { normalizers, training: false });
-    const l = computeLosses(model, batch, { training: false });
+    const g = await computeGradients(model, batch, { normalizers, training: false });
+    const l = await computeLosses(model, batch, { training: false });
     expect(l.counts).toEqual(g.counts);
     for (const o of ['mlm', 'mim', 'itm'] as const) expect(l.sums[o]).toBeCloseTo(g.sums[o], 3);
     expect(l.correct).toEqual(g.correct);
@@ -77,9 +77,9 @@ describe('computeGradients on wasm (tiny)', () => {
     expect(Math.abs(l.sums.mim / l.counts.mim - 1)).toBeLessThan(0.3);
   });
 
-  it('gives the padding rows of the embeddings no gradient (nn.Embedding padding_idx)', () => {
+  it('gives the padding rows of the embeddings no gradient (nn.Embedding padding_idx)', async () => {
     const batch = syntheticBatch(config, 2, 9);
-    const r = computeGradients(model, batch, { normalizers: batchCounts(config, batch), training: true });
+    const r = await computeGradients(model, batch, { normalizers: batchCounts(config, batch), training: true });
     const at = (name: string, row: number): Float32Array => {
       const e = model.manifest.entries.find((x) => x.name === name);
       if (!e || e.offset === null) throw new Error(name);
@@ -93,14 +93,14 @@ describe('computeGradients on wasm (tiny)', () => {
     expect(norm(at('language_encoder.embeddings.word_embeddings.weight', batch.inputIds[1] ?? 0))).toBeGreaterThan(0);
   });
 
-  it('switches objectives off and weights them', () => {
+  it('switches objectives off and weights them', async () => {
     const batch = syntheticBatch(config, 2, 3);
     const normalizers = batchCounts(config, batch);
     const onlyMim = createModel({ ...config, objectives: { mlm: { enabled: false, weight: 1 }, mim: { enabled: true, weight: 1 }, itm: { enabled: false, weight: 1 } } }, { seed: 7 });
     const doubled = createModel({ ...config, objectives: { mlm: { enabled: false, weight: 1 }, mim: { enabled: true, weight: 2 }, itm: { enabled: false, weight: 1 } } }, { seed: 7 });
     try {
-      const a = computeGradients(onlyMim, batch, { normalizers, training: true });
-      const b = computeGradients(doubled, batch, { normalizers, training: true });
+      const a = await computeGradients(onlyMim, batch, { normalizers, training: true });
+      const b = await computeGradients(doubled, batch, { normalizers, training: true });
       expect(a.counts.mlm).toBe(0);
       expect(a.counts.itm).toBe(0);
       expect(a.sums.mlm).toBe(0);
@@ -141,24 +141,24 @@ describe('computeGradients on wasm (tiny)', () => {
     expect(diff).toBeLessThan(1e-5);
   });
 
-  it('rejects a missing normalizer and a bad batch by name', () => {
+  it('rejects a missing normalizer and a bad batch by name', async () => {
     const batch = syntheticBatch(config, 2, 3);
-    expect(() => computeGradients(model, batch, { normalizers: { mlm: 0, mim: 96, itm: 2 }, training: true })).toThrow(/normalizers\.mlm: got 0; expected a positive global count/);
+    await expect(computeGradients(model, batch, { normalizers: { mlm: 0, mim: 96, itm: 2 }, training: true })).rejects.toThrow(/normalizers\.mlm: got 0; expected a positive global count/);
     const bad = { ...batch, mimNoise: new Float32Array(5) };
-    expect(() => computeGradients(model, bad, { normalizers: batchCounts(config, batch), training: true })).toThrow(/batch\.mimNoise: got 5 values; expected 32/);
+    await expect(computeGradients(model, bad, { normalizers: batchCounts(config, batch), training: true })).rejects.toThrow(/batch\.mimNoise: got 5 values; expected 32/);
     const badId = { ...batch, inputIds: batch.inputIds.map((v, i) => (i === 3 ? 5000 : v)) };
-    expect(() => computeLosses(model, badId)).toThrow(/batch\.inputIds\[3\]: got 5000; expected a token id in \[0, 1000\)/);
+    await expect(computeLosses(model, badId)).rejects.toThrow(/batch\.inputIds\[3\]: got 5000; expected a token id in \[0, 1000\)/);
   });
 
-  it('leaks no tensor over 50 training steps (gradients + AdamW + parameter update)', () => {
+  it('leaks no tensor over 50 training steps (gradients + AdamW + parameter update)', async () => {
     const opt = new AdamW(model.manifest, { learningRate: 1e-3, totalSteps: 50 });
-    const params = flattenParams(model);
+    const params = await flattenParams(model);
     const before = tf.memory().numTensors;
     let first = 0;
     let last = 0;
     for (let step = 0; step < 50; step++) {
       const batch = syntheticBatch(config, 2, 100 + (step % 3), 2 * (step % 3));
-      const r = computeGradients(model, batch, { normalizers: batchCounts(config, batch), training: true });
+      const r = await computeGradients(model, batch, { normalizers: batchCounts(config, batch), training: true });
       opt.update(params, r.grads);
       setParamsFromFlat(model, params);
       const loss = r.sums.mlm / r.counts.mlm + r.sums.mim / r.counts.mim + r.sums.itm / r.counts.itm;
@@ -179,9 +179,9 @@ describe('wasm and cpu backends', () => {
     await chooseBackend({ backend: 'wasm' });
     const model = createModel(config, { seed: 3 });
     try {
-      const wasm = computeGradients(model, batch, { normalizers, training: true });
+      const wasm = await computeGradients(model, batch, { normalizers, training: true });
       await chooseBackend({ backend: 'cpu' });
-      const cpu = computeGradients(model, batch, { normalizers, training: true });
+      const cpu = await computeGradients(model, batch, { normalizers, training: true });
       expect(tf.getBackend()).toBe('cpu');
       expect(relDiff(cpu.grads, wasm.grads)).toBeLessThan(1e-4);
       for (const o of ['mlm', 'mim', 'itm'] as const) expect(cpu.sums[o]).toBeCloseTo(wasm.sums[o], 3);

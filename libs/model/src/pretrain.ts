@@ -234,71 +234,105 @@ function emptyTotals(prep: Prepared): LossTotals {
  * Gradient of Σ_o w_o · S_{o,k} / N_o for one micro-batch (contracts §3): summing the results of K
  * micro-batches in any split gives the gradient of the whole batch. Dropout (when `training`) depends only on
  * each sample's dropout seed.
+ *
+ * Reads are asynchronous only (the webgpu backend cannot read synchronously under Node): the gradients are
+ * summed over the objectives and flattened on the device in manifest order, then read back in one transfer
+ * together with the loss sums and correct counts.
  */
-export function computeGradients(model: M3AEModel, batch: PretrainBatch, opts: ComputeGradientsOptions): MicroBatchResult {
+export async function computeGradients(model: M3AEModel, batch: PretrainBatch, opts: ComputeGradientsOptions): Promise<MicroBatchResult> {
   const c = model.config;
   validateBatch(c, batch);
   const prep = prepare(c, batch);
   checkNormalizers(c, opts.normalizers, prep);
   const totals = emptyTotals(prep);
-  const grads = new Float32Array(model.manifest.size);
   const objectives = activeObjectives(c, prep);
-  if (objectives.length === 0) return { ...totals, grads };
+  if (objectives.length === 0) return { ...totals, grads: new Float32Array(model.manifest.size) };
 
   // One backward sweep per objective: only one pass's activations are alive at a time (peak memory ~⅓, which
-  // decides the largest micro-batch the wasm heap holds). Gradients add up in the flat buffer in a fixed order.
-  withWeightTransposeCache(() => objectives.forEach((o, index) => {
-    const kept: tf.Tensor[] = [];
-    try {
-      tf.tidy(() => {
-        const p = paramsFromMap(model.params);
-        const keyBias = tf.tensor4d(prep.keyBias, [prep.B, 1, 1, prep.L]);
-        const drop = opts.training ? new Dropout(batch.dropoutSeeds, c.dropout, PASS_ID[o]) : Dropout.off();
-        const loss = (): tf.Scalar => {
-          const r = runPass(o, p, c, prep, keyBias, drop);
-          kept.push(tf.keep(r.sum), tf.keep(r.correct ?? tf.scalar(0)));
-          return tf.mul(r.sum, c.objectives[o].weight / opts.normalizers[o]) as tf.Scalar;
-        };
-        const result = tf.variableGrads(loss, model.trainable as tf.Variable[]);
-        for (const e of model.manifest.entries) {
-          if (e.offset === null) continue;
-          const g = result.grads[model.param(e.name).name];
-          if (!g) continue;
-          const values = g.dataSync() as Float32Array;
-          if (index === 0) grads.set(values, e.offset);
-          else {
-            const off = e.offset;
-            for (let i = 0; i < values.length; i++) grads[off + i] = (grads[off + i] as number) + (values[i] as number);
+  // decides the largest micro-batch the wasm heap holds). Each sweep's gradients are added (float32, in the
+  // objectives' fixed order, as the flat host buffer did) to the flat running sum on the device.
+  let flat: tf.Tensor1D | undefined;
+  const stats: tf.Tensor[] = [];
+  try {
+    withWeightTransposeCache(() => {
+      for (const o of objectives) {
+        const next = tf.tidy(() => {
+          const p = paramsFromMap(model.params);
+          const keyBias = tf.tensor4d(prep.keyBias, [prep.B, 1, 1, prep.L]);
+          const drop = opts.training ? new Dropout(batch.dropoutSeeds, c.dropout, PASS_ID[o]) : Dropout.off();
+          const loss = (): tf.Scalar => {
+            const r = runPass(o, p, c, prep, keyBias, drop);
+            stats.push(tf.keep(tf.stack([r.sum, r.correct ?? tf.scalar(0)])));
+            return tf.mul(r.sum, c.objectives[o].weight / opts.normalizers[o]) as tf.Scalar;
+          };
+          const result = tf.variableGrads(loss, model.trainable as tf.Variable[]);
+          const parts: tf.Tensor[] = [];
+          for (const e of model.manifest.entries) {
+            if (e.offset === null) continue;
+            const v = model.param(e.name);
+            // A parameter this objective does not reach has a zero gradient (as the zero-filled buffer had).
+            parts.push(tf.reshape(result.grads[v.name] ?? tf.zerosLike(v), [-1]));
           }
-        }
-      });
-      totals.sums[o] = kept[0]?.dataSync()[0] ?? 0;
-      if (o !== 'mim') totals.correct[o] = kept[1]?.dataSync()[0] ?? 0;
-    } finally {
-      tf.dispose(kept);
-    }
-  }));
-  return { ...totals, grads };
+          const g = tf.concat(parts) as tf.Tensor1D;
+          return flat ? tf.add<tf.Tensor1D>(flat, g) : g;
+        });
+        flat?.dispose();
+        flat = next;
+      }
+    });
+    if (!flat) throw new Error('computeGradients: no objective ran');
+    // Losses and counts ride on the gradient buffer's transfer: one read per micro-batch.
+    const values = await readFlat(flat, stats);
+    const grads = values.subarray(0, model.manifest.size);
+    objectives.forEach((o, i) => {
+      const base = model.manifest.size + 2 * i;
+      totals.sums[o] = values[base] as number;
+      if (o !== 'mim') totals.correct[o] = values[base + 1] as number;
+    });
+    return { ...totals, grads };
+  } finally {
+    flat?.dispose();
+    tf.dispose(stats);
+  }
 }
 
-/** Forward only (evaluation): summed losses, counts and correct predictions of one batch. */
-export function computeLosses(model: M3AEModel, batch: PretrainBatch, opts: { training: boolean } = { training: false }): LossTotals {
+/** One transfer: `head` then every tensor of `tail` flattened, as float32 (the stats are small integers or sums). */
+async function readFlat(head: tf.Tensor1D, tail: readonly tf.Tensor[]): Promise<Float32Array> {
+  const all = tf.tidy(() => tf.concat([head, ...tail.map((t) => tf.reshape(t, [-1]))]));
+  try {
+    return (await all.data()) as Float32Array;
+  } finally {
+    all.dispose();
+  }
+}
+
+/** Forward only (evaluation): summed losses, counts and correct predictions of one batch, read in one transfer. */
+export async function computeLosses(model: M3AEModel, batch: PretrainBatch, opts: { training: boolean } = { training: false }): Promise<LossTotals> {
   const c = model.config;
   validateBatch(c, batch);
   const prep = prepare(c, batch);
   const totals = emptyTotals(prep);
-  for (const o of activeObjectives(c, prep)) {
-    const [sum, correct] = tf.tidy(() => {
-      const p = paramsFromMap(model.params);
-      const keyBias = tf.tensor4d(prep.keyBias, [prep.B, 1, 1, prep.L]);
-      const drop = opts.training ? new Dropout(batch.dropoutSeeds, c.dropout, PASS_ID[o]) : Dropout.off();
-      const r = runPass(o, p, c, prep, keyBias, drop);
-      return [r.sum, r.correct ?? tf.scalar(0)];
+  const objectives = activeObjectives(c, prep);
+  if (objectives.length === 0) return totals;
+  const stats = tf.tidy(() =>
+    tf.stack(
+      objectives.map((o) => {
+        const p = paramsFromMap(model.params);
+        const keyBias = tf.tensor4d(prep.keyBias, [prep.B, 1, 1, prep.L]);
+        const drop = opts.training ? new Dropout(batch.dropoutSeeds, c.dropout, PASS_ID[o]) : Dropout.off();
+        const r = runPass(o, p, c, prep, keyBias, drop);
+        return tf.stack([r.sum, r.correct ?? tf.scalar(0)]);
+      }),
+    ),
+  );
+  try {
+    const values = await stats.data();
+    objectives.forEach((o, i) => {
+      totals.sums[o] = values[2 * i] as number;
+      if (o !== 'mim') totals.correct[o] = values[2 * i + 1] as number;
     });
-    totals.sums[o] = sum.dataSync()[0] ?? 0;
-    if (o !== 'mim') totals.correct[o] = correct.dataSync()[0] ?? 0;
-    sum.dispose();
-    correct.dispose();
+    return totals;
+  } finally {
+    stats.dispose();
   }
-  return totals;
 }

@@ -141,25 +141,25 @@ describe('MIM reconstructions on wasm (tiny)', () => {
     return { batchSize: batch.batchSize, pixelValues: batch.pixelValues, inputIds: batch.inputIds, attentionMask: batch.attentionMask, mimNoise: batch.mimNoise };
   }
 
-  it('predicts every patch with the training MIM pass: its loss on removed patches is the training loss', () => {
+  it('predicts every patch with the training MIM pass: its loss on removed patches is the training loss', async () => {
     const batch = syntheticBatch(config, 3, 21);
     const before = tf.memory().numTensors;
-    const p = predictMim(model, inputOf(batch));
+    const p = await predictMim(model, inputOf(batch));
     expect(tf.memory().numTensors).toBe(before);
     const N = numPatches(config);
     expect(p.prediction.length).toBe(3 * N * patchDim(config));
     expect(p.mask.reduce((a, v) => a + v, 0)).toBe(3 * (N - mimKeepCount(config)));
-    const rows = reconstructImages(model, inputOf(batch));
-    const losses = computeLosses(model, batch, { training: false });
+    const rows = await reconstructImages(model, inputOf(batch));
+    const losses = await computeLosses(model, batch, { training: false });
     const summed = rows.reduce((a, r) => a + r.loss * r.maskedPatches, 0);
     expect(summed).toBeCloseTo(losses.sums.mim, 3);
     expect(rows.reduce((a, r) => a + r.maskedPatches, 0)).toBe(losses.counts.mim);
   });
 
-  it('pastes visible patches back exactly and shows removed ones as the mean colour in the masked input', () => {
+  it('pastes visible patches back exactly and shows removed ones as the mean colour in the masked input', async () => {
     const batch = syntheticBatch(config, 2, 4);
-    const { mask } = predictMim(model, inputOf(batch));
-    const rows = reconstructImages(model, inputOf(batch));
+    const { mask } = await predictMim(model, inputOf(batch));
+    const rows = await reconstructImages(model, inputOf(batch));
     const S = config.imageSize;
     const P = config.patchSize;
     const g = S / P;
@@ -193,15 +193,15 @@ describe('MIM reconstructions on wasm (tiny)', () => {
     });
   });
 
-  it('gets closer to the hidden pixels as MIM training lowers the loss', () => {
+  it('gets closer to the hidden pixels as MIM training lowers the loss', async () => {
     const mimOnly = presetConfig('tiny', { dropout: 0, objectives: { mlm: { enabled: false, weight: 1 }, mim: { enabled: true, weight: 1 }, itm: { enabled: false, weight: 1 } } });
     const m = createModel(mimOnly, { seed: 9 });
     try {
       const batch = syntheticBatch(mimOnly, 2, 77);
       const input = inputOf(batch);
-      const pixelError = (): { loss: number; error: number } => {
-        const { mask } = predictMim(m, input);
-        const rows = reconstructImages(m, input);
+      const pixelError = async (): Promise<{ loss: number; error: number }> => {
+        const { mask } = await predictMim(m, input);
+        const rows = await reconstructImages(m, input);
         const S = mimOnly.imageSize;
         const P = mimOnly.patchSize;
         const g = S / P;
@@ -222,16 +222,16 @@ describe('MIM reconstructions on wasm (tiny)', () => {
         });
         return { loss: rows.reduce((a, r) => a + r.loss, 0) / rows.length, error: err / count };
       };
-      const start = pixelError();
+      const start = await pixelError();
       const opt = new AdamW(m.manifest, { learningRate: 3e-3, totalSteps: 1000, warmupFraction: 0, lrMultiplierHead: 1, lrMultiplierMultiModal: 1, weightDecay: 0 });
-      const params = flattenParams(m);
+      const params = await flattenParams(m);
       const normalizers = batchCounts(mimOnly, batch);
       for (let step = 0; step < 60; step++) {
-        const r = computeGradients(m, batch, { normalizers, training: false });
+        const r = await computeGradients(m, batch, { normalizers, training: false });
         opt.update(params, r.grads);
         setParamsFromFlat(m, params);
       }
-      const end = pixelError();
+      const end = await pixelError();
       expect(end.loss).toBeLessThan(start.loss * 0.75);
       // Wrong un-normalisation (sign, scale, channel order) would not follow the loss down in pixel space.
       expect(end.error).toBeLessThan(start.error * 0.85);
@@ -251,7 +251,7 @@ describe('MIM reconstructions on wasm (tiny)', () => {
     }));
     const dir = join(work, 'ckpt');
     const renderer = new ValidationGridRenderer({ config, samples, dir, keep: 2, seed: 1 });
-    const params = flattenParams(model);
+    const params = await flattenParams(model);
     expect(renderer.latest()).toBeUndefined();
     const first = await renderer.render(10, params);
     const tensors = tf.memory().numTensors;
@@ -268,7 +268,7 @@ describe('MIM reconstructions on wasm (tiny)', () => {
     expect([meta.format, meta.width, meta.height, meta.channels]).toEqual(['png', 4 + 3 * (cell + 4), 4 + 3 * (cell + 4), 3]);
     // The row of image 0 in the PNG is original · masked · reconstruction of that image.
     const raw = await sharp(latest).raw().toBuffer();
-    const expected = reconstructImages(model, batchSamples(config, samples, 1))[0];
+    const expected = (await reconstructImages(model, batchSamples(config, samples, 1)))[0];
     const scale = cell / config.imageSize;
     const at = (x: number, y: number): number[] => Array.from(raw.subarray((y * (4 + 3 * (cell + 4)) + x) * 3, (y * (4 + 3 * (cell + 4)) + x) * 3 + 3));
     const S = config.imageSize;
@@ -289,20 +289,20 @@ describe('MIM reconstructions on wasm (tiny)', () => {
     const dir = join(work, 'ckpts');
     const fixed = new Map<string, Float32Array>();
     for (const e of model.manifest.entries) if (!e.trainable) fixed.set(e.name, model.param(e.name).dataSync() as Float32Array);
-    await saveCheckpoint(dir, { step: 7, manifest: model.manifest, params: flattenParams(model), fixedParams: fixed, config });
+    await saveCheckpoint(dir, { step: 7, manifest: model.manifest, params: await flattenParams(model), fixedParams: fixed, config });
     const loaded = await modelFromCheckpoint(dir, { mimMaskRatio: 0.5 });
     try {
       expect(loaded.info.step).toBe(7);
       expect(loaded.path).toBe(join(dir, 'ckpt-7.safetensors'));
       expect(loaded.model.config.mimMaskRatio).toBe(0.5);
-      expect(flattenParams(loaded.model)).toEqual(flattenParams(model));
-      expect(predictMim(loaded.model, { ...inputOf(syntheticBatch(loaded.model.config, 1, 2)), mimNoise: visualisationNoise(1, numPatches(config)) }).keep).toBe(8);
+      expect(await flattenParams(loaded.model)).toEqual(await flattenParams(model));
+      expect((await predictMim(loaded.model, { ...inputOf(syntheticBatch(loaded.model.config, 1, 2)), mimNoise: visualisationNoise(1, numPatches(config)) })).keep).toBe(8);
     } finally {
       loaded.model.dispose();
     }
     await expect(modelFromCheckpoint(dir, { mimMaskRatio: 1.5 })).rejects.toThrow(/mimMaskRatio: got 1.5/);
     const bare = join(work, 'bare');
-    await saveCheckpoint(bare, { step: 1, manifest: model.manifest, params: flattenParams(model), fixedParams: fixed });
+    await saveCheckpoint(bare, { step: 1, manifest: model.manifest, params: await flattenParams(model), fixedParams: fixed });
     await expect(modelFromCheckpoint(bare)).rejects.toThrow(/no model configuration stored/);
     await expect(modelFromCheckpoint(join(work, 'nowhere'))).rejects.toThrow(/no such file or directory/);
   });

@@ -222,7 +222,7 @@ function checkInput(c: M3AEConfig, x: MimInput): number {
  * The MIM pass of pre-training (full text, masked image, `mimLayer` fusion layers, decoder), in evaluation
  * mode, with `decoder_pred` applied to every patch rather than only the removed ones.
  */
-export function predictMim(model: M3AEModel, input: MimInput): MimPrediction {
+export async function predictMim(model: M3AEModel, input: MimInput): Promise<MimPrediction> {
   const c = model.config;
   const L = checkInput(c, input);
   const B = input.batchSize;
@@ -271,7 +271,7 @@ export function predictMim(model: M3AEModel, input: MimInput): MimPrediction {
     return mimPredict(ctx, gatherRows(decoded, tf.tensor1d(patchRows, 'int32')));
   });
   try {
-    return { prediction: out.dataSync() as Float32Array, mask, keep };
+    return { prediction: (await out.data()) as Float32Array, mask, keep };
   } finally {
     out.dispose();
   }
@@ -291,9 +291,9 @@ export interface ReconstructionRow {
 }
 
 /** Original, masked input and reconstruction of each image (evaluation mode). */
-export function reconstructImages(model: M3AEModel, input: MimInput): ReconstructionRow[] {
+export async function reconstructImages(model: M3AEModel, input: MimInput): Promise<ReconstructionRow[]> {
   const c = model.config;
-  const { prediction, mask } = predictMim(model, input);
+  const { prediction, mask } = await predictMim(model, input);
   const B = input.batchSize;
   const S = c.imageSize;
   const P = c.patchSize;
@@ -386,7 +386,7 @@ export async function encodePng(grid: RgbGrid): Promise<Buffer> {
 
 /** The grid of {@link reconstructImages} (one row per image: original · masked · reconstruction) as PNG bytes. */
 export async function renderReconstructionGrid(model: M3AEModel, input: MimInput, options: GridOptions = {}): Promise<{ png: Buffer; rows: ReconstructionRow[]; width: number; height: number }> {
-  const rows = reconstructImages(model, input);
+  const rows = await reconstructImages(model, input);
   const grid = composeGrid(rows.map((r) => [r.original, r.masked, r.reconstruction]), model.config.imageSize, options);
   return { png: await encodePng(grid), rows, width: grid.width, height: grid.height };
 }

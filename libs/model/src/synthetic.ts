@@ -1,5 +1,5 @@
 import type { PretrainBatch } from './batch.js';
-import { numPatches, type M3AEConfig } from './config.js';
+import { numPatches, trainingTextLength, type M3AEConfig } from './config.js';
 import { HashStream, hashWords } from './random.js';
 
 /**
@@ -9,7 +9,7 @@ import { HashStream, hashWords } from './random.js';
  */
 export function syntheticBatch(config: M3AEConfig, batchSize: number, seed = 0, firstIndex = 0): PretrainBatch {
   const S = config.imageSize;
-  const L = config.maxTextLength;
+  const L = trainingTextLength(config);
   const N = numPatches(config);
   const V = config.vocabSize;
   const pad = config.padTokenId;

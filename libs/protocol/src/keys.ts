@@ -18,7 +18,7 @@ export const JOB_QUEUE_NAME = 'microbatches';
  *
  * | key | what |
  * |---|---|
- * | `m3ae:<run>:coordinator` | hash: incarnation, step, version, manifestHash (also the "Redis still has our data" sentinel) |
+ * | `m3ae:<run>:coordinator` | hash: incarnation, step, version, manifestHash (also the "Redis still has our data" sentinel), backendKind (the first worker's backend; others are refused) |
  * | `m3ae:<run>:results` | list of contribution messages (JSON), pushed by workers, popped by the coordinator |
  * | `m3ae:<run>:params:v<version>:<chunk>` | parameter blob chunks (f32) |
  * | `m3ae:<run>:grads:s<step>:j<job>:<worker>:<nonce>:<chunk>` | gradient blob chunks, one blob per computation |

@@ -85,7 +85,7 @@ export interface PretrainBatch {
   batchSize: number;
   /** H = W */
   imageSize: number;
-  /** L (= config.maxTextLength) */
+  /** L (pre-training: the model's training text length; at most its maxTextLength) */
   textLength: number;
   /** [B,3,H,W], CLIP mean/std normalised (NCHW, batch-first) */
   pixelValues: Float32Array;

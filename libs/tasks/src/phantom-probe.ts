@@ -48,13 +48,13 @@ export function wordTokenSpan(tok: TextTokenizer, caption: string, words: readon
 }
 
 /** MLM-only or MIM-only copy of a model (same parameters, other objectives off) for evaluation passes. */
-function evalCopy(model: M3AEModel, only: 'mlm' | 'mim'): M3AEModel {
+async function evalCopy(model: M3AEModel, only: 'mlm' | 'mim'): Promise<M3AEModel> {
   const off = { enabled: false, weight: 1 };
   const on = { enabled: true, weight: 1 };
   const c: M3AEConfig = { ...model.config, objectives: { mlm: only === 'mlm' ? on : off, mim: only === 'mim' ? on : off, itm: off } };
   const copy = createModel(c, { zeroInit: true });
   if (copy.manifest.hash !== model.manifest.hash) throw new Error('evaluation copy has another parameter manifest');
-  setParamsFromFlat(copy, flattenParams(model));
+  setParamsFromFlat(copy, await flattenParams(model));
   return copy;
 }
 
@@ -115,8 +115,8 @@ export async function evaluatePhantom(model: M3AEModel, tok: TextTokenizer, line
   const N = numPatches(c);
   const plane = 3 * H * H;
   const images = await Promise.all(lines.map((l) => loadImage(join(dir, l.image), { size: H })));
-  const mlm = evalCopy(model, 'mlm');
-  const mim = evalCopy(model, 'mim');
+  const mlm = await evalCopy(model, 'mlm');
+  const mim = await evalCopy(model, 'mim');
   try {
     const byAttribute: PhantomEval['byAttribute'] = {};
     for (const [attr, words] of Object.entries(IMAGE_WORDS)) {
@@ -146,7 +146,7 @@ export async function evaluatePhantom(model: M3AEModel, tok: TextTokenizer, line
               batch.mlmLabels[b * L + t] = x.ids[t] as number;
             }
           });
-          const r = computeLosses(mlm, batch);
+          const r = await computeLosses(mlm, batch);
           if (mismatched) res.mismatchedCorrect += r.correct.mlm;
           else {
             res.trueCorrect += r.correct.mlm;
@@ -172,7 +172,7 @@ export async function evaluatePhantom(model: M3AEModel, tok: TextTokenizer, line
         batch.mlmInputIds.set(enc.inputIds, b * L);
         batch.mimNoise.set(hashUniforms(seed, 0, 1_000_000 + i, 'mim', N), b * N);
       });
-      const r = computeLosses(mim, batch);
+      const r = await computeLosses(mim, batch);
       mimSum += r.sums.mim;
       mimCount += r.counts.mim;
       const base = patchMeanBaseline(batch.pixelValues, B, H, c.patchSize, batch.mimNoise, mimKeepCount(c));

@@ -89,7 +89,7 @@ export class ModelSelection {
         {
           step,
           manifest: model.manifest,
-          params: params ?? flattenDownstream(model),
+          params: params ?? await flattenDownstream(model),
           config: plan.config,
           metadata: { ...finetuneMetadata(plan), selection: JSON.stringify({ score, split: 'val' }) },
         },

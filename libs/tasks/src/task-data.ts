@@ -226,7 +226,7 @@ export async function evaluateSplit(model: DownstreamModel, split: SplitData, o:
     for (let s = 0; s < n; s += bs) {
       const indices = Array.from({ length: Math.min(bs, n - s) }, (_, i) => s + i);
       const batch = await buildLabeledBatch({ examples: split.examples, indices, images: o.images, tokenizer: o.tokenizer, textLength: o.textLength, seed: 0, step: 0 });
-      const out = computeTaskOutputs(model, batch);
+      const out = await computeTaskOutputs(model, batch);
       lossSum += out.sum;
       indices.forEach((idx, b) => (predictions[idx] = argmaxRow(out.logits, b, out.classes)));
       o.onProgress?.(s + indices.length, n);
@@ -245,7 +245,7 @@ export async function evaluateSplit(model: DownstreamModel, split: SplitData, o:
   for (let i0 = 0; i0 < nI; i0 += chunk) {
     const paths = set.images.slice(i0, i0 + chunk);
     const pixelValues = await buildImageBatch(paths, o.images);
-    const part = retrievalScores(model, { pixelValues, nImages: paths.length, ...texts, nTexts: nT, textLength: o.textLength }, { textChunk: bs });
+    const part = await retrievalScores(model, { pixelValues, nImages: paths.length, ...texts, nTexts: nT, textLength: o.textLength }, { textChunk: bs });
     scores.set(part, i0 * nT);
     o.onProgress?.(i0 + paths.length, nI);
   }

@@ -7,18 +7,22 @@ import { machineInfo, type BenchRow } from './report.js';
  * The large matrix-product rate of the active backend (GFLOP/s): the ceiling that model throughput is
  * compared against ("achieved FLOP rate as a fraction of the backend's matmul rate").
  */
-export function matMulRate(n: number, minMillis = 300): number {
+export async function matMulRate(n: number, minMillis = 300): Promise<number> {
   const [a, b] = tf.tidy(() => [tf.randomNormal([n, n]), tf.randomNormal([n, n])] as const);
   try {
-    // Never return a TypedArray from tidy: tidy walks it element by element looking for tensors (10× slower).
-    const once = (): void => tf.tidy(() => {
-      tf.matMul(a, b).dataSync();
-    });
-    once(); // warm-up: memory growth
+    const once = async (): Promise<void> => {
+      const c = tf.matMul(a, b);
+      try {
+        await c.data();
+      } finally {
+        c.dispose();
+      }
+    };
+    await once(); // warm-up: memory growth
     let iters = 0;
     const start = performance.now();
     while (performance.now() - start < minMillis || iters < 2) {
-      once();
+      await once();
       iters++;
     }
     const seconds = (performance.now() - start) / 1000;
@@ -40,7 +44,7 @@ registerBenchArea('backend', {
       const choice = await chooseBackend({ backend: name });
       for (const n of sizes) {
         if (choice.name === 'cpu' && n > 512 && !options.backend) continue; // pure JS: minutes per 1024² product
-        const gflops = matMulRate(n);
+        const gflops = await matMulRate(n);
         rows.push({ backend: choice.name, size: n, 'GFLOP/s': gflops });
         best[choice.name] = Math.max(best[choice.name] ?? 0, gflops);
       }

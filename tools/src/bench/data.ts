@@ -33,7 +33,7 @@ registerBenchArea('data', {
     const data = sharedDataDir(workspaceRoot);
     if (!data) throw new Error('bench data needs the real MedPix images: set M3AE_SHARED_DATA or provide ../shared/data');
     const medpix = join(data, 'medpix2');
-    const { numPatches, presetConfig } = await import('@m3ae/model'); // lazy: only this area needs the model's presets
+    const { numPatches, presetConfig, trainingTextLength } = await import('@m3ae/model'); // lazy: only this area needs the model's presets
     const presets = [...new Set(['base', options.extra['preset'] ?? 'small'])].map((name) => ({ name, config: presetConfig(name) }));
     const formats: ShardImageFormat[] = ['raw', 'jpeg'];
     const G = 32;
@@ -61,7 +61,7 @@ registerBenchArea('data', {
           const prepareSeconds = (performance.now() - t0) / 1000;
           const ds = await openShardDataset(dir, { verify: 'eager' }); // checksums verified outside the timing
           const sampler = new EpochSampler({ size: ds.size, seed: 0, globalBatchSize: G });
-          const common = { dataset: ds, tokenizer, globalBatchSize: G, seed: 0, imageSize: size, maxTextLength: config.maxTextLength, numPatches: numPatches(config) };
+          const common = { dataset: ds, tokenizer, globalBatchSize: G, seed: 0, imageSize: size, maxTextLength: trainingTextLength(config), numPatches: numPatches(config) };
           const first = sampler.batchAt(0);
           await buildPretrainBatch({ ...common, indices: first.indices, positions: first.positions, step: 0 }); // warm-up
           const full = await measure(G * steps, async () => {

@@ -39,26 +39,26 @@ registerBenchArea('model', {
     const notes: string[] = [];
     const load = loadavg()[0] ?? 0;
 
-    const rates: number[] = [matMulRate(1024, rateMillis)];
+    const rates: number[] = [await matMulRate(1024, rateMillis)];
     const model = createModel(config, { seed: 0 });
     try {
       const batch = syntheticBatch(config, batchSize, 1);
       const normalizers = batchCounts(config, batch);
       const opt = new AdamW(model.manifest, { totalSteps: 1000, learningRate: 1e-5 });
-      const params = flattenParams(model);
-      computeGradients(model, batch, { normalizers, training: true }); // warm-up: kernels, memory growth
+      const params = await flattenParams(model);
+      await computeGradients(model, batch, { normalizers, training: true }); // warm-up: kernels, memory growth
       const tensorsBefore = tf.memory().numTensors;
       const gradSeconds: number[] = [];
       let optSeconds = 0;
       for (let s = 0; s < steps; s++) {
         const t0 = performance.now();
-        const r = computeGradients(model, batch, { normalizers, training: true });
+        const r = await computeGradients(model, batch, { normalizers, training: true });
         const t1 = performance.now();
         opt.update(params, r.grads);
         setParamsFromFlat(model, params);
         optSeconds += (performance.now() - t1) / 1000;
         gradSeconds.push((t1 - t0) / 1000);
-        rates.push(matMulRate(1024, rateMillis));
+        rates.push(await matMulRate(1024, rateMillis));
       }
       if (tf.memory().numTensors !== tensorsBefore) notes.push(`tensor count changed over the steps: ${tensorsBefore} → ${tf.memory().numTensors}`);
       const flops = forwardFlops(config, { batchSize, mlmTokens: normalizers.mlm });

@@ -1,12 +1,13 @@
 import { execFileSync } from 'node:child_process';
 import { freemem, totalmem, cpus } from 'node:os';
 import { Redis } from 'ioredis';
-import { chooseBackend, describeBackend, type BackendAttempt } from '@m3ae/model';
+import { chooseBackend, describeBackend, describeWebGpuAdapter, webGpuAdapter, type BackendAttempt, type WebGpuAdapterReport } from '@m3ae/model';
 import { DEFAULT_REDIS_URL, redactRedisUrl } from '@m3ae/protocol';
 
 export interface DoctorReport {
   node: { version: string; ok: boolean; expected: string };
   backend: { chosen: string | null; attempts: readonly BackendAttempt[]; summary: string };
+  webgpu: WebGpuAdapterReport;
   redis: { url: string; answers: boolean; version?: string; maxmemoryPolicy?: string; error?: string };
   redisServer: { onPath: boolean; path?: string; install?: string };
   memory: { freeBytes: number; totalBytes: number };
@@ -57,6 +58,7 @@ export async function doctor(env: NodeJS.ProcessEnv = process.env, backend?: str
   return {
     node: { version: process.versions.node, ok: major >= 20, expected: '>=20' },
     backend: chosen,
+    webgpu: await webGpuAdapter(),
     redis: await probeRedis(env['REDIS_URL'] ?? DEFAULT_REDIS_URL),
     redisServer: serverPath ? { onPath: true, path: serverPath } : { onPath: false, install: 'sudo apt-get install -y redis-server' },
     memory: { freeBytes: freemem(), totalBytes: totalmem() },
@@ -71,6 +73,7 @@ export function formatDoctor(r: DoctorReport): string {
   const lines = [
     `${mark(r.node.ok)} node ${r.node.version} (expected ${r.node.expected})`,
     `${mark(r.backend.chosen !== null)} ${r.backend.summary}`,
+    `${r.webgpu.ok ? 'ok  ' : '-   '} ${describeWebGpuAdapter(r.webgpu)}`,
     `${mark(r.redis.answers)} redis at ${r.redis.url}: ` +
       (r.redis.answers ? `answers (version ${r.redis.version ?? '?'}, maxmemory-policy ${r.redis.maxmemoryPolicy ?? 'unknown'})` : `no answer (${r.redis.error ?? 'unknown error'})`),
     `${mark(r.redisServer.onPath)} redis-server ` + (r.redisServer.onPath ? `on PATH at ${r.redisServer.path ?? ''}` : `not on PATH; install it with: ${r.redisServer.install ?? ''}`),

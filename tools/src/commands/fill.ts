@@ -64,7 +64,7 @@ export async function fill(o: FillOptions): Promise<FillSummary> {
       variants.push({ name: 'mismatched', source: o.mismatchedImage });
       images.push(await loadImage(o.mismatchedImage, { size: c.imageSize }));
     }
-    const r = fillMasked(model, text, images, { topK: o.topK ?? 5 });
+    const r = await fillMasked(model, text, images, { topK: o.topK ?? 5 });
     const V = c.vocabSize;
     return {
       checkpoint: path,

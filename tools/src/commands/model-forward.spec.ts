@@ -47,7 +47,7 @@ beforeAll(async () => {
   files.batch = join(dir, 'batch.safetensors');
   // Training weights of 3/0.5/2 must not change the reference figures (plain sum of the three means).
   await writeFile(files.config, JSON.stringify({ preset: 'tiny', objectives: { mlm: { enabled: true, weight: 3 }, mim: { enabled: true, weight: 0.5 }, itm: { enabled: true, weight: 2 } } }));
-  await writeOfficialWeights(files.weights, getModelParams(model), tiny);
+  await writeOfficialWeights(files.weights, await getModelParams(model), tiny);
   await writeBatchFile(files.batch, batch, { intDtype: 'I64' });
 });
 
@@ -65,7 +65,7 @@ describe('m3ae model forward', () => {
     expect(tf.memory().numTensors).toBe(before);
     expect(warnings).toEqual([]);
 
-    const direct = computeLosses(model, batch, { training: false });
+    const direct = await computeLosses(model, batch, { training: false });
     const counts = batchCounts(tiny, batch);
     expect(direct.counts).toEqual(counts);
     expect(result.mlm_loss).toBeCloseTo(direct.sums.mlm / counts.mlm, 5);
@@ -91,7 +91,7 @@ describe('m3ae model forward', () => {
     }
     // Back to our names: equal to the model's own gradient with weights 1 and the batch's counts as normalisers.
     const { params: back } = await readOfficialWeights(grads, tiny);
-    const expected = unflatten(model.manifest, computeGradients(model, batch, { normalizers: counts, training: false }).grads);
+    const expected = unflatten(model.manifest, (await computeGradients(model, batch, { normalizers: counts, training: false })).grads);
     let worst = 0;
     let scale = 0;
     for (const [name, g] of expected) {
@@ -135,7 +135,7 @@ describe.skipIf(!built)('as a real process', () => {
     const ckdir = join(dir, 'ckpts');
     const manifest = modelManifest(tiny);
     const params = new Float32Array(manifest.size).map((_, i) => Math.cos(i));
-    const fixed = getModelParams(model).get('mim_head.decoder_pos_embed') as Float32Array;
+    const fixed = (await getModelParams(model)).get('mim_head.decoder_pos_embed') as Float32Array;
     const saved = await saveCheckpoint(ckdir, { step: 42, manifest, params, fixedParams: new Map([['mim_head.decoder_pos_embed', fixed]]), config: tiny, metadata: { sampler_step: '42' } });
     const out = await run('node', [bin, 'checkpoint', 'inspect', ckdir, '--verify']);
     const info = JSON.parse(out.stdout) as Record<string, unknown>;

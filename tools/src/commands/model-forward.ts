@@ -81,8 +81,8 @@ export async function modelForward(opts: ModelForwardOptions, warn: (line: strin
     setModelParams(model, params);
     const counts = batchCounts(config, batch);
     const normalizers: LossNormalizers = { mlm: counts.mlm || 1, mim: counts.mim || 1, itm: counts.itm || 1 };
-    const withGrads = opts.grads ? computeGradients(model, batch, { normalizers, training: false }) : undefined;
-    const r = withGrads ?? computeLosses(model, batch, { training: false });
+    const withGrads = opts.grads ? await computeGradients(model, batch, { normalizers, training: false }) : undefined;
+    const r = withGrads ?? await computeLosses(model, batch, { training: false });
     const mean = (o: 'mlm' | 'mim' | 'itm'): number | null => (config.objectives[o].enabled && r.counts[o] > 0 ? r.sums[o] / r.counts[o] : null);
     const accuracy = (o: 'mlm' | 'itm'): number | null => (config.objectives[o].enabled && r.counts[o] > 0 ? r.correct[o] / r.counts[o] : null);
     const result: ModelForwardResult = {

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { forwardFlops, modelManifest, parameterCounts, presetConfig, resolveConfig, type M3AEConfig, type ModuleCount } from '@m3ae/model';
+import { forwardFlops, modelManifest, parameterCounts, presetConfig, resolveConfig, trainingTextLength, type M3AEConfig, type ModuleCount } from '@m3ae/model';
 import { formatTable } from '../bench/report.js';
 
 export interface ModelInfo {
@@ -43,7 +43,7 @@ export function formatModelInfo(info: ModelInfo): string {
     formatTable(rows),
     '',
     `parameter tensors: ${info.tensors}; manifest ${info.manifestHash}`,
-    `forward matrix products: ${info.forwardGflopPerSample.toFixed(2)} GFLOP per sample at text length ${c.maxTextLength} (MLM + MIM + ITM passes)`,
+    `forward matrix products: ${info.forwardGflopPerSample.toFixed(2)} GFLOP per sample at text length ${trainingTextLength(c)} (MLM + MIM + ITM passes)`,
   ].join('\n');
 }
 

@@ -95,7 +95,7 @@ export function createDownstreamModel(config: M3AEConfig, head: HeadSpec, option
 }
 
 /** Trainable parameters as one Float32Array in manifest order (`flattenParams` of the downstream model). */
-export const flattenDownstream: (model: DownstreamModel) => Float32Array = flattenParams;
+export const flattenDownstream: (model: DownstreamModel) => Promise<Float32Array> = flattenParams;
 
 /** Assigns every trainable parameter from a flat buffer in manifest order (`setParamsFromFlat`). */
 export const setDownstreamFromFlat: (model: DownstreamModel, flat: Float32Array) => void = setParamsFromFlat;

@@ -90,12 +90,12 @@ describe('downstream heads and objectives (tiny, wasm)', () => {
     expect(() => downstreamManifest(config, { kind: 'retrieval', outputs: 2 })).toThrow(/1 output/);
   });
 
-  it('gives logits [B, answers] and a gradient that matches finite differences', () => {
+  it('gives logits [B, answers] and a gradient that matches finite differences', async () => {
     const batch = randomBatch(config, 3, 1, 7, 5);
-    const out = computeTaskOutputs(vqa, batch);
+    const out = await computeTaskOutputs(vqa, batch);
     expect(out.classes).toBe(7);
     expect(out.logits.length).toBe(21);
-    const g = computeTaskGradients(vqa, batch, { normalizer: 3, training: false });
+    const g = await computeTaskGradients(vqa, batch, { normalizer: 3, training: false });
     expect(g.sum).toBeCloseTo(out.sum, 3);
     expect(g.count).toBe(3);
     // Every part of the model gets a gradient: head, fusion, both encoders.
@@ -103,7 +103,7 @@ describe('downstream heads and objectives (tiny, wasm)', () => {
       expect(norm(segment(vqa, g.grads, n)), n).toBeGreaterThan(0);
     }
     // Central differences on the largest-gradient coordinates of two parameters (float32: loose tolerance).
-    const flat = flattenDownstream(vqa);
+    const flat = await flattenDownstream(vqa);
     try {
       for (const name of ['vqa_head.3.weight', 'multi_modal_vision_pooler.dense.weight']) {
         const e = vqa.manifest.entries.find((x) => x.name === name);
@@ -112,13 +112,13 @@ describe('downstream heads and objectives (tiny, wasm)', () => {
         let k = 0;
         for (let i = 1; i < seg.length; i++) if (Math.abs(seg[i] ?? 0) > Math.abs(seg[k] ?? 0)) k = i;
         const eps = 1e-2;
-        const at = (delta: number): number => {
+        const at = async (delta: number): Promise<number> => {
           const f = flat.slice();
           f[offset + k] = (f[offset + k] ?? 0) + delta;
           setDownstreamFromFlat(vqa, f);
-          return computeTaskOutputs(vqa, batch).sum / 3;
+          return (await computeTaskOutputs(vqa, batch)).sum / 3;
         };
-        const fd = (at(eps) - at(-eps)) / (2 * eps);
+        const fd = ((await at(eps)) - (await at(-eps))) / (2 * eps);
         expect(Math.abs(fd - (seg[k] ?? 0)) / Math.abs(seg[k] ?? 1), name).toBeLessThan(0.05);
       }
     } finally {
@@ -126,12 +126,12 @@ describe('downstream heads and objectives (tiny, wasm)', () => {
     }
   });
 
-  it('sums micro-batch gradients to the whole batch (dropout on), and leaks no tensor', () => {
+  it('sums micro-batch gradients to the whole batch (dropout on), and leaks no tensor', async () => {
     const batch = randomBatch(config, 4, 1, 7, 9);
     const before = tf.memory().numTensors;
-    const whole = computeTaskGradients(vqa, batch, { normalizer: 4, training: true });
-    const a = computeTaskGradients(vqa, slice(batch, 0, 1), { normalizer: 4, training: true });
-    const b = computeTaskGradients(vqa, slice(batch, 1, 4), { normalizer: 4, training: true });
+    const whole = await computeTaskGradients(vqa, batch, { normalizer: 4, training: true });
+    const a = await computeTaskGradients(vqa, slice(batch, 0, 1), { normalizer: 4, training: true });
+    const b = await computeTaskGradients(vqa, slice(batch, 1, 4), { normalizer: 4, training: true });
     expect(tf.memory().numTensors).toBe(before);
     expect(a.sum + b.sum).toBeCloseTo(whole.sum, 3);
     expect(a.correct + b.correct).toBe(whole.correct);
@@ -139,41 +139,41 @@ describe('downstream heads and objectives (tiny, wasm)', () => {
     const diff = summed.map((v, i) => v - (whole.grads[i] ?? 0));
     expect(norm(diff) / norm(whole.grads)).toBeLessThan(1e-4);
     // Dropout changes the result (it is on), deterministically (same seeds → same gradient).
-    const again = computeTaskGradients(vqa, batch, { normalizer: 4, training: true });
+    const again = await computeTaskGradients(vqa, batch, { normalizer: 4, training: true });
     expect(Array.from(again.grads)).toEqual(Array.from(whole.grads));
-    const evalMode = computeTaskGradients(vqa, batch, { normalizer: 4, training: false });
+    const evalMode = await computeTaskGradients(vqa, batch, { normalizer: 4, training: false });
     expect(evalMode.sum).not.toBeCloseTo(whole.sum, 4);
   });
 
-  it('counts an answer outside the vocabulary (label −1) wrong, with an all-zero BCE target', () => {
+  it('counts an answer outside the vocabulary (label −1) wrong, with an all-zero BCE target', async () => {
     const batch = randomBatch(config, 2, 1, 7, 13);
     batch.labels[1] = -1;
-    const out = computeTaskOutputs(vqa, batch);
+    const out = await computeTaskOutputs(vqa, batch);
     expect(out.correct).toBeLessThanOrEqual(1);
     // Row 1's loss is Σ_c softplus(x_c): recompute it from the logits.
     let row1 = 0;
     for (let j = 0; j < 7; j++) row1 += Math.log1p(Math.exp(out.logits[7 + j] ?? 0));
-    const only0 = computeTaskOutputs(vqa, slice(batch, 0, 1));
+    const only0 = await computeTaskOutputs(vqa, slice(batch, 0, 1));
     expect(out.sum - only0.sum).toBeCloseTo(row1, 3);
     const bad = randomBatch(config, 2, 1, 7, 13);
     bad.labels[0] = 7;
-    expect(() => computeTaskOutputs(vqa, bad)).toThrow(/labels\[0\]: got 7/);
+    await expect(computeTaskOutputs(vqa, bad)).rejects.toThrow(/labels\[0\]: got 7/);
   });
 
-  it('retrieval: K captions per image, cross-entropy on the true one, and pair scores that agree with the batched pass', () => {
+  it('retrieval: K captions per image, cross-entropy on the true one, and pair scores that agree with the batched pass', async () => {
     const irtr = createDownstreamModel(config, { kind: 'retrieval', outputs: 1 }, { seed: 4 });
     try {
       const batch = randomBatch(config, 2, 4, 1, 21);
       batch.labels.fill(0);
-      const g = computeTaskGradients(irtr, batch, { normalizer: 2, training: true });
+      const g = await computeTaskGradients(irtr, batch, { normalizer: 2, training: true });
       expect(norm(segment(irtr, g.grads, 'irtr_head.weight'))).toBeGreaterThan(0);
-      const out = computeTaskOutputs(irtr, batch);
+      const out = await computeTaskOutputs(irtr, batch);
       expect(out.classes).toBe(4);
       // Image b with its 4 texts, scored pair by pair by retrievalScores, equals row b of the batched logits.
       const L = batch.textLength;
       const plane = 3 * config.imageSize * config.imageSize;
       const tensors = tf.memory().numTensors;
-      const scores = retrievalScores(
+      const scores = await retrievalScores(
         irtr,
         { pixelValues: batch.pixelValues, nImages: 2, inputIds: batch.inputIds, attentionMask: batch.attentionMask, nTexts: 8, textLength: L },
         { textChunk: 3, imageChunk: 1 },
@@ -195,17 +195,17 @@ describe('downstream heads and objectives (tiny, wasm)', () => {
     }
   });
 
-  it('loads pre-trained weights: backbone copied, positions resized to the fine-tuning size, irtr head = ITM match row', () => {
+  it('loads pre-trained weights: backbone copied, positions resized to the fine-tuning size, irtr head = ITM match row', async () => {
     const pre = createModel(config, { seed: 11 });
     const ftConfig = presetConfig('tiny', { imageSize: finetuneImageSize(config) });
     expect(ftConfig.imageSize).toBe(40);
     const irtr = createDownstreamModel(ftConfig, { kind: 'retrieval', outputs: 1 }, { seed: 1 });
     try {
-      const params = unflatten(modelManifest(config), flattenParams(pre));
+      const params = unflatten(modelManifest(config), await flattenParams(pre));
       const report = loadPretrained(irtr, { config, params });
       expect(report.resized).toEqual(['vision_encoder.visual.positional_embedding']);
       expect(report.initialised).toEqual([]);
-      const flat = flattenDownstream(irtr);
+      const flat = await flattenDownstream(irtr);
       expect(Array.from(segment(irtr, flat, 'language_encoder.encoder.layer.0.attention.self.query.weight'))).toEqual(Array.from(params.get('language_encoder.encoder.layer.0.attention.self.query.weight') ?? []));
       expect(segment(irtr, flat, 'vision_encoder.visual.positional_embedding').length).toBe(26 * 32);
       // Class row kept as is.
@@ -227,7 +227,7 @@ describe('downstream heads and objectives (tiny, wasm)', () => {
     }
   });
 
-  it('fine-tunes a tiny model on a separable task: the loss falls and accuracy rises, with no tensor leak', () => {
+  it('fine-tunes a tiny model on a separable task: the loss falls and accuracy rises, with no tensor leak', async () => {
     // Label = whether the image is bright or dark; the text carries no information.
     const cls = createDownstreamModel(config, { kind: 'classification', outputs: 2 }, { seed: 2 });
     try {
@@ -241,17 +241,17 @@ describe('downstream heads and objectives (tiny, wasm)', () => {
         return b;
       };
       const evalBatch = make(1000);
-      const start = computeTaskOutputs(cls, evalBatch);
+      const start = await computeTaskOutputs(cls, evalBatch);
       const opt = new AdamW(cls.manifest, { learningRate: 1e-3, totalSteps: 30, warmupFraction: 0.1, lrMultiplierHead: FINETUNE_DEFAULTS.melinda.lrMultiplierHead });
-      const params = flattenDownstream(cls);
+      const params = await flattenDownstream(cls);
       const tensors = tf.memory().numTensors;
       for (let step = 0; step < 30; step++) {
-        const g = computeTaskGradients(cls, make(step), { normalizer: 8, training: true });
+        const g = await computeTaskGradients(cls, make(step), { normalizer: 8, training: true });
         opt.update(params, g.grads);
         setDownstreamFromFlat(cls, params);
       }
       expect(tf.memory().numTensors).toBe(tensors);
-      const end = computeTaskOutputs(cls, evalBatch);
+      const end = await computeTaskOutputs(cls, evalBatch);
       expect(end.sum).toBeLessThan(start.sum * 0.5);
       expect(end.correct).toBeGreaterThanOrEqual(7);
       expect(end.correct).toBeGreaterThan(start.correct);

@@ -183,18 +183,21 @@ export interface TaskGradientOptions {
   training: boolean;
 }
 
-/** Gradient of Σ_examples loss / N for one micro-batch; summing micro-batches gives the global batch's gradient. */
-export function computeTaskGradients(model: DownstreamModel, batch: DownstreamBatch, opts: TaskGradientOptions): TaskGradients {
+/**
+ * Gradient of Σ_examples loss / N for one micro-batch; summing micro-batches gives the global batch's gradient.
+ * One asynchronous read: the gradients flattened on the device in manifest order, then the loss sum and logits.
+ */
+export async function computeTaskGradients(model: DownstreamModel, batch: DownstreamBatch, opts: TaskGradientOptions): Promise<TaskGradients> {
   validateDownstreamBatch(model, batch);
   const N = opts.normalizer;
   if (!(Number.isFinite(N) && N >= batch.batchSize)) {
     throw new DownstreamBatchError(`normalizer: got ${String(N)}; expected the global example count (at least this batch's ${batch.batchSize})`);
   }
-  const grads = new Float32Array(model.manifest.size);
   // Filled inside the differentiated function (kept past its tidy), read and freed below.
   const kept: { sum?: tf.Scalar; logits?: tf.Tensor2D } = {};
+  let all: tf.Tensor1D | undefined;
   try {
-    tf.tidy(() => {
+    all = tf.tidy(() => {
       const p = paramsOf(model);
       const drop = opts.training ? new Dropout(batch.dropoutSeeds, model.config.dropout, DOWNSTREAM_PASS) : Dropout.off();
       const loss = (): tf.Scalar => {
@@ -205,16 +208,23 @@ export function computeTaskGradients(model: DownstreamModel, batch: DownstreamBa
         return tf.div(sum, N);
       };
       const result = tf.variableGrads(loss, model.trainable as tf.Variable[]);
+      if (!kept.sum || !kept.logits) throw new Error('computeTaskGradients: the loss was not evaluated');
+      const parts: tf.Tensor[] = [];
       for (const e of model.manifest.entries) {
         if (e.offset === null) continue;
-        const g = result.grads[model.param(e.name).name];
-        if (g) grads.set(g.dataSync() as Float32Array, e.offset);
+        const v = model.param(e.name);
+        parts.push(tf.reshape(result.grads[v.name] ?? tf.zerosLike(v), [-1]));
       }
+      parts.push(tf.reshape(kept.sum, [1]), tf.reshape(kept.logits, [-1]));
+      return tf.concat(parts) as tf.Tensor1D;
     });
-    if (!kept.sum || !kept.logits) throw new Error('computeTaskGradients: the loss was not evaluated');
-    const logits = kept.logits.dataSync() as Float32Array;
-    return { sum: kept.sum.dataSync()[0] ?? 0, count: batch.batchSize, correct: correctCount(logits, batch.labels, kept.logits.shape[1]), grads };
+    const values = (await all.data()) as Float32Array;
+    const size = model.manifest.size;
+    const classes = kept.logits?.shape[1] ?? 0;
+    const logits = values.subarray(size + 1);
+    return { sum: values[size] as number, count: batch.batchSize, correct: correctCount(logits, batch.labels, classes), grads: values.subarray(0, size) };
   } finally {
+    all?.dispose();
     kept.sum?.dispose();
     kept.logits?.dispose();
   }
@@ -226,20 +236,19 @@ export interface TaskOutputs extends TaskTotals {
   classes: number;
 }
 
-/** Forward only, no dropout (evaluation): the loss totals and the logits. */
-export function computeTaskOutputs(model: DownstreamModel, batch: DownstreamBatch): TaskOutputs {
+/** Forward only, no dropout (evaluation): the loss totals and the logits, read in one transfer. */
+export async function computeTaskOutputs(model: DownstreamModel, batch: DownstreamBatch): Promise<TaskOutputs> {
   validateDownstreamBatch(model, batch);
-  const [logitsT, sumT] = tf.tidy(() => {
+  const [all, classes] = tf.tidy(() => {
     const logits = taskLogits(model, paramsOf(model), batch, Dropout.off());
-    return [logits, summedLoss(model, logits, batch.labels)];
+    return [tf.concat([tf.reshape(summedLoss(model, logits, batch.labels), [1]), tf.reshape(logits, [-1])]), logits.shape[1]] as const;
   });
   try {
-    const logits = logitsT.dataSync() as Float32Array;
-    const classes = logitsT.shape[1] as number;
-    return { sum: sumT.dataSync()[0] ?? 0, count: batch.batchSize, correct: correctCount(logits, batch.labels, classes), logits: logits.slice(), classes };
+    const values = (await all.data()) as Float32Array;
+    const logits = values.slice(1);
+    return { sum: values[0] as number, count: batch.batchSize, correct: correctCount(logits, batch.labels, classes), logits, classes };
   } finally {
-    logitsT.dispose();
-    sumT.dispose();
+    all.dispose();
   }
 }
 
@@ -269,7 +278,7 @@ export interface RetrievalScoreOptions {
  * official `compute_irtr_recall`). Each image and each text goes through its encoder once; only the fusion module
  * runs per pair.
  */
-export function retrievalScores(model: DownstreamModel, input: RetrievalScoreInput, options: RetrievalScoreOptions = {}): Float32Array {
+export async function retrievalScores(model: DownstreamModel, input: RetrievalScoreInput, options: RetrievalScoreOptions = {}): Promise<Float32Array> {
   if (model.head.kind !== 'retrieval') throw new Error(`retrievalScores: the model has a ${model.head.kind} head; expected a retrieval head`);
   const c = model.config;
   const { nImages, nTexts, textLength: L } = input;
@@ -322,8 +331,11 @@ export function retrievalScores(model: DownstreamModel, input: RetrievalScoreInp
           const joint = tf.concat([pooler(ctx, 'multi_modal_language_pooler', fused.text, L), pooler(ctx, 'multi_modal_vision_pooler', fused.image, T)], 1);
           return headForward(p, model.head, joint);
         });
-        scores.set(out.dataSync() as Float32Array, i * nTexts + tp.t0);
-        out.dispose();
+        try {
+          scores.set((await out.data()) as Float32Array, i * nTexts + tp.t0);
+        } finally {
+          out.dispose();
+        }
       }
       options.onProgress?.(i + 1);
     }

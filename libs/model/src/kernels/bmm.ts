@@ -82,6 +82,8 @@ function product(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
   const K = a.shape[r - 1] ?? 1;
   const N = b.shape[r - 1] ?? 1;
   const G = a.size / (M * K);
+  // A kernel must compute synchronously; this one runs only where reads are synchronous (wasm, cpu: useKernel).
+  // eslint-disable-next-line no-restricted-properties
   const out = bmmArrays(a.dataSync() as Float32Array, b.dataSync() as Float32Array, G, M, K, N);
   return tf.tensor(out, [...a.shape.slice(0, r - 2), M, N], 'float32');
 }

@@ -158,8 +158,8 @@ export function setModelParams(model: M3AEModel, params: ReadonlyMap<string, Flo
 }
 
 /** The model's parameters (trainable and fixed) as named arrays, canonical order. */
-export function getModelParams(model: M3AEModel): Map<string, Float32Array> {
+export async function getModelParams(model: M3AEModel): Promise<Map<string, Float32Array>> {
   const out = new Map<string, Float32Array>();
-  for (const e of model.manifest.entries) out.set(e.name, (model.param(e.name).dataSync() as Float32Array).slice());
+  for (const e of model.manifest.entries) out.set(e.name, ((await model.param(e.name).data()) as Float32Array).slice());
   return out;
 }

@@ -1,5 +1,5 @@
 import { buildPretrainBatch, loadTokenizer, openShardDataset, type ShardDataset, type TextTokenizer } from '@m3ae/data';
-import { chooseBackend, computeGradients, createModel, numPatches, setParamsFromFlat, type M3AEConfig, type M3AEModel } from '@m3ae/model';
+import { chooseBackend, computeGradients, createModel, numPatches, setParamsFromFlat, trainingTextLength, type M3AEConfig, type M3AEModel } from '@m3ae/model';
 import { ConfigError, pretrainTotals, type RunConfig } from '@m3ae/protocol';
 import { runModelConfig, runTokenizerPath } from '../setup/model-setup.js';
 import { realTokens, type GradientComputer, type MicroBatchResult } from './gradient-computer.js';
@@ -54,12 +54,12 @@ export class ModelComputer implements GradientComputer {
       step: job.step,
       seed: job.seed,
       imageSize: this.config.imageSize,
-      maxTextLength: this.config.maxTextLength,
+      maxTextLength: trainingTextLength(this.config),
       mlmProbability: this.config.mlmMaskRatio,
       mimMaskRatio: this.config.mimMaskRatio,
       numPatches: numPatches(this.config),
     });
-    const r = computeGradients(this.model, batch, { normalizers: pretrainTotals(job.normalizers), training: true });
+    const r = await computeGradients(this.model, batch, { normalizers: pretrainTotals(job.normalizers), training: true });
     return { ...r, tokens: realTokens(batch.attentionMask) };
   }
 

@@ -48,7 +48,7 @@ export class TaskComputer implements GradientComputer {
       this.loadedVersion = { version: job.version, checksum: job.params.checksum };
     }
     const batch = await buildTrainBatch(this.plan, [...job.indices], job.step);
-    const r = computeTaskGradients(this.model, batch, { normalizer: n, training: true });
+    const r = await computeTaskGradients(this.model, batch, { normalizer: n, training: true });
     const o = this.objective;
     return { sums: { [o]: r.sum }, counts: { [o]: r.count }, correct: { [o]: r.correct }, tokens: realTokens(batch.attentionMask), grads: r.grads };
   }

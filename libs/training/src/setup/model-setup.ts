@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadTokenizer, openShardDataset, pretrainCounts, type ShardDataset, type TextTokenizer } from '@m3ae/data';
-import { initialValues, modelManifest, numPatches, parameterSpecs, resolveConfig, type M3AEConfig } from '@m3ae/model';
+import { initialValues, modelManifest, numPatches, parameterSpecs, resolveConfig, trainingTextLength, type M3AEConfig } from '@m3ae/model';
 import { ConfigError, pretrainTraining, type LossTriple, type RunConfig } from '@m3ae/protocol';
 import { adamwFor } from '../optimizer.js';
 import { pretrainSchedule, type TrainingSetup } from './training-setup.js';
@@ -79,7 +79,7 @@ export async function modelSetup(config: RunConfig): Promise<TrainingSetup> {
         globalBatchSize: slice.globalBatchSize,
         step: slice.step,
         seed: slice.seed,
-        maxTextLength: model.maxTextLength,
+        maxTextLength: trainingTextLength(model),
         mlmProbability: model.mlmMaskRatio,
         mimMaskRatio: model.mimMaskRatio,
         numPatches: numPatches(model),

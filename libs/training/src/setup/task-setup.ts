@@ -33,7 +33,7 @@ export async function taskSetup(config: RunConfig, options: TaskSetupOptions = {
   const model = await createTaskModel(plan, { log });
   const objective = taskObjective(plan.head.kind);
   const selection = new ModelSelection(plan, resolve(config.checkpoint.dir), log);
-  const initial = flattenDownstream(model);
+  const initial = await flattenDownstream(model);
   const taskMeta = JSON.stringify(plan.meta);
   return {
     kind: 'task',

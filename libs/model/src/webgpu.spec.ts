@@ -1,0 +1,108 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { chooseBackend, webGpuAdapter } from './backend.js';
+import { presetConfig } from './config.js';
+import { useLavapipe } from './lavapipe.js';
+import { createModel, type M3AEModel } from './model.js';
+import { batchCounts, computeGradients, computeLosses, type MicroBatchResult } from './pretrain.js';
+import { syntheticBatch } from './synthetic.js';
+
+// The webgpu backend on Mesa's lavapipe (a CPU Vulkan driver, ≈4 GFLOP/s): small batches only.
+const icd = useLavapipe();
+
+function relL2(a: Float32Array, b: Float32Array): number {
+  let dd = 0;
+  let bb = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = (a[i] as number) - (b[i] as number);
+    dd += d * d;
+    bb += (b[i] as number) ** 2;
+  }
+  return Math.sqrt(dd) / Math.max(Math.sqrt(bb), 1e-30);
+}
+
+function nonFinite(a: Float32Array): number {
+  let n = 0;
+  for (const v of a) if (!Number.isFinite(v)) n++;
+  return n;
+}
+
+/** The backend's live GPU buffers (tfjs-backend-webgpu's buffer manager), for the leak check. */
+function usedGpuBuffers(): number {
+  const manager = (tf.backend() as unknown as { bufferManager?: { getNumUsedBuffers(): number } }).bufferManager;
+  if (!manager) throw new Error('the webgpu backend has no buffer manager to count');
+  return manager.getNumUsedBuffers();
+}
+
+describe.skipIf(icd === undefined)('the webgpu backend on lavapipe against wasm (tiny, dropout on)', () => {
+  const config = presetConfig('tiny');
+  const batch = syntheticBatch(config, 2, 5);
+  const normalizers = batchCounts(config, batch);
+  let wasm: MicroBatchResult;
+  let model: M3AEModel;
+
+  beforeAll(async () => {
+    await chooseBackend({ backend: 'wasm' });
+    const ref = createModel(config, { seed: 3 });
+    wasm = await computeGradients(ref, batch, { normalizers, training: true });
+    ref.dispose();
+    const adapter = await webGpuAdapter();
+    if (!adapter.ok) throw new Error(`lavapipe at ${icd ?? '?'} gives no WebGPU adapter: ${adapter.reason}`);
+    const choice = await chooseBackend({ backend: 'webgpu' });
+    expect(choice.name).toBe('webgpu');
+    expect(tf.getBackend()).toBe('webgpu');
+    model = createModel(config, { seed: 3 });
+  }, 120_000);
+  afterAll(() => model?.dispose());
+
+  it('is chosen only when asked for: auto passes a CPU adapter over', async () => {
+    const adapter = await webGpuAdapter();
+    expect(adapter.ok && adapter.info.cpu).toBe(true);
+  });
+
+  it('computes the losses within 1e-4 and the gradients within 1e-5 relative L2 of wasm', async () => {
+    const gpu = await computeGradients(model, batch, { normalizers, training: true });
+    expect(gpu.counts).toEqual(wasm.counts);
+    expect(gpu.correct).toEqual(wasm.correct);
+    for (const o of ['mlm', 'mim', 'itm'] as const) {
+      expect(Math.abs(gpu.sums[o] - wasm.sums[o]) / Math.abs(wasm.sums[o]), o).toBeLessThan(1e-4);
+    }
+    expect(nonFinite(gpu.grads)).toBe(0);
+    expect(gpu.grads.length).toBe(wasm.grads.length);
+    const rel = { mlm: 0, mim: 0, itm: 0 };
+    for (const o of ['mlm', 'mim', 'itm'] as const) rel[o] = Math.abs(gpu.sums[o] - wasm.sums[o]) / Math.abs(wasm.sums[o]);
+    console.info(`webgpu vs wasm (tiny, B=2, dropout on): loss relative difference ${JSON.stringify(rel)}, gradient relative L2 ${relL2(gpu.grads, wasm.grads).toExponential(2)}`);
+    expect(relL2(gpu.grads, wasm.grads)).toBeLessThan(1e-5);
+    const losses = await computeLosses(model, batch, { training: true });
+    for (const o of ['mlm', 'mim', 'itm'] as const) expect(losses.sums[o]).toBeCloseTo(gpu.sums[o], 4);
+  }, 120_000);
+
+  it('computes small (B=1) within the same bounds', async () => {
+    const small = presetConfig('small');
+    const one = syntheticBatch(small, 1, 5);
+    const n = batchCounts(small, one);
+    const run = async (backend: string): Promise<MicroBatchResult> => {
+      await chooseBackend({ backend });
+      const m = createModel(small, { seed: 3 });
+      try {
+        return await computeGradients(m, one, { normalizers: n, training: true });
+      } finally {
+        m.dispose();
+      }
+    };
+    const ref = await run('wasm');
+    const gpu = await run('webgpu');
+    expect(gpu.counts).toEqual(ref.counts);
+    for (const o of ['mlm', 'mim', 'itm'] as const) expect(Math.abs(gpu.sums[o] - ref.sums[o]) / Math.abs(ref.sums[o]), o).toBeLessThan(1e-4);
+    expect(relL2(gpu.grads, ref.grads)).toBeLessThan(1e-5);
+  }, 300_000);
+
+  it('leaks no tensor and no GPU buffer over many steps', async () => {
+    await computeGradients(model, batch, { normalizers, training: true }); // warm-up: pools, shaders
+    const tensors = tf.memory().numTensors;
+    const buffers = usedGpuBuffers();
+    for (let s = 0; s < 10; s++) await computeGradients(model, syntheticBatch(config, 2, 100 + s), { normalizers: batchCounts(config, syntheticBatch(config, 2, 100 + s)), training: true });
+    expect(tf.memory().numTensors).toBe(tensors);
+    expect(usedGpuBuffers()).toBe(buffers);
+  }, 300_000);
+});
