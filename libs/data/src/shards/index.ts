@@ -1,3 +1,4 @@
 export * from './format.js';
 export * from './writer.js';
 export * from './reader.js';
+export * from './validation-samples.js';
