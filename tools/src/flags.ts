@@ -21,11 +21,11 @@ export function nonNegativeInt(name: string): (v: string) => number {
   };
 }
 
-/** Decimal digits only, from `min` to `max`. */
+/** An integer from `min` to `max` (inclusive). */
 export function intInRange(name: string, min: number, max = Number.MAX_SAFE_INTEGER): (v: string) => number {
   return (v) => {
     const n = Number(v);
-    if (!(/^\d+$/.test(v) && n >= min && n <= max)) throw new InvalidArgumentError(`${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
+    if (!(v.trim() !== '' && Number.isInteger(n) && n >= min && n <= max)) throw new InvalidArgumentError(`${name} must be an integer in ${min}..${max}, got ${JSON.stringify(v)}`);
     return n;
   };
 }
@@ -34,6 +34,14 @@ export function positiveNumber(name: string): (v: string) => number {
   return (v) => {
     const n = Number(v);
     if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`${name} must be a positive number, got ${JSON.stringify(v)}`);
+    return n;
+  };
+}
+
+export function nonNegativeNumber(name: string): (v: string) => number {
+  return (v) => {
+    const n = Number(v);
+    if (!(v.trim() !== '' && Number.isFinite(n) && n >= 0)) throw new InvalidArgumentError(`${name} must be a number >= 0, got ${JSON.stringify(v)}`);
     return n;
   };
 }

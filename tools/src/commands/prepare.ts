@@ -1,5 +1,6 @@
 import { availableParallelism } from 'node:os';
-import { InvalidArgumentError, type Command } from 'commander';
+import type { Command } from 'commander';
+import { oneOf, positiveInt } from '../flags.js';
 import cliProgress from 'cli-progress';
 import { IMAGE_FORMATS, loadTokenizer, PAIR_SOURCES, prepareShards, type PairSource, type ShardImageFormat } from '@m3ae/data';
 
@@ -13,21 +14,6 @@ interface PrepareCliOptions {
   imageFormat: string;
   samplesPerShard: number;
   concurrency: number;
-}
-
-function positiveInt(name: string): (v: string) => number {
-  return (v) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got ${JSON.stringify(v)}`);
-    return n;
-  };
-}
-
-function oneOf(name: string, allowed: readonly string[]): (v: string) => string {
-  return (v) => {
-    if (!allowed.includes(v)) throw new InvalidArgumentError(`${name} must be one of ${allowed.join(', ')}, got ${JSON.stringify(v)}`);
-    return v;
-  };
 }
 
 /**
