@@ -3,7 +3,7 @@ import { mimKeepCount, numPatches, type M3AEConfig } from './config.js';
 /**
  * One (micro-)batch of pre-training inputs. Every random choice (MLM masking, MIM noise, ITM negatives, dropout
  * seeds) was made by the data lib as a pure function of (seed, step, sample index); the model draws nothing.
- * Structurally identical to the shape `libs/data` returns (no import between the two; contracts §2).
+ * Structurally identical to the shape `libs/data` returns (`PretrainBatch` of libs/data/src/batch.ts; no import between the two).
  */
 export interface PretrainBatch {
   batchSize: number; // B

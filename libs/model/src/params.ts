@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { gridSize, numPatches, patchDim, type M3AEConfig } from './config.js';
 
 /**
- * Parameter names, shapes and initialisers (contracts §4). Names are the official PyTorch state-dict names of
+ * Parameter names, shapes and initialisers. Names are the official PyTorch state-dict names of
  * zhjohnchan/M3AE with these differences: CLIP's fused `attn.in_proj_weight/bias` split into `attn.q_proj`,
  * `attn.k_proj`, `attn.v_proj`; `visual.conv1.weight` [D,3,P,P] stored as `visual.patch_embed.weight` [3·P·P, D]
  * (row c·P·P + ky·P + kx); every Linear weight stored [in, out]. The order below is the canonical order.

@@ -8,7 +8,7 @@ import type { DownstreamModel } from './downstream-model.js';
 import { headForward } from './heads.js';
 
 /**
- * The downstream objectives on one (micro-)batch, with the same exact decomposition as pre-training (contracts §3):
+ * The downstream objectives on one (micro-)batch, with the same exact decomposition as pre-training (`computeGradients` in pretrain.ts):
  * a micro-batch returns the gradient of its *summed* per-example loss divided by the global example count N, so the
  * sum over micro-batches is the gradient of the whole batch, on one process or many.
  *

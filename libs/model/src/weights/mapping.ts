@@ -21,7 +21,7 @@ export type WeightTransform =
   | { readonly kind: 'rows' };
 
 export interface WeightMapping {
-  /** Our parameter name (contracts §4). */
+  /** Our parameter name (`parameterSpecs` in params.ts). */
   readonly name: string;
   /** Our shape. */
   readonly shape: readonly number[];

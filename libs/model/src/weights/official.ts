@@ -23,7 +23,7 @@ export interface ImportReport {
 }
 
 export interface WeightImport {
-  /** Our names → values in our layout (contracts §4), in canonical order. */
+  /** Our names → values in our layout (`parameterSpecs` in params.ts), in canonical order. */
   readonly params: Map<string, Float32Array>;
   readonly report: ImportReport;
 }
