@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadTokenizer, openShardDataset, validationSamples } from '@m3ae/data';
+import { loadTokenizer, openShardDataset, shardTokenizer, validationSamples } from '@m3ae/data';
 import { chooseBackend, latestCheckpoint, resolveConfig } from '@m3ae/model';
 import { connectRedis, queueEndpoint, redactConfig, RunKeys, type RunConfig } from '@m3ae/protocol';
 import { ValidationGridRenderer } from '@m3ae/qualitative';
@@ -123,7 +123,7 @@ export async function prepareRunPage(config: RunConfig, options: RunPageWiringOp
 
 async function gridRenderer(config: RunConfig, count: number, keep: number): Promise<ValidationGridRenderer> {
   const dir = config.data.dir as string;
-  const tokenizerPath = config.data.tokenizer ?? join(dir, 'tokenizer.json');
+  const tokenizerPath = config.data.tokenizer ?? shardTokenizer(dir) ?? join(dir, 'tokenizer.json');
   if (!existsSync(tokenizerPath)) throw new Error(`tokenizer ${tokenizerPath} does not exist`);
   await chooseBackend({ backend: config.compute.backend });
   const model = resolveConfig({ preset: config.model.preset, ...config.model.overrides }, 'model');

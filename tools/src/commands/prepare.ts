@@ -30,7 +30,7 @@ export function registerPrepare(program: Command): void {
     .requiredOption('--output <dir>', 'folder for shards, index.json, skips.json and dataset.json')
     .option('--split <name>', 'split to read (roco/medicat: train|validation|test, medpix: train|dev|test)')
     .option('--image-size <n>', 'side of the stored square images', positiveInt('--image-size'), 288)
-    .option('--tokenizer <file>', 'tokenizer.json: also store each text\'s token ids')
+    .option('--tokenizer <file>', 'tokenizer.json: also store each text\'s token ids (a copy is kept with the shards, for m3ae train --data)')
     .option('--image-format <f>', `stored images: ${IMAGE_FORMATS.join(', ')} (raw: lossless, fastest to read; jpeg: q95, ~12x smaller)`, oneOf('--image-format', IMAGE_FORMATS), 'raw')
     .option('--samples-per-shard <n>', 'source records per shard', positiveInt('--samples-per-shard'), 1000)
     .option('--concurrency <n>', 'images decoded at once', positiveInt('--concurrency'), Math.max(2, 2 * availableParallelism()))

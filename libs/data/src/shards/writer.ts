@@ -20,6 +20,7 @@ import {
   type ShardInfo,
   type ShardSampleEntry,
 } from './format.js';
+import { keepTokenizerWithShards } from './shard-tokenizer.js';
 
 export interface PrepareShardsOptions {
   source: PairSource;
@@ -291,7 +292,8 @@ export async function prepareShards(options: PrepareShardsOptions): Promise<Prep
     shards.push({ file: s.file, count: s.count, bytes: s.bytes, sha256: s.sha256 });
   }
   const count = shards.reduce((n, s) => n + s.count, 0);
-  const tokenizer = options.tokenizer ? { hash: options.tokenizer.hash, vocabSize: options.tokenizer.vocabSize, modelType: options.tokenizer.modelType } : null;
+  const kept = options.tokenizer ? await keepTokenizerWithShards(output, options.tokenizer) : undefined;
+  const tokenizer = options.tokenizer ? { hash: options.tokenizer.hash, vocabSize: options.tokenizer.vocabSize, modelType: options.tokenizer.modelType, file: kept } : null;
   const base = { format: 'm3ae-shards' as const, version: SHARD_FORMAT_VERSION, imageSize, imageFormat, tokenizer, shards };
   const manifest: DatasetManifest = {
     ...base,
