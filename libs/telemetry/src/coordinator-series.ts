@@ -1,9 +1,7 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 
-/** The coordinator's Prometheus series (names, help, labels, buckets): what dashboards and alerts read. */
-export interface CoordinatorSeries {
-  validationScore: Gauge<'model'>;
-  validationStep: Gauge<'model'>;
+/** The curves and throughput of training: losses, accuracies, learning rate, progress, step time, samples. */
+export interface TrainingSeries {
   loss: Gauge<'objective'>;
   accuracy: Gauge<'objective'>;
   learningRate: Gauge;
@@ -20,6 +18,10 @@ export interface CoordinatorSeries {
   jobPhaseSeconds: Counter<'phase'>;
   samples: Counter;
   tokens: Counter;
+}
+
+/** Micro-batch job accounting and the workers seen. */
+export interface JobSeries {
   jobsEnqueued: Counter;
   jobsAccepted: Counter<'worker'>;
   jobsRetried: Counter;
@@ -29,20 +31,26 @@ export interface CoordinatorSeries {
   backupEnqueued: Counter;
   backupWon: Counter;
   workersActive: Gauge;
+}
+
+/** Checkpoints written and, when fine-tuning, the models selected on validation. */
+export interface CheckpointSeries {
   checkpointDuration: Histogram;
   checkpoints: Counter<'outcome'>;
   checkpointStep: Gauge;
+  validationScore: Gauge<'model'>;
+  validationStep: Gauge<'model'>;
   checkpointTimestamp: Gauge;
 }
 
+/** The coordinator's Prometheus series (names, help, labels, buckets): what dashboards and alerts read. */
+export type CoordinatorSeries = TrainingSeries & JobSeries & CheckpointSeries;
+
 const CHECKPOINT_BUCKETS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
 
-/**
- * Registers the coordinator's series in `registers`; `m3ae_checkpoint_age_seconds` is computed at scrape time
- * from `checkpointAge()`.
- */
-export function coordinatorSeries(registers: Registry[], options: { stepBuckets: number[]; checkpointAge: () => number }): CoordinatorSeries {
-  const series: CoordinatorSeries = {
+/** Registers the training series. */
+function trainingSeries(registers: Registry[], stepBuckets: number[]): TrainingSeries {
+  return {
     loss: new Gauge({
       name: 'm3ae_loss',
       help: 'Training loss of the last step, per objective (pre-training: mlm, mim, itm; fine-tuning: vqa, cls or irtr) and in total (weighted sum).',
@@ -83,7 +91,7 @@ export function coordinatorSeries(registers: Registry[], options: { stepBuckets:
     stepDuration: new Histogram({
       name: 'm3ae_step_duration_seconds',
       help: 'Wall time of one synchronous step (publish v → publish v + 1).',
-      buckets: options.stepBuckets,
+      buckets: stepBuckets,
       registers,
     }),
     phaseSeconds: new Counter({
@@ -100,6 +108,12 @@ export function coordinatorSeries(registers: Registry[], options: { stepBuckets:
     }),
     samples: new Counter({ name: 'm3ae_samples_total', help: 'Samples trained on (rate = samples/s).', registers }),
     tokens: new Counter({ name: 'm3ae_tokens_total', help: 'Real text tokens trained on (rate = tokens/s).', registers }),
+  };
+}
+
+/** Registers the job series. */
+function jobSeries(registers: Registry[]): JobSeries {
+  return {
     jobsEnqueued: new Counter({ name: 'm3ae_jobs_enqueued_total', help: 'Micro-batch jobs enqueued, backups included.', registers }),
     jobsAccepted: new Counter({
       name: 'm3ae_jobs_accepted_total',
@@ -143,6 +157,12 @@ export function coordinatorSeries(registers: Registry[], options: { stepBuckets:
       help: 'Workers that took or finished a job recently, as the coordinator sees them.',
       registers,
     }),
+  };
+}
+
+/** Registers the checkpoint and validation series; `m3ae_checkpoint_age_seconds` is computed at scrape time. */
+function checkpointSeries(registers: Registry[], checkpointAge: () => number): CheckpointSeries {
+  const series: CheckpointSeries = {
     checkpointDuration: new Histogram({
       name: 'm3ae_checkpoint_duration_seconds',
       help: 'Time to write one checkpoint atomically.',
@@ -174,8 +194,13 @@ export function coordinatorSeries(registers: Registry[], options: { stepBuckets:
     help: 'Seconds since the newest checkpoint (or since this coordinator started, before its first): work a crash would lose.',
     registers,
     collect() {
-      this.set(options.checkpointAge());
+      this.set(checkpointAge());
     },
   });
   return series;
+}
+
+/** Registers the coordinator's series in `registers`, in this order (the scrape's order). */
+export function coordinatorSeries(registers: Registry[], options: { stepBuckets: number[]; checkpointAge: () => number }): CoordinatorSeries {
+  return { ...trainingSeries(registers, options.stepBuckets), ...jobSeries(registers), ...checkpointSeries(registers, options.checkpointAge) };
 }
