@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { prepareShards } from '@m3ae/data';
 import { loadRunConfig } from '@m3ae/protocol';
 import { CoordinatorMetrics, startTelemetryServer, type RunPageState } from '@m3ae/telemetry';
-import { makeQualitativeFixture, type QualitativeFixture } from '../test/qualitative-fixture.js';
+import { makeQualitativeFixture, type QualitativeFixture } from '@m3ae/qualitative/testing';
 import { runCoordinator, startWorkers, stopWorkers, syntheticRun } from '../test/training-harness.js';
 import { prepareRunPage } from './run-page.js';
 

@@ -1,8 +1,9 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadTokenizer, openShardDataset } from '@m3ae/data';
-import { chooseBackend, latestCheckpoint, resolveConfig, validationSamples, ValidationGridRenderer } from '@m3ae/model';
+import { loadTokenizer, openShardDataset, shardTokenizer, validationSamples } from '@m3ae/data';
+import { chooseBackend, latestCheckpoint, resolveConfig } from '@m3ae/model';
 import { connectRedis, jobsPerStep, pretrainTraining, queueEndpoint, redactConfig, RunKeys, type RunConfig } from '@m3ae/protocol';
+import { ValidationGridRenderer } from '@m3ae/qualitative';
 import { createRunPageHandler, readWorkerHeartbeats, RunHistory, type RunPageHandler } from '@m3ae/telemetry';
 
 export interface RunPageWiringOptions {
@@ -122,13 +123,13 @@ export async function prepareRunPage(config: RunConfig, options: RunPageWiringOp
 
 async function gridRenderer(config: RunConfig, count: number, keep: number): Promise<ValidationGridRenderer> {
   const dir = config.data.dir as string;
-  const tokenizerPath = config.data.tokenizer ?? join(dir, 'tokenizer.json');
+  const tokenizerPath = config.data.tokenizer ?? shardTokenizer(dir) ?? join(dir, 'tokenizer.json');
   if (!existsSync(tokenizerPath)) throw new Error(`tokenizer ${tokenizerPath} does not exist`);
   await chooseBackend({ backend: config.compute.backend });
   const model = resolveConfig({ preset: config.model.preset, ...config.model.overrides }, 'model');
   const [dataset, tokenizer] = await Promise.all([openShardDataset(dir), loadTokenizer(tokenizerPath)]);
   try {
-    const samples = await validationSamples({ dataset, tokenizer, config: model, count });
+    const samples = await validationSamples({ dataset, tokenizer, imageSize: model.imageSize, maxTextLength: model.maxTextLength, count });
     return new ValidationGridRenderer({ config: model, samples, dir: config.checkpoint.dir, keep, seed: config.seed });
   } finally {
     await dataset.close();

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
-import { sharedDataDir } from '@m3ae/data';
+import { shardTokenizer, sharedDataDir } from '@m3ae/data';
 
 const run = promisify(execFile);
 const bin = resolve(import.meta.dirname, '../bin/m3ae.js');
@@ -41,6 +41,9 @@ describe.skipIf(!data)('m3ae tokenizer train and m3ae prepare (built, run as rea
     expect(first.stdout.trim().split('\n')).toHaveLength(1);
     expect(JSON.parse(first.stdout)).toEqual({ written: 12, skipped: { 'missing-image': 1 }, shards: 3 });
     const hash = (JSON.parse(readFileSync(join(work, 'shards', 'dataset.json'), 'utf8')) as { datasetHash: string }).datasetHash;
+    // The dataset carries its tokenizer: `m3ae train --data SHARDS` needs nothing else.
+    expect(shardTokenizer(join(work, 'shards'))).toBe(join(work, 'shards', 'tokenizer.json'));
+    expect(readFileSync(join(work, 'shards', 'tokenizer.json')).equals(readFileSync(tok))).toBe(true);
     const second = await run('node', [bin, ...args]);
     expect(second.stdout).toBe(first.stdout);
     expect((JSON.parse(readFileSync(join(work, 'shards', 'dataset.json'), 'utf8')) as { datasetHash: string }).datasetHash).toBe(hash);

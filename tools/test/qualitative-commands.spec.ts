@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeQualitativeFixture, type QualitativeFixture } from './qualitative-fixture.js';
+import { makeQualitativeFixture, type QualitativeFixture } from '@m3ae/qualitative/testing';
 
 const run = promisify(execFile);
 const bin = resolve(import.meta.dirname, '../bin/m3ae.js');

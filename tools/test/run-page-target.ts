@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
-import { buildPretrainBatch, EpochSampler, openShardDataset, prepareShards } from '@m3ae/data';
+import { buildPretrainBatch, EpochSampler, openShardDataset, prepareShards, validationSamples } from '@m3ae/data';
 import {
   AdamW,
   batchCounts,
@@ -11,12 +11,11 @@ import {
   flattenParams,
   numPatches,
   setParamsFromFlat,
-  validationSamples,
-  ValidationGridRenderer,
 } from '@m3ae/model';
 import { loadRunConfig, redactConfig } from '@m3ae/protocol';
+import { ValidationGridRenderer } from '@m3ae/qualitative';
+import { makeQualitativeFixture } from '@m3ae/qualitative/testing';
 import { CoordinatorMetrics, createRunPageHandler, RunHistory, startTelemetryServer } from '@m3ae/telemetry';
-import { makeQualitativeFixture } from './qualitative-fixture.js';
 
 /** Where the run page of a run is, and how to end that run. */
 export interface RunPageTarget {
@@ -61,7 +60,7 @@ export async function startInProcessRun(workDir: string, options: { steps?: numb
   history.setRun({ runId: runConfig.runId, totalSteps: steps, globalBatch: 4, jobsPerStep: 1, config: redactConfig(runConfig) });
   const metrics = new CoordinatorMetrics({ run: runConfig.runId, backend: backend.name });
   metrics.setRunInfo({ totalSteps: steps, jobsPerStep: 1, globalBatchSize: 4 });
-  const renderer = new ValidationGridRenderer({ config, samples: await validationSamples({ dataset, tokenizer: fx.tokenizer, config, count: 3 }), dir: join(workDir, 'checkpoints') });
+  const renderer = new ValidationGridRenderer({ config, samples: await validationSamples({ dataset, tokenizer: fx.tokenizer, imageSize: config.imageSize, maxTextLength: config.maxTextLength, count: 3 }), dir: join(workDir, 'checkpoints') });
   const server = await startTelemetryServer({
     port: 0,
     host: '127.0.0.1',

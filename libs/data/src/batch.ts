@@ -9,7 +9,7 @@ import type { PretrainBatch } from '@m3ae/protocol';
 export type { PretrainBatch };
 
 
-/** The global counts N_o a step's loss is normalised by (contracts §3). */
+/** The global counts N_o a step's loss is normalised by (`computeGradients` of the model divides by them). */
 export interface PretrainCounts {
   /** masked text tokens */
   mlm: number;
@@ -114,7 +114,7 @@ export function maskedPatchCount(numPatches: number, mimMaskRatio: number): numb
   return numPatches - Math.floor(numPatches * (1 - mimMaskRatio));
 }
 
-/** ITM label of a global-batch position at a step (contracts §1): positive iff perm[p] < floor(G/2). */
+/** ITM label of a global-batch position at a step, from (seed, step) only: positive iff perm[p] < floor(G/2). */
 export function itmPositives(seed: number, step: number, globalBatchSize: number): Uint8Array {
   const perm = seededPermutation(globalBatchSize, seed, step, 0, 'itmPermutation');
   const half = Math.floor(globalBatchSize / 2);
@@ -130,7 +130,7 @@ export function itmNegativeIndex(seed: number, step: number, sampleIndex: number
 }
 
 /**
- * Builds the model's batch for the given samples (contracts §1, §2, §5). Every random input is a function of
+ * Builds the model's batch for the given samples (images by `normalizeRgb`, randomness from rng.ts). Every random input is a function of
  * (seed, step, dataset index) — and ITM labels of (seed, step, position in the global batch) — so building a
  * global batch at once or as micro-batches on different workers gives byte-identical rows.
  */

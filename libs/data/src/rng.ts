@@ -1,7 +1,7 @@
 /**
  * Counter-based random numbers: every draw is a pure function of (seed, step, sampleIndex, stream, counter),
- * so any process — coordinator, any worker, a resumed run — computes the same numbers for the same sample
- * (contracts §1). The generator is Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as
+ * so any process — coordinator, any worker, a resumed run — computes the same numbers for the same sample.
+ * The generator is Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as
  * 1, 2, 3", SC 2011; the Random123 family also used by cuRAND, JAX and PyTorch's CUDA generator), written
  * with 16-bit partial products so that every intermediate value is an exact integer in a double: the
  * results are bit-identical on every platform and JavaScript engine.

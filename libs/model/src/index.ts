@@ -12,5 +12,7 @@ export * from './adamw.js';
 export * from './flops.js';
 export * from './weights/index.js';
 export * from './downstream/index.js';
+export * from './patches.js';
 export * from './reconstruct.js';
+export * from './model-from-checkpoint.js';
 export * from './fill.js';

@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { gridSize, type M3AEConfig } from './config.js';
 import { buildManifest, parameterSpecs, shapeSize, sincos2d, type ParamManifest, type ParamSpec } from './params.js';
 import { HashStream, hashWords } from './random.js';
+import { ParamVariables } from './variables.js';
 
 export interface CreateModelOptions {
   /** Seed of the parameter initialisation. @defaultValue 0 (the official seed) */
@@ -20,47 +21,21 @@ let nextModelId = 0;
  * Map keys are the canonical (official) names; the tfjs variable names carry a per-model prefix
  * (`m3ae<id>/…`) because tfjs variable names are global to the engine.
  */
-export class M3AEModel {
+export class M3AEModel extends ParamVariables {
   readonly id: number;
   readonly config: M3AEConfig;
-  readonly params: Map<string, tf.Variable>;
   readonly manifest: ParamManifest;
   readonly specs: readonly ParamSpec[];
-  /** The trainable variables in manifest order (the gradient order). */
-  readonly trainable: readonly tf.Variable[];
-  private disposed = false;
 
   constructor(config: M3AEConfig, options: CreateModelOptions = {}) {
-    this.id = nextModelId++;
-    this.config = config;
-    this.specs = parameterSpecs(config);
-    this.manifest = buildManifest(this.specs);
-    this.params = new Map();
+    const id = nextModelId++;
+    const specs = parameterSpecs(config);
     const seed = options.seed ?? 0;
-    this.specs.forEach((spec, index) => {
-      const values = options.zeroInit && spec.init.kind !== 'sincos2d' ? new Float32Array(shapeSize(spec.shape)) : initialValues(config, spec, seed, index);
-      // tf.variable(init) created outside a tidy would leak its initialiser: build it inside one.
-      const v = tf.tidy(() => tf.variable(tf.tensor(values, [...spec.shape], 'float32'), spec.trainable, `m3ae${this.id}/${spec.name}`, 'float32'));
-      this.params.set(spec.name, v);
-    });
-    this.trainable = this.specs.filter((s) => s.trainable).map((s) => this.param(s.name));
-  }
-
-  /** A parameter by canonical name (throws on an unknown name). */
-  param(name: string): tf.Variable {
-    const v = this.params.get(name);
-    if (!v) throw new Error(`unknown parameter ${JSON.stringify(name)}`);
-    return v;
-  }
-
-  get isDisposed(): boolean {
-    return this.disposed;
-  }
-
-  dispose(): void {
-    if (this.disposed) return;
-    for (const v of this.params.values()) v.dispose();
-    this.disposed = true;
+    super(specs, `m3ae${id}`, (spec, index) => (options.zeroInit && spec.init.kind !== 'sincos2d' ? new Float32Array(shapeSize(spec.shape)) : initialValues(config, spec, seed, index)));
+    this.id = id;
+    this.config = config;
+    this.specs = specs;
+    this.manifest = buildManifest(specs);
   }
 }
 

@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
+import { fusionModule, textEncoderLayers, type BlockLeaves } from './blocks.js';
 import { gridSize, numPatches, patchDim, type M3AEConfig } from './config.js';
 import type { ParamLayout, ParamLayoutEntry } from '@m3ae/protocol';
 
 /**
- * Parameter names, shapes and initialisers (contracts §4). Names are the official PyTorch state-dict names of
+ * Parameter names, shapes and initialisers. Names are the official PyTorch state-dict names of
  * zhjohnchan/M3AE with these differences: CLIP's fused `attn.in_proj_weight/bias` split into `attn.q_proj`,
  * `attn.k_proj`, `attn.v_proj`; `visual.conv1.weight` [D,3,P,P] stored as `visual.patch_embed.weight` [3·P·P, D]
  * (row c·P·P + ky·P + kx); every Linear weight stored [in, out]. The order below is the canonical order.
@@ -43,7 +44,6 @@ export function parameterSpecs(c: M3AEConfig): ParamSpec[] {
     specs.push({ name, shape, init, trainable });
   };
   const D = c.hiddenSize;
-  const F = c.hiddenSize * c.mlpRatio;
   const layerNorm = (p: string, d: number): void => {
     add(`${p}.weight`, [d], ones);
     add(`${p}.bias`, [d], zeros);
@@ -61,19 +61,7 @@ export function parameterSpecs(c: M3AEConfig): ParamSpec[] {
     linear(`${p}.mlp.c_fc`, d, d * c.mlpRatio, inits.fc);
     linear(`${p}.mlp.c_proj`, d * c.mlpRatio, d, inits.proj);
   };
-  // HF BertAttention (self or cross).
-  const bertAttention = (p: string): void => {
-    linear(`${p}.self.query`, D, D);
-    linear(`${p}.self.key`, D, D);
-    linear(`${p}.self.value`, D, D);
-    linear(`${p}.output.dense`, D, D);
-    layerNorm(`${p}.output.LayerNorm`, D);
-  };
-  const bertFeedForward = (p: string): void => {
-    linear(`${p}.intermediate.dense`, D, F);
-    linear(`${p}.output.dense`, F, D);
-    layerNorm(`${p}.output.LayerNorm`, D);
-  };
+  const leaves: BlockLeaves = { layerNorm, linear: (p, nIn, nOut) => linear(p, nIn, nOut) };
 
   // Vision encoder: CLIP ViT. From-scratch initialisation as CLIP's own (`VisualTransformer.__init__`,
   // `CLIP.initialize_parameters`; the Transformer's nominal depth is visionLayers + 1); the paper loads CLIP weights.
@@ -99,25 +87,10 @@ export function parameterSpecs(c: M3AEConfig): ParamSpec[] {
   add(`${t}.embeddings.position_embeddings.weight`, [c.maxTextLength + 2, D], { kind: 'normal', std: 0.02, zeroRow: c.padTokenId });
   add(`${t}.embeddings.token_type_embeddings.weight`, [1, D], std02);
   layerNorm(`${t}.embeddings.LayerNorm`, D);
-  for (let i = 0; i < c.textLayers; i++) {
-    bertAttention(`${t}.encoder.layer.${i}.attention`);
-    bertFeedForward(`${t}.encoder.layer.${i}`);
-  }
+  textEncoderLayers(leaves, c);
 
   // Fusion (METER co-attention), `init_weights`: normal 0.02, zero biases, LayerNorm 1/0.
-  linear('multi_modal_language_proj', D, D);
-  linear('multi_modal_vision_proj', D, D);
-  add('modality_type_embeddings.weight', [2, D], std02);
-  for (const side of ['vision', 'language']) {
-    for (let i = 0; i < c.fusionLayers; i++) {
-      const p = `multi_modal_${side}_layers.${i}`;
-      bertAttention(`${p}.attention`);
-      bertAttention(`${p}.crossattention`);
-      bertFeedForward(p);
-    }
-  }
-  linear('multi_modal_vision_pooler.dense', D, D);
-  linear('multi_modal_language_pooler.dense', D, D);
+  fusionModule(leaves, c, (name, shape) => add(name, shape, std02));
 
   // MLM head: transform (dense, GELU, LayerNorm) + untied decoder + separate bias.
   add('mlm_head.bias', [c.vocabSize], zeros);

@@ -7,7 +7,7 @@ import type { M3AEModel } from './model.js';
 import { crossEntropySum, fusion, gatherRows, itmHead, mimDecoder, mimPredict, mlmHead, pooler, textEncoder, visionEncoder, type Ctx, type TextInputs } from './network.js';
 import { paramsFromMap, withWeightTransposeCache, type Params } from './ops.js';
 
-/** Global counts N_o the summed losses are divided by (contracts §3); > 0 for every enabled objective. */
+/** Global counts N_o the summed losses are divided by (see `computeGradients`); > 0 for every enabled objective. */
 export interface LossNormalizers {
   mlm: number;
   mim: number;
@@ -231,7 +231,7 @@ function emptyTotals(prep: Prepared): LossTotals {
 }
 
 /**
- * Gradient of Σ_o w_o · S_{o,k} / N_o for one micro-batch (contracts §3): summing the results of K
+ * Gradient of Σ_o w_o · S_{o,k} / N_o for one micro-batch: summing the results of K
  * micro-batches in any split gives the gradient of the whole batch. Dropout (when `training`) depends only on
  * each sample's dropout seed.
  *

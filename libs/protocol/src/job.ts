@@ -39,7 +39,7 @@ export const OBJECTIVES = ['mlm', 'mim', 'itm', 'vqa', 'cls', 'irtr'] as const;
 export type Objective = (typeof OBJECTIVES)[number];
 
 /**
- * Per-objective totals: the global counts N_o a micro-batch's summed losses are divided by (contracts §3), the
+ * Per-objective totals: the global counts N_o a micro-batch's summed losses are divided by (`computeGradients` of @m3ae/model), the
  * summed losses S_o, the item counts, the correct predictions. Objectives a run does not train are absent.
  */
 export const ObjectiveTotalsSchema = z.partialRecord(z.enum(OBJECTIVES), nonNegative);

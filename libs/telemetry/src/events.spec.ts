@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseExposition, sampleValue } from '../test/helpers/exposition.js';
 import { CoordinatorMetrics } from './coordinator-metrics.js';
-import { coordinatorEvents, workerJobListener, type StepReportLike } from './events.js';
+import { coordinatorEvents, mergeEventHandlers, workerJobListener, type StepReportLike } from './events.js';
 import { WorkerMetrics } from './worker-metrics.js';
 
 const report: StepReportLike = {
@@ -71,5 +71,19 @@ describe('workerJobListener', () => {
     expect(v('m3ae_blob_bytes_total', { blob: 'gradients', direction: 'write' })).toBe(1000);
     expect(v('m3ae_worker_job_phase_seconds_total', { phase: 'compute' })).toBe(2);
     expect(v('m3ae_worker_last_step')).toBe(2);
+  });
+});
+
+describe('mergeEventHandlers', () => {
+  it('calls both handler objects, in order, and keeps handlers only one of them has', () => {
+    const calls: string[] = [];
+    const merged = mergeEventHandlers(
+      { onStep: (r: { step: number }) => void calls.push(`a${r.step}`), onReject: () => void calls.push('a-reject') },
+      { onStep: (r: { step: number }) => void calls.push(`b${r.step}`), onCheckpoint: () => void calls.push('b-ckpt') },
+    );
+    merged.onStep({ step: 3 });
+    merged.onReject();
+    merged.onCheckpoint();
+    expect(calls).toEqual(['a3', 'b3', 'a-reject', 'b-ckpt']);
   });
 });

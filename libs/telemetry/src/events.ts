@@ -122,3 +122,25 @@ export function workerJobListener(metrics: WorkerMetrics): (event: WorkerJobEven
     }
   };
 }
+
+/**
+ * One events object that calls every given handler object's method of the same name, in order: e.g. the
+ * metrics adapter and a run history on one coordinator (`events: mergeEventHandlers(a, b)`).
+ */
+export function mergeEventHandlers<A extends object, B extends object>(a: A, b: B): A & B {
+  const out: Record<string, (...args: unknown[]) => void> = {};
+  for (const handlers of [a, b]) {
+    for (const [name, fn] of Object.entries(handlers)) {
+      if (typeof fn !== 'function') continue;
+      const call = fn as (...args: unknown[]) => void;
+      const before = out[name];
+      out[name] = before
+        ? (...args) => {
+            before(...args);
+            call(...args);
+          }
+        : call;
+    }
+  }
+  return out as A & B;
+}

@@ -52,6 +52,51 @@ export interface ReadinessReport {
   checks: Record<string, { ok: boolean; ms: number; error?: string }>;
 }
 
+/** `/metrics`, `/healthz`, `/readyz`, `/status` (and the mounted `routes`) for one request. */
+async function serveEndpoint(options: TelemetryServerOptions, startedAt: number, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const path = new URL(req.url ?? '/', 'http://localhost').pathname;
+  if (req.method !== 'GET' && req.method !== 'HEAD') {
+    res.setHeader('Allow', 'GET, HEAD');
+    send(res, 405, 'text/plain; charset=utf-8', 'method not allowed\n');
+    return;
+  }
+  if (options.routes && (await options.routes(req, res))) return;
+  switch (path) {
+    case '/metrics': {
+      const body = await options.metrics.metrics();
+      send(res, 200, options.metrics.contentType, body, req.method === 'HEAD');
+      return;
+    }
+    case '/healthz':
+      sendJson(res, 200, { status: 'alive', uptimeSeconds: (Date.now() - startedAt) / 1000 }, req.method === 'HEAD');
+      return;
+    case '/readyz': {
+      const report = await checkReadiness(options.readiness ?? {}, options.readinessTimeoutMs ?? 2000);
+      sendJson(res, report.ready ? 200 : 503, report, req.method === 'HEAD');
+      return;
+    }
+    case '/status':
+      if (options.status) {
+        sendJson(res, 200, scrubValue(await options.status()), req.method === 'HEAD');
+        return;
+      }
+      break;
+    default:
+      break;
+  }
+  send(res, 404, 'text/plain; charset=utf-8', `not found: ${path}\nendpoints: ${endpoints(options).join(' ')}\n`);
+}
+
+function listen(server: Server, port: number, host: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
 /**
  * The observability endpoints of a process, on plain `node:http`:
  * `/metrics` (Prometheus text), `/healthz` (the process is alive: always 200 while the event loop turns),
@@ -66,7 +111,7 @@ export async function startTelemetryServer(options: TelemetryServerOptions): Pro
   const startedAt = Date.now();
   const sockets = new Set<Socket>();
   const server: Server = createServer((req, res) => {
-    handle(req, res).catch((err: unknown) => {
+    serveEndpoint(options, startedAt, req, res).catch((err: unknown) => {
       const message = scrubSecrets(err instanceof Error ? err.message : String(err));
       options.logger?.warn({ path: req.url, error: message }, 'telemetry endpoint failed');
       if (!res.headersSent) send(res, 500, 'text/plain; charset=utf-8', `error: ${message}\n`);
@@ -78,47 +123,7 @@ export async function startTelemetryServer(options: TelemetryServerOptions): Pro
     socket.once('close', () => sockets.delete(socket));
   });
 
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const path = new URL(req.url ?? '/', 'http://localhost').pathname;
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
-      res.setHeader('Allow', 'GET, HEAD');
-      send(res, 405, 'text/plain; charset=utf-8', 'method not allowed\n');
-      return;
-    }
-    if (options.routes && (await options.routes(req, res))) return;
-    switch (path) {
-      case '/metrics': {
-        const body = await options.metrics.metrics();
-        send(res, 200, options.metrics.contentType, body, req.method === 'HEAD');
-        return;
-      }
-      case '/healthz':
-        sendJson(res, 200, { status: 'alive', uptimeSeconds: (Date.now() - startedAt) / 1000 }, req.method === 'HEAD');
-        return;
-      case '/readyz': {
-        const report = await checkReadiness(options.readiness ?? {}, options.readinessTimeoutMs ?? 2000);
-        sendJson(res, report.ready ? 200 : 503, report, req.method === 'HEAD');
-        return;
-      }
-      case '/status':
-        if (options.status) {
-          sendJson(res, 200, scrubValue(await options.status()), req.method === 'HEAD');
-          return;
-        }
-        break;
-      default:
-        break;
-    }
-    send(res, 404, 'text/plain; charset=utf-8', `not found: ${path}\nendpoints: ${endpoints(options).join(' ')}\n`);
-  }
-
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  await listen(server, options.port, host);
   const port = (server.address() as AddressInfo).port;
   let closing: Promise<void> | undefined;
   return {

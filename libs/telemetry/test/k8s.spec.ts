@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { ENV_OVERRIDES, loadRunConfig, type RunConfig } from '@m3ae/protocol';
+import { ENV_OVERRIDES, jobsPerStep, loadRunConfig, pretrainTraining, type RunConfig } from '@m3ae/protocol';
 import { parse as parseYaml } from 'yaml';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { exportedSeries } from './helpers/catalog.js';
@@ -465,7 +465,8 @@ describe(`k8s/ rendered with kubectl kustomize (${kubectlVersion()})`, () => {
         expect(so.spec.advanced.horizontalPodAutoscalerConfig.behavior.scaleDown.stabilizationWindowSeconds).toBeGreaterThanOrEqual(300);
         // At most jobs-per-step workers are useful.
         const config = runConfigOf(objs);
-        expect(so.spec.maxReplicaCount).toBeLessThanOrEqual(config.training.globalBatch / config.training.microBatch);
+        const training = pretrainTraining(config);
+        expect(so.spec.maxReplicaCount).toBeLessThanOrEqual(jobsPerStep(training.globalBatch, training.microBatch));
       }
     });
   });

@@ -11,6 +11,9 @@ import {
   presetConfig,
   setParamsFromFlat,
   syntheticBatch,
+  type LossNormalizers,
+  type M3AEModel,
+  type PretrainBatch,
 } from '@m3ae/model';
 import { registerBenchArea } from './areas.js';
 import { matMulRate } from './backend.js';
@@ -27,6 +30,31 @@ const DEFAULT_BATCH: Record<string, number> = { tiny: 8, small: 16, base: 2 };
  * between the steps. On a shared machine both are disturbed by other processes, so the headline fraction
  * compares the best step with the best matmul measurement; the mean-based fraction is reported too.
  */
+/**
+ * `steps` timed training steps (gradients, then AdamW and assignment) after one warm-up, with `between()` after each
+ * step; a changed tensor count is noted.
+ */
+async function timeTrainingSteps(model: M3AEModel, batch: PretrainBatch, normalizers: LossNormalizers, steps: number, between: () => Promise<void>, notes: string[]): Promise<{ gradSeconds: number[]; optSeconds: number }> {
+  const opt = new AdamW(model.manifest, { totalSteps: 1000, learningRate: 1e-5 });
+  const params = await flattenParams(model);
+  await computeGradients(model, batch, { normalizers, training: true }); // warm-up: kernels, memory growth
+  const tensorsBefore = tf.memory().numTensors;
+  const gradSeconds: number[] = [];
+  let optSeconds = 0;
+  for (let s = 0; s < steps; s++) {
+    const t0 = performance.now();
+    const r = await computeGradients(model, batch, { normalizers, training: true });
+    const t1 = performance.now();
+    opt.update(params, r.grads);
+    setParamsFromFlat(model, params);
+    optSeconds += (performance.now() - t1) / 1000;
+    gradSeconds.push((t1 - t0) / 1000);
+    await between();
+  }
+  if (tf.memory().numTensors !== tensorsBefore) notes.push(`tensor count changed over the steps: ${tensorsBefore} → ${tf.memory().numTensors}`);
+  return { gradSeconds, optSeconds };
+}
+
 registerBenchArea('model', {
   description: 'M3AE training-step samples/s and achieved FLOP rate as a fraction of the backend matmul rate',
   async run(options) {
@@ -44,23 +72,7 @@ registerBenchArea('model', {
     try {
       const batch = syntheticBatch(config, batchSize, 1);
       const normalizers = batchCounts(config, batch);
-      const opt = new AdamW(model.manifest, { totalSteps: 1000, learningRate: 1e-5 });
-      const params = await flattenParams(model);
-      await computeGradients(model, batch, { normalizers, training: true }); // warm-up: kernels, memory growth
-      const tensorsBefore = tf.memory().numTensors;
-      const gradSeconds: number[] = [];
-      let optSeconds = 0;
-      for (let s = 0; s < steps; s++) {
-        const t0 = performance.now();
-        const r = await computeGradients(model, batch, { normalizers, training: true });
-        const t1 = performance.now();
-        opt.update(params, r.grads);
-        setParamsFromFlat(model, params);
-        optSeconds += (performance.now() - t1) / 1000;
-        gradSeconds.push((t1 - t0) / 1000);
-        rates.push(await matMulRate(1024, rateMillis));
-      }
-      if (tf.memory().numTensors !== tensorsBefore) notes.push(`tensor count changed over the steps: ${tensorsBefore} → ${tf.memory().numTensors}`);
+      const { gradSeconds, optSeconds } = await timeTrainingSteps(model, batch, normalizers, steps, async () => void rates.push(await matMulRate(1024, rateMillis)), notes);
       const flops = forwardFlops(config, { batchSize, mlmTokens: normalizers.mlm });
       const stepFlops = 3 * flops.total;
       const bestGrad = Math.min(...gradSeconds);

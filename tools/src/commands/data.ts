@@ -1,6 +1,7 @@
-import { InvalidArgumentError, type Command } from 'commander';
+import type { Command } from 'commander';
 import cliProgress from 'cli-progress';
 import { writePhantomCorpus, type PhantomImageFormat } from '@m3ae/data';
+import { intInRange, oneOf } from '../flags.js';
 
 interface SynthCliOptions {
   output: string;
@@ -8,14 +9,6 @@ interface SynthCliOptions {
   seed: number;
   size: number;
   format: string;
-}
-
-function integerIn(name: string, min: number, max: number): (v: string) => number {
-  return (v) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be an integer in ${min}..${max}, got ${JSON.stringify(v)}`);
-    return n;
-  };
 }
 
 /**
@@ -28,13 +21,10 @@ export function registerData(program: Command): void {
     .command('synth')
     .description('write a procedurally generated medical-like image–caption corpus (manifest.jsonl + images/)')
     .requiredOption('--output <dir>', 'folder to write (created if needed)')
-    .requiredOption('--count <n>', 'number of image–caption pairs', integerIn('--count', 0, 100_000_000))
-    .requiredOption('--seed <s>', 'corpus seed: the same seed writes the same bytes', integerIn('--seed', 0, 0xffffffff))
-    .option('--size <px>', 'image side in pixels', integerIn('--size', 16, 4096), 128)
-    .option('--format <f>', 'image format: png (grey, lossless) or jpeg', (v: string) => {
-      if (v !== 'png' && v !== 'jpeg') throw new InvalidArgumentError(`--format must be png or jpeg, got ${JSON.stringify(v)}`);
-      return v;
-    }, 'png')
+    .requiredOption('--count <n>', 'number of image–caption pairs', intInRange('--count', 0, 100_000_000))
+    .requiredOption('--seed <s>', 'corpus seed: the same seed writes the same bytes', intInRange('--seed', 0, 0xffffffff))
+    .option('--size <px>', 'image side in pixels', intInRange('--size', 16, 4096), 128)
+    .option('--format <f>', 'image format: png (grey, lossless) or jpeg', oneOf('--format', ['png', 'jpeg'] as const), 'png')
     .action(async (opts: SynthCliOptions) => {
       const bar = process.stderr.isTTY && opts.count > 0
         ? new cliProgress.SingleBar({ format: 'synth [{bar}] {percentage}% | {value}/{total} images | ETA {eta_formatted}', stream: process.stderr }, cliProgress.Presets.shades_classic)

@@ -1,5 +1,6 @@
 import { writeFileSync } from 'node:fs';
-import { InvalidArgumentError, type Command } from 'commander';
+import type { Command } from 'commander';
+import { oneOf, positiveInt } from '../flags.js';
 import { ImageStore, LabelVocabulary, limitRetrievalPairs, RETRIEVAL_SOURCES, SkipLog, TASK_SPLITS, type AnswerType, type RetrievalSource, type SkipLogJson, type TaskSplit } from '@m3ae/data';
 import { chooseBackend, DOWNSTREAM_TASKS, type AccuracyCell, type DownstreamTaskName } from '@m3ae/model';
 import {
@@ -64,21 +65,6 @@ export function formatEvalTable(r: EvalReport): string {
   if (skips.length > 0) lines.push(`skipped: ${skips.map(([k, v]) => `${k} ${String(v)}`).join(', ')}`);
   lines.push(`${r.seconds.toFixed(1)} s`);
   return lines.join('\n');
-}
-
-function positiveInt(name: string): (v: string) => number {
-  return (v) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got ${JSON.stringify(v)}`);
-    return n;
-  };
-}
-
-function oneOf<T extends string>(name: string, allowed: readonly T[]): (v: string) => T {
-  return (v) => {
-    if (!(allowed as readonly string[]).includes(v)) throw new InvalidArgumentError(`${name} must be one of ${allowed.join(', ')}, got ${JSON.stringify(v)}`);
-    return v as T;
-  };
 }
 
 interface EvalCliOptions {

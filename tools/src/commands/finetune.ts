@@ -1,6 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { InvalidArgumentError, type Command } from 'commander';
+import type { Command } from 'commander';
+import { fraction, nonNegativeInt, nonNegativeNumber, oneOf, positiveInt, positiveNumber } from '../flags.js';
 import { DEFAULT_VQA_RAD_CARVE, RETRIEVAL_SOURCES, type CarveSpec, type RetrievalSource } from '@m3ae/data';
 import { DOWNSTREAM_TASKS, FINETUNE_DEFAULTS, type DownstreamTaskName } from '@m3ae/model';
 import type { StepReport } from '@m3ae/protocol';
@@ -100,45 +101,6 @@ function progressLog(settings: ResolvedSettings, log: (line: string) => void, t0
   };
 }
 
-function positiveInt(name: string): (v: string) => number {
-  return (v) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got ${JSON.stringify(v)}`);
-    return n;
-  };
-}
-
-function nonNegativeInt(name: string): (v: string) => number {
-  return (v) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${name} must be an integer >= 0, got ${JSON.stringify(v)}`);
-    return n;
-  };
-}
-
-function positiveNumber(name: string): (v: string) => number {
-  return (v) => {
-    const n = Number(v);
-    if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`${name} must be a positive number, got ${JSON.stringify(v)}`);
-    return n;
-  };
-}
-
-function fraction(name: string): (v: string) => number {
-  return (v) => {
-    const n = Number(v);
-    if (!(n >= 0 && n < 1)) throw new InvalidArgumentError(`${name} must be a number in [0, 1), got ${JSON.stringify(v)}`);
-    return n;
-  };
-}
-
-function oneOf<T extends string>(name: string, allowed: readonly T[]): (v: string) => T {
-  return (v) => {
-    if (!(allowed as readonly string[]).includes(v)) throw new InvalidArgumentError(`${name} must be one of ${allowed.join(', ')}, got ${JSON.stringify(v)}`);
-    return v as T;
-  };
-}
-
 interface FinetuneCliOptions {
   checkpoint?: string;
   data: string;
@@ -205,16 +167,8 @@ export function registerFinetune(program: Command): void {
     .option('--lr-multiplier-head <x>', 'head learning-rate multiplier (official: VQA 50, MELINDA 10, retrieval 5)', positiveNumber('--lr-multiplier-head'))
     .option('--lr-multiplier-multi-modal <x>', 'fusion learning-rate multiplier (official 5)', positiveNumber('--lr-multiplier-multi-modal'))
     .option('--warmup-fraction <x>', 'warm-up fraction of the steps (official 0.1)', fraction('--warmup-fraction'))
-    .option('--weight-decay <x>', 'AdamW weight decay (official 0.01)', (v: string) => {
-      const n = Number(v);
-      if (!(n >= 0)) throw new InvalidArgumentError(`--weight-decay must be a number >= 0, got ${JSON.stringify(v)}`);
-      return n;
-    })
-    .option('--clip-norm <x>', 'clip the global gradient norm to this (0, the default: off, as the official run)', (v: string) => {
-      const n = Number(v);
-      if (!(n >= 0)) throw new InvalidArgumentError(`--clip-norm must be a number >= 0, got ${JSON.stringify(v)}`);
-      return n;
-    })
+    .option('--weight-decay <x>', 'AdamW weight decay (official 0.01)', nonNegativeNumber('--weight-decay'))
+    .option('--clip-norm <x>', 'clip the global gradient norm to this (0, the default: off, as the official run)', nonNegativeNumber('--clip-norm'))
     .option('--image-size <n>', 'image side (default: 384 scaled to the preset, e.g. small 176)', positiveInt('--image-size'))
     .option('--text-length <n>', 'token capacity of questions / captions (official 32 VQA, 128 MELINDA, 40 retrieval)', positiveInt('--text-length'))
     .option('--no-augment', 'centre crops only (the official runs use random-resized crops except on VQA-RAD)')

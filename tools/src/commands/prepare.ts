@@ -1,5 +1,6 @@
 import { availableParallelism } from 'node:os';
-import { InvalidArgumentError, type Command } from 'commander';
+import type { Command } from 'commander';
+import { oneOf, positiveInt } from '../flags.js';
 import cliProgress from 'cli-progress';
 import { IMAGE_FORMATS, loadTokenizer, PAIR_SOURCES, prepareShards, type PairSource, type ShardImageFormat } from '@m3ae/data';
 
@@ -13,21 +14,6 @@ interface PrepareCliOptions {
   imageFormat: string;
   samplesPerShard: number;
   concurrency: number;
-}
-
-function positiveInt(name: string): (v: string) => number {
-  return (v) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got ${JSON.stringify(v)}`);
-    return n;
-  };
-}
-
-function oneOf(name: string, allowed: readonly string[]): (v: string) => string {
-  return (v) => {
-    if (!allowed.includes(v)) throw new InvalidArgumentError(`${name} must be one of ${allowed.join(', ')}, got ${JSON.stringify(v)}`);
-    return v;
-  };
 }
 
 /**
@@ -44,7 +30,7 @@ export function registerPrepare(program: Command): void {
     .requiredOption('--output <dir>', 'folder for shards, index.json, skips.json and dataset.json')
     .option('--split <name>', 'split to read (roco/medicat: train|validation|test, medpix: train|dev|test)')
     .option('--image-size <n>', 'side of the stored square images', positiveInt('--image-size'), 288)
-    .option('--tokenizer <file>', 'tokenizer.json: also store each text\'s token ids')
+    .option('--tokenizer <file>', 'tokenizer.json: also store each text\'s token ids (a copy is kept with the shards, for m3ae train --data)')
     .option('--image-format <f>', `stored images: ${IMAGE_FORMATS.join(', ')} (raw: lossless, fastest to read; jpeg: q95, ~12x smaller)`, oneOf('--image-format', IMAGE_FORMATS), 'raw')
     .option('--samples-per-shard <n>', 'source records per shard', positiveInt('--samples-per-shard'), 1000)
     .option('--concurrency <n>', 'images decoded at once', positiveInt('--concurrency'), Math.max(2, 2 * availableParallelism()))

@@ -1,4 +1,5 @@
-import { InvalidArgumentError, type Command } from 'commander';
+import type { Command } from 'commander';
+import { oneOf, positiveInt } from '../flags.js';
 import { parseTextSource, trainTokenizer, type TokenizerType } from '@m3ae/data';
 
 /**
@@ -11,16 +12,9 @@ export function registerTokenizer(program: Command): void {
     .command('train')
     .description('train a tokenizer.json (RoBERTa-style byte-level BPE, or BERT WordPiece) from corpus text')
     .argument('<sources...>', 'text sources: kind:PATH with kind text|roco|medpix|iu-xray|medicat, or a path (kind recognised)')
-    .requiredOption('--vocab-size <n>', 'vocabulary size, special tokens included', (v: string) => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`--vocab-size must be a positive integer, got ${JSON.stringify(v)}`);
-      return n;
-    })
+    .requiredOption('--vocab-size <n>', 'vocabulary size, special tokens included', positiveInt('--vocab-size'))
     .requiredOption('--output <file>', 'where to write tokenizer.json')
-    .option('--type <t>', 'bpe (RoBERTa specials <s> <pad> </s> <unk> <mask>) or wordpiece (BERT specials)', (v: string) => {
-      if (v !== 'bpe' && v !== 'wordpiece') throw new InvalidArgumentError(`--type must be bpe or wordpiece, got ${JSON.stringify(v)}`);
-      return v;
-    }, 'bpe')
+    .option('--type <t>', 'bpe (RoBERTa specials <s> <pad> </s> <unk> <mask>) or wordpiece (BERT specials)', oneOf('--type', ['bpe', 'wordpiece'] as const), 'bpe')
     .action(async (specs: string[], opts: { vocabSize: number; output: string; type: TokenizerType }) => {
       const sources = [];
       for (const s of specs) sources.push(await parseTextSource(s));

@@ -141,7 +141,7 @@ export async function randomResizedCropToRgb(
   return toRgb(pipeline.extract(box).resize(size, size, { fit: 'fill', kernel: 'cubic' }), name);
 }
 
-/** Image → CLIP-normalised Float32Array [3, size, size] (contracts §5). */
+/** Image → CLIP-normalised Float32Array [3, size, size] (`normalizeRgb`). */
 export async function loadImage(input: ImageInput, options: LoadImageOptions): Promise<Float32Array> {
   const mode = options.mode ?? 'center';
   let rgb: RgbImage;

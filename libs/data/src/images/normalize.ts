@@ -30,3 +30,24 @@ export function normalizeRgb(data: Uint8Array, width: number, height: number, ou
   }
   return dst;
 }
+
+/**
+ * The inverse of {@link normalizeRgb}: CLIP-normalised planar floats [3,H,W] (read at `offset`) → 8-bit
+ * interleaved RGB (HWC), (v·std + mean)·255 rounded and clamped — how a model's image-space output is shown.
+ */
+export function denormalizeRgb(pixels: Float32Array, width: number, height: number, offset = 0): Uint8Array {
+  const plane = width * height;
+  if (offset < 0 || offset + 3 * plane > pixels.length) {
+    throw new RangeError(`denormalizeRgb: ${pixels.length} values cannot hold a 3x${width}x${height} image at offset ${offset}`);
+  }
+  const out = new Uint8Array(3 * plane);
+  for (let c = 0; c < 3; c++) {
+    const std = CLIP_STD[c] as number;
+    const mean = CLIP_MEAN[c] as number;
+    for (let p = 0; p < plane; p++) {
+      const v = Math.round(((pixels[offset + c * plane + p] as number) * std + mean) * 255);
+      out[p * 3 + c] = v < 0 ? 0 : v > 255 ? 255 : v;
+    }
+  }
+  return out;
+}

@@ -15,6 +15,21 @@ export async function* readLines(file: string): AsyncGenerator<{ line: number; t
   }
 }
 
+/** The parsed value of every non-blank line of a JSONL file; a line that is not JSON is skipped as `malformed-line`. */
+export async function* readJsonLines(file: string, log: SkipLog): AsyncGenerator<{ line: number; value: unknown }> {
+  for await (const { line, text } of readLines(file)) {
+    if (text.trim() === '') continue;
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch (e) {
+      log.skip('malformed-line', file, line, `not JSON: ${(e as Error).message}`);
+      continue;
+    }
+    yield { line, value };
+  }
+}
+
 export async function assertFile(file: string): Promise<void> {
   let isFile = false;
   try {

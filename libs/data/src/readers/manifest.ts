@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, extname, isAbsolute, resolve } from 'node:path';
-import { acceptImage, acceptText, assertFile, IdGuard, isRecord, readLines, resolveMinWords } from './common.js';
+import { acceptImage, acceptText, assertFile, IdGuard, isRecord, readJsonLines, readLines, resolveMinWords } from './common.js';
 import { parseCsv } from './csv.js';
 import { DatasetError, type PairRecord, type ReaderOptions } from './types.js';
 
@@ -76,15 +76,7 @@ function pick<K extends string>(keys: readonly K[], names: readonly string[]): n
 
 async function* jsonlRows(path: string, options: ReaderOptions): AsyncGenerator<ManifestRow> {
   const log = options.skipLog;
-  for await (const { line, text } of readLines(path)) {
-    if (text.trim() === '') continue;
-    let rec: unknown;
-    try {
-      rec = JSON.parse(text);
-    } catch (e) {
-      log.skip('malformed-line', path, line, `not JSON: ${(e as Error).message}`);
-      continue;
-    }
+  for await (const { line, value: rec } of readJsonLines(path, log)) {
     if (!isRecord(rec)) {
       log.skip('malformed-line', path, line, 'expected a JSON object');
       continue;

@@ -1,6 +1,6 @@
 import { readdir } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { acceptImage, acceptText, isDirectory, isRecord, readLines, resolveMinWords, resolveSplit } from './common.js';
+import { acceptImage, acceptText, isDirectory, isRecord, readJsonLines, resolveMinWords, resolveSplit } from './common.js';
 import { PythonRandom } from './python-random.js';
 import { DatasetError, type PairRecord, type ReaderOptions } from './types.js';
 
@@ -63,15 +63,7 @@ export async function* readMedicat(input: string, options: MedicatOptions): Asyn
   }
   const figures: Figure[] = [];
   const seen = new Map<string, number>();
-  for await (const { line, text } of readLines(file)) {
-    if (text.trim() === '') continue;
-    let rec: unknown;
-    try {
-      rec = JSON.parse(text);
-    } catch (e) {
-      log.skip('malformed-line', file, line, `not JSON: ${(e as Error).message}`);
-      continue;
-    }
+  for await (const { line, value: rec } of readJsonLines(file, log)) {
     if (!isRecord(rec)) {
       log.skip('malformed-line', file, line, 'expected a JSON object');
       continue;

@@ -1,5 +1,5 @@
 import { join, resolve } from 'node:path';
-import { acceptImage, acceptText, IdGuard, isRecord, readLines, resolveMinWords, resolveSplit } from './common.js';
+import { acceptImage, acceptText, IdGuard, isRecord, readJsonLines, resolveMinWords, resolveSplit } from './common.js';
 import type { PairRecord, ReaderOptions } from './types.js';
 
 export const MEDPIX_SPLITS = ['train', 'dev', 'test'] as const;
@@ -26,15 +26,7 @@ export async function* readMedpix(root: string, options: MedpixOptions): AsyncGe
   const imageDir = resolve(root, 'images_288');
   const log = options.skipLog;
   const ids = new IdGuard(log);
-  for await (const { line, text } of readLines(file)) {
-    if (text.trim() === '') continue;
-    let rec: unknown;
-    try {
-      rec = JSON.parse(text);
-    } catch (e) {
-      log.skip('malformed-line', file, line, `not JSON: ${(e as Error).message}`);
-      continue;
-    }
+  for await (const { line, value: rec } of readJsonLines(file, log)) {
     if (!isRecord(rec) || typeof rec['image'] !== 'string' || rec['image'].trim() === '' || !isRecord(rec['Description'])) {
       log.skip('malformed-line', file, line, 'expected {"image": string, "Description": {"Caption": ...}, ...}');
       continue;

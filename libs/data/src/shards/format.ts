@@ -62,7 +62,11 @@ export interface DatasetManifest {
   samplesPerShard: number;
   count: number;
   skipped: Record<string, number>;
-  tokenizer: { hash: string; vocabSize: number; modelType: string } | null;
+  /**
+   * The tokenizer the token ids came from: the SHA-256 of its file, and `file`, its copy in the shard folder
+   * (`shardTokenizer(dir)`; absent in datasets prepared before the copy was kept). Not part of the hash but `hash`.
+   */
+  tokenizer: { hash: string; vocabSize: number; modelType: string; file?: string } | null;
   shards: ShardInfo[];
   /** SHA-256 over the content (format version, image size and format, tokenizer hash, each shard's count and hash). */
   datasetHash: string;

@@ -155,7 +155,7 @@ describe.skipIf(!data)('shards from real MedPix images', () => {
     const out = join(work, 'medpix');
     const r = await prepareShards({ source: 'medpix', input: join(d, 'medpix2'), split: 'dev', output: out, imageSize: 24, samplesPerShard: 64, tokenizer });
     expect(r.written).toBeGreaterThan(150);
-    expect(r.manifest.tokenizer).toEqual({ hash: tokenizer.hash, vocabSize: 600, modelType: 'BPE' });
+    expect(r.manifest.tokenizer).toEqual({ hash: tokenizer.hash, vocabSize: 600, modelType: 'BPE', file: 'tokenizer.json' });
     const ds = await openShardDataset(out, { maxOpenShards: 1 });
     // Alternate between shards so the single open slot is evicted on every call.
     for (const i of [0, r.written - 1, 70, 1, 140, 2]) {

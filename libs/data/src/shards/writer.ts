@@ -20,6 +20,7 @@ import {
   type ShardInfo,
   type ShardSampleEntry,
 } from './format.js';
+import { keepTokenizerWithShards } from './shard-tokenizer.js';
 
 export interface PrepareShardsOptions {
   source: PairSource;
@@ -123,12 +124,15 @@ interface Processed {
   image: Uint8Array;
 }
 
-/**
- * Converts a source into checksummed shards (see format.ts) with a manifest. Resumable: shards are written
- * atomically and recorded in index.json; a second run with the same inputs keeps the finished ones (after
- * checking their hashes) and writes the rest. Images that fail to decode are skipped as `unreadable-image`.
- */
-export async function prepareShards(options: PrepareShardsOptions): Promise<PrepareResult> {
+/** The options that shape the shards, with their defaults, checked. */
+interface ShardSettings {
+  imageSize: number;
+  imageFormat: ShardImageFormat;
+  perShard: number;
+  concurrency: number;
+}
+
+function shardSettings(options: PrepareShardsOptions): ShardSettings {
   const imageSize = options.imageSize ?? 288;
   const imageFormat = options.imageFormat ?? 'raw';
   const perShard = options.samplesPerShard ?? 1000;
@@ -137,35 +141,28 @@ export async function prepareShards(options: PrepareShardsOptions): Promise<Prep
   if (!(IMAGE_FORMATS as readonly string[]).includes(imageFormat)) throw new RangeError(`imageFormat must be one of ${IMAGE_FORMATS.join(', ')}, got ${JSON.stringify(imageFormat)}`);
   if (!Number.isInteger(perShard) || perShard < 1) throw new RangeError(`samplesPerShard must be a positive integer, got ${String(perShard)}`);
   if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError(`concurrency must be a positive integer, got ${String(concurrency)}`);
+  return { imageSize, imageFormat, perShard, concurrency };
+}
 
-  const input = resolve(options.input);
-  const output = resolve(options.output);
-  const baseDir = (await stat(input)).isDirectory() ? input : dirname(input);
-  await mkdir(output, { recursive: true });
-  // Temp files of a run that was killed mid-write: never part of the dataset.
-  for (const name of await readdir(output)) if (/\.tmp-\d+$/.test(name)) await rm(join(output, name), { force: true });
-
-  // 1. Read the source (fast: text files and stat calls), then partition into shards.
-  const readerLog = new SkipLog();
-  const records: PairRecord[] = [];
-  for await (const r of readPairs(options.source, input, { skipLog: readerLog, split: options.split, minWords: options.minWords })) records.push(r);
-  const shardCount = Math.ceil(records.length / perShard);
-  const fingerprint = sha256(
+/** What makes a preparation the same one: a resumed run must match it. */
+function preparationFingerprint(options: PrepareShardsOptions, input: string, settings: ShardSettings, records: readonly PairRecord[]): string {
+  return sha256(
     JSON.stringify({
       v: SHARD_FORMAT_VERSION,
       source: options.source,
       input,
       split: options.split ?? null,
-      imageSize,
-      imageFormat,
-      perShard,
+      imageSize: settings.imageSize,
+      imageFormat: settings.imageFormat,
+      perShard: settings.perShard,
       tokenizer: options.tokenizer?.hash ?? null,
       records: sha256(records.map((r) => `${r.id}\t${r.imagePath}\t${r.text}`).join('\n')),
     }),
   );
+}
 
-  // 2. Keep the shards an earlier run finished (same fingerprint, file intact).
-  const indexPath = join(output, 'index.json');
+/** The shards an earlier run of the same preparation finished (file intact), as a fresh index holding them. */
+async function finishedShards(output: string, indexPath: string, fingerprint: string): Promise<PrepareIndex> {
   const index: PrepareIndex = { version: SHARD_FORMAT_VERSION, fingerprint, shards: {} };
   let previous: PrepareIndex | undefined;
   try {
@@ -183,6 +180,119 @@ export async function prepareShards(options: PrepareShardsOptions): Promise<Prep
       // missing file: redo the shard
     }
   }
+  return index;
+}
+
+/** One record as stored: the resized picture (one channel when grey; JPEG when asked), its text and token ids. */
+async function encodeRecord(r: PairRecord, settings: ShardSettings, tokenizer: TextTokenizer | undefined, baseDir: string): Promise<Processed> {
+  const { imageSize, imageFormat } = settings;
+  const rgb = await resizeToRgb(r.imagePath, imageSize);
+  const grey = isGrey(rgb.data);
+  const channels: 1 | 3 = grey ? 1 : 3;
+  let pixels = rgb.data;
+  if (grey) {
+    pixels = new Uint8Array(imageSize * imageSize);
+    for (let p = 0; p < pixels.length; p++) pixels[p] = rgb.data[3 * p] as number;
+  }
+  const image =
+    imageFormat === 'raw'
+      ? pixels
+      : new Uint8Array(
+          await sharp(pixels, { raw: { width: imageSize, height: imageSize, channels } })
+            .jpeg({ quality: 95, chromaSubsampling: '4:4:4' })
+            .toBuffer(),
+        );
+  const tokens = tokenizer ? Array.from(tokenizer.encodeContent(r.text).subarray(0, MAX_STORED_TOKENS)) : undefined;
+  const entry: Processed['entry'] = {
+    id: r.id,
+    text: r.text,
+    source: r.source,
+    file: relative(baseDir, r.provenance.file) || r.provenance.file,
+    line: r.provenance.line,
+    ...(tokens ? { tokens } : {}),
+    channels,
+  };
+  return { entry, image };
+}
+
+/** Shard k's bytes from its records in order (undecodable ones left out). */
+function encodeShardOf(k: number, results: readonly (Processed | undefined)[], settings: ShardSettings): { bytes: Buffer; count: number } {
+  const samples: ShardSampleEntry[] = [];
+  const images: Uint8Array[] = [];
+  let offset = 0;
+  for (const p of results) {
+    if (!p) continue;
+    samples.push({ ...p.entry, offset, length: p.image.length });
+    images.push(p.image);
+    offset += p.image.length;
+  }
+  const header: ShardHeader = { version: SHARD_FORMAT_VERSION, shard: k, imageSize: settings.imageSize, imageFormat: settings.imageFormat, samples };
+  return { bytes: encodeShard(header, images), count: samples.length };
+}
+
+/** Runs `tasks` with at most `concurrency` in flight, starting none after `signal` aborts. */
+async function runPool<T>(tasks: readonly T[], concurrency: number, run: (task: T) => Promise<void>, signal: AbortSignal | undefined): Promise<void> {
+  let next = 0;
+  const lane = async (): Promise<void> => {
+    while (next < tasks.length && !signal?.aborted) await run(tasks[next++] as T);
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, Math.max(1, tasks.length)) }, lane));
+}
+
+/** dataset.json of the finished shards (with the tokenizer kept beside them), and skips.json. */
+async function writeManifest(options: PrepareShardsOptions, input: string, output: string, settings: ShardSettings, index: PrepareIndex, shardCount: number, readerLog: SkipLog): Promise<DatasetManifest> {
+  const skipLog = new SkipLog();
+  skipLog.merge(readerLog);
+  const shards: ShardInfo[] = [];
+  for (let k = 0; k < shardCount; k++) {
+    const s = index.shards[String(k)] as IndexShard;
+    skipLog.merge(s.skipped);
+    shards.push({ file: s.file, count: s.count, bytes: s.bytes, sha256: s.sha256 });
+  }
+  const count = shards.reduce((n, s) => n + s.count, 0);
+  const kept = options.tokenizer ? await keepTokenizerWithShards(output, options.tokenizer) : undefined;
+  const tokenizer = options.tokenizer ? { hash: options.tokenizer.hash, vocabSize: options.tokenizer.vocabSize, modelType: options.tokenizer.modelType, file: kept } : null;
+  const base = { format: 'm3ae-shards' as const, version: SHARD_FORMAT_VERSION, imageSize: settings.imageSize, imageFormat: settings.imageFormat, tokenizer, shards };
+  const manifest: DatasetManifest = {
+    ...base,
+    source: options.source,
+    input,
+    split: options.split ?? null,
+    samplesPerShard: settings.perShard,
+    count,
+    skipped: skipLog.counts(),
+    datasetHash: computeDatasetHash(base),
+    createdAt: new Date().toISOString(),
+  };
+  await writeAtomic(join(output, 'skips.json'), JSON.stringify(skipLog.toJSON(), null, 1));
+  await writeAtomic(join(output, 'dataset.json'), JSON.stringify(manifest, null, 2) + '\n');
+  return manifest;
+}
+
+/**
+ * Converts a source into checksummed shards (see format.ts) with a manifest. Resumable: shards are written
+ * atomically and recorded in index.json; a second run with the same inputs keeps the finished ones (after
+ * checking their hashes) and writes the rest. Images that fail to decode are skipped as `unreadable-image`.
+ */
+export async function prepareShards(options: PrepareShardsOptions): Promise<PrepareResult> {
+  const settings = shardSettings(options);
+  const perShard = settings.perShard;
+  const input = resolve(options.input);
+  const output = resolve(options.output);
+  const baseDir = (await stat(input)).isDirectory() ? input : dirname(input);
+  await mkdir(output, { recursive: true });
+  // Temp files of a run that was killed mid-write: never part of the dataset.
+  for (const name of await readdir(output)) if (/\.tmp-\d+$/.test(name)) await rm(join(output, name), { force: true });
+
+  // 1. Read the source (fast: text files and stat calls), then partition into shards.
+  const readerLog = new SkipLog();
+  const records: PairRecord[] = [];
+  for await (const r of readPairs(options.source, input, { skipLog: readerLog, split: options.split, minWords: options.minWords })) records.push(r);
+  const shardCount = Math.ceil(records.length / perShard);
+
+  // 2. Keep the shards an earlier run finished (same fingerprint, file intact).
+  const indexPath = join(output, 'index.json');
+  const index = await finishedShards(output, indexPath, preparationFingerprint(options, input, settings, records));
   const resumedShards = Object.keys(index.shards).length;
   const pending = Array.from({ length: shardCount }, (_, k) => k).filter((k) => index.shards[String(k)] === undefined);
 
@@ -205,57 +315,21 @@ export async function prepareShards(options: PrepareShardsOptions): Promise<Prep
   const finishShard = async (k: number): Promise<void> => {
     const slot = slots.get(k);
     if (!slot) return;
-    const samples: ShardSampleEntry[] = [];
-    const images: Uint8Array[] = [];
-    let offset = 0;
-    for (const p of slot.results) {
-      if (!p) continue;
-      samples.push({ ...p.entry, offset, length: p.image.length });
-      images.push(p.image);
-      offset += p.image.length;
-    }
-    const header: ShardHeader = { version: SHARD_FORMAT_VERSION, shard: k, imageSize, imageFormat, samples };
-    const bytes = encodeShard(header, images);
+    const { bytes, count } = encodeShardOf(k, slot.results, settings);
     const file = shardFileName(k);
     await writeAtomic(join(output, file), bytes);
     slots.delete(k);
-    index.shards[String(k)] = { file, count: samples.length, bytes: bytes.length, sha256: sha256(bytes), skipped: slot.log.toJSON() };
+    index.shards[String(k)] = { file, count, bytes: bytes.length, sha256: sha256(bytes), skipped: slot.log.toJSON() };
     shardsDone++;
     indexWrite = indexWrite.then(() => writeAtomic(indexPath, JSON.stringify(index)));
     await indexWrite;
   };
 
-  const processRecord = async (k: number, i: number): Promise<void> => {
+  const processRecord = async ([k, i]: [number, number]): Promise<void> => {
     const r = records[k * perShard + i] as PairRecord;
     const slot = slots.get(k) as NonNullable<ReturnType<typeof slots.get>>;
     try {
-      const rgb = await resizeToRgb(r.imagePath, imageSize);
-      const grey = isGrey(rgb.data);
-      const channels: 1 | 3 = grey ? 1 : 3;
-      let pixels = rgb.data;
-      if (grey) {
-        pixels = new Uint8Array(imageSize * imageSize);
-        for (let p = 0; p < pixels.length; p++) pixels[p] = rgb.data[3 * p] as number;
-      }
-      const image =
-        imageFormat === 'raw'
-          ? pixels
-          : new Uint8Array(
-              await sharp(pixels, { raw: { width: imageSize, height: imageSize, channels } })
-                .jpeg({ quality: 95, chromaSubsampling: '4:4:4' })
-                .toBuffer(),
-            );
-      const tokens = options.tokenizer ? Array.from(options.tokenizer.encodeContent(r.text).subarray(0, MAX_STORED_TOKENS)) : undefined;
-      const entry: Processed['entry'] = {
-        id: r.id,
-        text: r.text,
-        source: r.source,
-        file: relative(baseDir, r.provenance.file) || r.provenance.file,
-        line: r.provenance.line,
-        ...(tokens ? { tokens } : {}),
-        channels,
-      };
-      slot.results[i] = { entry, image };
+      slot.results[i] = await encodeRecord(r, settings, options.tokenizer, baseDir);
     } catch (e) {
       slot.log.skip('unreadable-image', r.imagePath, r.provenance.line, `${r.id}: ${(e as Error).message}`);
     }
@@ -268,43 +342,13 @@ export async function prepareShards(options: PrepareShardsOptions): Promise<Prep
   const tasks: [number, number][] = [];
   for (const k of pending) for (let i = 0; i < (slots.get(k)?.results.length ?? 0); i++) tasks.push([k, i]);
   // A shard whose images all fail is still written (empty) when its last record is done.
-  let nextTask = 0;
-  const worker = async (): Promise<void> => {
-    while (nextTask < tasks.length && !options.signal?.aborted) {
-      const [k, i] = tasks[nextTask++] as [number, number];
-      await processRecord(k, i);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, Math.max(1, tasks.length)) }, worker));
+  await runPool(tasks, settings.concurrency, processRecord, options.signal);
   await indexWrite;
   if (options.signal?.aborted) {
     throw new PrepareError(`prepare was interrupted: ${shardsDone} of ${shardCount} shards are finished in ${output}; run the same command again to resume`);
   }
 
   // 4. The manifest, written last: its presence means the dataset is complete.
-  const skipLog = new SkipLog();
-  skipLog.merge(readerLog);
-  const shards: ShardInfo[] = [];
-  for (let k = 0; k < shardCount; k++) {
-    const s = index.shards[String(k)] as IndexShard;
-    skipLog.merge(s.skipped);
-    shards.push({ file: s.file, count: s.count, bytes: s.bytes, sha256: s.sha256 });
-  }
-  const count = shards.reduce((n, s) => n + s.count, 0);
-  const tokenizer = options.tokenizer ? { hash: options.tokenizer.hash, vocabSize: options.tokenizer.vocabSize, modelType: options.tokenizer.modelType } : null;
-  const base = { format: 'm3ae-shards' as const, version: SHARD_FORMAT_VERSION, imageSize, imageFormat, tokenizer, shards };
-  const manifest: DatasetManifest = {
-    ...base,
-    source: options.source,
-    input,
-    split: options.split ?? null,
-    samplesPerShard: perShard,
-    count,
-    skipped: skipLog.counts(),
-    datasetHash: computeDatasetHash(base),
-    createdAt: new Date().toISOString(),
-  };
-  await writeAtomic(join(output, 'skips.json'), JSON.stringify(skipLog.toJSON(), null, 1));
-  await writeAtomic(join(output, 'dataset.json'), JSON.stringify(manifest, null, 2) + '\n');
-  return { written: count, skipped: manifest.skipped, shards: shardCount, resumedShards, manifest };
+  const manifest = await writeManifest(options, input, output, settings, index, shardCount, readerLog);
+  return { written: manifest.count, skipped: manifest.skipped, shards: shardCount, resumedShards, manifest };
 }

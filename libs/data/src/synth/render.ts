@@ -92,21 +92,23 @@ export const LESION_RADIUS: Record<PhantomAttributes['size'], readonly [number, 
   large: [0.085, 0.105],
 };
 
-/**
- * Draws one phantom: body outline by plane (axial: wide ellipse; coronal/frontal: tall rounded rectangle, tall
- * ellipse for the head; sagittal/lateral: ellipse with an anterior bulge), subcutaneous fat, the region's organs, the spine by plane,
- * one lesion of the attributes' size, density, shape and location, then the modality's texture (CT: fine noise;
- * MR: smooth bias field and noise; X-ray: blur, vignette and noise). Pure JavaScript on a Uint8Array.
- */
-export function renderPhantom(a: PhantomAttributes, options: RenderOptions): RenderedPhantom {
-  const S = options.size;
-  if (!(Number.isInteger(S) && S >= 16 && S <= 4096)) throw new RangeError(`phantom size must be an integer in 16..4096, got ${String(S)}`);
-  const geo = mulberry32(phantomSeed(options.seed, options.index, PHANTOM_STREAMS.geometry));
-  const jitter = (amount: number) => (geo() * 2 - 1) * amount;
-  const labels = new Uint8Array(S * S);
-  const toPx = (u: number) => ((u + 1) / 2) * S;
+/** The body's placement (normalised −1..1 image coordinates) and its outline test by plane. */
+interface Body {
+  ox: number;
+  oy: number;
+  /** Half extents. */
+  bx: number;
+  by: number;
+  crossWise: boolean;
+  tall: boolean;
+  inBody(u: number, v: number): boolean;
+}
 
-  // Body half extents (normalised to -1..1 of the image) and outline test by plane.
+/** Pixel centre → normalised coordinate. */
+const toUnit = (p: number, S: number): number => ((p + 0.5) / S) * 2 - 1;
+
+/** Body half extents and outline by plane (three draws of `jitter`: scale, then the offset). */
+function bodyOutline(a: PhantomAttributes, jitter: (amount: number) => number): Body {
   const crossWise = a.plane === 'axial';
   const tall = a.plane === 'coronal' || a.plane === 'frontal';
   const scale = 1 + jitter(0.05);
@@ -131,29 +133,39 @@ export function renderPhantom(a: PhantomAttributes, options: RenderOptions): Ren
     const bulge = (x + 0.75) * (x + 0.75) / 0.16 + (y + 0.1) * (y + 0.1) / 0.3 <= 1;
     return x * x + y * y <= 1 || bulge;
   };
+  return { ox, oy, bx, by, crossWise, tall, inBody };
+}
 
+/** The body's pixels, and their tissue: soft tissue inside a fat rim (head: a thin scalp). */
+function bodyTissue(a: PhantomAttributes, S: number, body: Body): { labels: Uint8Array; bodyMask: Uint8Array } {
+  const labels = new Uint8Array(S * S);
   const bodyMask = new Uint8Array(S * S);
   for (let py = 0; py < S; py++) {
-    const v = ((py + 0.5) / S) * 2 - 1;
+    const v = toUnit(py, S);
     for (let px = 0; px < S; px++) {
-      const u = ((px + 0.5) / S) * 2 - 1;
-      if (inBody(u, v)) {
+      if (body.inBody(toUnit(px, S), v)) {
         bodyMask[py * S + px] = 1;
         labels[py * S + px] = a.region === 'head' ? Tissue.Soft : Tissue.Fat;
       }
     }
   }
-  // Inner body: soft tissue inside a fat rim (head: thin scalp).
   const rim = a.region === 'head' ? 0.97 : 0.88;
+  const { ox, oy } = body;
   for (let py = 0; py < S; py++) {
-    const v = ((py + 0.5) / S) * 2 - 1;
+    const v = toUnit(py, S);
     for (let px = 0; px < S; px++) {
-      const u = ((px + 0.5) / S) * 2 - 1;
-      if (bodyMask[py * S + px] && inBody(ox + (u - ox) / rim, oy + (v - oy) / rim)) labels[py * S + px] = Tissue.Soft;
+      const u = toUnit(px, S);
+      if (bodyMask[py * S + px] && body.inBody(ox + (u - ox) / rim, oy + (v - oy) / rim)) labels[py * S + px] = Tissue.Soft;
     }
   }
+  return { labels, bodyMask };
+}
 
-  const paint = (e: Ellipse) => {
+/** The region's organs and the spine by plane, each ellipse jittered (three draws each), inside the body only. */
+function paintOrgans(a: PhantomAttributes, S: number, body: Body, tissue: { labels: Uint8Array; bodyMask: Uint8Array }, jitter: (amount: number) => number): void {
+  const { ox, oy, bx, by } = body;
+  const toPx = (u: number): number => ((u + 1) / 2) * S;
+  const paint = (e: Ellipse): void => {
     const cx = ox + (e.cx + jitter(0.03)) * bx;
     const cy = oy + (e.cy + jitter(0.03)) * by;
     const k = 1 + jitter(0.07);
@@ -164,32 +176,34 @@ export function renderPhantom(a: PhantomAttributes, options: RenderOptions): Ren
     const y0 = Math.max(0, Math.floor(toPx(cy - ry)));
     const y1 = Math.min(S - 1, Math.ceil(toPx(cy + ry)));
     for (let py = y0; py <= y1; py++) {
-      const dv = (((py + 0.5) / S) * 2 - 1 - cy) / ry;
+      const dv = (toUnit(py, S) - cy) / ry;
       for (let px = x0; px <= x1; px++) {
-        const du = (((px + 0.5) / S) * 2 - 1 - cx) / rx;
-        if (du * du + dv * dv <= 1 && bodyMask[py * S + px]) labels[py * S + px] = e.tissue;
+        const du = (toUnit(px, S) - cx) / rx;
+        if (du * du + dv * dv <= 1 && tissue.bodyMask[py * S + px]) tissue.labels[py * S + px] = e.tissue;
       }
     }
   };
   for (const organ of ORGANS[a.region]) paint(organ);
   if (a.region !== 'head') {
     // Spine: behind the body on axial, down the back on sagittal/lateral, down the middle on frontal X-ray.
-    if (crossWise) paint({ cx: 0, cy: 0.78, rx: 0.11, ry: 0.14, tissue: Tissue.Bone });
-    else if (!tall) paint({ cx: 0.72, cy: 0, rx: 0.09, ry: 0.95, tissue: Tissue.Bone });
+    if (body.crossWise) paint({ cx: 0, cy: 0.78, rx: 0.11, ry: 0.14, tissue: Tissue.Bone });
+    else if (!body.tall) paint({ cx: 0.72, cy: 0, rx: 0.09, ry: 0.95, tissue: Tissue.Bone });
     else if (a.modality === 'X-ray') paint({ cx: 0, cy: 0, rx: 0.06, ry: 0.95, tissue: Tissue.Bone });
   }
+}
 
-  const grey = GREY[a.modality];
-  const base = new Float32Array(S * S);
-  for (let i = 0; i < S * S; i++) base[i] = grey[labels[i]];
-
-  // Lesion: centre in the named quadrant of the body (patient's left = image right), size class radius.
+/**
+ * The lesion's centre (in the named quadrant of the body: patient's left = image right), radius of its size class,
+ * and outline test by shape, in pixels. Draws, in order: radius, centre x, centre y, angle, two phases.
+ */
+function placeLesion(a: PhantomAttributes, S: number, body: Body, geo: () => number, jitter: (amount: number) => number): { cx: number; cy: number; radius: number; angle: number; inLesion(dx: number, dy: number): boolean } {
+  const toPx = (u: number): number => ((u + 1) / 2) * S;
   const [rMin, rMax] = LESION_RADIUS[a.size];
   const radiusPx = (rMin + (rMax - rMin) * geo()) * S;
   const right = a.location.startsWith('left'); // patient's left → image right
   const upper = a.location.endsWith('upper');
-  const lcx = toPx(ox + (right ? 1 : -1) * (0.4 + jitter(0.06)) * bx);
-  const lcy = toPx(oy + (upper ? -1 : 1) * (0.36 + jitter(0.06)) * by);
+  const lcx = toPx(body.ox + (right ? 1 : -1) * (0.4 + jitter(0.06)) * body.bx);
+  const lcy = toPx(body.oy + (upper ? -1 : 1) * (0.36 + jitter(0.06)) * body.by);
   const angle = geo() * Math.PI;
   const phase1 = geo() * 2 * Math.PI;
   const phase2 = geo() * 2 * Math.PI;
@@ -207,27 +221,56 @@ export function renderPhantom(a: PhantomAttributes, options: RenderOptions): Ren
     const r = radiusPx * (1 + 0.28 * Math.sin(3 * t + phase1) + 0.16 * Math.sin(5 * t + phase2));
     return dx * dx + dy * dy <= r * r;
   };
-  const reach = Math.ceil(radiusPx * 1.5) + 1;
-  const lesionPixels: number[] = [];
+  return { cx: lcx, cy: lcy, radius: radiusPx, angle, inLesion };
+}
+
+/** The body pixels inside the lesion, and the mean grey level of the tissue they cover. */
+function lesionCover(S: number, lesion: ReturnType<typeof placeLesion>, bodyMask: Uint8Array, base: Float32Array): { pixels: number[]; covered: number } {
+  const reach = Math.ceil(lesion.radius * 1.5) + 1;
+  const pixels: number[] = [];
   let covered = 0;
-  for (let py = Math.max(0, Math.floor(lcy - reach)); py <= Math.min(S - 1, Math.ceil(lcy + reach)); py++) {
-    for (let px = Math.max(0, Math.floor(lcx - reach)); px <= Math.min(S - 1, Math.ceil(lcx + reach)); px++) {
+  for (let py = Math.max(0, Math.floor(lesion.cy - reach)); py <= Math.min(S - 1, Math.ceil(lesion.cy + reach)); py++) {
+    for (let px = Math.max(0, Math.floor(lesion.cx - reach)); px <= Math.min(S - 1, Math.ceil(lesion.cx + reach)); px++) {
       const i = py * S + px;
-      if (bodyMask[i] && inLesion(px + 0.5 - lcx, py + 0.5 - lcy)) {
-        lesionPixels.push(i);
+      if (bodyMask[i] && lesion.inLesion(px + 0.5 - lesion.cx, py + 0.5 - lesion.cy)) {
+        pixels.push(i);
         covered += base[i];
       }
     }
   }
-  const background = lesionPixels.length ? covered / lesionPixels.length : grey[Tissue.Soft];
+  return { pixels, covered };
+}
+
+/**
+ * Draws one phantom: body outline by plane (axial: wide ellipse; coronal/frontal: tall rounded rectangle, tall
+ * ellipse for the head; sagittal/lateral: ellipse with an anterior bulge), subcutaneous fat, the region's organs, the spine by plane,
+ * one lesion of the attributes' size, density, shape and location, then the modality's texture (CT: fine noise;
+ * MR: smooth bias field and noise; X-ray: blur, vignette and noise). Pure JavaScript on a Uint8Array.
+ */
+export function renderPhantom(a: PhantomAttributes, options: RenderOptions): RenderedPhantom {
+  const S = options.size;
+  if (!(Number.isInteger(S) && S >= 16 && S <= 4096)) throw new RangeError(`phantom size must be an integer in 16..4096, got ${String(S)}`);
+  const geo = mulberry32(phantomSeed(options.seed, options.index, PHANTOM_STREAMS.geometry));
+  const jitter = (amount: number) => (geo() * 2 - 1) * amount;
+
+  const body = bodyOutline(a, jitter);
+  const tissue = bodyTissue(a, S, body);
+  paintOrgans(a, S, body, tissue, jitter);
+  const grey = GREY[a.modality];
+  const base = new Float32Array(S * S);
+  for (let i = 0; i < S * S; i++) base[i] = grey[tissue.labels[i]];
+
+  const lesion = placeLesion(a, S, body, geo, jitter);
+  const cover = lesionCover(S, lesion, tissue.bodyMask, base);
+  const background = cover.pixels.length ? cover.covered / cover.pixels.length : grey[Tissue.Soft];
   // The lesion shifts the tissue under it by a fixed contrast (clipped to 0..255): it is brighter or darker than
   // its surroundings wherever it lies, even across organ borders.
   const contrast = (a.density === 'hyper' ? 1 : -1) * (70 + 25 * geo());
-  if (options.lesion !== false) for (const i of lesionPixels) base[i] = Math.max(0, Math.min(255, base[i] + contrast));
-  applyTexture(base, S, a.modality, bodyMask, mulberry32(phantomSeed(options.seed, options.index, PHANTOM_STREAMS.noise)));
+  if (options.lesion !== false) for (const i of cover.pixels) base[i] = Math.max(0, Math.min(255, base[i] + contrast));
+  applyTexture(base, S, a.modality, tissue.bodyMask, mulberry32(phantomSeed(options.seed, options.index, PHANTOM_STREAMS.noise)));
   const pixels = new Uint8Array(S * S);
   for (let i = 0; i < S * S; i++) pixels[i] = base[i] < 0 ? 0 : base[i] > 255 ? 255 : Math.round(base[i]);
-  return { pixels, size: S, lesion: { cx: lcx, cy: lcy, radius: radiusPx, angle, contrast, background } };
+  return { pixels, size: S, lesion: { cx: lesion.cx, cy: lesion.cy, radius: lesion.radius, angle: lesion.angle, contrast, background } };
 }
 
 /** Standard normal draws by Box–Muller, two per call pair. */

@@ -5,6 +5,7 @@ import { buildManifest, parameterSpecs, shapeSize, type ParamManifest, type Para
 import { resizePositionEmbedding } from '../weights/bicubic.js';
 import { HEAD_PREFIX, headParamSpecs } from './heads.js';
 import type { HeadSpec } from './tasks.js';
+import { ParamVariables } from '../variables.js';
 
 /**
  * A fine-tuning model: the M3AE backbone (both encoders, the fusion module, the two poolers) and one task head, in
@@ -38,55 +39,30 @@ export interface DownstreamModelOptions {
   seed?: number;
 }
 
-export class DownstreamModel {
+export class DownstreamModel extends ParamVariables {
   readonly id: number;
   readonly config: M3AEConfig;
   readonly head: HeadSpec;
   readonly specs: readonly ParamSpec[];
   readonly manifest: ParamManifest;
-  readonly params: Map<string, tf.Variable>;
-  /** Trainable variables in manifest order. */
-  readonly trainable: readonly tf.Variable[];
-  private disposed = false;
 
   constructor(config: M3AEConfig, head: HeadSpec, options: DownstreamModelOptions = {}) {
-    this.id = nextId++;
-    this.config = config;
-    this.head = head;
-    this.specs = downstreamSpecs(config, head);
-    this.manifest = buildManifest(this.specs);
+    const id = nextId++;
+    const specs = downstreamSpecs(config, head);
     const seed = options.seed ?? 0;
     // A backbone parameter gets the value the pre-training model would give it with this seed (same index).
     const pretrainIndex = new Map(parameterSpecs(config).map((s, i) => [s.name, i]));
-    const headStart = this.specs.length - headParamSpecs(config, head).length;
-    this.params = new Map();
-    this.specs.forEach((spec, i) => {
-      const index = pretrainIndex.get(spec.name) ?? HEAD_INIT_INDEX + (i - headStart);
-      const values = initialValues(config, spec, seed, index);
-      const v = tf.tidy(() => tf.variable(tf.tensor(values, [...spec.shape], 'float32'), spec.trainable, `m3ae-ds${this.id}/${spec.name}`, 'float32'));
-      this.params.set(spec.name, v);
-    });
-    this.trainable = this.specs.filter((s) => s.trainable).map((s) => this.param(s.name));
-  }
-
-  param(name: string): tf.Variable {
-    const v = this.params.get(name);
-    if (!v) throw new Error(`unknown parameter ${JSON.stringify(name)}`);
-    return v;
+    const headStart = specs.length - headParamSpecs(config, head).length;
+    super(specs, `m3ae-ds${id}`, (spec, i) => initialValues(config, spec, seed, pretrainIndex.get(spec.name) ?? HEAD_INIT_INDEX + (i - headStart)));
+    this.id = id;
+    this.config = config;
+    this.head = head;
+    this.specs = specs;
+    this.manifest = buildManifest(specs);
   }
 
   get headPrefix(): string {
     return HEAD_PREFIX[this.head.kind];
-  }
-
-  get isDisposed(): boolean {
-    return this.disposed;
-  }
-
-  dispose(): void {
-    if (this.disposed) return;
-    for (const v of this.params.values()) v.dispose();
-    this.disposed = true;
   }
 }
 

@@ -1,3 +1,4 @@
+import { fusionModule, textEncoderLayers, type BlockLeaves } from '../blocks.js';
 import { gridSize, numPatches, patchDim, type M3AEConfig } from '../config.js';
 
 /**
@@ -21,7 +22,7 @@ export type WeightTransform =
   | { readonly kind: 'rows' };
 
 export interface WeightMapping {
-  /** Our parameter name (contracts §4). */
+  /** Our parameter name (`parameterSpecs` in params.ts). */
   readonly name: string;
   /** Our shape. */
   readonly shape: readonly number[];
@@ -67,18 +68,7 @@ export function officialMapping(c: M3AEConfig): WeightMapping[] {
     linear(`${p}.mlp.c_fc`, d, d * c.mlpRatio);
     linear(`${p}.mlp.c_proj`, d * c.mlpRatio, d);
   };
-  const bertAttention = (p: string): void => {
-    linear(`${p}.self.query`, D, D);
-    linear(`${p}.self.key`, D, D);
-    linear(`${p}.self.value`, D, D);
-    linear(`${p}.output.dense`, D, D);
-    layerNorm(`${p}.output.LayerNorm`, D);
-  };
-  const bertFeedForward = (p: string): void => {
-    linear(`${p}.intermediate.dense`, D, D * c.mlpRatio);
-    linear(`${p}.output.dense`, D * c.mlpRatio, D);
-    layerNorm(`${p}.output.LayerNorm`, D);
-  };
+  const leaves: BlockLeaves = { layerNorm, linear };
 
   const v = 'vision_encoder.visual';
   const P = c.patchSize;
@@ -95,24 +85,9 @@ export function officialMapping(c: M3AEConfig): WeightMapping[] {
   push(`${t}.embeddings.position_embeddings.weight`, [c.maxTextLength + 2, D], `${t}.embeddings.position_embeddings.weight`, [c.maxTextLength + 2, D], { kind: 'rows' });
   same(`${t}.embeddings.token_type_embeddings.weight`, [1, D]);
   layerNorm(`${t}.embeddings.LayerNorm`, D);
-  for (let i = 0; i < c.textLayers; i++) {
-    bertAttention(`${t}.encoder.layer.${i}.attention`);
-    bertFeedForward(`${t}.encoder.layer.${i}`);
-  }
+  textEncoderLayers(leaves, c);
 
-  linear('multi_modal_language_proj', D, D);
-  linear('multi_modal_vision_proj', D, D);
-  same('modality_type_embeddings.weight', [2, D]);
-  for (const side of ['vision', 'language']) {
-    for (let i = 0; i < c.fusionLayers; i++) {
-      const p = `multi_modal_${side}_layers.${i}`;
-      bertAttention(`${p}.attention`);
-      bertAttention(`${p}.crossattention`);
-      bertFeedForward(p);
-    }
-  }
-  linear('multi_modal_vision_pooler.dense', D, D);
-  linear('multi_modal_language_pooler.dense', D, D);
+  fusionModule(leaves, c, same);
 
   same('mlm_head.bias', [c.vocabSize]);
   linear('mlm_head.transform.dense', D, D);

@@ -23,7 +23,7 @@ export interface ImportReport {
 }
 
 export interface WeightImport {
-  /** Our names → values in our layout (contracts §4), in canonical order. */
+  /** Our names → values in our layout (`parameterSpecs` in params.ts), in canonical order. */
   readonly params: Map<string, Float32Array>;
   readonly report: ImportReport;
 }
@@ -42,6 +42,83 @@ interface Plan {
   /** Why a source key is deliberately not read (undefined: it should have been used). */
   readonly unused: (sourceKey: string) => string | undefined;
   readonly what: string;
+}
+
+/** Shape checks and layout conversion of one source tensor to ours; `adapted` notes what was not a plain read. */
+async function convertTensor(
+  source: TensorSource,
+  key: string,
+  m: WeightMapping,
+  c: M3AEConfig,
+  fused: Map<string, Float32Array>,
+  adapted: { name: string; how: string }[],
+  shapeError: (key: string, m: WeightMapping, got: readonly number[], expected: string) => WeightsError,
+): Promise<Float32Array> {
+  const shape = source.shapeOf(key);
+  const t = m.transform;
+  switch (t.kind) {
+    case 'copy':
+    case 'transpose': {
+      if (!sameShape(shape, m.officialShape)) throw shapeError(key, m, shape, showShape(m.officialShape));
+      const { data } = await source.readFloat32(key);
+      return t.kind === 'copy' ? data : transpose2d(data, m.officialShape[0] as number, m.officialShape[1] as number);
+    }
+    case 'inProj': {
+      if (!sameShape(shape, m.officialShape)) throw shapeError(key, m, shape, showShape(m.officialShape));
+      let whole = fused.get(key);
+      if (!whole) {
+        whole = (await source.readFloat32(key)).data;
+        fused.set(key, whole);
+      }
+      const d = m.shape[0] as number;
+      const size = t.of === 'weight' ? d * d : d;
+      const part = whole.subarray(t.part * size, (t.part + 1) * size);
+      if (t.part === 2) fused.delete(key);
+      return t.of === 'weight' ? transpose2d(part, d, d) : part.slice();
+    }
+    case 'conv1': {
+      if (!sameShape(shape, m.officialShape)) throw shapeError(key, m, shape, showShape(m.officialShape));
+      const { data } = await source.readFloat32(key);
+      const D = m.officialShape[0] as number;
+      return transpose2d(data, D, data.length / D);
+    }
+    case 'positions': {
+      const D = m.shape[1] as number;
+      const rows = shape[0] as number;
+      const g = Math.round(Math.sqrt(rows - 1));
+      if (shape.length !== 2 || shape[1] !== D || g * g + 1 !== rows) throw shapeError(key, m, shape, `[1 + g², ${D}] (a square grid plus the class row)`);
+      const { data } = await source.readFloat32(key);
+      if (g === t.grid) return data;
+      adapted.push({ name: m.name, how: `bicubic resize of the ${g}×${g} grid to ${t.grid}×${t.grid}` });
+      return resizePositionEmbedding(data, D, t.grid);
+    }
+    case 'sincos': {
+      if (sameShape(shape, m.officialShape)) return (await source.readFloat32(key)).data;
+      adapted.push({ name: m.name, how: `fixed 2-D sin-cos table recomputed for the ${t.grid}×${t.grid} grid (source ${showShape(shape)})` });
+      return sincos2d(c.decoderHiddenSize, t.grid);
+    }
+    case 'rows': {
+      const [R, D] = m.shape as [number, number];
+      if (shape.length !== 2 || shape[1] !== D || (shape[0] as number) < R) throw shapeError(key, m, shape, `[≥ ${R}, ${D}] (config.maxTextLength + 2 rows)`);
+      const { data } = await source.readFloat32(key);
+      if ((shape[0] as number) === R) return data;
+      adapted.push({ name: m.name, how: `first ${R} of ${shape[0] as number} position rows kept (config.maxTextLength = ${c.maxTextLength})` });
+      return data.slice(0, R * D);
+    }
+  }
+}
+
+/** The source keys no mapping read: those the plan expects to leave (`ignored`, with why) and the rest (`unknown`). */
+function leftoverKeys(available: ReadonlySet<string>, used: ReadonlySet<string>, plan: Plan): { ignored: { key: string; reason: string }[]; unknown: string[] } {
+  const ignored: { key: string; reason: string }[] = [];
+  const unknown: string[] = [];
+  for (const key of available) {
+    if (used.has(key)) continue;
+    const reason = plan.unused(key);
+    if (reason) ignored.push({ key, reason });
+    else unknown.push(key);
+  }
+  return { ignored, unknown };
 }
 
 /** Reads the mapped tensors from a source, checks shapes, converts layouts, and reports the rest by name. */
@@ -71,76 +148,11 @@ async function runImport(source: TensorSource, c: M3AEConfig, plan: Plan, option
       continue;
     }
     used.add(key);
-    const shape = source.shapeOf(key);
-    const t = m.transform;
-    switch (t.kind) {
-      case 'copy':
-      case 'transpose': {
-        if (!sameShape(shape, m.officialShape)) throw shapeError(key, m, shape, showShape(m.officialShape));
-        const { data } = await source.readFloat32(key);
-        params.set(m.name, t.kind === 'copy' ? data : transpose2d(data, m.officialShape[0] as number, m.officialShape[1] as number));
-        break;
-      }
-      case 'inProj': {
-        if (!sameShape(shape, m.officialShape)) throw shapeError(key, m, shape, showShape(m.officialShape));
-        let whole = fused.get(key);
-        if (!whole) {
-          whole = (await source.readFloat32(key)).data;
-          fused.set(key, whole);
-        }
-        const d = m.shape[0] as number;
-        const size = t.of === 'weight' ? d * d : d;
-        const part = whole.subarray(t.part * size, (t.part + 1) * size);
-        params.set(m.name, t.of === 'weight' ? transpose2d(part, d, d) : part.slice());
-        if (t.part === 2) fused.delete(key);
-        break;
-      }
-      case 'conv1': {
-        if (!sameShape(shape, m.officialShape)) throw shapeError(key, m, shape, showShape(m.officialShape));
-        const { data } = await source.readFloat32(key);
-        const D = m.officialShape[0] as number;
-        params.set(m.name, transpose2d(data, D, data.length / D));
-        break;
-      }
-      case 'positions': {
-        const D = m.shape[1] as number;
-        const rows = shape[0] as number;
-        const g = Math.round(Math.sqrt(rows - 1));
-        if (shape.length !== 2 || shape[1] !== D || g * g + 1 !== rows) throw shapeError(key, m, shape, `[1 + g², ${D}] (a square grid plus the class row)`);
-        const { data } = await source.readFloat32(key);
-        params.set(m.name, g === t.grid ? data : resizePositionEmbedding(data, D, t.grid));
-        if (g !== t.grid) adapted.push({ name: m.name, how: `bicubic resize of the ${g}×${g} grid to ${t.grid}×${t.grid}` });
-        break;
-      }
-      case 'sincos': {
-        if (sameShape(shape, m.officialShape)) {
-          params.set(m.name, (await source.readFloat32(key)).data);
-        } else {
-          params.set(m.name, sincos2d(c.decoderHiddenSize, t.grid));
-          adapted.push({ name: m.name, how: `fixed 2-D sin-cos table recomputed for the ${t.grid}×${t.grid} grid (source ${showShape(shape)})` });
-        }
-        break;
-      }
-      case 'rows': {
-        const [R, D] = m.shape as [number, number];
-        if (shape.length !== 2 || shape[1] !== D || (shape[0] as number) < R) throw shapeError(key, m, shape, `[≥ ${R}, ${D}] (config.maxTextLength + 2 rows)`);
-        const { data } = await source.readFloat32(key);
-        params.set(m.name, (shape[0] as number) === R ? data : data.slice(0, R * D));
-        if ((shape[0] as number) !== R) adapted.push({ name: m.name, how: `first ${R} of ${shape[0] as number} position rows kept (config.maxTextLength = ${c.maxTextLength})` });
-        break;
-      }
-    }
+    params.set(m.name, await convertTensor(source, key, m, c, fused, adapted, shapeError));
     loaded.push(m.name);
   }
 
-  const ignored: { key: string; reason: string }[] = [];
-  const unknown: string[] = [];
-  for (const key of available) {
-    if (used.has(key)) continue;
-    const reason = plan.unused(key);
-    if (reason) ignored.push({ key, reason });
-    else unknown.push(key);
-  }
+  const { ignored, unknown } = leftoverKeys(available, used, plan);
   const report: ImportReport = { loaded, missing, unknown, ignored, adapted };
   if (missing.length > 0 && !options.allowMissing) {
     const list = missing.slice(0, 8).map((x) => `${x.source} (for ${x.name})`).join(', ');

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { mergeEventHandlers, RunHistory, type RunStepInput } from './run-history.js';
+import { mergeEventHandlers } from '../events.js';
+import { RunHistory, type RunStepInput } from './run-history.js';
 
 function report(step: number, extra: Partial<RunStepInput> = {}): RunStepInput {
   return {
@@ -156,17 +157,9 @@ describe('RunHistory', () => {
   });
 });
 
-describe('mergeEventHandlers', () => {
-  it('calls both handler objects, in order, and keeps handlers only one of them has', () => {
+describe('RunHistory.coordinatorEvents', () => {
+  it('merges with other handlers (the metrics adapter) into one events object', () => {
     const calls: string[] = [];
-    const merged = mergeEventHandlers(
-      { onStep: (r: { step: number }) => void calls.push(`a${r.step}`), onReject: () => void calls.push('a-reject') },
-      { onStep: (r: { step: number }) => void calls.push(`b${r.step}`), onCheckpoint: () => void calls.push('b-ckpt') },
-    );
-    merged.onStep({ step: 3 });
-    merged.onReject();
-    merged.onCheckpoint();
-    expect(calls).toEqual(['a3', 'b3', 'a-reject', 'b-ckpt']);
     const h = new RunHistory();
     const events = mergeEventHandlers({ onStep: () => void calls.push('metrics') }, h.coordinatorEvents());
     events.onStep(report(0));

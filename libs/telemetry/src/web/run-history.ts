@@ -1,4 +1,6 @@
 import { scrubSecrets, scrubValue } from '../redact.js';
+import { RecentSteps } from './recent-steps.js';
+import type { RunPhase, RunPoint, RunRejectView, RunSnapshot, RunWorkerView } from './run-snapshot.js';
 
 /**
  * What the run page shows, kept by the coordinator itself (no Prometheus needed): the run's description, a
@@ -61,90 +63,6 @@ export interface RunDescription {
   readonly config?: unknown;
 }
 
-export type RunPhase = 'waiting' | 'training' | 'finished' | 'stopped' | 'failed';
-
-/** One point of the curves. Absent objectives are null. */
-export interface RunPoint {
-  /** Increases by one per recorded step; the page asks for points after the last one it has. */
-  readonly seq: number;
-  /** Steps complete after this one (report step + 1). */
-  readonly step: number;
-  /** Unix milliseconds. */
-  readonly t: number;
-  readonly loss: { total: number; mlm: number | null; mim: number | null; itm: number | null };
-  /** `task`: a fine-tuning run's training accuracy on its task. */
-  readonly accuracy: { mlm: number | null; itm: number | null; task: number | null };
-  readonly learningRate: number;
-  readonly gradientNorm: number;
-  readonly samplesPerSecond: number;
-  readonly tokensPerSecond: number | null;
-  readonly durationMs: number;
-}
-
-export interface RunWorkerView {
-  id: string;
-  backend: string | null;
-  pid: number | null;
-  /** Unix milliseconds of the last heartbeat seen, or null. */
-  lastHeartbeatAt: number | null;
-  /** Unix milliseconds of the last step its contributions were counted in, or null. */
-  lastContributionAt: number | null;
-  /** Steps it contributed to. */
-  steps: number;
-  /**
-   * Samples per second it accounted for over recent steps, a step's samples shared evenly among the workers
-   * counted in it (the coordinator's step report does not say how many micro-batches each computed).
-   */
-  samplesPerSecond: number;
-  /** Heartbeat (or contribution) within `staleAfterMs`. */
-  alive: boolean;
-}
-
-export interface RunRejectView {
-  at: number;
-  step: number | null;
-  reason: string;
-  jobIndex: number | null;
-  workerId: string | null;
-  message: string;
-}
-
-/** The document the run page polls (`/run/state.json`). */
-export interface RunSnapshot {
-  now: number;
-  run: { runId: string | null; totalSteps: number | null; startStep: number; globalBatch: number | null; jobsPerStep: number | null; config: unknown; startedAt: number };
-  state: { phase: RunPhase; message: string | null; since: number };
-  progress: {
-    completedSteps: number;
-    totalSteps: number | null;
-    /** Mean wall seconds per step over the recent window. */
-    secondsPerStep: number | null;
-    samplesPerSecond: number | null;
-    tokensPerSecond: number | null;
-    etaSeconds: number | null;
-    elapsedSeconds: number;
-  };
-  latest: RunPoint | null;
-  /** Points after `since` (all of them when the series was thinned since the caller's generation). */
-  series: { generation: number; reset: boolean; points: RunPoint[]; lastSeq: number; stride: number };
-  /** Mean milliseconds per phase over the recent window: coordinator phases and the workers' means. */
-  breakdown: { steps: number; coordinator: Record<string, number>; worker: Record<string, number> };
-  workers: RunWorkerView[];
-  jobs: {
-    enqueued: number;
-    rejected: number;
-    retried: number;
-    backups: number;
-    backupsWon: number;
-    duplicates: number;
-    recoveries: number;
-    rejectedByReason: Record<string, number>;
-    recentRejects: RunRejectView[];
-  };
-  checkpoint: { step: number; file: string; at: number; durationMs: number } | null;
-  grid: { step: number; at: number } | null;
-}
-
 export interface RunHistoryOptions {
   /** Points kept before the series is thinned. @defaultValue 1000 */
   capacity?: number;
@@ -165,15 +83,6 @@ interface WorkerState {
   lastHeartbeatAt: number | null;
   lastContributionAt: number | null;
   steps: number;
-}
-
-interface WindowEntry {
-  durationMs: number;
-  samples: number;
-  tokens: number | null;
-  workers: readonly string[];
-  phases: Record<string, number>;
-  worker: Record<string, number>;
 }
 
 /** Own numeric fields of a plain object (phases and worker timings arrive as interfaces). */
@@ -197,7 +106,6 @@ function orNull(v: number | undefined): number | null {
 
 export class RunHistory {
   private readonly capacity: number;
-  private readonly windowSize: number;
   private readonly maxRejects: number;
   private readonly staleAfterMs: number;
   private readonly now: () => number;
@@ -209,7 +117,7 @@ export class RunHistory {
   private stride = 1;
   private latestPoint: RunPoint | null = null;
   private completed = 0;
-  private readonly recent: WindowEntry[] = [];
+  private readonly recent: RecentSteps;
   private readonly workers = new Map<string, WorkerState>();
   private readonly tally = { enqueued: 0, rejected: 0, retried: 0, backups: 0, backupsWon: 0, duplicates: 0, recoveries: 0 };
   private readonly byReason = new Map<string, number>();
@@ -222,11 +130,12 @@ export class RunHistory {
 
   constructor(options: RunHistoryOptions = {}) {
     this.capacity = options.capacity ?? 1000;
-    this.windowSize = options.window ?? 20;
+    const windowSize = options.window ?? 20;
     this.maxRejects = options.maxRejects ?? 20;
     this.staleAfterMs = options.staleAfterMs ?? 30_000;
     requireInt('capacity', this.capacity, 4);
-    requireInt('window', this.windowSize, 1);
+    requireInt('window', windowSize, 1);
+    this.recent = new RecentSteps(windowSize);
     requireInt('maxRejects', this.maxRejects, 0);
     if (!(Number.isFinite(this.staleAfterMs) && this.staleAfterMs > 0)) throw new Error(`run history: staleAfterMs is ${this.staleAfterMs}; expected a positive number`);
     this.now = options.now ?? Date.now;
@@ -276,7 +185,6 @@ export class RunHistory {
       w.steps++;
     }
     this.recent.push({ durationMs: report.durationMs, samples: report.samples, tokens, workers, phases: numericFields(report.phases, 'phases'), worker: numericFields(report.worker, 'worker') });
-    if (this.recent.length > this.windowSize) this.recent.shift();
 
     const j = report.jobs;
     if (j) {
@@ -390,7 +298,7 @@ export class RunHistory {
     const points = reset ? this.points.slice() : this.points.filter((p) => p.seq > since);
     const run = this.run;
     const total = run?.totalSteps ?? null;
-    const t = this.throughput();
+    const t = this.recent.throughput();
     const remaining = total === null ? null : Math.max(0, total - this.completed);
     return {
       now,
@@ -415,7 +323,7 @@ export class RunHistory {
       },
       latest: this.latestPoint,
       series: { generation: this.generation, reset, points, lastSeq: this.seq, stride: this.stride },
-      breakdown: this.breakdown(),
+      breakdown: this.recent.breakdown(),
       workers: this.workerViews(now),
       jobs: { ...this.tally, rejectedByReason: Object.fromEntries(this.byReason), recentRejects: this.rejects.slice().reverse() },
       checkpoint: this.checkpoint,
@@ -453,39 +361,9 @@ export class RunHistory {
     }
   }
 
-  private throughput(): { secondsPerStep: number; samplesPerSecond: number; tokensPerSecond: number | null } | undefined {
-    if (this.recent.length === 0) return undefined;
-    let ms = 0;
-    let samples = 0;
-    let tokens = 0;
-    let haveTokens = true;
-    for (const r of this.recent) {
-      ms += r.durationMs;
-      samples += r.samples;
-      if (r.tokens === null) haveTokens = false;
-      else tokens += r.tokens;
-    }
-    if (ms <= 0) return undefined;
-    return { secondsPerStep: ms / 1000 / this.recent.length, samplesPerSecond: samples / (ms / 1000), tokensPerSecond: haveTokens ? tokens / (ms / 1000) : null };
-  }
-
-  private breakdown(): RunSnapshot['breakdown'] {
-    const mean = (pick: (r: WindowEntry) => Record<string, number>): Record<string, number> => {
-      const sums: Record<string, number> = {};
-      for (const r of this.recent) for (const [k, v] of Object.entries(pick(r))) sums[k] = (sums[k] ?? 0) + v;
-      for (const k of Object.keys(sums)) sums[k] = (sums[k] as number) / this.recent.length;
-      return sums;
-    };
-    return { steps: this.recent.length, coordinator: mean((r) => r.phases), worker: mean((r) => r.worker) };
-  }
-
   private workerViews(now: number): RunWorkerView[] {
-    const ms = this.recent.reduce((a, r) => a + r.durationMs, 0);
-    const share = new Map<string, number>();
-    for (const r of this.recent) {
-      if (r.workers.length === 0) continue;
-      for (const id of r.workers) share.set(id, (share.get(id) ?? 0) + r.samples / r.workers.length);
-    }
+    const ms = this.recent.durationMs();
+    const share = this.recent.workerSamples();
     return [...this.workers.values()]
       .map((w) => {
         const seen = Math.max(w.lastHeartbeatAt ?? -Infinity, w.lastContributionAt ?? -Infinity);
@@ -502,26 +380,4 @@ export class RunHistory {
       })
       .sort((a, b) => a.id.localeCompare(b.id));
   }
-}
-
-/**
- * One events object that calls every given handler object's method of the same name, in order: e.g. the
- * metrics adapter and a run history on one coordinator (`events: mergeEventHandlers(a, b)`).
- */
-export function mergeEventHandlers<A extends object, B extends object>(a: A, b: B): A & B {
-  const out: Record<string, (...args: unknown[]) => void> = {};
-  for (const handlers of [a, b]) {
-    for (const [name, fn] of Object.entries(handlers)) {
-      if (typeof fn !== 'function') continue;
-      const call = fn as (...args: unknown[]) => void;
-      const before = out[name];
-      out[name] = before
-        ? (...args) => {
-            before(...args);
-            call(...args);
-          }
-        : call;
-    }
-  }
-  return out as A & B;
 }

@@ -1,7 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { scrubSecrets, scrubValue } from '../redact.js';
 import { RUN_PAGE_CSS, RUN_PAGE_ICON, RUN_PAGE_JS, runPageHtml } from './page.js';
-import type { RunHistory, RunSnapshot } from './run-history.js';
+import type { RunHistory } from './run-history.js';
+import type { RunSnapshot } from './run-snapshot.js';
 
 export interface RunPageOptions {
   /** The coordinator's own history (curves, breakdown, workers, rejects, the run's state). */

@@ -1,6 +1,4 @@
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { loadTokenizer, openShardDataset, pretrainCounts, type ShardDataset, type TextTokenizer } from '@m3ae/data';
+import { loadTokenizer, openShardDataset, pretrainCounts, shardTokenizer, type ShardDataset, type TextTokenizer } from '@m3ae/data';
 import { initialValues, modelManifest, numPatches, parameterSpecs, resolveConfig, trainingTextLength, type M3AEConfig } from '@m3ae/model';
 import { ConfigError, pretrainTraining, type LossTriple, type RunConfig } from '@m3ae/protocol';
 import { adamwFor } from '../optimizer.js';
@@ -11,12 +9,15 @@ export function runModelConfig(config: RunConfig): M3AEConfig {
   return resolveConfig({ preset: config.model.preset, ...config.model.overrides }, 'model');
 }
 
-/** The tokenizer of a run: `data.tokenizer`, else `tokenizer.json` next to the shards. */
+/** The tokenizer of a run: `data.tokenizer`, else the one `m3ae prepare` kept with the shards (hash checked). */
 export function runTokenizerPath(config: RunConfig): string {
   if (config.data.tokenizer) return config.data.tokenizer;
   const dir = config.data.dir;
-  if (dir && existsSync(join(dir, 'tokenizer.json'))) return join(dir, 'tokenizer.json');
-  throw new ConfigError(`data.tokenizer is not set and ${dir ? JSON.stringify(join(dir, 'tokenizer.json')) : 'no data.dir'} does not exist; expected the tokenizer.json the dataset was prepared with`);
+  const kept = dir ? shardTokenizer(dir) : undefined;
+  if (kept) return kept;
+  throw new ConfigError(
+    `data.tokenizer is not set and ${dir ? `${dir} keeps no tokenizer (prepared without --tokenizer)` : 'data.dir is not set'}; set data.tokenizer (--tokenizer) to the tokenizer.json the dataset was prepared with`,
+  );
 }
 
 /** Opens the run's dataset and tokenizer and checks them against the model configuration. */

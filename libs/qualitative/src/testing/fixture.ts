@@ -41,7 +41,7 @@ export async function makeQualitativeFixture(dir: string, options: { count?: num
   const checkpointDir = join(dir, 'checkpoints');
   try {
     const fixed = new Map<string, Float32Array>();
-    for (const e of model.manifest.entries) if (!e.trainable) fixed.set(e.name, model.param(e.name).dataSync() as Float32Array);
+    for (const e of model.manifest.entries) if (!e.trainable) fixed.set(e.name, (await model.param(e.name).data()) as Float32Array);
     await saveCheckpoint(checkpointDir, {
       step: options.step ?? 12,
       manifest: model.manifest,
