@@ -16,6 +16,7 @@ import {
   sameTotals,
   PROTOCOL_VERSION,
   queueEndpoint,
+  waitForRedis,
   redactConfig,
   redisOptions,
   RunKeys,
@@ -232,7 +233,7 @@ export class Coordinator {
         try {
           report = await this.runStep(step);
         } catch (e) {
-          if (e instanceof StopRequested) {
+          if (e instanceof StopRequested || this.stopRequested) {
             stopped = true;
             break;
           }
@@ -288,14 +289,22 @@ export class Coordinator {
 
   private async connect(): Promise<void> {
     const endpoint = queueEndpoint(this.config);
-    this.redis = connectRedis(endpoint, { connectionName: 'm3ae-coordinator' });
-    this.blocking = connectRedis(endpoint, { connectionName: 'm3ae-coordinator-results' });
-    this.blobs = BlobStore.connect(blobEndpoints(this.config), { chunkBytes: this.config.redis.chunkBytes, checksum: this.config.redis.checksum });
+    // A deadline at start-up (one line naming the cause), and a stop request ends the wait.
+    const shouldStop = (): boolean => this.stopRequested;
+    for (const e of [endpoint, ...blobEndpoints(this.config).filter((b) => b.url !== endpoint.url)]) {
+      await waitForRedis(e, { timeoutSeconds: this.config.redis.connectTimeoutSeconds, shouldStop });
+    }
+    // During the run, connections retry across a Redis restart; once a stop is requested, a Redis that is gone
+    // fails the pending commands instead (the step is abandoned and the checkpoint written anyway).
+    const retryStrategy = (times: number): number | null => (this.stopRequested ? null : Math.min(times * 50, 2000));
+    this.redis = connectRedis(endpoint, { connectionName: 'm3ae-coordinator', retryStrategy });
+    this.blocking = connectRedis(endpoint, { connectionName: 'm3ae-coordinator-results', retryStrategy });
+    this.blobs = BlobStore.connect(blobEndpoints(this.config), { chunkBytes: this.config.redis.chunkBytes, checksum: this.config.redis.checksum }, { retryStrategy });
     for (const c of [this.redis, this.blocking, ...this.blobs.stores]) c.on('error', (e: Error) => this.log.warn({ err: e.message }, 'redis connection error (retrying)'));
     await assertNoEviction(this.redis);
     for (const s of this.blobs.stores) await assertNoEviction(s);
     this.queue = new Queue(JOB_QUEUE_NAME, {
-      connection: redisOptions(endpoint, { maxRetriesPerRequest: null, connectionName: 'm3ae-coordinator-queue' }),
+      connection: redisOptions(endpoint, { maxRetriesPerRequest: null, connectionName: 'm3ae-coordinator-queue', retryStrategy }),
       prefix: this.keys.bullPrefix,
       streams: { events: { maxLen: 200 } },
       defaultJobOptions: { removeOnComplete: true, removeOnFail: true, attempts: 3, backoff: { type: 'fixed', delay: 250 } },
@@ -304,7 +313,7 @@ export class Coordinator {
     const onRedeliver = this.options.events?.onRedeliver;
     if (onRedeliver) {
       this.queueEvents = new QueueEvents(JOB_QUEUE_NAME, {
-        connection: redisOptions(endpoint, { maxRetriesPerRequest: null, connectionName: 'm3ae-coordinator-events' }),
+        connection: redisOptions(endpoint, { maxRetriesPerRequest: null, connectionName: 'm3ae-coordinator-events', retryStrategy }),
         prefix: this.keys.bullPrefix,
       });
       this.queueEvents.on('error', (e) => this.log.warn({ err: e.message }, 'queue events connection error (retrying)'));

@@ -9,3 +9,4 @@ export * from './redis-connection.js';
 export * from './redis-url.js';
 export * from './local-redis.js';
 export * from './synthetic.js';
+export * from './redis-reachable.js';
