@@ -267,7 +267,7 @@ export class WorkerSupervisor {
     this.reject(
       new Error(
         `every worker exited and none has restart budget left (at most ${maxRestarts} restarts per worker in ${windowSeconds} s: --max-restarts, --restart-window); ` +
-          `the last, worker ${slot.index}, ended with ${how}${tail ? `; the end of ${file}:\n    ${tail}` : ''}`,
+          `the last, worker ${slot.index}, ended with ${how}${tail ? `; the end of ${file}:\n    ${tail}` : `; its log ${file} is empty`}`,
       ),
     );
   }
@@ -358,15 +358,18 @@ export async function runLocalCluster(config: RunConfig, o: LocalClusterOptions)
       ...(o.setupLog ? { setupLog: o.setupLog } : {}),
     });
     coordinator.catch(() => undefined); // raced below; its error is the run's unless the workers failed first
+    let failure: unknown;
     const summary = await Promise.race([
       coordinator,
       supervisor.failed.catch(async (e: unknown) => {
-        // Let the coordinator unwind (its telemetry closed, Redis cleared) for a few seconds, then fail.
+        // Let the coordinator unwind (its checkpoint written, telemetry closed) for a few seconds, then fail.
+        failure = e;
         failing.abort();
         await Promise.race([coordinator.catch(() => undefined), new Promise((r) => setTimeout(r, 10_000).unref())]);
         throw e;
       }),
     ]);
+    if (failure !== undefined) throw failure;
     return { ...summary, workerRestarts: supervisor.restarts };
   } finally {
     o.signals?.signal.removeEventListener('abort', stopWorkers);

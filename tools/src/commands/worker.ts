@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { connectRedis, queueEndpoint } from '@m3ae/protocol';
+import { connectRedis, queueEndpoint, redactRedisUrl } from '@m3ae/protocol';
 import { createComputer, ManifestMismatchError, ThreadedComputer, TrainingWorker, workerId, type GradientComputer } from '@m3ae/worker';
 import { createLogger, metricsPortFromEnv, startTelemetryServer, WorkerMetrics, workerJobListener, type TelemetryServer } from '@m3ae/telemetry';
 import { addRunFlags, METRICS_HOST_HELP, metricsPortOption, runConfigFrom, type RunFlags } from './coordinator.js';
@@ -58,6 +58,7 @@ export function registerWorker(program: Command): void {
         }
         computer = opts.inlineCompute ? await createComputer(config) : await ThreadedComputer.start(config);
         metrics?.setBackend(computer.backend);
+        logger.info({ redis: redactRedisUrl(config.redis.url), timeoutSeconds: config.redis.connectTimeoutSeconds }, 'connecting to Redis');
         worker = await TrainingWorker.start({ config, computer, workerId: id, logger, shouldStop: () => stopping, ...(metrics ? { onJob: workerJobListener(metrics) } : {}) });
         ready = true;
         if (stopping) void worker.close();
