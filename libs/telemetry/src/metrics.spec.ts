@@ -46,7 +46,9 @@ describe('CoordinatorMetrics', () => {
     expect(v('m3ae_validation_step', { model: 'best' })).toBe(8);
     expect(v('m3ae_validation_step', { model: 'last' })).toBe(16);
     expect(() => m.observeValidation({ step: 1, score: 41, best: { step: 1, score: 41 } })).toThrow('observeValidation score: got 41; expected a score in [0, 1]');
-    await promtoolCheckMetrics(text);
+    const check = await promtoolCheckMetrics(text);
+    expect(check.output).toBe('');
+    expect(check.code).toBe(0);
   });
 
 

@@ -42,7 +42,14 @@ export function registerWorker(program: Command): void {
       process.on('SIGTERM', onTerm);
       process.on('SIGINT', onInt);
       const parent = Number(process.env[PARENT_PID_ENV]);
-      const orphanWatch = Number.isInteger(parent) && parent > 0 ? setInterval(() => process.ppid !== parent && stop('parent process gone'), 1000) : undefined;
+      // Orphaned (the local cluster was SIGKILLed): exit at once; BullMQ hands the current job to another worker.
+      const orphanWatch = Number.isInteger(parent) && parent > 0
+        ? setInterval(() => {
+            if (process.ppid === parent) return;
+            logger.warn({ parent }, 'the local cluster that started this worker is gone: exiting');
+            process.exit(1);
+          }, 1000)
+        : undefined;
       orphanWatch?.unref();
 
       let ready = false;
