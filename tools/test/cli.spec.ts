@@ -6,8 +6,7 @@ import { describe, expect, it } from 'vitest';
 const run = promisify(execFile);
 const bin = resolve(import.meta.dirname, '../bin/m3ae.js');
 
-// Each test starts the program (seconds on a loaded 2-core machine: it loads TensorFlow.js).
-describe('the m3ae program (built, run as a real process)', { timeout: 60_000 }, () => {
+describe('the m3ae program (built, run as a real process)', () => {
   it('prints help and its version', async () => {
     const help = await run('node', [bin, '--help']);
     expect(help.stdout).toContain('Usage: m3ae');
