@@ -1,5 +1,5 @@
 import { Command, CommanderError } from 'commander';
-import { doctor, formatDoctor } from './commands/doctor.js';
+import { doctor, doctorOk, formatDoctor } from './commands/doctor.js';
 import { registerBench } from './commands/bench.js';
 import { registerCoordinator } from './commands/coordinator.js';
 import { registerTrain } from './commands/train.js';
@@ -25,12 +25,13 @@ export function buildProgram(): Command {
 
   program
     .command('doctor')
-    .description('check this machine: Node, TensorFlow.js backend, Redis at REDIS_URL, redis-server, memory')
+    .description('check this machine: Node, TensorFlow.js backend, Redis (M3AE_REDIS_URL or REDIS_URL, password, CA file), redis-server, memory; exits 1 when a check fails')
     .option('--json', 'print one JSON object instead of text', false)
     .option('--backend <name>', 'backend to try instead of the automatic order')
     .action(async (opts: { json: boolean; backend?: string }) => {
       const report = await doctor(process.env, opts.backend);
       process.stdout.write((opts.json ? JSON.stringify(report) : formatDoctor(report)) + '\n');
+      if (!doctorOk(report)) process.exitCode = 1;
     });
 
   registerBench(program);

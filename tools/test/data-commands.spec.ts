@@ -4,12 +4,11 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
-import { shardTokenizer, sharedDataDir } from '@m3ae/data';
+import { shardTokenizer, sharedDataForTests } from '@m3ae/data';
 
 const run = promisify(execFile);
 const bin = resolve(import.meta.dirname, '../bin/m3ae.js');
-const data = sharedDataDir(resolve(import.meta.dirname, '../..'));
-if (!data) console.warn('m3ae tokenizer/prepare process tests skipped: ../shared/data (M3AE_SHARED_DATA) is absent');
+const data = sharedDataForTests(resolve(import.meta.dirname, '../..'), 'm3ae tokenizer/prepare process tests');
 const work = mkdtempSync(join(tmpdir(), 'm3ae-cli-data-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 

@@ -29,6 +29,18 @@ async function train(workers: number, extra: string[] = [], env: NodeJS.ProcessE
   return JSON.parse(stdout.trim().split('\n').pop() as string) as TrainReport;
 }
 
+/** How many of a run's worker processes computed at least one job (from the `worker stopped` line of each log). */
+function computedBy(r: TrainReport): number {
+  let n = 0;
+  for (let i = 0; i < r.workers; i++) {
+    const log = readFileSync(join(work, 'logs', `${r.runId}-worker-${i}.log`), 'utf8');
+    const stats = /"stats":\{"completed":(\d+)/.exec(log);
+    if (!stats) throw new Error(`worker ${i} of ${r.runId} logged no stats:\n${log.slice(-1000)}`);
+    if (Number(stats[1]) > 0) n++;
+  }
+  return n;
+}
+
 describe('m3ae train --local (real processes, tiny preset, real compute)', () => {
   it('without redis-server on the PATH, stops with the command that installs it', async () => {
     const r = run(process.execPath, [bin, 'train', '--local', '--workers', '1', '--work-dir', work, '--no-metrics'], { env: { ...process.env, PATH: '/nonexistent', REDIS_URL: '', M3AE_REDIS_URL: '' } });
@@ -37,11 +49,15 @@ describe('m3ae train --local (real processes, tiny preset, real compute)', () =>
 
   it('1, 2 and 3 worker processes end with bitwise-identical parameters', async () => {
     const one = await train(1);
-    const two = await train(2);
+    // Worker logs at info: each says how many jobs it computed when it stops.
+    const two = await train(2, [], { M3AE_LOG_LEVEL: 'info' });
     // The third run uses the Redis at 127.0.0.1:6379 instead of a private one, and must leave nothing in it.
-    const three = await train(3, [], { REDIS_URL: 'redis://127.0.0.1:6379' });
+    const three = await train(3, [], { REDIS_URL: 'redis://127.0.0.1:6379', M3AE_LOG_LEVEL: 'info' });
     expect(one.redis).toMatch(/^redis:\/\/127\.0\.0\.1:\d+$/);
-    expect(one.redis).not.toBe('redis://127.0.0.1:6379/');
+    expect(one.redis).not.toBe('redis://127.0.0.1:6379');
+    // More than one worker process computed in the multi-worker runs.
+    expect(computedBy(two)).toBeGreaterThan(1);
+    expect(computedBy(three)).toBeGreaterThan(1);
     expect(three.redis).toBe('redis://127.0.0.1:6379');
     expect([one.steps, two.steps, three.steps]).toEqual([3, 3, 3]);
     expect(Number.isFinite(one.finalLosses.total)).toBe(true);

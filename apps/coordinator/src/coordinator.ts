@@ -65,6 +65,7 @@ export class Coordinator {
 
   /** Asks the run to stop: the current step is abandoned, a checkpoint written, Redis cleaned. */
   stop(): void {
+    this.source.requestStop();
     this.trainer.stop();
   }
 

@@ -12,6 +12,7 @@ import {
   queueEndpoint,
   redisOptions,
   RunKeys,
+  waitForRedis,
   type BlobRef,
   type Contribution,
   type MicroBatchJob,
@@ -113,6 +114,7 @@ export class RedisGradientSource implements GradientSource {
   private queueEvents: QueueEvents | undefined;
   private params: Float32Array | undefined;
   private current: StepState | undefined;
+  private stopRequested = false;
 
   constructor(private readonly options: RedisSourceOptions) {
     this.config = options.config;
@@ -129,16 +131,29 @@ export class RedisGradientSource implements GradientSource {
     return this.queue;
   }
 
+  /** A stop was requested: a start-up wait ends, and connections stop retrying a Redis that is gone. */
+  requestStop(): void {
+    this.stopRequested = true;
+  }
+
   async connect(): Promise<void> {
     const endpoint = queueEndpoint(this.config);
-    this.redis = connectRedis(endpoint, { connectionName: 'm3ae-coordinator' });
-    this.blocking = connectRedis(endpoint, { connectionName: 'm3ae-coordinator-results' });
-    this.blobs = BlobStore.connect(blobEndpoints(this.config), { chunkBytes: this.config.redis.chunkBytes, checksum: this.config.redis.checksum });
+    // A deadline at start-up (one line naming the cause), and a stop request ends the wait.
+    const shouldStop = (): boolean => this.stopRequested;
+    for (const e of [endpoint, ...blobEndpoints(this.config).filter((b) => b.url !== endpoint.url)]) {
+      await waitForRedis(e, { timeoutSeconds: this.config.redis.connectTimeoutSeconds, shouldStop });
+    }
+    // During the run, connections retry across a Redis restart; once a stop is requested, a Redis that is gone
+    // fails the pending commands instead (the step is abandoned and the checkpoint written anyway).
+    const retryStrategy = (times: number): number | null => (this.stopRequested ? null : Math.min(times * 50, 2000));
+    this.redis = connectRedis(endpoint, { connectionName: 'm3ae-coordinator', retryStrategy });
+    this.blocking = connectRedis(endpoint, { connectionName: 'm3ae-coordinator-results', retryStrategy });
+    this.blobs = BlobStore.connect(blobEndpoints(this.config), { chunkBytes: this.config.redis.chunkBytes, checksum: this.config.redis.checksum }, { retryStrategy });
     for (const c of [this.redis, this.blocking, ...this.blobs.stores]) c.on('error', (e: Error) => this.log.warn({ err: e.message }, 'redis connection error (retrying)'));
     await assertNoEviction(this.redis);
     for (const s of this.blobs.stores) await assertNoEviction(s);
     this.queue = new Queue(JOB_QUEUE_NAME, {
-      connection: redisOptions(endpoint, { maxRetriesPerRequest: null, connectionName: 'm3ae-coordinator-queue' }),
+      connection: redisOptions(endpoint, { maxRetriesPerRequest: null, connectionName: 'm3ae-coordinator-queue', retryStrategy }),
       prefix: this.keys.bullPrefix,
       streams: { events: { maxLen: 200 } },
       defaultJobOptions: { removeOnComplete: true, removeOnFail: true, attempts: 3, backoff: { type: 'fixed', delay: 250 } },
@@ -147,7 +162,7 @@ export class RedisGradientSource implements GradientSource {
     const onRedeliver = this.options.events?.onRedeliver;
     if (onRedeliver) {
       this.queueEvents = new QueueEvents(JOB_QUEUE_NAME, {
-        connection: redisOptions(endpoint, { maxRetriesPerRequest: null, connectionName: 'm3ae-coordinator-events' }),
+        connection: redisOptions(endpoint, { maxRetriesPerRequest: null, connectionName: 'm3ae-coordinator-events', retryStrategy }),
         prefix: this.keys.bullPrefix,
       });
       this.queueEvents.on('error', (e) => this.log.warn({ err: e.message }, 'queue events connection error (retrying)'));

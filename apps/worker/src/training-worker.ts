@@ -6,6 +6,7 @@ import {
   BlobStore,
   blobEndpoints,
   connectRedis,
+  waitForRedis,
   encodeTensor,
   JOB_QUEUE_NAME,
   parseMicroBatchJob,
@@ -52,6 +53,8 @@ export interface TrainingWorkerOptions {
   workerId?: string;
   logger?: Logger;
   onJob?: (event: WorkerJobEvent) => void;
+  /** Polled while waiting for Redis at start-up: true ends the wait (SIGTERM while connecting). */
+  shouldStop?: () => boolean;
 }
 
 export interface WorkerStats {
@@ -110,9 +113,13 @@ export class TrainingWorker {
   /** Connects, checks the run's model manifest, and starts taking jobs. */
   static async start(options: TrainingWorkerOptions): Promise<TrainingWorker> {
     const { config } = options;
+    // A deadline at start-up: a Redis that never answers ends the worker with one line, not a hang.
+    await waitForRedis(queueEndpoint(config), { timeoutSeconds: config.redis.connectTimeoutSeconds, ...(options.shouldStop ? { shouldStop: options.shouldStop } : {}) });
     const redis = connectRedis(queueEndpoint(config), { connectionName: 'm3ae-worker' });
     const blobs = BlobStore.connect(blobEndpoints(config), { chunkBytes: config.redis.chunkBytes, checksum: config.redis.checksum });
     const w = new TrainingWorker(options, redis, blobs);
+    // Error listeners before the first command (ioredis prints "Unhandled error event" otherwise).
+    for (const c of [redis, ...blobs.stores]) c.on('error', (e: Error) => w.log.warn({ err: e.message }, 'redis connection error (retrying)'));
     try {
       await w.checkManifest();
     } catch (e) {
@@ -169,7 +176,6 @@ export class TrainingWorker {
       name: this.id,
     });
     this.bull.on('error', (e) => this.log.warn({ err: e.message }, 'queue connection error (retrying)'));
-    for (const c of [this.redis, ...this.blobs.stores]) c.on('error', (e: Error) => this.log.warn({ err: e.message }, 'redis connection error (retrying)'));
     const beat = (): void => {
       this.redis
         .set(this.keys.worker(this.id), JSON.stringify({ id: this.id, backend: this.computer.backend, pid: process.pid, at: Date.now() }), 'EX', config.worker.heartbeatSeconds * 3)

@@ -7,12 +7,11 @@ import { normalizeRgb } from './images/normalize.js';
 import { EpochSampler } from './sampler.js';
 import { openShardDataset, type ShardDataset } from './shards/reader.js';
 import { prepareShards } from './shards/writer.js';
-import { sharedDataDir } from './shared-data.js';
+import { sharedDataForTests } from './shared-data.js';
 import { loadTokenizer, type TextTokenizer } from './tokenizer/load.js';
 import { trainTokenizer } from './tokenizer/train.js';
 
-const data = sharedDataDir(resolve(import.meta.dirname, '../../..'));
-if (!data) console.warn('batch tests skipped: ../shared/data (M3AE_SHARED_DATA) is absent');
+const data = sharedDataForTests(resolve(import.meta.dirname, '../../..'), 'batch tests');
 const work = mkdtempSync(join(tmpdir(), 'm3ae-batch-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Redis, RedisOptions } from 'ioredis';
 import { Checksum, bytesPerElement, checksumAlgorithm, countNonFinite, decodeTensor, encodeTensor, type ChecksumAlgorithm, type TensorEncoding } from './encoding.js';
 import { BlobError, ProtocolError } from './errors.js';
 import type { BlobRef } from './job.js';
@@ -75,8 +75,9 @@ export class BlobStore {
   }
 
   /** Opens one connection per endpoint; {@link close} closes them. */
-  static connect(endpoints: readonly RedisEndpoint[], options: BlobStoreOptions = {}): BlobStore {
-    return new BlobStore(endpoints.map((e) => connectRedis(e, { connectionName: 'm3ae-blobs' })), options, true);
+  /** `redis`: extra ioredis options of every connection (e.g. a `retryStrategy`). */
+  static connect(endpoints: readonly RedisEndpoint[], options: BlobStoreOptions = {}, redis: RedisOptions = {}): BlobStore {
+    return new BlobStore(endpoints.map((e) => connectRedis(e, { connectionName: 'm3ae-blobs', ...redis })), options, true);
   }
 
   private storeFor(key: string, chunk: number): Redis {

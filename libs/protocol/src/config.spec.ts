@@ -83,6 +83,14 @@ describe('run configuration', () => {
     expect(e.message).toContain('training.globalBatch = 10: expected globalBatch to be a multiple of microBatch');
   });
 
+  it('never shows a password with whitespace, @, /, # or unicode in a config error', () => {
+    for (const password of ['hunter 22', 'hunter@qq/zz', 'hunter#qq?zz', 'hünter qq🔑']) {
+      const e = errorOf(() => loadRunConfig({ env: { M3AE_REDIS_URL: `redis://admin:${password}@redis:6379` }, base: { training: { steps: 'x' } } }));
+      if (/\s/.test(password)) expect(e.message).toContain('redis.url = "redis://admin:***@redis:6379" (from M3AE_REDIS_URL)');
+      for (const piece of password.split(/[\s@/#?]+/)) expect(e.message).not.toContain(piece);
+    }
+  });
+
   it('never shows a password: not in errors, not in the redacted config', () => {
     const e = errorOf(() => loadRunConfig({ env: { M3AE_REDIS_URL: 'http://admin:hunter2@redis:6379', M3AE_REDIS_PASSWORD: '' }, base: { redis: { password: 42 } } }));
     expect(e.message).not.toContain('hunter2');

@@ -7,6 +7,7 @@ import { ConfigError } from './errors.js';
 import { formatIssues } from './issues.js';
 import { RUN_ID_PATTERN } from './keys.js';
 import { DEFAULT_REDIS_URL, redactRedisUrl } from './redis-url.js';
+import { DEFAULT_REDIS_TIMEOUT_SECONDS } from './redis-reachable.js';
 import type { RedisEndpoint } from './redis-connection.js';
 
 const positiveInt = z.number().int().positive();
@@ -153,6 +154,8 @@ export const RunConfigSchema = z
         checksum: z.enum(CHECKSUM_ALGORITHMS).default('crc32'),
         /** Gradient blobs expire after this if nobody consumes them (a worker died mid-upload…). */
         gradTtlSeconds: positiveInt.default(3600),
+        /** At start-up, give up when Redis has not answered within this many seconds (`--redis-timeout`). */
+        connectTimeoutSeconds: z.number().positive().default(DEFAULT_REDIS_TIMEOUT_SECONDS),
       })
       .strict()
       .prefault({}),
@@ -256,6 +259,7 @@ export const ENV_OVERRIDES: readonly { env: string; field: string; kind: EnvKind
   { env: 'M3AE_REDIS_PASSWORD', field: 'redis.password', kind: 'string' },
   { env: 'M3AE_REDIS_CA_FILE', field: 'redis.caFile', kind: 'string' },
   { env: 'M3AE_REDIS_TLS_REJECT_UNAUTHORIZED', field: 'redis.tlsRejectUnauthorized', kind: 'boolean' },
+  { env: 'M3AE_REDIS_TIMEOUT', field: 'redis.connectTimeoutSeconds', kind: 'number' },
 ];
 
 function convert(raw: string, kind: EnvKind): unknown {

@@ -10,3 +10,4 @@ export * from './redis-url.js';
 export * from './local-redis.js';
 export * from './synthetic.js';
 export * from './shapes.js';
+export * from './redis-reachable.js';

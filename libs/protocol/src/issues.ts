@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+import { redactRedisUrl } from './redis-url.js';
 
 /** Paths whose values are secrets: shown as `***` in every error message. */
 const SECRET_FIELD = /(password|secret|token)$/i;
@@ -20,8 +21,10 @@ function showValue(path: readonly PropertyKey[], value: unknown): string {
   const last = String(path[path.length - 1] ?? '');
   if (SECRET_FIELD.test(last)) return '"***"';
   if (value === undefined) return 'nothing';
-  // Any URL with credentials (redis://user:pass@…, also misspelt schemes) shows `***` for the password.
-  const s = JSON.stringify(value).replace(/\/\/([^@/\s:"]*):[^@/\s"]*@/g, '//$1:***@');
+  // Any URL with credentials (redis://user:pass@…, also misspelt schemes, any character in the password)
+  // shows `***` for the password.
+  const redact = (v: unknown): unknown => (typeof v === 'string' ? redactRedisUrl(v) : v);
+  const s = JSON.stringify(Array.isArray(value) ? value.map(redact) : redact(value)).replace(/\/\/([^@/\s:"]*):[^@/\s"]*@/g, '//$1:***@');
   return s.length > 80 ? `${s.slice(0, 77)}...` : s;
 }
 

@@ -28,6 +28,11 @@ export interface LocalRedisOptions {
   args?: readonly string[];
   /** Port to wait on when the plain port is disabled (`--port 0` with `--tls-port`). */
   readyPort?: number;
+  /**
+   * Its own process group: a Ctrl-C in the terminal reaches only the parent, which stops its Redis last (after
+   * the processes that use it). @defaultValue false
+   */
+  detached?: boolean;
 }
 
 /**
@@ -41,6 +46,7 @@ export class LocalRedis {
     readonly port: number,
     private readonly args: readonly string[],
     private readonly readyPort: number,
+    private readonly detached: boolean,
   ) {}
 
   static async start(options: LocalRedisOptions = {}): Promise<LocalRedis> {
@@ -48,7 +54,7 @@ export class LocalRedis {
       throw new ProtocolError(`redis-server is not installed (needed for a private Redis); install it with: ${REDIS_INSTALL_COMMAND}`);
     }
     const port = options.port ?? (await freePort());
-    const r = new LocalRedis(port, options.args ?? [], options.readyPort ?? port);
+    const r = new LocalRedis(port, options.args ?? [], options.readyPort ?? port, options.detached ?? false);
     await r.spawn();
     return r;
   }
@@ -65,7 +71,7 @@ export class LocalRedis {
     const child = spawn(
       'redis-server',
       ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--maxmemory-policy', 'noeviction', ...this.args],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
+      { stdio: ['ignore', 'ignore', 'pipe'], detached: this.detached },
     );
     this.child = child;
     let stderr = '';

@@ -1,4 +1,5 @@
 export * from './base-metrics.js';
+export * from './cluster-metrics.js';
 export * from './coordinator-metrics.js';
 export * from './events.js';
 export * from './exposition.js';

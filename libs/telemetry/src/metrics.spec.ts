@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { parseExposition, sampleValue } from '../test/helpers/exposition.js';
 import { promtoolCheckMetrics } from '../test/helpers/promtool.js';
 import { SHARED_REDIS_URL } from '../test/helpers/redis.js';
+import { WorkerRestartMetrics } from './cluster-metrics.js';
 import { CoordinatorMetrics, type StepObservation } from './coordinator-metrics.js';
 import { mergeExpositions } from './exposition.js';
 import { WorkerMetrics } from './worker-metrics.js';
@@ -46,7 +47,9 @@ describe('CoordinatorMetrics', () => {
     expect(v('m3ae_validation_step', { model: 'best' })).toBe(8);
     expect(v('m3ae_validation_step', { model: 'last' })).toBe(16);
     expect(() => m.observeValidation({ step: 1, score: 41, best: { step: 1, score: 41 } })).toThrow('observeValidation score: got 41; expected a score in [0, 1]');
-    await promtoolCheckMetrics(text);
+    const check = await promtoolCheckMetrics(text);
+    expect(check.output).toBe('');
+    expect(check.code).toBe(0);
   });
 
 
@@ -252,5 +255,25 @@ describe('mergeExpositions', () => {
     const a = '# HELP x_total X.\n# TYPE x_total counter\nx_total{q="a"} 1\n';
     const b = '# HELP x_total X.\n# TYPE x_total counter\nx_total{q="a"} 1\nx_total{q="b"} 2';
     expect(mergeExpositions([a, b])).toBe('# HELP x_total X.\n# TYPE x_total counter\nx_total{q="a"} 1\nx_total{q="b"} 2\n');
+  });
+});
+
+describe('WorkerRestartMetrics', () => {
+  it('counts restarts by worker slot in the coordinator scrape, counted before and after it is added, promtool-valid', async () => {
+    const restarts = new WorkerRestartMetrics('run-r');
+    restarts.restarted(0);
+    const m = new CoordinatorMetrics({ run: 'run-r', defaultMetrics: false });
+    restarts.addTo(m.registry);
+    restarts.addTo(m.registry);
+    restarts.restarted(0);
+    restarts.restarted(2);
+    const text = await m.metrics();
+    const exp = parseExposition(text);
+    expect(sampleValue(exp, 'm3ae_worker_restarts_total', { run: 'run-r', slot: '0' })).toBe(2);
+    expect(sampleValue(exp, 'm3ae_worker_restarts_total', { run: 'run-r', slot: '2' })).toBe(1);
+    expect(await restarts.total()).toBe(3);
+    const check = await promtoolCheckMetrics(text);
+    expect(check.output).toBe('');
+    expect(check.code).toBe(0);
   });
 });

@@ -5,7 +5,8 @@ import { parseExposition, sampleValue } from '../test/helpers/exposition.js';
 import { promtoolCheckMetrics } from '../test/helpers/promtool.js';
 import { startPrivateRedis } from '../test/helpers/redis.js';
 import { CoordinatorMetrics } from './coordinator-metrics.js';
-import { metricsPortFromEnv, startTelemetryServer, type TelemetryServer } from './server.js';
+import { networkInterfaces } from 'node:os';
+import { metricsHostFromEnv, metricsPortFromEnv, startTelemetryServer, type TelemetryServer } from './server.js';
 import { WorkerMetrics } from './worker-metrics.js';
 
 const cleanups: (() => Promise<void>)[] = [];
@@ -157,5 +158,19 @@ describe('startTelemetryServer', () => {
     expect(metricsPortFromEnv({})).toBe(9400);
     expect(metricsPortFromEnv({ M3AE_METRICS_PORT: '9500' })).toBe(9500);
     expect(() => metricsPortFromEnv({ M3AE_METRICS_PORT: 'http' })).toThrow('M3AE_METRICS_PORT is "http"; expected an integer from 0 to 65535');
+  });
+
+  it('listens on loopback unless opened (M3AE_METRICS_HOST), and names the port and the flag when it is in use', async () => {
+    expect(metricsHostFromEnv({})).toBe('127.0.0.1');
+    expect(metricsHostFromEnv({ M3AE_METRICS_HOST: '0.0.0.0' })).toBe('0.0.0.0');
+    const metrics = new WorkerMetrics({ run: 'r', worker: 'w', defaultMetrics: false });
+    const server = await serve({ port: 0, metrics });
+    // Not reachable on another address of this machine (when it has one).
+    const external = Object.values(networkInterfaces()).flat().find((a) => a && a.family === 'IPv4' && !a.internal)?.address;
+    if (external) await expect(fetch(`http://${external}:${server.port}/healthz`)).rejects.toThrow();
+    expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+    await expect(startTelemetryServer({ port: server.port, metrics })).rejects.toThrow(
+      `cannot serve metrics on 127.0.0.1:${server.port}: the port is in use (EADDRINUSE); choose another port with --metrics-port or M3AE_METRICS_PORT (0 picks a free one), or pass --no-metrics`,
+    );
   });
 });

@@ -5,6 +5,23 @@ const hangingUp = new WeakSet<Socket>();
 import type { MetricsSource } from './base-metrics.js';
 import { scrubSecrets, scrubValue } from './redact.js';
 
+/** Where the HTTP endpoints listen unless told otherwise: this machine only. */
+export const DEFAULT_METRICS_HOST = '127.0.0.1';
+
+/** `M3AE_METRICS_HOST` (e.g. 0.0.0.0 in a pod) or {@link DEFAULT_METRICS_HOST}. */
+export function metricsHostFromEnv(env: NodeJS.ProcessEnv = process.env): string {
+  return env['M3AE_METRICS_HOST']?.trim() || DEFAULT_METRICS_HOST;
+}
+
+/** A listen error as one line naming the address, the cause and the settings that change it. */
+function listenError(e: NodeJS.ErrnoException, host: string, port: number): Error {
+  const fix = 'choose another port with --metrics-port or M3AE_METRICS_PORT (0 picks a free one), or pass --no-metrics';
+  if (e.code === 'EADDRINUSE') return new Error(`cannot serve metrics on ${host}:${port}: the port is in use (EADDRINUSE); ${fix}`);
+  if (e.code === 'EACCES') return new Error(`cannot serve metrics on ${host}:${port}: permission denied (EACCES); ${fix}`);
+  if (e.code === 'EADDRNOTAVAIL' || e.code === 'ENOTFOUND') return new Error(`cannot serve metrics on ${host}:${port}: no such local address (${e.code}); set --metrics-host or M3AE_METRICS_HOST to an address of this machine`);
+  return e;
+}
+
 /** The port `m3ae train --local` serves the coordinator on (workers take the ports after it). */
 export const DEFAULT_METRICS_PORT = 9400;
 
@@ -17,7 +34,11 @@ export type ReadinessCheck = () => unknown;
 export interface TelemetryServerOptions {
   /** TCP port; 0 picks a free one (read it back from `server.port`). */
   port: number;
-  /** @defaultValue '0.0.0.0' (a pod must be scrapable from outside) */
+  /**
+   * Address to listen on. Loopback unless opened on purpose (`--metrics-host` / `M3AE_METRICS_HOST`; the
+   * Kubernetes manifests set 0.0.0.0 so that a pod is scrapable): `/status` shows paths, hosts and pids.
+   * @defaultValue {@link metricsHostFromEnv}
+   */
   host?: string;
   /** What `/metrics` serves: a `CoordinatorMetrics`/`WorkerMetrics`, or any prom-client `Registry`. */
   metrics: MetricsSource;
@@ -89,9 +110,10 @@ async function serveEndpoint(options: TelemetryServerOptions, startedAt: number,
 
 function listen(server: Server, port: number, host: string): Promise<void> {
   return new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    const onError = (e: NodeJS.ErrnoException): void => reject(listenError(e, host, port));
+    server.once('error', onError);
     server.listen(port, host, () => {
-      server.off('error', reject);
+      server.off('error', onError);
       resolve();
     });
   });
@@ -107,7 +129,7 @@ export async function startTelemetryServer(options: TelemetryServerOptions): Pro
   if (!(Number.isInteger(options.port) && options.port >= 0 && options.port <= 65535)) {
     throw new Error(`telemetry server: port is ${options.port}; expected an integer from 0 to 65535`);
   }
-  const host = options.host ?? '0.0.0.0';
+  const host = options.host ?? metricsHostFromEnv();
   const startedAt = Date.now();
   const sockets = new Set<Socket>();
   const server: Server = createServer((req, res) => {

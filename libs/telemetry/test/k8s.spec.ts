@@ -326,8 +326,10 @@ describe(`k8s/ rendered with kubectl kustomize (${kubectlVersion()})`, () => {
         const c = w.spec.template.spec.containers[0] as Container;
         const env = envOf(c);
         // Every M3AE_* variable set is one the configuration reads (or the telemetry port).
-        for (const k of Object.keys(env)) if (k.startsWith('M3AE_') && k !== 'M3AE_METRICS_PORT') expect(known, `${overlay} ${name} ${k}`).toContain(k);
+        for (const k of Object.keys(env)) if (k.startsWith('M3AE_') && k !== 'M3AE_METRICS_PORT' && k !== 'M3AE_METRICS_HOST') expect(known, `${overlay} ${name} ${k}`).toContain(k);
         expect(env['M3AE_METRICS_PORT']).toBe(String(c.ports?.find((p) => p.name === 'metrics')?.containerPort));
+        // Processes listen on loopback by default: a pod opens its endpoints to probes and Prometheus.
+        expect(env['M3AE_METRICS_HOST']).toBe('0.0.0.0');
         const config = runConfigOf(objs, env);
         expect(config.redis.url).toBe('redis://m3ae-redis:6379');
         expect(config.redis.password).toBe('from-secret');

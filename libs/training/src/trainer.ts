@@ -107,7 +107,9 @@ export class Trainer {
       try {
         report = await this.runStep(step);
       } catch (e) {
-        if (!(e instanceof StopRequested)) throw e;
+        // A stop abandons the step; a Redis that went away after the stop fails it another way: either keeps the
+        // checkpoint of the last completed step.
+        if (!(e instanceof StopRequested || this.stopRequested)) throw e;
         stopped = true;
         break;
       }

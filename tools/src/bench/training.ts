@@ -120,7 +120,7 @@ registerBenchArea('training', {
         const report = await trainLocal(
           {
             local: true,
-            workers: String(workers),
+            workers,
             steps: String(steps),
             preset,
             globalBatch: '8',

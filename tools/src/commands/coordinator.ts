@@ -10,6 +10,7 @@ export interface RunFlags {
   config?: string;
   runId?: string;
   redisUrl?: string;
+  redisTimeout?: string;
   steps?: string;
   seed?: string;
   preset?: string;
@@ -23,6 +24,7 @@ export interface RunFlags {
 const FLAG_FIELDS: readonly [keyof RunFlags, string, string, 'int' | 'string'][] = [
   ['runId', 'runId', '--run-id', 'string'],
   ['redisUrl', 'redis.url', '--redis-url', 'string'],
+  ['redisTimeout', 'redis.connectTimeoutSeconds', '--redis-timeout', 'int'],
   ['steps', 'training.steps', '--steps', 'int'],
   ['seed', 'seed', '--seed', 'int'],
   ['preset', 'model.preset', '--preset', 'string'],
@@ -50,6 +52,7 @@ export function addRunFlags(cmd: Command): Command {
     .option('--config <file>', 'run configuration (YAML or JSON); environment variables override it, flags override both')
     .option('--run-id <id>', 'run id (namespaces every Redis key)')
     .option('--redis-url <url>', 'Redis of the queue (default REDIS_URL or redis://127.0.0.1:6379)')
+    .option('--redis-timeout <seconds>', 'give up when Redis has not answered within this at start-up (default M3AE_REDIS_TIMEOUT or 10)')
     .option('--steps <n>', 'optimizer steps')
     .option('--seed <n>', 'run seed')
     .option('--preset <name>', 'model preset (tiny, small, base)')
@@ -65,6 +68,7 @@ async function startCoordinatorTelemetry(
   config: RunConfig,
   schedule: StepSchedule,
   port: number,
+  host: string | undefined,
   resume: boolean,
   logger: Logger,
 ): Promise<{ events: CoordinatorEvents; metrics: CoordinatorMetrics; url: string; ended(o: { stopped: boolean } | { error: unknown }): void; close(): Promise<void> }> {
@@ -73,7 +77,7 @@ async function startCoordinatorTelemetry(
   const page = await prepareRunPage(config, { status: () => metrics.status(), resume, logger, schedule });
   const redis = connectRedis(queueEndpoint(config), { connectionName: 'm3ae-coordinator-health', maxRetriesPerRequest: 1 });
   redis.on('error', () => undefined); // the coordinator itself reports Redis trouble
-  const server = await startTelemetryServer({ port, metrics, readiness: { redis: () => redis.ping() }, status: () => metrics.status(), routes: page.handler, logger });
+  const server = await startTelemetryServer({ port, ...(host ? { host } : {}), metrics, readiness: { redis: () => redis.ping() }, status: () => metrics.status(), routes: page.handler, logger });
   logger.info({ url: server.url }, 'metrics, health, status and the run page are served');
   const started: CoordinatorEvents = {
     onStart: ({ startStep, queue }) => {
@@ -101,6 +105,15 @@ export interface CoordinatorRunOptions {
   events?: CoordinatorEvents;
   /** Port of /metrics, /healthz, /readyz, /status and the run page; false: none. @defaultValue M3AE_METRICS_PORT or 9400 */
   metricsPort?: number | false;
+  /** Address of those endpoints. @defaultValue M3AE_METRICS_HOST or 127.0.0.1 */
+  metricsHost?: string | undefined;
+  /**
+   * Stops the run when aborted (a checkpoint is written), instead of this process's SIGTERM/SIGINT: the local
+   * cluster owns the signals and stops its workers, the coordinator and its Redis in order.
+   */
+  stopSignal?: AbortSignal;
+  /** Receives the metrics registry once it exists (the local cluster adds its worker restarts to it). */
+  onMetrics?: (metrics: CoordinatorMetrics) => void;
   /** Lines of a downstream task's setup (pre-trained weights loaded, validation after each epoch); default: the logger. */
   setupLog?: (line: string) => void;
 }
@@ -110,18 +123,34 @@ export async function runCoordinator(config: RunConfig, options: CoordinatorRunO
   // A fine-tuning run's validations go to the metrics (m3ae_validation_score) once they exist.
   let onValidate: ((e: { step: number; score: number; best: { step: number; score: number } }) => void) | undefined;
   const setup = await createSetup(config, { log: options.setupLog ?? ((line) => options.logger.info(line)), onValidate: (e) => onValidate?.(e) });
-  const telemetry = options.metricsPort === false ? undefined : await startCoordinatorTelemetry(config, setup.schedule, options.metricsPort ?? metricsPortFromEnv(), options.resume, options.logger);
+  const telemetry = options.metricsPort === false ? undefined : await startCoordinatorTelemetry(config, setup.schedule, options.metricsPort ?? metricsPortFromEnv(), options.metricsHost, options.resume, options.logger);
   if (telemetry) onValidate = (e) => telemetry.metrics.observeValidation(e);
+  if (telemetry) options.onMetrics?.(telemetry.metrics);
   const events = telemetry ? mergeEventHandlers(options.events ?? {}, telemetry.events) : (options.events ?? {});
   const coordinator = new Coordinator({ config, setup, resume: options.resume, logger: options.logger, events });
+  let signals = 0;
   const stop = (signal: string): void => {
+    if (++signals > 1) {
+      // A second signal forces it: no checkpoint (the 'exit' listeners of a local cluster kill its processes).
+      options.logger.warn({ signal }, 'second signal: exiting now without a checkpoint');
+      process.exit(signal === 'SIGINT' ? 130 : 143);
+    }
     options.logger.info({ signal }, 'stopping: the current step is abandoned, a checkpoint is written');
     coordinator.stop();
   };
   const onTerm = (): void => stop('SIGTERM');
   const onInt = (): void => stop('SIGINT');
-  process.on('SIGTERM', onTerm);
-  process.on('SIGINT', onInt);
+  const onAbort = (): void => {
+    options.logger.info('stopping: the current step is abandoned, a checkpoint is written');
+    coordinator.stop();
+  };
+  if (options.stopSignal) {
+    if (options.stopSignal.aborted) coordinator.stop();
+    else options.stopSignal.addEventListener('abort', onAbort, { once: true });
+  } else {
+    process.on('SIGTERM', onTerm);
+    process.on('SIGINT', onInt);
+  }
   try {
     const summary = await coordinator.run();
     telemetry?.ended({ stopped: summary.stopped });
@@ -130,11 +159,15 @@ export async function runCoordinator(config: RunConfig, options: CoordinatorRunO
     telemetry?.ended({ error: e });
     throw e;
   } finally {
+    options.stopSignal?.removeEventListener('abort', onAbort);
     process.off('SIGTERM', onTerm);
     process.off('SIGINT', onInt);
     await telemetry?.close();
   }
 }
+
+/** `--metrics-host`: what it says in every command's help. */
+export const METRICS_HOST_HELP = 'address the HTTP endpoints listen on (default M3AE_METRICS_HOST or 127.0.0.1: this machine only; 0.0.0.0 opens them)';
 
 /** `--metrics-port N` / `--no-metrics` → the port, or false. */
 export function metricsPortOption(opts: { metrics?: boolean; metricsPort?: string }): number | false | undefined {
@@ -153,13 +186,14 @@ export function registerCoordinator(program: Command): void {
   )
     .option('--resume', 'continue from the latest checkpoint in the checkpoint directory', false)
     .option('--metrics-port <port>', 'port of /metrics, /healthz, /readyz, /status and the run page (default M3AE_METRICS_PORT or 9400; 0 picks a free one)')
+    .option('--metrics-host <host>', METRICS_HOST_HELP)
     .option('--no-metrics', 'serve no metrics')
-    .action(async (opts: RunFlags & { resume: boolean; metrics?: boolean; metricsPort?: string }) => {
+    .action(async (opts: RunFlags & { resume: boolean; metrics?: boolean; metricsPort?: string; metricsHost?: string }) => {
       const config = runConfigFrom(opts);
       const logger = createLogger({ name: 'coordinator', bindings: { run: config.runId } });
       logger.info({ config: redactConfig(config) }, 'run configuration');
       const metricsPort = metricsPortOption(opts);
-      const summary = await runCoordinator(config, { resume: opts.resume, logger, ...(metricsPort !== undefined ? { metricsPort } : {}) });
+      const summary = await runCoordinator(config, { resume: opts.resume, logger, metricsHost: opts.metricsHost, ...(metricsPort !== undefined ? { metricsPort } : {}) });
       logger.info({ summary }, summary.stopped ? 'run stopped' : 'run finished');
     });
 }

@@ -1,8 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { freemem, totalmem, cpus } from 'node:os';
-import { Redis } from 'ioredis';
 import { chooseBackend, describeBackend, describeWebGpuAdapter, webGpuAdapter, type BackendAttempt, type WebGpuAdapterReport } from '@m3ae/model';
-import { DEFAULT_REDIS_URL, redactRedisUrl } from '@m3ae/protocol';
+import { connectionCause, connectOnce, loadRunConfig, queueEndpoint, redactRedisUrl, type RedisEndpoint } from '@m3ae/protocol';
 
 export interface DoctorReport {
   node: { version: string; ok: boolean; expected: string };
@@ -14,12 +13,23 @@ export interface DoctorReport {
   cpus: number;
 }
 
-async function probeRedis(url: string): Promise<DoctorReport['redis']> {
-  const shown = redactRedisUrl(url);
-  const redis = new Redis(url, { lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: false });
-  redis.on('error', () => undefined);
+/** The Redis the apps would use: `M3AE_REDIS_URL` / `REDIS_URL`, password, user, CA file (the run configuration's rules). */
+function redisEndpointFromEnv(env: NodeJS.ProcessEnv): RedisEndpoint {
+  const redisEnv = Object.fromEntries(Object.entries(env).filter(([k]) => k.includes('REDIS')));
+  return queueEndpoint(loadRunConfig({ env: redisEnv }));
+}
+
+async function probeRedis(env: NodeJS.ProcessEnv): Promise<DoctorReport['redis']> {
+  let endpoint: RedisEndpoint;
   try {
-    await redis.connect();
+    endpoint = redisEndpointFromEnv(env);
+  } catch (e) {
+    return { url: '(invalid settings)', answers: false, error: e instanceof Error ? e.message : String(e) };
+  }
+  const shown = redactRedisUrl(endpoint.url);
+  let redis: Awaited<ReturnType<typeof connectOnce>> | undefined;
+  try {
+    redis = await connectOnce(endpoint, { timeoutMs: 2000, connectionName: 'm3ae-doctor' });
     const info = await redis.info('server');
     const version = /redis_version:(\S+)/.exec(info)?.[1];
     let maxmemoryPolicy: string | undefined;
@@ -31,9 +41,9 @@ async function probeRedis(url: string): Promise<DoctorReport['redis']> {
     }
     return { url: shown, answers: true, ...(version ? { version } : {}), ...(maxmemoryPolicy ? { maxmemoryPolicy } : {}) };
   } catch (e) {
-    return { url: shown, answers: false, error: e instanceof Error ? e.message : String(e) };
+    return { url: shown, answers: false, error: connectionCause(e) };
   } finally {
-    redis.disconnect();
+    redis?.disconnect();
   }
 }
 
@@ -59,11 +69,16 @@ export async function doctor(env: NodeJS.ProcessEnv = process.env, backend?: str
     node: { version: process.versions.node, ok: major >= 20, expected: '>=20' },
     backend: chosen,
     webgpu: await webGpuAdapter(),
-    redis: await probeRedis(env['REDIS_URL'] ?? DEFAULT_REDIS_URL),
+    redis: await probeRedis(env),
     redisServer: serverPath ? { onPath: true, path: serverPath } : { onPath: false, install: 'sudo apt-get install -y redis-server' },
     memory: { freeBytes: freemem(), totalBytes: totalmem() },
     cpus: cpus().length,
   };
+}
+
+/** True when every check passed (`m3ae doctor` exits 1 otherwise). */
+export function doctorOk(r: DoctorReport): boolean {
+  return r.node.ok && r.backend.chosen !== null && r.redis.answers && r.redisServer.onPath;
 }
 
 const gib = (n: number): string => `${(n / 2 ** 30).toFixed(1)} GiB`;

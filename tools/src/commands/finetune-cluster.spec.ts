@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sharedDataDir } from '@m3ae/data';
+import { sharedDataForTests } from '@m3ae/data';
 import { chooseBackend, latestCheckpointInfo } from '@m3ae/model';
 import { tinyPretrainCheckpoint, tinyVqaRadOptions } from '../../test/finetune-fixture.js';
 import { Coordinator } from '@m3ae/coordinator';
@@ -17,8 +17,8 @@ import { finetuneOptionsFromRun, finetuneRunConfig } from '@m3ae/tasks';
 import { runFinetuneCluster } from './finetune-cluster.js';
 
 const built = existsSync(resolve(import.meta.dirname, '../../dist/cli.js'));
-const data = sharedDataDir(resolve(import.meta.dirname, '../../..'));
-if (!data || !built) console.warn('distributed fine-tuning test skipped: needs ../shared/data and the built CLI (worker processes)');
+const data = sharedDataForTests(resolve(import.meta.dirname, '../../..'), 'distributed fine-tuning tests');
+if (!built) console.warn('distributed fine-tuning test skipped: needs the built CLI (worker processes)');
 
 let dir = '';
 let pretrain = '';

@@ -3,7 +3,8 @@ import { join, resolve } from 'node:path';
 import { latestCheckpointInfo } from '@m3ae/model';
 import { LocalRedis, redactRedisUrl, type StepReport } from '@m3ae/protocol';
 import { finetuneRunConfig, type HistoryEntry, type SelectionState } from '@m3ae/tasks';
-import { runLocalCluster } from './train.js';
+import { LocalRunSignals, restartPolicyFrom, runLocalCluster, type RestartPolicy } from './local-cluster.js';
+import { createLogger } from '@m3ae/telemetry';
 import type { FinetuneOptions } from './finetune.js';
 
 /**
@@ -20,6 +21,8 @@ export interface ClusterFinetuneOptions extends Omit<FinetuneOptions, 'signal'> 
   /** Write the latest checkpoint every n steps as well as at the end. @defaultValue 100 */
   checkpointEvery?: number | undefined;
   onStep?: (report: StepReport) => void;
+  /** Dead worker processes are replaced within this budget. @defaultValue M3AE_MAX_RESTARTS / M3AE_RESTART_WINDOW or 5 per 10 min */
+  restart?: RestartPolicy | undefined;
 }
 
 export interface ClusterFinetuneResult {
@@ -45,7 +48,10 @@ export async function runFinetuneCluster(o: ClusterFinetuneOptions): Promise<Clu
   const t0 = performance.now();
   const log = o.log ?? ((): void => undefined);
   const external = o.redisUrl || process.env['M3AE_REDIS_URL'] || process.env['REDIS_URL'] || undefined;
-  const redis = external ? undefined : await LocalRedis.start();
+  // SIGINT/SIGTERM stop the workers, then the coordinator (checkpoint), then the private Redis.
+  const signals = new LocalRunSignals(createLogger({ name: 'finetune', level: 'warn' }));
+  const redis = external ? undefined : await LocalRedis.start({ detached: true });
+  signals.onExit(() => void redis?.stop());
   const redisUrl = external ?? (redis as LocalRedis).url;
   try {
     const config = finetuneRunConfig({ ...o, redisUrl });
@@ -60,6 +66,8 @@ export async function runFinetuneCluster(o: ClusterFinetuneOptions): Promise<Clu
       metricsPort: false,
       logLevel: 'warn',
       setupLog: log,
+      restart: o.restart ?? restartPolicyFrom({}),
+      signals,
       ...(o.onStep ? { onStep: o.onStep } : {}),
     });
     const latest = summary.checkpoint ? await latestCheckpointInfo(config.checkpoint.dir) : undefined;
@@ -84,5 +92,6 @@ export async function runFinetuneCluster(o: ClusterFinetuneOptions): Promise<Clu
     };
   } finally {
     await redis?.stop();
+    signals.dispose();
   }
 }

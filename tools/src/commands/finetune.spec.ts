@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sharedDataDir } from '@m3ae/data';
+import { sharedDataForTests } from '@m3ae/data';
 import { chooseBackend, latestCheckpointInfo } from '@m3ae/model';
 import { tinyPretrainCheckpoint, tinyVqaRadOptions } from '../../test/finetune-fixture.js';
 import type { EvalReport } from './eval.js';
@@ -14,8 +14,7 @@ import { runFinetune, type FinetuneOptions } from './finetune.js';
 const run = promisify(execFile);
 const bin = resolve(import.meta.dirname, '../../bin/m3ae.js');
 const built = existsSync(resolve(import.meta.dirname, '../../dist/cli.js'));
-const data = sharedDataDir(resolve(import.meta.dirname, '../../..'));
-if (!data) console.warn('fine-tuning / eval tests on real VQA-RAD skipped: ../shared/data (M3AE_SHARED_DATA) is absent');
+const data = sharedDataForTests(resolve(import.meta.dirname, '../../..'), 'fine-tuning / eval tests on real VQA-RAD');
 if (!built) console.warn('m3ae eval process tests skipped: tools is not built (nx run @m3ae/tools:build)');
 
 let dir = '';

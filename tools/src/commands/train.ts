@@ -1,22 +1,15 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
-import { existsSync, openSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { InvalidArgumentError, type Command } from 'commander';
+import type { Command } from 'commander';
 import cliProgress from 'cli-progress';
-import type { StepReport } from '@m3ae/protocol';
-import type { RunSummary } from '@m3ae/training';
 import { loadTokenizer, prepareShards, trainTokenizer, writePhantomCorpus } from '@m3ae/data';
-import { LocalRedis, pretrainTraining, redactRedisUrl, type RunConfig } from '@m3ae/protocol';
+import { LocalRedis, pretrainTraining, redactRedisUrl, type RunConfig, type StepReport } from '@m3ae/protocol';
 import { createLogger, type Logger } from '@m3ae/telemetry';
-import { addRunFlags, metricsPortOption, runConfigFrom, runCoordinator, type RunFlags } from './coordinator.js';
-
-/** The `m3ae` entry script, to start worker processes with. */
-function cliEntry(): string {
-  return fileURLToPath(new URL('../../bin/m3ae.js', import.meta.url));
-}
+import { positiveInt } from '../flags.js';
+import { addRunFlags, METRICS_HOST_HELP, metricsPortOption, runConfigFrom, type RunFlags } from './coordinator.js';
+import { addRestartFlags, LocalRunSignals, restartPolicyFrom, RunStopped, runLocalCluster, type LocalClusterSummary } from './local-cluster.js';
 
 export interface PhantomDataset {
   /** Shard folder (with tokenizer.json next to the shards). */
@@ -52,31 +45,25 @@ export async function ensurePhantomDataset(options: { workDir: string; preset: s
     await trainTokenizer({ sources: [{ kind: 'text', path: captions }], vocabSize: model.vocabSize, output: vocabFile, type: 'bpe' });
     const tokenizer = await loadTokenizer(vocabFile);
     await prepareShards({ source: 'manifest', input: synth.manifest, output: shards, imageSize: model.imageSize, tokenizer, samplesPerShard: 256 });
-    await copyFile(vocabFile, tokenizerFile);
   }
   const tokenizer = await loadTokenizer(tokenizerFile);
   return { dir: shards, tokenizer: tokenizerFile, vocabSize: tokenizer.vocabSize, padTokenId: tokenizer.special.pad, reused };
 }
 
-function positiveInt(name: string): (v: string) => string {
-  return (v) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got ${JSON.stringify(v)}`);
-    return v;
-  };
-}
-
 export interface TrainFlags extends RunFlags {
   local: boolean;
-  workers: string;
+  workers: number;
   resume: boolean;
   workDir: string;
-  samples?: string;
+  samples?: number;
   synthetic: boolean;
   gradEncoding?: string;
   json: boolean;
   metrics?: boolean;
   metricsPort?: string;
+  metricsHost?: string;
+  maxRestarts?: string;
+  restartWindow?: string;
 }
 
 /** What `m3ae train --local` prints at the end (also as one JSON line with `--json`). */
@@ -97,6 +84,8 @@ export interface TrainReport {
   redis: string;
   data: string | null;
   stopped: boolean;
+  /** Worker processes that died and were replaced. */
+  workerRestarts: number;
 }
 
 function fmt(x: number | undefined, digits = 4): string {
@@ -105,13 +94,13 @@ function fmt(x: number | undefined, digits = 4): string {
 
 /** `m3ae train --local`: a private Redis, the coordinator in this process, N worker processes. */
 export function registerTrain(program: Command): void {
-  addRunFlags(
+  const cmd = addRunFlags(
     program
       .command('train')
       .description('train on this machine: a private redis-server (unless REDIS_URL is set), the coordinator, and N worker processes; with no data, a phantom corpus'),
   )
     .option('--local', 'run everything on this machine (the only mode; on a cluster run m3ae coordinator and m3ae worker)', false)
-    .option('--workers <n>', 'worker processes', positiveInt('--workers'), '2')
+    .option('--workers <n>', 'worker processes', positiveInt('--workers'), 2)
     .option('--resume', 'continue from the latest checkpoint in the checkpoint directory', false)
     .option('--work-dir <dir>', 'where the phantom corpus, run files and worker logs go', '.m3ae')
     .option('--samples <n>', 'phantom corpus size when no --data is given (default: 256 for tiny, 512 otherwise)', positiveInt('--samples'))
@@ -119,13 +108,13 @@ export function registerTrain(program: Command): void {
     .option('--grad-encoding <enc>', 'gradients on the wire: f32 or bf16')
     .option('--json', 'print the final report as one JSON line', false)
     .option('--metrics-port <port>', "the coordinator's /metrics, /status and run page port; worker i uses the port + 1 + i", '9400')
-    .option('--no-metrics', 'serve no metrics and no run page')
-    .action(async (opts: TrainFlags) => {
-      if (!opts.local) throw new Error('m3ae train runs a whole training on this machine: pass --local (on a cluster, run m3ae coordinator and m3ae worker)');
-      const report = await trainLocal(opts);
-      process.stdout.write(opts.json ? JSON.stringify(report) + '\n' : formatReport(report) + '\n');
-      if (report.stopped) process.exitCode = 130;
-    });
+    .option('--metrics-host <host>', METRICS_HOST_HELP)
+    .option('--no-metrics', 'serve no metrics and no run page');
+  addRestartFlags(cmd).action(async (opts: TrainFlags) => {
+    if (!opts.local) throw new Error('m3ae train runs a whole training on this machine: pass --local (on a cluster, run m3ae coordinator and m3ae worker)');
+    const report = await trainLocal(opts);
+    process.stdout.write(opts.json ? JSON.stringify(report) + '\n' : formatReport(report) + '\n');
+  });
 }
 
 function formatReport(r: TrainReport): string {
@@ -136,6 +125,7 @@ function formatReport(r: TrainReport): string {
     `  throughput ${r.samplesPerSecond.toFixed(2)} samples/s, ${r.secondsPerStep.toFixed(2)} s/step, ${r.durationSeconds.toFixed(1)} s in all`,
     `  checkpoint ${r.checkpoint ?? '-'}`,
     `  params sha256 ${r.paramsSha256}`,
+    ...(r.workerRestarts > 0 ? [`  worker restarts ${r.workerRestarts}`] : []),
   ].join('\n');
 }
 
@@ -148,15 +138,21 @@ export interface TrainHooks {
 
 export async function trainLocal(opts: TrainFlags, hooks: TrainHooks = {}): Promise<TrainReport> {
   const log = createLogger({ name: 'train', ...(hooks.quiet ? { level: 'warn' } : {}), ...(process.stdout.isTTY ? {} : { format: 'json' as const }) });
-  const workers = Number(opts.workers);
+  const workers = opts.workers;
   const workDir = resolve(opts.workDir);
-  await mkdir(workDir, { recursive: true });
-  // An empty variable counts as unset (as everywhere in the run configuration).
-  const externalRedis = opts.redisUrl || process.env['M3AE_REDIS_URL'] || process.env['REDIS_URL'] || undefined;
-  const redis = externalRedis ? undefined : await LocalRedis.start();
-  const redisUrl = externalRedis ?? (redis as LocalRedis).url;
+  const restart = restartPolicyFrom(opts);
   const metricsPort = metricsPortOption(opts) ?? 9400;
+  await mkdir(workDir, { recursive: true });
+  // SIGINT/SIGTERM in every phase: before the coordinator runs they end the command; after, they stop it in order.
+  const signals = new LocalRunSignals(log);
+  let redis: LocalRedis | undefined;
+  signals.onExit(() => void redis?.stop());
   try {
+    // An empty variable counts as unset (as everywhere in the run configuration).
+    const externalRedis = opts.redisUrl || process.env['M3AE_REDIS_URL'] || process.env['REDIS_URL'] || undefined;
+    // Its own process group: stopped last, after the processes that use it.
+    redis = externalRedis ? undefined : await signals.guard(LocalRedis.start({ detached: true }));
+    const redisUrl = externalRedis ?? (redis as LocalRedis).url;
     const preset = opts.preset ?? 'tiny';
     const base: Record<string, unknown> = {
       runId: `local-${randomBytes(3).toString('hex')}`,
@@ -169,8 +165,8 @@ export async function trainLocal(opts: TrainFlags, hooks: TrainHooks = {}): Prom
     if (opts.synthetic) config = { ...config, compute: { ...config.compute, kind: 'synthetic' } };
     let dataDir: string | null = config.data.dir ?? null;
     if (config.compute.kind === 'model' && !dataDir) {
-      const count = Number(opts.samples ?? (config.model.preset === 'tiny' ? 256 : 512));
-      const phantom = await ensurePhantomDataset({ workDir, preset: config.model.preset, count, seed: config.seed, log });
+      const count = opts.samples ?? (config.model.preset === 'tiny' ? 256 : 512);
+      const phantom = await signals.guard(ensurePhantomDataset({ workDir, preset: config.model.preset, count, seed: config.seed, log }));
       dataDir = phantom.dir;
       config = {
         ...config,
@@ -202,9 +198,20 @@ export async function trainLocal(opts: TrainFlags, hooks: TrainHooks = {}): Prom
       }
       // Without a terminal, the coordinator's own line per step ('step done') is the progress.
     };
-    let summary: RunSummary;
+    let summary: LocalClusterSummary;
     try {
-      summary = await runLocalCluster(config, { workers, workDir, redisUrl, resume: opts.resume, metricsPort, onStep, logLevel: bar || hooks.quiet ? 'warn' : undefined });
+      summary = await runLocalCluster(config, {
+        workers,
+        workDir,
+        redisUrl,
+        resume: opts.resume,
+        metricsPort,
+        metricsHost: opts.metricsHost,
+        restart,
+        signals,
+        onStep,
+        logLevel: bar || hooks.quiet ? 'warn' : undefined,
+      });
     } finally {
       bar?.stop();
     }
@@ -226,65 +233,15 @@ export async function trainLocal(opts: TrainFlags, hooks: TrainHooks = {}): Prom
       redis: redactRedisUrl(redisUrl),
       data: dataDir,
       stopped: summary.stopped,
+      workerRestarts: summary.workerRestarts,
     };
+  } catch (e) {
+    if (e instanceof RunStopped || signals.stoppedBy) process.exitCode = signals.exitCode;
+    throw e;
   } finally {
+    // Redis last: the workers and the coordinator are done with it.
     await redis?.stop();
-  }
-}
-
-export interface LocalClusterOptions {
-  workers: number;
-  /** Run files and worker logs go under it. */
-  workDir: string;
-  redisUrl: string;
-  resume: boolean;
-  metricsPort: number | false;
-  onStep?: (report: StepReport) => void;
-  /** The coordinator's log level (default M3AE_LOG_LEVEL or info). */
-  logLevel?: string | undefined;
-  /** Passed to the coordinator's setup (a task's validation lines). */
-  setupLog?: (line: string) => void;
-}
-
-/**
- * One run on this machine: `workers` worker processes (`m3ae worker` reading the run file) and the coordinator in
- * this process, against `redisUrl`. Ends with the run; a run whose every worker exited fails instead of waiting.
- */
-export async function runLocalCluster(config: RunConfig, o: LocalClusterOptions): Promise<RunSummary> {
-  const children: ChildProcess[] = [];
-  const { workDir, redisUrl, metricsPort } = o;
-  try {
-    // Workers read the same configuration; the Redis URL (which may hold a password) goes by environment.
-    const runFile = join(workDir, `run-${config.runId}.json`);
-    await writeFile(runFile, JSON.stringify({ ...config, redis: { ...config.redis, url: undefined, password: undefined } }, null, 2));
-    await mkdir(join(workDir, 'logs'), { recursive: true });
-    for (let i = 0; i < o.workers; i++) {
-      const out = openSync(join(workDir, 'logs', `${config.runId}-worker-${i}.log`), 'w');
-      children.push(
-        spawn(process.execPath, [cliEntry(), 'worker', '--config', runFile, '--id', `${config.runId}-w${i}`, ...(metricsPort === false ? ['--no-metrics'] : ['--metrics-port', String(metricsPort === 0 ? 0 : metricsPort + 1 + i)])], {
-          stdio: ['ignore', out, out],
-          env: { ...process.env, M3AE_REDIS_URL: redisUrl, ...(config.redis.password ? { M3AE_REDIS_PASSWORD: config.redis.password } : {}), M3AE_LOG_FORMAT: 'json' },
-        }),
-      );
-    }
-    const coordinatorLog = createLogger({ name: 'coordinator', bindings: { run: config.runId }, level: o.logLevel ?? process.env['M3AE_LOG_LEVEL'] ?? 'info', ...(process.stdout.isTTY ? {} : { format: 'json' as const }) });
-    const exited = children.map((c) => new Promise<number | null>((r) => c.once('exit', (code) => r(code))));
-    const firstDeath = Promise.race(exited.map(async (p, i) => ({ i, code: await p })));
-    return await Promise.race([
-        runCoordinator(config, { resume: o.resume, logger: coordinatorLog, events: o.onStep ? { onStep: o.onStep } : {}, metricsPort, ...(o.setupLog ? { setupLog: o.setupLog } : {}) }),
-        // A worker that cannot start at all (bad data, wrong model) should not leave the run waiting forever.
-        firstDeath.then(async ({ i, code }) => {
-          await new Promise((r) => setTimeout(r, 1000));
-          if (children.every((c) => c.exitCode !== null)) {
-            const logFile = join(workDir, 'logs', `${config.runId}-worker-${i}.log`);
-            const tail = (await readFile(logFile, 'utf8').catch(() => '')).trim().split('\n').slice(-3).join('\n    ');
-            throw new Error(`every worker exited (worker ${i}: code ${code}); see ${join(workDir, 'logs')}${tail ? `; the end of ${logFile}:\n    ${tail}` : ''}`);
-          }
-          return await new Promise<never>(() => undefined);
-        }),
-      ]);
-  } finally {
-    for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
-    await Promise.all(children.map((c) => (c.exitCode !== null ? undefined : new Promise((r) => c.once('exit', r)))));
+    signals.dispose();
+    if (signals.stoppedBy) process.exitCode = signals.exitCode;
   }
 }

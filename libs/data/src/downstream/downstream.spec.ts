@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLIP_MEAN, CLIP_STD } from '../images/normalize.js';
-import { sharedDataDir } from '../shared-data.js';
+import { sharedDataForTests } from '../shared-data.js';
 import { SkipLog } from '../skip-log.js';
 import { loadTokenizer, type TextTokenizer } from '../tokenizer/load.js';
 import { trainTokenizer } from '../tokenizer/train.js';
@@ -14,8 +14,7 @@ import { ImageStore } from './images.js';
 import { carveByGroup, pairComponents, SplitError } from './splits.js';
 import { buildRetrievalSet, limitRetrievalPairs, readClassificationSplit, readRetrievalSplit, readVqaTaskSplit, type VqaExample } from './tasks.js';
 
-const data = sharedDataDir(resolve(import.meta.dirname, '../../../..'));
-if (!data) console.warn('downstream tests on the real VQA-RAD / MedPix files skipped: ../shared/data (M3AE_SHARED_DATA) is absent');
+const data = sharedDataForTests(resolve(import.meta.dirname, '../../../..'), 'downstream tests on the real VQA-RAD / MedPix files');
 const work = mkdtempSync(join(tmpdir(), 'm3ae-ds-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 

@@ -4,14 +4,13 @@ import { join, resolve } from 'node:path';
 import { crc32 } from 'node:zlib';
 import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
-import { sharedDataDir } from '../shared-data.js';
+import { sharedDataForTests } from '../shared-data.js';
 import { ImageDecodeError } from './errors.js';
 import { decodeRgb, encodeRgb, loadImage, randomResizedCropToRgb, resizeToRgb, type RgbImage } from './image.js';
 import { CLIP_MEAN, CLIP_STD, normalizeRgb } from './normalize.js';
 import { randomResizedCropBox } from './random-resized-crop.js';
 
-const data = sharedDataDir(resolve(import.meta.dirname, '../../../..'));
-if (!data) console.warn('image tests on real MedPix / VQA-RAD files skipped: ../shared/data (M3AE_SHARED_DATA) is absent');
+const data = sharedDataForTests(resolve(import.meta.dirname, '../../../..'), 'image tests on real MedPix / VQA-RAD files');
 const work = mkdtempSync(join(tmpdir(), 'm3ae-img-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 

@@ -2,14 +2,13 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { sharedDataDir } from '../shared-data.js';
+import { sharedDataForTests } from '../shared-data.js';
 import { SkipLog } from '../skip-log.js';
 import { medicatHoldout, readMedicat } from './medicat.js';
 import { PythonRandom } from './python-random.js';
 import type { PairRecord } from './types.js';
 
-const data = sharedDataDir(resolve(import.meta.dirname, '../../../..'));
-if (!data) console.warn('MedICaT tests on the real sample skipped: ../shared/data (M3AE_SHARED_DATA) is absent');
+const data = sharedDataForTests(resolve(import.meta.dirname, '../../../..'), 'MedICaT tests on the real sample');
 const work = mkdtempSync(join(tmpdir(), 'm3ae-medicat-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 

@@ -1,13 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { sharedDataDir } from '../shared-data.js';
+import { sharedDataForTests } from '../shared-data.js';
 import { SkipLog } from '../skip-log.js';
 import { readMedpix } from './medpix.js';
 import { DatasetError } from './types.js';
 
-const data = sharedDataDir(resolve(import.meta.dirname, '../../../..'));
-if (!data) console.warn('MedPix tests skipped: ../shared/data (M3AE_SHARED_DATA) is absent');
+const data = sharedDataForTests(resolve(import.meta.dirname, '../../../..'), 'MedPix tests');
 
 async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
   const out: T[] = [];

@@ -3,13 +3,12 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
-import { sharedDataDir } from '../shared-data.js';
+import { sharedDataForTests } from '../shared-data.js';
 import { SkipLog } from '../skip-log.js';
 import { readRoco } from './roco.js';
 import { DatasetError, type PairRecord } from './types.js';
 
-const data = sharedDataDir(resolve(import.meta.dirname, '../../../..'));
-if (!data) console.warn('ROCO tests on the real files skipped: ../shared/data (M3AE_SHARED_DATA) is absent');
+const data = sharedDataForTests(resolve(import.meta.dirname, '../../../..'), 'ROCO tests on the real files');
 const work = mkdtempSync(join(tmpdir(), 'm3ae-roco-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 

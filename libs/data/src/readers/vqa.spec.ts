@@ -2,13 +2,12 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { sharedDataDir } from '../shared-data.js';
+import { sharedDataForTests } from '../shared-data.js';
 import { SkipLog } from '../skip-log.js';
 import { readMelinda } from './melinda.js';
 import { readSlake, readVqaMed2019, readVqaRad } from './vqa.js';
 
-const data = sharedDataDir(resolve(import.meta.dirname, '../../../..'));
-if (!data) console.warn('VQA-RAD / SLAKE tests on the real files skipped: ../shared/data (M3AE_SHARED_DATA) is absent');
+const data = sharedDataForTests(resolve(import.meta.dirname, '../../../..'), 'VQA-RAD / SLAKE tests on the real files');
 const work = mkdtempSync(join(tmpdir(), 'm3ae-vqa-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 

@@ -3,15 +3,14 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { resizeToRgb } from '../images/image.js';
-import { sharedDataDir } from '../shared-data.js';
+import { sharedDataForTests } from '../shared-data.js';
 import { loadTokenizer } from '../tokenizer/load.js';
 import { trainTokenizer } from '../tokenizer/train.js';
 import type { DatasetManifest } from './format.js';
 import { openShardDataset } from './reader.js';
 import { PrepareError, prepareShards } from './writer.js';
 
-const data = sharedDataDir(resolve(import.meta.dirname, '../../../..'));
-if (!data) console.warn('shard tests skipped: ../shared/data (M3AE_SHARED_DATA) is absent');
+const data = sharedDataForTests(resolve(import.meta.dirname, '../../../..'), 'shard tests');
 const work = mkdtempSync(join(tmpdir(), 'm3ae-shards-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 

@@ -3,13 +3,12 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Tokenizer as RustTokenizer } from 'tokenizers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sharedDataDir } from '../shared-data.js';
+import { sharedDataForTests } from '../shared-data.js';
 import { parseTextSource, readTexts } from './corpus.js';
 import { loadTokenizer, type TextTokenizer } from './load.js';
 import { trainTokenizer, type TrainTokenizerResult } from './train.js';
 
-const data = sharedDataDir(resolve(import.meta.dirname, '../../../..'));
-if (!data) console.warn('tokenizer tests on real corpora skipped: ../shared/data (M3AE_SHARED_DATA) is absent');
+const data = sharedDataForTests(resolve(import.meta.dirname, '../../../..'), 'tokenizer tests on real corpora');
 const work = mkdtempSync(join(tmpdir(), 'm3ae-tok-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
