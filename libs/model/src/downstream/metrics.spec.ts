@@ -62,7 +62,7 @@ describe('recall@K', () => {
 
 describe('fine-tuning defaults', () => {
   it('follow the official settings and scale the 384 px of base to smaller presets', () => {
-    expect(FINETUNE_DEFAULTS['vqa-rad']).toMatchObject({ batchSize: 64, epochs: 50, learningRate: 5e-6, lrMultiplierHead: 50, lrMultiplierMultiModal: 5, textLength: 32 });
+    expect(FINETUNE_DEFAULTS['vqa-rad']).toMatchObject({ globalBatch: 64, epochs: 50, learningRate: 5e-6, lrMultiplierHead: 50, lrMultiplierMultiModal: 5, textLength: 32 });
     expect(FINETUNE_DEFAULTS.melinda.lrMultiplierHead).toBe(10);
     expect(FINETUNE_DEFAULTS.retrieval.negatives).toBe(15);
     expect(finetuneImageSize(presetConfig('base'))).toBe(384);
