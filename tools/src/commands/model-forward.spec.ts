@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -119,6 +119,40 @@ describe('m3ae model forward', () => {
     await writeSafetensors(wrongSize, [['pixel_values', { dtype: 'F32', shape: [1, 3, 16, 16], data: new Float32Array(3 * 16 * 16) }]]);
     await expect(modelForward({ ...files, batch: wrongSize })).rejects.toThrow('tensor pixel_values has shape [1, 3, 16, 16]; expected [B, 3, 32, 32] (config.imageSize)');
     await expect(modelForward({ ...files, weights: files.batch })).rejects.toThrow(/official checkpoint: \d+ tensor\(s\) missing: vision_encoder\.visual\.conv1\.weight/);
+  });
+});
+
+describe('against the PyTorch reference (a committed fixture: tools/reference/make_fixture.py)', () => {
+  // A state dict and a batch that PyTorch wrote from its own module structure and names — independent of the
+  // mapping under test — with the five figures and every parameter's gradient norm PyTorch computed on them.
+  const fixture = resolve(import.meta.dirname, '../../test/fixtures/pytorch-reference');
+  const expected = JSON.parse(readFileSync(join(fixture, 'expected.json'), 'utf8')) as { figures: Record<string, number>; gradNorms: Record<string, number> };
+
+  it('imports the PyTorch state dict and reproduces its losses, accuracies and per-tensor gradient norms', async () => {
+    const grads = join(dir, 'pytorch-grads.safetensors');
+    const warnings: string[] = [];
+    const result = await modelForward({ config: join(fixture, 'config.json'), weights: join(fixture, 'weights.safetensors'), batch: join(fixture, 'batch.safetensors'), grads, backend: 'wasm' }, (l) => warnings.push(l));
+    expect(warnings).toEqual([]);
+    for (const k of ['mlm_loss', 'mim_loss', 'itm_loss', 'mlm_accuracy', 'itm_accuracy'] as const) {
+      const want = expected.figures[k] as number;
+      expect(Math.abs((result[k] as number) - want) / Math.max(Math.abs(want), 1e-12), k).toBeLessThan(1e-5);
+    }
+    const file = await SafetensorsFile.open(grads);
+    try {
+      const names = Object.keys(expected.gradNorms).sort();
+      expect(file.names().filter((n) => n !== 'mim_head.decoder_pos_embed').sort()).toEqual(names);
+      // Each tensor against its own scale, floored at 1e-4 of the largest (attention key biases have an exactly zero
+      // gradient in exact arithmetic: only rounding noise is left there).
+      const floor = 1e-4 * Math.max(...Object.values(expected.gradNorms));
+      for (const n of names) {
+        const { data } = await file.readFloat32(n);
+        const norm = Math.sqrt(data.reduce((a, x) => a + x * x, 0));
+        const want = expected.gradNorms[n] as number;
+        expect(Math.abs(norm - want) / Math.max(want, floor), n).toBeLessThan(1e-3);
+      }
+    } finally {
+      await file.close();
+    }
   });
 });
 
