@@ -77,10 +77,12 @@ function ignored(path: string): boolean {
   return out;
 }
 
-const IMAGES = [
+/** Each image, the native tfjs backend its build rebuilds (none for WebGPU: Dawn ships prebuilt) and what it drops after the prune. */
+const IMAGES: readonly { file: string; backend: string | null; other: string }[] = [
   { file: 'docker/Dockerfile', backend: '@tensorflow/tfjs-node', other: '@tensorflow/tfjs-node-gpu' },
   { file: 'docker/Dockerfile.gpu', backend: '@tensorflow/tfjs-node-gpu', other: '@tensorflow/tfjs-node' },
-] as const;
+  { file: 'docker/Dockerfile.webgpu', backend: null, other: '@tensorflow/tfjs-node-gpu' },
+];
 
 describe('Dockerfiles', () => {
   for (const image of IMAGES) {
@@ -111,10 +113,11 @@ describe('Dockerfiles', () => {
         expect(before).toContain('package.json package-lock.json ./');
         expect(ins[ciIndex]?.args).toMatch(/--ignore-scripts/);
         const rest = ins.slice(ciIndex).map((i) => `${i.op} ${i.args}`);
-        const rebuild = rest.findIndex((l) => l.includes(`npm rebuild ${image.backend}`));
+        const rebuild = image.backend ? rest.findIndex((l) => l.includes(`npm rebuild ${image.backend}`)) : 0;
         const copyAll = rest.indexOf('COPY . .');
         const build = rest.findIndex((l) => /npm run build/.test(l));
-        expect(rebuild, `rebuilds ${image.backend} (its install script fetches libtensorflow)`).toBeGreaterThan(0);
+        if (image.backend) expect(rebuild, `rebuilds ${image.backend} (its install script fetches libtensorflow)`).toBeGreaterThan(0);
+        else expect(rest.some((l) => l.includes('npm rebuild')), 'rebuilds nothing: Dawn is prebuilt in webgpu').toBe(false);
         expect(copyAll).toBeGreaterThan(rebuild);
         expect(build).toBeGreaterThan(copyAll);
         expect(rest[build]).toMatch(/npm prune --omit=dev --ignore-scripts/);
@@ -124,6 +127,11 @@ describe('Dockerfiles', () => {
 
       it('starts from the required base images', () => {
         expect(argDefault(ins, 'NODE_IMAGE')).toBe('node:20-bookworm-slim');
+        if (image.file.endsWith('.webgpu')) {
+          const env = last.filter((i) => i.op === 'ENV').map((i) => i.args).join(' ');
+          expect(env).toMatch(/NVIDIA_DRIVER_CAPABILITIES=[^ ]*graphics/);
+          expect(last.some((i) => i.op === 'RUN' && /apt-get install .*\blibvulkan1\b/.test(i.args))).toBe(true);
+        }
         if (image.file.endsWith('.gpu')) {
           expect(argDefault(ins, 'CUDA_IMAGE')).toBe('nvidia/cuda:11.2.2-cudnn8-runtime-ubuntu20.04');
           const env = last.filter((i) => i.op === 'ENV').map((i) => i.args).join(' ');

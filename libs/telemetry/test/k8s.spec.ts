@@ -61,7 +61,7 @@ interface Workload extends K8sObject {
   };
 }
 
-const OVERLAYS = ['gpu', 'cpu'] as const;
+const OVERLAYS = ['gpu', 'webgpu', 'cpu'] as const;
 type Overlay = (typeof OVERLAYS)[number];
 const rendered = {} as Record<Overlay | 'base', K8sObject[]>;
 
@@ -129,7 +129,7 @@ describe(`k8s/ rendered with kubectl kustomize (${kubectlVersion()})`, () => {
     const problems = [
       ...validateSchemas(rendered.base, 'base'),
       ...OVERLAYS.flatMap((o) => validateSchemas(rendered[o], o)),
-      ...checkUnknownFields({ base: rendered.base, gpu: rendered.gpu, cpu: rendered.cpu }),
+      ...checkUnknownFields({ base: rendered.base, gpu: rendered.gpu, webgpu: rendered.webgpu, cpu: rendered.cpu }),
     ];
     expect(problems).toEqual([]);
   });
@@ -378,6 +378,23 @@ describe(`k8s/ rendered with kubectl kustomize (${kubectlVersion()})`, () => {
     expect(cache, 'CUDA_CACHE_PATH is a mounted volume').toBeDefined();
     const volume = worker.spec.template.spec.volumes?.find((v) => v.name === cache?.name);
     expect(volume?.persistentVolumeClaim?.claimName).toBe('m3ae-cuda-cache');
+  });
+
+  it('webgpu overlay: one NVIDIA GPU per worker, the WebGPU image, the backend pinned, the driver\'s Vulkan mounted', () => {
+    const objs = rendered.webgpu;
+    const worker = find<Workload>(objs, 'Deployment', 'm3ae-worker');
+    const c = container(worker, 'worker');
+    expect(c.resources?.limits?.['nvidia.com/gpu']).toBe(1);
+    expect(c.resources?.requests?.['nvidia.com/gpu']).toBe(1);
+    expect(worker.spec.template.spec.tolerations?.some((t) => t.key === 'nvidia.com/gpu' && t.effect === 'NoSchedule')).toBe(true);
+    expect(Object.keys(worker.spec.template.spec.nodeSelector ?? {})).toContain('nvidia.com/gpu.present');
+    expect(c.image).toMatch(/m3ae-webgpu:/);
+    expect(container(find<Workload>(objs, 'Deployment', 'm3ae-coordinator'), 'coordinator').image).not.toMatch(/gpu/);
+    const env = envOf(c);
+    expect(env['M3AE_BACKEND']).toBe('webgpu');
+    // Without the graphics capability the NVIDIA container runtime mounts no Vulkan ICD, and Dawn finds no adapter.
+    expect(env['NVIDIA_DRIVER_CAPABILITIES']?.split(',')).toEqual(expect.arrayContaining(['compute', 'utility', 'graphics']));
+    expect(JSON.stringify(objs)).not.toContain('CUDA_CACHE_PATH');
   });
 
   it('cpu overlay: no GPU anywhere, TensorFlow CPU kernels, a smaller Redis', () => {
