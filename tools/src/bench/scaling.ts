@@ -3,8 +3,8 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Coordinator } from '@m3ae/coordinator';
 import { syntheticSetup, type GradientComputer, type MicroBatchResult } from '@m3ae/training';
-import { jobsPerStep, LocalRedis, loadRunConfig, pretrainTraining, syntheticCounts, syntheticManifest, type MicroBatchJob, type RunConfig, type StepReport } from '@m3ae/protocol';
-import { TrainingWorker } from '@m3ae/worker';
+import { LocalRedis, loadRunConfig, pretrainTraining, syntheticCounts, syntheticManifest, type MicroBatchJob, type RunConfig, type StepReport } from '@m3ae/protocol';
+import { TrainingWorker, type WorkerJobEvent } from '@m3ae/worker';
 import { registerBenchArea } from './areas.js';
 import { machineInfo, type BenchRow } from './report.js';
 
@@ -44,8 +44,11 @@ interface ScalingPoint {
 
 async function measure(config: RunConfig, workers: number, workMs: number, warmup: number): Promise<ScalingPoint> {
   const ws: TrainingWorker[] = [];
+  // Bytes each worker moved per step, as it counted them (parameters fetched, gradients uploaded).
+  const workerBytes = new Map<number, number>();
+  const onJob = (e: WorkerJobEvent): void => void workerBytes.set(e.step, (workerBytes.get(e.step) ?? 0) + e.paramBytes + e.gradBytes);
   for (let i = 0; i < workers; i++) {
-    ws.push(await TrainingWorker.start({ config, computer: new FixedCostComputer(config.compute.synthetic.paramCount, workMs), workerId: `sim-${i}` }));
+    ws.push(await TrainingWorker.start({ config, computer: new FixedCostComputer(config.compute.synthetic.paramCount, workMs), workerId: `sim-${i}`, onJob }));
   }
   const reports: StepReport[] = [];
   try {
@@ -55,12 +58,9 @@ async function measure(config: RunConfig, workers: number, workMs: number, warmu
   }
   const measured = reports.slice(warmup);
   const stepMs = measured.reduce((a, r) => a + r.durationMs, 0) / measured.length;
-  const P = config.compute.synthetic.paramCount;
   const training = pretrainTraining(config);
-  const jobs = jobsPerStep(training.globalBatch, training.microBatch);
-  const fetchers = Math.min(workers, jobs);
-  // Redis traffic of one step: publish P·4, each busy worker reads P·4, each job's gradient written and read once.
-  const bytesPerStep = P * 4 + fetchers * P * 4 + 2 * jobs * P * (config.training.gradEncoding === 'bf16' ? 2 : 4);
+  // Measured, not modelled: what the coordinator published and read, plus what the workers fetched and uploaded.
+  const bytesPerStep = measured.reduce((a, r) => a + r.bytes.params + r.bytes.grads + (workerBytes.get(r.step) ?? 0), 0) / measured.length;
   return { workers, stores: config.redis.blobUrls.length || 1, stepMs, samplesPerSecond: (training.globalBatch / stepMs) * 1000, bytesPerStep };
 }
 
