@@ -42,8 +42,8 @@ async function until<T>(what: string, f: () => T | undefined, timeoutMs: number)
   }
 }
 
-/** Steps completed so far (the `train` step lines: `"step":N,"of":M`). */
-const stepsDone = (p: CliProcess): number => Math.max(0, ...[...p.output().matchAll(/"step":(\d+),"of":/g)].map((m) => Number(m[1])));
+// The trainer's line per step: `{"step": s (0-based, as StepReport.step), "of": total, ..., "msg": "step done"}`.
+const stepsDone = (p: CliProcess): number => Math.max(0, ...[...p.output().matchAll(/"step":(\d+),"of":/g)].map((m) => Number(m[1]) + 1));
 
 function report(p: CliProcess): { paramsSha256: string; steps: number; startStep: number; workerRestarts: number; stopped: boolean } {
   const line = p.output().trim().split('\n').filter((l) => l.startsWith('{"runId"')).pop();
@@ -74,7 +74,7 @@ describe('chaos: m3ae train --local --workers 3 on the real tiny model', () => {
     };
     // During start-up: the first worker process as soon as it exists.
     kill(await until('a worker process', () => family(first).workers[0], 120_000));
-    await first.waitFor('"msg":"coordinator ready"', 120_000);
+    await first.waitFor('"msg":"trainer ready"', 120_000);
     await until('step 1', () => (stepsDone(first) >= 1 ? true : undefined), 180_000);
     for (const pid of family(first).workers.filter((pid) => !killedSlots.has(/--id (\S+)/.exec(cmdline(pid))?.[1] ?? ''))) kill(pid);
     expect([...killedSlots].sort()).toEqual(['chaos-w0', 'chaos-w1', 'chaos-w2']);

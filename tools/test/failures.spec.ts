@@ -134,7 +134,7 @@ describe('m3ae train --local never outlives its work', () => {
       ...SYNTHETIC,
       M3AE_LOG_FORMAT: 'json',
     });
-    await p.waitFor('"msg":"coordinator ready"', 120_000);
+    await p.waitFor('"msg":"trainer ready"', 120_000);
     const workers = childPids(p.child.pid as number).filter((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('worker'));
     expect(workers).toHaveLength(2);
     const t = performance.now();
@@ -147,7 +147,7 @@ describe('m3ae train --local never outlives its work', () => {
 
   it('a run stopped by SIGTERM after a step keeps that step, stops workers, coordinator and Redis within seconds, exit 143', async () => {
     const p = startCli(['train', '--local', '--synthetic', '--workers', '2', '--steps', '100000', '--no-metrics', '--json', '--work-dir', join(work, 'stop')], { ...SYNTHETIC, M3AE_LOG_FORMAT: 'json' });
-    await p.waitFor('"msg":"step"', 120_000);
+    await p.waitFor('"msg":"step done"', 120_000);
     const children = childPids(p.child.pid as number);
     expect(children.length).toBe(3); // redis-server and 2 workers
     const t = performance.now();
