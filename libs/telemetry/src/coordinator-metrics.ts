@@ -1,11 +1,11 @@
 import type { Counter } from 'prom-client';
+import { OBJECTIVES, type Objective } from '@m3ae/protocol';
 import { BaseMetrics, type BaseMetricsOptions } from './base-metrics.js';
 import { coordinatorSeries, type CoordinatorSeries } from './coordinator-series.js';
 import { JOB_PHASES, STEP_PHASES, type JobPhase, type StepPhase } from './phases.js';
 
-/** Pre-training's objectives and the downstream tasks' (VQA, classification, retrieval), as the official `loss_names`. */
-export const OBJECTIVES = ['mlm', 'mim', 'itm', 'vqa', 'cls', 'irtr'] as const;
-export type Objective = (typeof OBJECTIVES)[number];
+/** Pre-training's objectives and the downstream tasks' (VQA, classification, retrieval): the wire protocol's. */
+export { OBJECTIVES, type Objective };
 /** The objectives that predict a class (all but masked image modelling, a regression). */
 export const ACCURACY_OBJECTIVES = ['mlm', 'itm', 'vqa', 'cls', 'irtr'] as const;
 export type AccuracyObjective = (typeof ACCURACY_OBJECTIVES)[number];

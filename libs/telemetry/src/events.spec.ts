@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { parseExposition, sampleValue } from '../test/helpers/exposition.js';
 import { CoordinatorMetrics } from './coordinator-metrics.js';
-import { coordinatorEvents, mergeEventHandlers, workerJobListener, type StepReportLike } from './events.js';
+import type { StepReport } from '@m3ae/protocol';
+import { coordinatorEvents, mergeEventHandlers, workerJobListener } from './events.js';
 import { WorkerMetrics } from './worker-metrics.js';
 
-const report: StepReportLike = {
+const report: StepReport = {
   step: 5,
   losses: { total: 4.2, mlm: 3, itm: 0.6 },
   accuracy: { mlm: 0.25 },
@@ -13,9 +14,9 @@ const report: StepReportLike = {
   samples: 16,
   durationMs: 4000,
   phases: { publishMs: 200, enqueueMs: 100, idleMs: 3000, reduceMs: 400, optimizerMs: 300, checkpointMs: 0 },
-  worker: { fetchMs: 100, computeMs: 2500, encodeMs: 50, uploadMs: 150 },
+  worker: { fetchMs: 100, computeMs: 2500, encodeMs: 50, uploadMs: 150, totalMs: 2800 },
   bytes: { params: 4_000_000, grads: 16_000_000 },
-  jobs: { count: 4 },
+  jobs: { count: 4, enqueued: 6, rejected: 1, duplicates: 1, backups: 1, retried: 1 },
   workers: ['w-1', 'w-2'],
 };
 

@@ -1,34 +1,16 @@
-import type { AccuracyObjective, CoordinatorMetrics, Objective } from './coordinator-metrics.js';
+import type { StepReport } from '@m3ae/protocol';
+import type { CoordinatorMetrics } from './coordinator-metrics.js';
 import type { JobOutcome } from './phases.js';
 import type { WorkerMetrics } from './worker-metrics.js';
 
 /*
  * Adapters from the event hooks of the coordinator (`CoordinatorEvents`) and the worker (`onJob`) to the
- * metrics, so that wiring telemetry in is one line each. The shapes are declared here structurally (this lib
- * imports no app): if an app's events change, TypeScript flags the call site.
+ * metrics, so that wiring telemetry in is one line each. The step report is @m3ae/protocol's `StepReport` (the
+ * trainer's); the other events are declared here structurally (this lib imports no app).
  */
 
-/** The part of the coordinator's `StepReport` the metrics read (milliseconds, as the coordinator measures). */
-export interface StepReportLike {
-  step: number;
-  losses: { total: number } & Partial<Record<Objective, number>>;
-  accuracy: Partial<Record<AccuracyObjective, number>>;
-  learningRate: number;
-  gradientNorm: number;
-  samples: number;
-  /** Real text tokens of the step, when the coordinator counts them. */
-  tokens?: number;
-  durationMs: number;
-  phases: { publishMs: number; enqueueMs: number; idleMs: number; reduceMs: number; optimizerMs: number; checkpointMs: number };
-  worker: { fetchMs: number; computeMs: number; encodeMs: number; uploadMs: number };
-  bytes: { params: number; grads: number };
-  jobs: { count: number };
-  /** Workers whose contributions this step counted. */
-  workers: string[];
-}
-
 export interface CoordinatorEventHandlers {
-  onStep(report: StepReportLike): void;
+  onStep(report: StepReport): void;
   onReject(reason: string, detail: { workerId?: string }): void;
   onDuplicate(detail: { workerId: string }): void;
   onEnqueue(detail: { kind: 'original' | 'retry' | 'backup' }): void;
