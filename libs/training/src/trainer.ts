@@ -127,6 +127,7 @@ export class Trainer {
       totals.recoveries += report.recoveries;
       first ??= report;
       last = report;
+      this.logStep(report);
       options.events?.onStep?.(report);
       if (this.stopRequested) {
         step++;
@@ -208,6 +209,24 @@ export class Trainer {
     return saved.path;
   }
 
+  /** One line per step, once the step is applied and its checkpoint (if one was due) written. */
+  private logStep(r: StepReport): void {
+    this.log.info(
+      {
+        step: r.step,
+        of: this.setup.schedule.steps,
+        loss: Number(r.losses.total.toFixed(5)),
+        lr: r.learningRate,
+        gradNorm: Number(r.gradientNorm.toFixed(4)),
+        samplesPerSecond: Number(((1000 * r.samples) / r.durationMs).toFixed(2)),
+        ms: Math.round(r.durationMs),
+        rejected: r.jobs.rejected,
+        backups: r.jobs.backups,
+      },
+      'step done',
+    );
+  }
+
   /** The step's micro-batch jobs: the sampler's global batch cut into `microBatch` slices, with exact counts. */
   async planStep(step: number): Promise<StepWork> {
     const { config, setup } = this;
@@ -270,10 +289,6 @@ export class Trainer {
       workers: [...stats.workers].sort(),
       recoveries: stats.recoveries,
     };
-    this.log.info(
-      { step, of: this.setup.schedule.steps, loss: Number(losses.total.toFixed(5)), lr: learningRate, gradNorm: Number(gradientNorm.toFixed(4)), samplesPerSecond: Number(((1000 * work.samples) / report.durationMs).toFixed(2)), ms: Math.round(report.durationMs), rejected: stats.jobs.rejected, backups: stats.jobs.backups },
-      'step done',
-    );
     return report;
   }
 }
