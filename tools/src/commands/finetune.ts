@@ -7,6 +7,7 @@ import { DOWNSTREAM_TASKS, FINETUNE_DEFAULTS, type DownstreamTaskName } from '@m
 import type { StepReport } from '@m3ae/protocol';
 import { finetuneRunConfig, splitSize, type FinetuneRunOptions, type HistoryEntry, type ResolvedSettings, type TaskMeta, type TaskMetrics } from '@m3ae/tasks';
 import { taskSetup, trainInProcess } from '@m3ae/training';
+import { addRestartFlags, restartPolicyFrom } from './local-cluster.js';
 
 export type { HistoryEntry, ResolvedSettings } from '@m3ae/tasks';
 
@@ -139,13 +140,15 @@ interface FinetuneCliOptions {
   workers?: number;
   redisUrl?: string;
   checkpointEvery?: number;
+  maxRestarts?: string;
+  restartWindow?: string;
 }
 
 /** `m3ae finetune <task> --checkpoint DIR --data PATH [--output DIR] ...`. */
 export function registerFinetune(program: Command): void {
   const d = FINETUNE_DEFAULTS;
-  program
-    .command('finetune')
+  // With --workers: the local cluster's restart policy (the flags of m3ae train --local).
+  addRestartFlags(program.command('finetune'))
     .description('fine-tune a pre-trained checkpoint on a downstream task (official settings by default); selects on validation, never reads test')
     .argument('<task>', `downstream task: ${DOWNSTREAM_TASKS.join(', ')}`, oneOf('<task>', DOWNSTREAM_TASKS))
     .option('--checkpoint <path>', 'pre-training checkpoint (file or directory: its latest)')
@@ -231,7 +234,7 @@ export function registerFinetune(program: Command): void {
         };
         if (opts.workers !== undefined) {
           const { runFinetuneCluster } = await import('./finetune-cluster.js');
-          const r = await runFinetuneCluster({ ...common, workers: opts.workers, redisUrl: opts.redisUrl, checkpointEvery: opts.checkpointEvery });
+          const r = await runFinetuneCluster({ ...common, workers: opts.workers, redisUrl: opts.redisUrl, checkpointEvery: opts.checkpointEvery, restart: restartPolicyFrom(opts) });
           if (r.stopped) process.exitCode = 130;
           const summary = { task, output: r.output, best: { path: r.bestPath, step: r.bestStep, valScore: r.bestScore }, steps: r.steps, workers: r.workers, samplesPerSecond: r.samplesPerSecond, seconds: Math.round(r.seconds), stopped: r.stopped };
           process.stdout.write(JSON.stringify(summary) + '\n');
