@@ -430,6 +430,20 @@ def make_batch(c, B, gen):
     }
 
 
+def perturb(model):
+    """Random weights away from the identity LayerNorms and zero biases, so that a swapped or untransposed tensor shows."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name == "mim_head.decoder_pos_embed":
+                continue
+            if name.endswith("LayerNorm.weight") or name.split(".")[-2].startswith(("ln", "decoder_norm")) and name.endswith("weight"):
+                p.copy_(1 + 0.1 * torch.randn_like(p))
+            elif p.dim() == 1:
+                p.copy_(0.05 * torch.randn_like(p))
+            else:
+                p.copy_(0.1 * torch.randn_like(p))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="working directory for the files")
@@ -442,17 +456,7 @@ def main():
     torch.manual_seed(args.seed)
     c = TINY
     model = M3AE(c)
-    # Away from the identity LayerNorms and zero biases, so that a swapped or untransposed tensor shows.
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name == "mim_head.decoder_pos_embed":
-                continue
-            if name.endswith("LayerNorm.weight") or name.split(".")[-2].startswith(("ln", "decoder_norm")) and name.endswith("weight"):
-                p.copy_(1 + 0.1 * torch.randn_like(p))
-            elif p.dim() == 1:
-                p.copy_(0.05 * torch.randn_like(p))
-            else:
-                p.copy_(0.1 * torch.randn_like(p))
+    perturb(model)
     model.eval()
     gen = torch.Generator().manual_seed(args.seed + 1)
     b = make_batch(c, args.batch_size, gen)

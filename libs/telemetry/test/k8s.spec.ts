@@ -109,6 +109,19 @@ beforeAll(() => {
   }
 });
 
+/** A GPU overlay's worker: one NVIDIA GPU requested and limited, on GPU nodes (selector and toleration), its own image; the coordinator on the CPU image. */
+function gpuWorker(objs: K8sObject[], image: RegExp): { worker: Workload; c: Container } {
+  const worker = find<Workload>(objs, 'Deployment', 'm3ae-worker');
+  const c = container(worker, 'worker');
+  expect(c.resources?.limits?.['nvidia.com/gpu']).toBe(1);
+  expect(c.resources?.requests?.['nvidia.com/gpu']).toBe(1);
+  expect(worker.spec.template.spec.tolerations?.some((t) => t.key === 'nvidia.com/gpu' && t.effect === 'NoSchedule')).toBe(true);
+  expect(Object.keys(worker.spec.template.spec.nodeSelector ?? {})).toContain('nvidia.com/gpu.present');
+  expect(c.image).toMatch(image);
+  expect(container(find<Workload>(objs, 'Deployment', 'm3ae-coordinator'), 'coordinator').image).not.toMatch(/gpu/);
+  return { worker, c };
+}
+
 describe(`k8s/ rendered with kubectl kustomize (${kubectlVersion()})`, () => {
   it('renders the base and every overlay into the objects a run needs', () => {
     for (const overlay of OVERLAYS) {
@@ -364,14 +377,7 @@ describe(`k8s/ rendered with kubectl kustomize (${kubectlVersion()})`, () => {
 
   it('gpu overlay: one NVIDIA GPU per worker on GPU nodes, the GPU image, the CUDA cache on a volume', () => {
     const objs = rendered.gpu;
-    const worker = find<Workload>(objs, 'Deployment', 'm3ae-worker');
-    const c = container(worker, 'worker');
-    expect(c.resources?.limits?.['nvidia.com/gpu']).toBe(1);
-    expect(c.resources?.requests?.['nvidia.com/gpu']).toBe(1);
-    expect(worker.spec.template.spec.tolerations?.some((t) => t.key === 'nvidia.com/gpu' && t.effect === 'NoSchedule')).toBe(true);
-    expect(Object.keys(worker.spec.template.spec.nodeSelector ?? {})).toContain('nvidia.com/gpu.present');
-    expect(c.image).toMatch(/m3ae-gpu:/);
-    expect(container(find<Workload>(objs, 'Deployment', 'm3ae-coordinator'), 'coordinator').image).not.toMatch(/gpu/);
+    const { worker, c } = gpuWorker(objs, /m3ae-gpu:/);
     const env = envOf(c);
     expect(env['M3AE_BACKEND']).toBe('node-gpu');
     const cache = c.volumeMounts?.find((m) => m.mountPath === env['CUDA_CACHE_PATH']);
@@ -382,14 +388,7 @@ describe(`k8s/ rendered with kubectl kustomize (${kubectlVersion()})`, () => {
 
   it('webgpu overlay: one NVIDIA GPU per worker, the WebGPU image, the backend pinned, the driver\'s Vulkan mounted', () => {
     const objs = rendered.webgpu;
-    const worker = find<Workload>(objs, 'Deployment', 'm3ae-worker');
-    const c = container(worker, 'worker');
-    expect(c.resources?.limits?.['nvidia.com/gpu']).toBe(1);
-    expect(c.resources?.requests?.['nvidia.com/gpu']).toBe(1);
-    expect(worker.spec.template.spec.tolerations?.some((t) => t.key === 'nvidia.com/gpu' && t.effect === 'NoSchedule')).toBe(true);
-    expect(Object.keys(worker.spec.template.spec.nodeSelector ?? {})).toContain('nvidia.com/gpu.present');
-    expect(c.image).toMatch(/m3ae-webgpu:/);
-    expect(container(find<Workload>(objs, 'Deployment', 'm3ae-coordinator'), 'coordinator').image).not.toMatch(/gpu/);
+    const { c } = gpuWorker(objs, /m3ae-webgpu:/);
     const env = envOf(c);
     expect(env['M3AE_BACKEND']).toBe('webgpu');
     // Without the graphics capability the NVIDIA container runtime mounts no Vulkan ICD, and Dawn finds no adapter.
