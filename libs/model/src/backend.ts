@@ -1,6 +1,7 @@
 import { readdirSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
+import { registerWebGpuKernels } from './kernels/device.js';
 
 /**
  * The one place that chooses the TensorFlow.js backend.
@@ -61,8 +62,13 @@ async function activate(name: BackendName, explicit: boolean): Promise<string> {
       if (adapter.info.cpu && !explicit) {
         throw new BackendError(`only a CPU adapter (${adapterName(adapter.info)}); it is used when asked for with --backend webgpu or M3AE_BACKEND=webgpu`);
       }
-      await import('@tensorflow/tfjs-backend-webgpu');
+      const { webgpu_util } = await import('@tensorflow/tfjs-backend-webgpu');
       if (!(await tf.setBackend('webgpu'))) throw new BackendError(`the webgpu backend failed to initialise on ${adapterName(adapter.info)}`);
+      // Reproducible results: tfjs-backend-webgpu would split the inner dimension of long products (the weight
+      // gradients) over workgroups that add into the output with float atomics, in whatever order they finish.
+      // The packed program computes each output element in one invocation, in a fixed order.
+      tf.env().set('WEBGPU_MATMUL_PROGRAM_TYPE', webgpu_util.MatMulProgramType.MatMulPackedProgram);
+      registerWebGpuKernels();
       return 'webgpu';
     }
     case 'node-gpu': {
@@ -266,6 +272,33 @@ export async function chooseBackend(options: ChooseBackendOptions = {}): Promise
   }
   const detail = attempts.map((a) => `${a.backend}: ${a.reason ?? 'ok'}`).join('; ');
   throw new BackendError(`no TensorFlow.js backend could be started (${detail})`);
+}
+
+/** The command-queue part of tfjs-backend-webgpu's backend (an asynchronous device). */
+interface QueuedBackend {
+  ensureCommandEncoderReady(): void;
+  endComputePassEncoder(): void;
+  submitQueue(): void;
+  queue: { onSubmittedWorkDone(): Promise<void> };
+}
+
+function isQueued(b: object): b is QueuedBackend {
+  const q = b as Partial<QueuedBackend>;
+  return typeof q.submitQueue === 'function' && typeof q.ensureCommandEncoderReady === 'function' && q.queue !== undefined;
+}
+
+/**
+ * Resolves when the device has finished every kernel enqueued so far: on an asynchronous device (webgpu) the
+ * pending commands are submitted and the queue awaited; the CPU backends compute as they dispatch, so there is
+ * nothing to wait for. For timing (`computeGradients`' `timing`), never needed for correctness.
+ */
+export async function deviceIdle(): Promise<void> {
+  const b = tf.backend();
+  if (!isQueued(b)) return;
+  b.ensureCommandEncoderReady();
+  b.endComputePassEncoder();
+  b.submitQueue();
+  await b.queue.onSubmittedWorkDone();
 }
 
 /** The backend chosen so far in this process, if any. */

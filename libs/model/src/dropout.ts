@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { hash32, hashWords } from './random.js';
+import { dropoutMask } from './kernels/device.js';
+import { hashWords } from './random.js';
 
 /**
  * Deterministic per-sample dropout. The mask of sample b at dropout site s of forward pass `pass` is a pure
@@ -27,25 +28,16 @@ export class Dropout {
 
   /**
    * A mask of shape [B, ...perSample] with values 0 or 1/(1−rate) (inverted dropout, as PyTorch), or
-   * undefined when inactive. Always advances the site counter so numbering does not depend on `active`.
+   * undefined when inactive; made on the device where the backend can (`dropoutMask`), bit-equal everywhere.
+   * Always advances the site counter so numbering does not depend on `active`.
    */
   mask(perSample: readonly number[]): tf.Tensor | undefined {
     const site = this.site++;
     if (!this.active || !this.seeds) return undefined;
-    const seeds = this.seeds;
+    const keys = Int32Array.from(this.seeds, (seed) => hashWords(seed, this.pass, site));
     const per = perSample.reduce((a, b) => a * b, 1);
-    const values = new Float32Array(seeds.length * per);
-    const keep = 1 / (1 - this.rate);
-    // Compare 24-bit uniforms against an integer threshold: u < rate drops.
     const threshold = Math.round(this.rate * 16777216);
-    for (let b = 0; b < seeds.length; b++) {
-      const key = hashWords(seeds[b] ?? 0, this.pass, site);
-      const base = b * per;
-      for (let i = 0; i < per; i++) {
-        values[base + i] = hash32(key ^ Math.imul(i, 0x9e3779b9)) >>> 8 < threshold ? 0 : keep;
-      }
-    }
-    return tf.tensor(values, [seeds.length, ...perSample], 'float32');
+    return tf.tidy(() => tf.reshape(dropoutMask(keys, per, threshold, 1 / (1 - this.rate)), [keys.length, ...perSample]));
   }
 
   /** x · mask for x of shape [B·rows, cols] (mask drawn as [B, rows, cols]). */

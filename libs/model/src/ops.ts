@@ -4,6 +4,7 @@ import * as tf from '@tensorflow/tfjs-core';
 // that only bundlers resolve).
 import '@tensorflow/tfjs';
 import { batchMatMul } from './kernels/bmm.js';
+import { scatterAddRows } from './kernels/device.js';
 
 /**
  * Small functional building blocks. Activations are 2-D [rows, features] (rows = batch × tokens) except
@@ -160,9 +161,10 @@ export function quickGelu(x: tf.Tensor2D): tf.Tensor2D {
 }
 
 /**
- * Row lookup `table[indices]` whose gradient is a scatter-add (scatterND sums duplicate indices): the wasm
- * backend has no UnsortedSegmentSum, the gradient tfjs registers for gather. `gradRowMask` [M,1] (0/1)
- * drops the gradient of some rows — PyTorch's nn.Embedding(padding_idx) never updates the padding row.
+ * Row lookup `table[indices]` whose gradient is a scatter-add summing duplicate indices in order
+ * (`scatterAddRows`: reproducible on every backend; the wasm backend has no UnsortedSegmentSum, the gradient
+ * tfjs registers for gather, and the webgpu one adds with atomics). `gradRowMask` [M,1] (0/1) drops the
+ * gradient of some rows — PyTorch's nn.Embedding(padding_idx) never updates the padding row.
  */
 export function gatherRows(table: tf.Tensor2D, indices: tf.Tensor1D, gradRowMask?: tf.Tensor2D): tf.Tensor2D {
   const shape = table.shape;
@@ -174,7 +176,7 @@ export function gatherRows(table: tf.Tensor2D, indices: tf.Tensor1D, gradRowMask
       value: tf.gather(args[0] as tf.Tensor, indices),
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const [idx, mask] = saved as [tf.Tensor, tf.Tensor | undefined];
-        return tf.scatterND(tf.reshape(idx, [-1, 1]), mask ? tf.mul(dy, mask) : dy, shape);
+        return scatterAddRows(idx as tf.Tensor1D, (mask ? tf.mul(dy, mask) : dy) as tf.Tensor2D, shape[0]);
       },
     };
   });

@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { deviceIdle } from './backend.js';
 import { validateBatch, type PretrainBatch } from './batch.js';
 import { mimKeepCount, mimReadoutLayer, numPatches, OBJECTIVE_NAMES, patchDim, type M3AEConfig, type ObjectiveName } from './config.js';
 import { Dropout } from './dropout.js';
@@ -32,6 +33,18 @@ export interface ComputeGradientsOptions {
   normalizers: LossNormalizers;
   /** Dropout on (driven by batch.dropoutSeeds) when true. */
   training: boolean;
+  /**
+   * Filled with where the call's time went (benchmarks): `dispatchMs` until every kernel is enqueued (on the
+   * synchronous CPU backends this is the whole computation), `deviceMs` waiting for the device to finish after
+   * that (`deviceIdle`), `readbackMs` the one transfer of gradients and losses. Costs one extra device sync.
+   */
+  timing?: StepTiming;
+}
+
+export interface StepTiming {
+  dispatchMs: number;
+  deviceMs: number;
+  readbackMs: number;
 }
 
 /**
@@ -240,6 +253,7 @@ function emptyTotals(prep: Prepared): LossTotals {
  * together with the loss sums and correct counts.
  */
 export async function computeGradients(model: M3AEModel, batch: PretrainBatch, opts: ComputeGradientsOptions): Promise<MicroBatchResult> {
+  const started = performance.now();
   const c = model.config;
   validateBatch(c, batch);
   const prep = prepare(c, batch);
@@ -281,8 +295,16 @@ export async function computeGradients(model: M3AEModel, batch: PretrainBatch, o
       }
     });
     if (!flat) throw new Error('computeGradients: no objective ran');
+    let t = performance.now();
+    if (opts.timing) {
+      opts.timing.dispatchMs = t - started;
+      await deviceIdle();
+      opts.timing.deviceMs = performance.now() - t;
+      t = performance.now();
+    }
     // Losses and counts ride on the gradient buffer's transfer: one read per micro-batch.
     const values = await readFlat(flat, stats);
+    if (opts.timing) opts.timing.readbackMs = performance.now() - t;
     const grads = values.subarray(0, model.manifest.size);
     objectives.forEach((o, i) => {
       const base = model.manifest.size + 2 * i;

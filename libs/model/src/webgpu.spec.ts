@@ -77,6 +77,16 @@ describe.skipIf(icd === undefined)('the webgpu backend on lavapipe against wasm 
     for (const o of ['mlm', 'mim', 'itm'] as const) expect(losses.sums[o]).toBeCloseTo(gpu.sums[o], 4);
   }, 120_000);
 
+  it('is reproducible: the same batch twice gives the same gradient bits (no float atomics)', async () => {
+    const first = await computeGradients(model, batch, { normalizers, training: true });
+    const second = await computeGradients(model, batch, { normalizers, training: true });
+    const [a, b] = [new Uint32Array(first.grads.buffer, first.grads.byteOffset, first.grads.length), new Uint32Array(second.grads.buffer, second.grads.byteOffset, second.grads.length)];
+    let differing = 0;
+    for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) differing++;
+    expect(differing).toBe(0);
+    expect(second.sums).toEqual(first.sums);
+  }, 120_000);
+
   it('computes small (B=1) within the same bounds', async () => {
     const small = presetConfig('small');
     const one = syntheticBatch(small, 1, 5);

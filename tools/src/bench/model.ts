@@ -1,4 +1,8 @@
-import { loadavg } from 'node:os';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import {
   AdamW,
@@ -11,9 +15,12 @@ import {
   presetConfig,
   setParamsFromFlat,
   syntheticBatch,
+  trainingTextLength,
   type LossNormalizers,
+  type M3AEConfig,
   type M3AEModel,
   type PretrainBatch,
+  type StepTiming,
 } from '@m3ae/model';
 import { registerBenchArea } from './areas.js';
 import { matMulRate } from './backend.js';
@@ -32,31 +39,82 @@ const DEFAULT_BATCH: Record<string, number> = { tiny: 8, small: 16, base: 2 };
  */
 /**
  * `steps` timed training steps (gradients, then AdamW and assignment) after one warm-up, with `between()` after each
- * step; a changed tensor count is noted.
+ * step; a changed tensor count is noted. The gradient time is split into dispatch, device wait and readback
+ * (`computeGradients`' timing), summed over the steps.
  */
-async function timeTrainingSteps(model: M3AEModel, batch: PretrainBatch, normalizers: LossNormalizers, steps: number, between: () => Promise<void>, notes: string[]): Promise<{ gradSeconds: number[]; optSeconds: number }> {
+async function timeTrainingSteps(model: M3AEModel, batch: PretrainBatch, normalizers: LossNormalizers, steps: number, between: () => Promise<void>, notes: string[]): Promise<{ gradSeconds: number[]; optSeconds: number; split: StepTiming }> {
   const opt = new AdamW(model.manifest, { totalSteps: 1000, learningRate: 1e-5 });
   const params = await flattenParams(model);
   await computeGradients(model, batch, { normalizers, training: true }); // warm-up: kernels, memory growth
   const tensorsBefore = tf.memory().numTensors;
   const gradSeconds: number[] = [];
+  const split: StepTiming = { dispatchMs: 0, deviceMs: 0, readbackMs: 0 };
   let optSeconds = 0;
   for (let s = 0; s < steps; s++) {
+    const timing: StepTiming = { dispatchMs: 0, deviceMs: 0, readbackMs: 0 };
     const t0 = performance.now();
-    const r = await computeGradients(model, batch, { normalizers, training: true });
+    const r = await computeGradients(model, batch, { normalizers, training: true, timing });
     const t1 = performance.now();
     opt.update(params, r.grads);
     setParamsFromFlat(model, params);
     optSeconds += (performance.now() - t1) / 1000;
     gradSeconds.push((t1 - t0) / 1000);
+    split.dispatchMs += timing.dispatchMs;
+    split.deviceMs += timing.deviceMs;
+    split.readbackMs += timing.readbackMs;
     await between();
   }
   if (tf.memory().numTensors !== tensorsBefore) notes.push(`tensor count changed over the steps: ${tensorsBefore} → ${tf.memory().numTensors}`);
-  return { gradSeconds, optSeconds };
+  return { gradSeconds, optSeconds, split };
+}
+
+const run = promisify(execFile);
+/** tools/reference beside the built (dist/bench) and the source (src/bench) module alike. */
+const REFERENCE_DIR = resolve(import.meta.dirname, '../../reference');
+/** The PyTorch reference's whole run (model build, warm-up, timed steps) must end within this. */
+const PYTORCH_DEADLINE_MS = 15 * 60_000;
+
+type PytorchResult = { ok: true; device: string; torch: string; samplesPerSecond: number; stepMs: number[] } | { ok: false; reason: string };
+
+/** The first python of `candidates` that imports torch, or why none does. */
+async function pythonWithTorch(candidates: readonly string[]): Promise<{ python: string } | { reason: string }> {
+  const reasons: string[] = [];
+  for (const python of candidates) {
+    try {
+      await run(python, ['-c', 'import torch'], { timeout: 60_000 });
+      return { python };
+    } catch (e) {
+      reasons.push(`${python}: ${(e as Error).message.split('\n').find((l) => /Error|not found|ENOENT/.test(l)) ?? 'no torch'}`);
+    }
+  }
+  return { reason: reasons.join('; ') };
+}
+
+/**
+ * One step (MLM + MIM + ITM forward and backward, dropout on, float32) of the project's PyTorch reference
+ * (tools/reference/bench_step.py) on the same configuration, batch and text length; on CUDA when torch sees it.
+ */
+async function pytorchReference(config: M3AEConfig, batch: number, steps: number, choice: string): Promise<PytorchResult> {
+  if (choice === 'off') return { ok: false, reason: 'off (--pytorch off)' };
+  const found = await pythonWithTorch(choice === 'auto' ? ['python3', '/usr/bin/python3'] : [choice]);
+  if ('reason' in found) return { ok: false, reason: `no python with torch (${found.reason})` };
+  const dir = mkdtempSync(join(tmpdir(), 'm3ae-bench-torch-'));
+  try {
+    const configPath = join(dir, 'config.json');
+    writeFileSync(configPath, JSON.stringify(config));
+    const args = [join(REFERENCE_DIR, 'bench_step.py'), '--config', configPath, '--batch', String(batch), '--text-length', String(trainingTextLength(config)), '--steps', String(steps)];
+    const { stdout } = await run(found.python, args, { timeout: PYTORCH_DEADLINE_MS, maxBuffer: 1 << 20 });
+    const r = JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as { device: string; torch: string; samples_per_second: number; step_ms: number[] };
+    return { ok: true, device: r.device, torch: r.torch, samplesPerSecond: r.samples_per_second, stepMs: r.step_ms };
+  } catch (e) {
+    return { ok: false, reason: `the reference failed: ${(e as Error).message.split('\n').slice(0, 3).join(' ')}` };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 registerBenchArea('model', {
-  description: 'M3AE training-step samples/s and achieved FLOP rate as a fraction of the backend matmul rate',
+  description: 'M3AE training-step samples/s, the step split into dispatch/device/readback, achieved FLOP rate against the backend matmul rate and against the PyTorch reference',
   async run(options) {
     const preset = options.extra['preset'] ?? 'small';
     const config = presetConfig(preset);
@@ -72,7 +130,7 @@ registerBenchArea('model', {
     try {
       const batch = syntheticBatch(config, batchSize, 1);
       const normalizers = batchCounts(config, batch);
-      const { gradSeconds, optSeconds } = await timeTrainingSteps(model, batch, normalizers, steps, async () => void rates.push(await matMulRate(1024, rateMillis)), notes);
+      const { gradSeconds, optSeconds, split } = await timeTrainingSteps(model, batch, normalizers, steps, async () => void rates.push(await matMulRate(1024, rateMillis)), notes);
       const flops = forwardFlops(config, { batchSize, mlmTokens: normalizers.mlm });
       const stepFlops = 3 * flops.total;
       const bestGrad = Math.min(...gradSeconds);
@@ -82,6 +140,10 @@ registerBenchArea('model', {
       const achieved = stepFlops / bestGrad / 1e9;
       const achievedMean = stepFlops / meanGrad / 1e9;
       const stepSeconds = meanGrad + optSeconds / steps;
+      const perStep = (ms: number): number => ms / steps;
+      const torch = await pytorchReference(config, batchSize, steps, options.extra['pytorch'] ?? 'auto');
+      // The ratio compares gradient steps (what both compute) at their best: ours over the reference's.
+      const ratio = torch.ok ? batchSize / bestGrad / torch.samplesPerSecond : undefined;
       const rows: BenchRow[] = [
         {
           backend: choice.name,
@@ -90,13 +152,21 @@ registerBenchArea('model', {
           'gradients s (best/mean)': `${bestGrad.toFixed(2)}/${meanGrad.toFixed(2)}`,
           'AdamW+assign s': optSeconds / steps,
           'samples/s': batchSize / stepSeconds,
+          'dispatch/device/readback ms': `${perStep(split.dispatchMs).toFixed(0)}/${perStep(split.deviceMs).toFixed(0)}/${perStep(split.readbackMs).toFixed(0)}`,
           'GFLOP/step': stepFlops / 1e9,
           'achieved GFLOP/s': achieved,
           'matmul GFLOP/s': bestRate,
           fraction: achieved / bestRate,
           'fraction (means)': achievedMean / meanRate,
+          'PyTorch samples/s': torch.ok ? torch.samplesPerSecond : '—',
+          'ratio to PyTorch': ratio ?? '—',
         },
       ];
+      notes.push(
+        torch.ok
+          ? `PyTorch reference (tools/reference/bench_step.py, torch ${torch.torch}, float32, ${torch.device}): gradient step ms ${torch.stepMs.map((m) => m.toFixed(0)).join(', ')}; ratio = our best gradient step's samples/s over the reference's best`
+          : `PyTorch reference not run: ${torch.reason}`,
+      );
       notes.push(
         `forward FLOPs per step: MLM ${(flops.mlm / 1e9).toFixed(2)}, MIM ${(flops.mim / 1e9).toFixed(2)}, ITM ${(flops.itm / 1e9).toFixed(2)} GFLOP (×3 for training)`,
         `matmul rate (1024² float32) between steps: ${rates.map((r) => r.toFixed(1)).join(', ')} GFLOP/s; load average at start ${load.toFixed(1)} on ${machineInfo().cpus} CPUs`,
@@ -111,6 +181,11 @@ registerBenchArea('model', {
           gradient_step_seconds_best: bestGrad,
           gradient_step_seconds_mean: meanGrad,
           achieved_gflops: achieved,
+          achieved_tflops: achieved / 1000,
+          dispatch_ms: perStep(split.dispatchMs),
+          device_wait_ms: perStep(split.deviceMs),
+          readback_ms: perStep(split.readbackMs),
+          ...(torch.ok ? { pytorch_samples_per_second: torch.samplesPerSecond, ratio_to_pytorch: ratio ?? 0 } : {}),
           matmul_gflops: bestRate,
           fraction_of_matmul_rate: achieved / bestRate,
           fraction_of_matmul_rate_means: achievedMean / meanRate,

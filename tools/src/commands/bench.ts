@@ -1,4 +1,6 @@
 import type { Command } from 'commander';
+import { BACKEND_NAMES } from '@m3ae/model';
+import { positiveInt } from '../flags.js';
 import { benchArea, benchAreaNames } from '../bench/areas.js';
 import { formatReport, writeReport, type BenchReport } from '../bench/report.js';
 import '../bench/backend.js';
@@ -14,14 +16,17 @@ export function registerBench(program: Command): void {
     .description('run a benchmark area; prints a table and (with --json) writes the figures as JSON')
     .argument('<area>', 'what to measure')
     .option('--json <file>', 'also write the report as JSON to this file')
-    .option('--backend <name>', 'TensorFlow.js backend (auto, node-gpu, node, wasm, cpu)')
+    .option('--backend <name>', `TensorFlow.js backend (auto, ${BACKEND_NAMES.join(', ')})`)
     .option('--quick', 'a shorter run (fewer sizes and repetitions)', false)
     .option('--preset <name>', 'model preset, for areas that train a model')
     .option('--size <key=value,...>', 'area-specific sizes (learning: phantom-steps=600,pretrain-steps=150,ft-epochs=3,...)')
+    .option('--batch <n>', 'micro-batch of one step (model)', positiveInt('--batch'))
+    .option('--pytorch <python>', "model: the project's PyTorch reference on the same configuration and batch, run with this python (auto: python3 with torch if any; off)", 'auto')
     .addHelpText('after', () => `\nAreas: ${benchAreaNames().join(', ')}`)
-    .action(async (area: string, opts: { json?: string; backend?: string; quick: boolean; preset?: string; size?: string }) => {
+    .action(async (area: string, opts: { json?: string; backend?: string; quick: boolean; preset?: string; size?: string; batch?: number; pytorch: string }) => {
       const run = benchArea(area);
-      const body = await run.run({ backend: opts.backend, quick: opts.quick, extra: { preset: opts.preset, size: opts.size } });
+      const extra = { preset: opts.preset, size: opts.size, batch: opts.batch === undefined ? undefined : String(opts.batch), pytorch: opts.pytorch };
+      const body = await run.run({ backend: opts.backend, quick: opts.quick, extra });
       const report: BenchReport = { ...body, command: `m3ae ${process.argv.slice(2).join(' ')}`, date: new Date().toISOString() };
       process.stdout.write(formatReport(report) + '\n');
       if (opts.json) writeReport(opts.json, report);

@@ -1,0 +1,100 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { chooseBackend } from '../backend.js';
+import { Dropout } from '../dropout.js';
+import { useLavapipe } from '../lavapipe.js';
+import { HashStream, hashWords } from '../random.js';
+import { DROPOUT_MASK, SCATTER_ADD_ROWS, dropoutMask, dropoutValue, scatterAddRows } from './device.js';
+
+// The device kernels on the webgpu backend (Mesa's lavapipe in CI) against their portable definitions on cpu.
+const icd = useLavapipe();
+
+function normals(n: number, seed: number): Float32Array {
+  const s = new HashStream(seed);
+  return Float32Array.from({ length: n }, () => s.normal());
+}
+
+/** Indices in [0, rows) with many repeats (Zipf-like: a few rows take most positions, as token ids do). */
+function skewedIndices(n: number, rows: number, seed: number): Int32Array {
+  const s = new HashStream(seed);
+  return Int32Array.from({ length: n }, () => Math.min(rows - 1, Math.floor(rows * s.uniform() ** 4)));
+}
+
+async function on(backend: string, f: () => tf.Tensor): Promise<Float32Array> {
+  await chooseBackend({ backend });
+  const t = f();
+  try {
+    return (await t.data()) as Float32Array;
+  } finally {
+    t.dispose();
+  }
+}
+
+/** How many elements differ in their bits (vitest's deep equality is too slow for millions of elements). */
+function bitDifferences(a: Float32Array, b: Float32Array): number {
+  if (a.length !== b.length) return Math.max(a.length, b.length);
+  const [x, y] = [new Uint32Array(a.buffer, a.byteOffset, a.length), new Uint32Array(b.buffer, b.byteOffset, b.length)];
+  let n = 0;
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) n++;
+  return n;
+}
+
+describe('device kernels, portable definitions (cpu)', () => {
+  it('scatterAddRows sums duplicate rows in position order from zero, as a loop does', async () => {
+    await chooseBackend({ backend: 'cpu' });
+    const n = 300;
+    const d = 5;
+    const rows = 40;
+    const idx = skewedIndices(n, rows, 1);
+    const upd = normals(n * d, 2);
+    const expected = new Float32Array(rows * d);
+    for (let i = 0; i < n; i++) for (let c = 0; c < d; c++) expected[(idx[i] as number) * d + c] = Math.fround((expected[(idx[i] as number) * d + c] as number) + (upd[i * d + c] as number));
+    const got = await on('cpu', () => scatterAddRows(tf.tensor1d(idx, 'int32'), tf.tensor2d(upd, [n, d]), rows));
+    expect(bitDifferences(got, expected)).toBe(0);
+  });
+
+  it('dropoutMask holds 0 or 1/(1−p) with the drop share near p, per sample key', async () => {
+    await chooseBackend({ backend: 'cpu' });
+    const keys = Int32Array.from([hashWords(7, 0, 0), hashWords(8, 0, 0)]);
+    const m = await on('cpu', () => dropoutMask(keys, 20_000, Math.round(0.1 * 16777216), 1 / 0.9));
+    const dropped = m.filter((v) => v === 0).length / m.length;
+    expect(dropped).toBeGreaterThan(0.09);
+    expect(dropped).toBeLessThan(0.11);
+    expect(new Set(m)).toEqual(new Set([0, Math.fround(1 / 0.9)]));
+    expect(m[5]).toBe(dropoutValue(keys[0] as number, 5, Math.round(0.1 * 16777216), Math.fround(1 / 0.9)));
+  });
+});
+
+describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against cpu, bit for bit', () => {
+  beforeAll(async () => {
+    await chooseBackend({ backend: 'webgpu' });
+    expect(tf.getKernel(SCATTER_ADD_ROWS, 'webgpu')).toBeDefined();
+    expect(tf.getKernel(DROPOUT_MASK, 'webgpu')).toBeDefined();
+  }, 120_000);
+
+  it('scatterAddRows: the same bits as the cpu scatter, every run', async () => {
+    for (const [n, d, rows, seed] of [[300, 7, 40, 3], [1, 1, 1, 4], [2048, 33, 1000, 5], [64, 128, 70_000, 6]] as const) {
+      const idx = skewedIndices(n, rows, seed);
+      const upd = normals(n * d, seed + 10);
+      const make = (): tf.Tensor => scatterAddRows(tf.tensor1d(idx, 'int32'), tf.tensor2d(upd, [n, d]), rows);
+      const cpu = await on('cpu', make);
+      const gpu = await on('webgpu', make);
+      const again = await on('webgpu', make);
+      expect(bitDifferences(gpu, cpu), `${n}×${d} into ${rows}`).toBe(0);
+      expect(bitDifferences(again, gpu)).toBe(0);
+    }
+  }, 120_000);
+
+  it('dropout masks made on the device are bit-equal to the JavaScript ones', async () => {
+    const seeds = Int32Array.from([11, -5, 2 ** 31 - 1, 0]);
+    const draw = (): tf.Tensor => {
+      const dropout = new Dropout(seeds, 0.1, 2);
+      dropout.mask([3, 5]); // site 0
+      return dropout.mask([4, 17, 17]) as tf.Tensor; // site 1
+    };
+    const cpu = await on('cpu', draw);
+    const gpu = await on('webgpu', draw);
+    expect(gpu.length).toBe(4 * 4 * 17 * 17);
+    expect(bitDifferences(gpu, cpu)).toBe(0);
+  }, 120_000);
+});
