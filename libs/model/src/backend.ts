@@ -274,6 +274,15 @@ export async function chooseBackend(options: ChooseBackendOptions = {}): Promise
   throw new BackendError(`no TensorFlow.js backend could be started (${detail})`);
 }
 
+/**
+ * Whether the active backend multiplies transposed operands in place: webgpu's matmul programs index them, so
+ * an explicit transpose is a wasted dispatch there. tfjs-wasm runs transposed products in a scalar loop (10–15×
+ * slower than XNNPACK), so on the CPU backends the model's gradients transpose explicitly.
+ */
+export function nativeTransposedProducts(): boolean {
+  return tf.getBackend() === 'webgpu';
+}
+
 /** The command-queue part of tfjs-backend-webgpu's backend (an asynchronous device). */
 interface QueuedBackend {
   ensureCommandEncoderReady(): void;

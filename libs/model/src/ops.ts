@@ -3,8 +3,9 @@ import * as tf from '@tensorflow/tfjs-core';
 // does, and it loads in plain Node (tfjs-core's own dist/register_all_gradients.js has extensionless ESM imports
 // that only bundlers resolve).
 import '@tensorflow/tfjs';
+import { nativeTransposedProducts } from './backend.js';
 import { batchMatMul } from './kernels/bmm.js';
-import { scatterAddRows } from './kernels/device.js';
+import { deviceKernel, fusedLayerNorm, LAYER_NORM, scatterAddRows } from './kernels/device.js';
 
 /**
  * Small functional building blocks. Activations are 2-D [rows, features] (rows = batch × tokens) except
@@ -29,7 +30,8 @@ export function paramsFromMap(map: ReadonlyMap<string, tf.Tensor>): Params {
 /**
  * x·W (+ b) for 2-D x [M, K] and W [K, N], with a gradient that uses only plain (non-transposed, batch-1)
  * products: the wasm backend runs those through XNNPACK, but falls back to a scalar loop (10–15× slower)
- * for the transposed products tfjs's own matMul gradient asks for. The transposes are explicit copies.
+ * for the transposed products tfjs's own matMul gradient asks for. The transposes are explicit copies, except
+ * where the backend multiplies transposed operands in place (`nativeTransposedProducts`: webgpu).
  */
 // Weight transposes for the input gradient, shared by the backward sweeps of one computeGradients call (each
 // weight is used in up to three passes). Keyed by the weight's data, which never changes during the call.
@@ -77,6 +79,11 @@ export function dense(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor, inputGrad =
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const [xs, ws] = saved as [tf.Tensor2D, tf.Tensor2D];
         const dy2 = dy as tf.Tensor2D;
+        if (nativeTransposedProducts()) {
+          const dxn = inputGrad ? tf.matMul(dy2, ws, false, true) : tf.zerosLike(xs);
+          const dwn = tf.matMul(xs, dy2, true, false);
+          return b ? [dxn, dwn, tf.sum(dy2, 0)] : [dxn, dwn];
+        }
         // Inputs that are data (image patches) need no gradient: skip that product.
         const dx = inputGrad ? tf.matMul(dy2, weightTranspose(ws)) : tf.zerosLike(xs);
         // dW = xᵀ·dy, or (dyᵀ·x)ᵀ for wide outputs with many rows (FFN up-projections): XNNPACK packs its
@@ -111,10 +118,12 @@ export function layerNorm(p: Params, prefix: string, x: tf.Tensor2D, eps: number
 }
 
 /**
- * LayerNorm with a hand-written gradient (about half the kernels of the autodiff one):
+ * LayerNorm with a hand-written gradient (about half the kernels of the autodiff one), or the device's fused
+ * kernels where the backend has them (`fusedLayerNorm`):
  * x̂ = (x − μ)·r, r = 1/√(var + eps); dx = r · (g − mean(g) − x̂ · mean(g · x̂)) with g = dy·γ.
  */
 export function layerNormOp(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor2D {
+  if (deviceKernel(LAYER_NORM)) return fusedLayerNorm(x, gamma, beta, eps);
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [xi, gi, bi] = args as [tf.Tensor2D, tf.Tensor1D, tf.Tensor1D];
     const save = args[3] as tf.GradSaveFunc;

@@ -267,6 +267,15 @@ export async function computeGradients(model: M3AEModel, batch: PretrainBatch, o
   // objectives' fixed order, as the flat host buffer did) to the flat running sum on the device.
   let flat: tf.Tensor1D | undefined;
   const stats: tf.Tensor[] = [];
+  // A parameter an objective does not reach has a zero gradient: one zero tensor per shape for the whole call
+  // (about 180 fills per `tiny` step otherwise, each a kernel dispatch on a GPU).
+  const zeros = new Map<string, tf.Tensor>();
+  const zerosOf = (shape: number[]): tf.Tensor => {
+    const key = shape.join('x');
+    let z = zeros.get(key);
+    if (!z) zeros.set(key, (z = tf.keep(tf.zeros(shape))));
+    return z;
+  };
   try {
     withWeightTransposeCache(() => {
       for (const o of objectives) {
@@ -284,8 +293,7 @@ export async function computeGradients(model: M3AEModel, batch: PretrainBatch, o
           for (const e of model.manifest.entries) {
             if (e.offset === null) continue;
             const v = model.param(e.name);
-            // A parameter this objective does not reach has a zero gradient (as the zero-filled buffer had).
-            parts.push(tf.reshape(result.grads[v.name] ?? tf.zerosLike(v), [-1]));
+            parts.push(tf.reshape(result.grads[v.name] ?? zerosOf(v.shape), [-1]));
           }
           const g = tf.concat(parts) as tf.Tensor1D;
           return flat ? tf.add<tf.Tensor1D>(flat, g) : g;
@@ -315,6 +323,7 @@ export async function computeGradients(model: M3AEModel, batch: PretrainBatch, o
   } finally {
     flat?.dispose();
     tf.dispose(stats);
+    tf.dispose([...zeros.values()]);
   }
 }
 

@@ -171,7 +171,8 @@ registerBenchArea('model', {
         `forward FLOPs per step: MLM ${(flops.mlm / 1e9).toFixed(2)}, MIM ${(flops.mim / 1e9).toFixed(2)}, ITM ${(flops.itm / 1e9).toFixed(2)} GFLOP (×3 for training)`,
         `matmul rate (1024² float32) between steps: ${rates.map((r) => r.toFixed(1)).join(', ')} GFLOP/s; load average at start ${load.toFixed(1)} on ${machineInfo().cpus} CPUs`,
       );
-      if (!options.quick) notes.push(...(await profileStep(() => computeGradients(model, batch, { normalizers, training: true }))));
+      const profile = options.quick ? undefined : await profileStep(() => computeGradients(model, batch, { normalizers, training: true }));
+      if (profile) notes.push(...profile.notes);
       return {
         area: 'model',
         machine: machineInfo(choice.name),
@@ -189,6 +190,7 @@ registerBenchArea('model', {
           matmul_gflops: bestRate,
           fraction_of_matmul_rate: achieved / bestRate,
           fraction_of_matmul_rate_means: achievedMean / meanRate,
+          ...(profile ? { kernels_per_step: profile.kernels } : {}),
           load_average: load,
           parameters: model.manifest.size,
         },
@@ -200,22 +202,34 @@ registerBenchArea('model', {
   },
 });
 
-/** Where the time of one step goes, by kernel (tf.profile adds overhead; the shares are what matters). */
-async function profileStep(step: () => void): Promise<string[]> {
+/**
+ * Where the time of one step goes, by kernel (tf.profile adds overhead; the shares are what matters), and how
+ * many kernels the step runs: on a GPU each is a JavaScript dispatch, which is what bounds the step there.
+ */
+async function profileStep(step: () => void): Promise<{ notes: string[]; kernels: number }> {
   const info = await tf.profile(step);
   const byKernel = new Map<string, number>();
+  const counts = new Map<string, number>();
   let total = 0;
+  let kernels = 0;
   const backend = tf.getBackend();
   for (const k of info.kernels) {
     // Skip wrapper scopes (customGrad's `forward`, `fusedMatMul__op`): their time includes the kernels inside.
     if (!tf.getKernel(k.name, backend)) continue;
     const ms = typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
     byKernel.set(k.name, (byKernel.get(k.name) ?? 0) + ms);
+    counts.set(k.name, (counts.get(k.name) ?? 0) + 1);
     total += ms;
+    kernels++;
   }
   const top = [...byKernel.entries()].sort((a, b) => b[1] - a[1]).slice(0, 8);
-  return [
-    `profile of one step (${info.kernels.length} kernels; attention products run in the model's SIMD kernel, outside tfjs kernels): ` +
-      top.map(([k, ms]) => `${k} ${((100 * ms) / total).toFixed(1)}%`).join(', '),
-  ];
+  const most = [...counts.entries()].sort((a, b) => b[1] - a[1]).slice(0, 12);
+  return {
+    kernels,
+    notes: [
+      `profile of one step (attention products run in the model's SIMD kernel on wasm/cpu, outside tfjs kernels): ` +
+        top.map(([k, ms]) => `${k} ${((100 * ms) / total).toFixed(1)}%`).join(', '),
+      `${kernels} kernels per step, most frequent: ${most.map(([k, n]) => `${k} ${n}`).join(', ')} (Reshape, Identity and same-type Cast move no data)`,
+    ],
+  };
 }

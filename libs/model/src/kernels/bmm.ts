@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 // Gradients are registered by the umbrella package (see ops.ts).
 import '@tensorflow/tfjs';
+import { nativeTransposedProducts } from '../backend.js';
 
 /**
  * Batched matrix product through a small WebAssembly SIMD kernel (`bmm.wat` beside this file; the bytes below
@@ -98,7 +99,8 @@ function swapLast(x: tf.Tensor): tf.Tensor {
 
 /**
  * a · b over the last two axes with identical leading (batch) axes, differentiable. The gradient is two more
- * batched products with explicit transposes: da = dy · bᵀ, db = aᵀ · dy.
+ * batched products, da = dy · bᵀ and db = aᵀ · dy: with explicit transposes, or transposed in place where the
+ * backend does that (`nativeTransposedProducts`).
  */
 export function batchMatMul<T extends tf.Tensor>(a: T, b: T): T {
   if (a.rank < 3 || a.rank !== b.rank || a.shape.slice(0, -2).join() !== b.shape.slice(0, -2).join() || a.shape[a.rank - 1] !== b.shape[b.rank - 2]) {
@@ -111,6 +113,7 @@ export function batchMatMul<T extends tf.Tensor>(a: T, b: T): T {
       value: product(x, y),
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const [xs, ys] = saved as [tf.Tensor, tf.Tensor];
+        if (nativeTransposedProducts()) return [tf.matMul(dy, ys, false, true), tf.matMul(xs, dy, true, false)];
         return [product(dy, swapLast(ys)), product(swapLast(xs), dy)];
       },
     };

@@ -4,7 +4,8 @@ import { chooseBackend } from '../backend.js';
 import { Dropout } from '../dropout.js';
 import { useLavapipe } from '../lavapipe.js';
 import { HashStream, hashWords } from '../random.js';
-import { DROPOUT_MASK, SCATTER_ADD_ROWS, dropoutMask, dropoutValue, scatterAddRows } from './device.js';
+import { layerNormOp } from '../ops.js';
+import { DROPOUT_MASK, LAYER_NORM, LAYER_NORM_GRAD, SCATTER_ADD_ROWS, dropoutMask, dropoutValue, scatterAddRows } from './device.js';
 
 // The device kernels on the webgpu backend (Mesa's lavapipe in CI) against their portable definitions on cpu.
 const icd = useLavapipe();
@@ -70,6 +71,8 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
     await chooseBackend({ backend: 'webgpu' });
     expect(tf.getKernel(SCATTER_ADD_ROWS, 'webgpu')).toBeDefined();
     expect(tf.getKernel(DROPOUT_MASK, 'webgpu')).toBeDefined();
+    expect(tf.getKernel(LAYER_NORM, 'webgpu')).toBeDefined();
+    expect(tf.getKernel(LAYER_NORM_GRAD, 'webgpu')).toBeDefined();
   }, 120_000);
 
   it('scatterAddRows: the same bits as the cpu scatter, every run', async () => {
@@ -96,5 +99,39 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
     const gpu = await on('webgpu', draw);
     expect(gpu.length).toBe(4 * 4 * 17 * 17);
     expect(bitDifferences(gpu, cpu)).toBe(0);
+  }, 120_000);
+
+  it('fused LayerNorm: value and gradients as the composite on cpu (1e-5), the same bits every run', async () => {
+    // Rows past one chunk of the parameter-gradient sums (64) and a width that is no multiple of the workgroup.
+    for (const [rows, d, eps] of [[3, 8, 1e-5], [150, 100, 1e-12], [70, 64, 1e-5]] as const) {
+      const x = normals(rows * d, rows);
+      const gamma = normals(d, d + 1).map((v) => 1 + 0.1 * v);
+      const beta = normals(d, d + 2).map((v) => 0.1 * v);
+      const upstream = normals(rows * d, rows + 3);
+      const run = async (backend: string): Promise<Float32Array[]> => {
+        await chooseBackend({ backend });
+        const [xt, gt, bt, w] = [tf.tensor2d(x, [rows, d]), tf.tensor1d(gamma), tf.tensor1d(beta), tf.tensor2d(upstream, [rows, d])];
+        const f = (a: tf.Tensor, g: tf.Tensor, b: tf.Tensor): tf.Scalar => tf.sum(tf.mul(layerNormOp(a as tf.Tensor2D, g, b, eps), w));
+        const y = layerNormOp(xt, gt, bt, eps);
+        const grads = tf.grads(f)([xt, gt, bt]);
+        const out = await Promise.all([y, ...grads].map(async (t) => (await t.data()) as Float32Array));
+        tf.dispose([xt, gt, bt, w, y, ...grads]);
+        return out;
+      };
+      const cpu = await run('cpu');
+      const gpu = await run('webgpu');
+      const again = await run('webgpu');
+      ['y', 'dx', 'dγ', 'dβ'].forEach((name, i) => {
+        const [a, b] = [gpu[i] as Float32Array, cpu[i] as Float32Array];
+        let dd = 0;
+        let bb = 0;
+        for (let k = 0; k < a.length; k++) {
+          dd += ((a[k] as number) - (b[k] as number)) ** 2;
+          bb += (b[k] as number) ** 2;
+        }
+        expect(Math.sqrt(dd / bb), `${name} of ${rows}×${d}`).toBeLessThan(1e-5);
+        expect(bitDifferences(again[i] as Float32Array, a), `${name} repeat`).toBe(0);
+      });
+    }
   }, 120_000);
 });

@@ -5,19 +5,27 @@ import { hash32 } from '../random.js';
 /**
  * Kernels the model runs where its tensors live, registered under our own kernel names so that the model never
  * asks which backend runs: a backend with the kernel registered runs it on the device; any other backend runs
- * the portable definition below (tfjs's own ops, or plain JavaScript), which gives the same bits.
+ * the portable definition (tfjs's own ops, or plain JavaScript). Two kinds:
  *
+ * Exact — the device gives the same bits as the portable definition:
  * - `M3aeScatterAddRows`: out[idx[i]] += updates[i] in the order of i, from zero — the gradient of a row
  *   lookup. tfjs-backend-webgpu's scatter adds floats with atomics in whatever order the GPU's threads arrive,
  *   so its last bits vary from run to run; this one walks the rows of each index in order (as the CPU and
  *   wasm scatters do), so it is reproducible and bit-equal to them.
  * - `M3aeDropoutMask`: the inverted-dropout mask of `Dropout` (libs/model/src/dropout.ts) made from per-sample
  *   keys, instead of hashed element by element in JavaScript and uploaded.
+ *
+ * Fused — the same maths in fewer kernels (a GPU step is bound by the number of dispatches); rounding differs from
+ * the portable composite in the last bits, reproducibly (fixed reduction orders, no atomics):
+ * - `M3aeLayerNorm` / `M3aeLayerNormGrad`: LayerNorm in one kernel forward and five backward, instead of 9 and
+ *   about 12 (`layerNormOp` in ops.ts is the portable definition).
  */
 export const SCATTER_ADD_ROWS = 'M3aeScatterAddRows';
 export const DROPOUT_MASK = 'M3aeDropoutMask';
+export const LAYER_NORM = 'M3aeLayerNorm';
+export const LAYER_NORM_GRAD = 'M3aeLayerNormGrad';
 
-function deviceKernel(name: string): boolean {
+export function deviceKernel(name: string): boolean {
   return tf.getKernel(name, tf.getBackend()) !== undefined;
 }
 
@@ -53,6 +61,25 @@ export function dropoutMask(keys: Int32Array, per: number, threshold: number, ke
   return tf.tensor2d(values, [keys.length, per], 'float32');
 }
 
+/**
+ * LayerNorm over the last axis through the device's fused kernels (call only where `deviceKernel(LAYER_NORM)`):
+ * y = (x − μ)·r·γ + β with r = 1/√(var + eps); the gradient recomputes μ and r from x, as the forward did.
+ */
+export function fusedLayerNorm(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor2D {
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [xi, gi, bi] = args as [tf.Tensor2D, tf.Tensor1D, tf.Tensor1D];
+    (args[3] as tf.GradSaveFunc)([xi, gi]);
+    return {
+      value: tf.engine().runKernel(LAYER_NORM, { x: xi, gamma: gi, beta: bi }, { eps }) as tf.Tensor2D,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [xs, gs] = saved as [tf.Tensor2D, tf.Tensor1D];
+        return tf.engine().runKernel(LAYER_NORM_GRAD, { dy, x: xs, gamma: gs }, { eps }) as tf.Tensor[];
+      },
+    };
+  });
+  return op(x, gamma, beta) as tf.Tensor2D;
+}
+
 // ---- WebGPU definitions (tfjs-backend-webgpu's program interface; registered once, used only on that backend) ----
 
 const WORKGROUP = 64;
@@ -79,12 +106,65 @@ function flatProgram(outputShape: number[], shaderKey: string, variableNames: st
   };
 }
 
+/** Rows handled by one workgroup each (2-D grid past WebGPU's 65,535 per dimension); `row` clamped, `live` false beyond. */
+const ROW = 64;
+function rowProgram(rows: number, outputShape: number[], shaderKey: string, variableNames: string[], uniforms: string, body: string): WebGPUProgram {
+  const x = Math.min(rows, 65535);
+  return {
+    outputShape,
+    shaderKey,
+    dispatchLayout: { x: outputShape.map((_, i) => i) },
+    dispatch: [x, Math.ceil(rows / x), 1],
+    variableNames,
+    workgroupSize: [ROW, 1, 1],
+    uniforms,
+    getUserCode: () => `
+      var<workgroup> red : array<f32, ${ROW}>;
+      // Sum over the workgroup in a fixed tree (every invocation must call it: it holds barriers).
+      fn rowSum(v : f32, lid : u32) -> f32 {
+        red[lid] = v;
+        workgroupBarrier();
+        for (var s = ${ROW / 2}u; s > 0u; s = s >> 1u) {
+          if (lid < s) { red[lid] = red[lid] + red[lid + s]; }
+          workgroupBarrier();
+        }
+        let total = red[0];
+        workgroupBarrier();
+        return total;
+      }
+      fn main(index : i32) {
+        let lid = localId.x;
+        let rowId = i32(workgroupId.y * numWorkgroups.x + workgroupId.x);
+        let live = rowId < uniforms.rows;
+        let row = min(rowId, uniforms.rows - 1);
+        let base = row * uniforms.d;
+        ${body}
+      }`,
+  };
+}
+
+/** WGSL: μ ("mean") and r ("rstd") of the row at "base" of "x", as every LayerNorm kernel computes them. */
+const ROW_STATS = `
+        var s = 0.0;
+        for (var c = i32(lid); c < uniforms.d; c = c + ${ROW}) { s = s + x[base + c]; }
+        let mean = rowSum(s, lid) / f32(uniforms.d);
+        var q = 0.0;
+        for (var c = i32(lid); c < uniforms.d; c = c + ${ROW}) { let t = x[base + c] - mean; q = q + t * t; }
+        let rstd = inverseSqrt(rowSum(q, lid) / f32(uniforms.d) + uniforms.eps);`;
+
+/** Rows per partial sum of the parameter gradients (stage 1), then the partials summed in order (stage 2). */
+const CHUNK = 64;
+
 type Uniforms = Parameters<WebGPUBackend['runWebGPUProgram']>[3];
 type Run = (program: WebGPUProgram, inputs: tf.TensorInfo[], dtype: tf.DataType, uniforms: Uniforms) => tf.TensorInfo;
 
 function runner(backend: object): Run {
   const b = backend as WebGPUBackend;
   return (program, inputs, dtype, uniforms) => b.runWebGPUProgram(program, inputs, dtype, uniforms);
+}
+
+function lnUniforms(rows: number, d: number, eps: number): Uniforms {
+  return [{ type: 'int32', data: [rows] }, { type: 'int32', data: [d] }, { type: 'float32', data: [eps] }];
 }
 
 let registered = false;
@@ -148,6 +228,101 @@ export function registerWebGpuKernels(): void {
       b.disposeData(next.dataId);
       b.disposeData(first.dataId);
       return out;
+    },
+  });
+  tf.registerKernel({
+    kernelName: LAYER_NORM,
+    backendName: 'webgpu',
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const { x, gamma, beta } = inputs as { x: tf.TensorInfo; gamma: tf.TensorInfo; beta: tf.TensorInfo };
+      const [rows, d] = x.shape as [number, number];
+      return runner(backend)(
+        rowProgram(rows, [rows, d], 'm3ae_ln', ['x', 'gamma', 'beta'], 'rows : i32, d : i32, eps : f32,', `${ROW_STATS}
+          if (live) {
+            for (var c = i32(lid); c < uniforms.d; c = c + ${ROW}) {
+              result[base + c] = (x[base + c] - mean) * rstd * gamma[c] + beta[c];
+            }
+          }`),
+        [x, gamma, beta],
+        'float32',
+        lnUniforms(rows, d, (attrs as { eps: number }).eps),
+      );
+    },
+  });
+  tf.registerKernel({
+    kernelName: LAYER_NORM_GRAD,
+    backendName: 'webgpu',
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const { dy, x, gamma } = inputs as { dy: tf.TensorInfo; x: tf.TensorInfo; gamma: tf.TensorInfo };
+      const [rows, d] = x.shape as [number, number];
+      const eps = (attrs as { eps: number }).eps;
+      const run = runner(backend);
+      const b = backend as WebGPUBackend;
+      // μ and r of every row, as the forward computed them.
+      const stats = run(
+        rowProgram(rows, [rows, 2], 'm3ae_ln_stats', ['x'], 'rows : i32, d : i32, eps : f32,', `${ROW_STATS}
+          if (live && lid == 0u) { result[2 * row] = mean; result[2 * row + 1] = rstd; }`),
+        [x],
+        'float32',
+        lnUniforms(rows, d, eps),
+      );
+      // dx = r·(g − mean(g) − x̂·mean(g·x̂)), g = dy·γ.
+      const dx = run(
+        rowProgram(rows, [rows, d], 'm3ae_ln_dx', ['dy', 'x', 'stats', 'gamma'], 'rows : i32, d : i32, eps : f32,', `
+          let mean = stats[2 * row];
+          let rstd = stats[2 * row + 1];
+          var a = 0.0;
+          var m = 0.0;
+          for (var c = i32(lid); c < uniforms.d; c = c + ${ROW}) {
+            let g = dy[base + c] * gamma[c];
+            a = a + g;
+            m = m + g * (x[base + c] - mean) * rstd;
+          }
+          let ga = rowSum(a, lid) / f32(uniforms.d);
+          let gm = rowSum(m, lid) / f32(uniforms.d);
+          if (live) {
+            for (var c = i32(lid); c < uniforms.d; c = c + ${ROW}) {
+              let g = dy[base + c] * gamma[c];
+              result[base + c] = (g - ga - (x[base + c] - mean) * rstd * gm) * rstd;
+            }
+          }`),
+        [dy, x, stats, gamma],
+        'float32',
+        lnUniforms(rows, d, eps),
+      );
+      // dγ = Σ_rows dy·x̂ and dβ = Σ_rows dy: partial sums over chunks of rows [2, chunks, d], then over chunks.
+      const chunks = Math.ceil(rows / CHUNK);
+      const partial = run(
+        flatProgram([2, chunks, d], 'm3ae_ln_partial', ['dy', 'x', 'stats'], 'rows : i32, d : i32, chunks : i32,', `
+          let c = index % uniforms.d;
+          let k = (index / uniforms.d) % uniforms.chunks;
+          let part = index / (uniforms.d * uniforms.chunks);
+          let end = min((k + 1) * ${CHUNK}, uniforms.rows);
+          var sum = 0.0;
+          for (var r = k * ${CHUNK}; r < end; r = r + 1) {
+            let g = dy[r * uniforms.d + c];
+            if (part == 0) { sum = sum + g * (x[r * uniforms.d + c] - stats[2 * r]) * stats[2 * r + 1]; } else { sum = sum + g; }
+          }
+          result[index] = sum;`),
+        [dy, x, stats],
+        'float32',
+        [{ type: 'int32', data: [rows] }, { type: 'int32', data: [d] }, { type: 'int32', data: [chunks] }],
+      );
+      const collect = (part: number): tf.TensorInfo =>
+        run(
+          flatProgram([d], 'm3ae_ln_collect', ['partial'], 'd : i32, chunks : i32, part : i32,', `
+            var sum = 0.0;
+            for (var k = 0; k < uniforms.chunks; k = k + 1) { sum = sum + partial[(uniforms.part * uniforms.chunks + k) * uniforms.d + index]; }
+            result[index] = sum;`),
+          [partial],
+          'float32',
+          [{ type: 'int32', data: [d] }, { type: 'int32', data: [chunks] }, { type: 'int32', data: [part] }],
+        );
+      const dGamma = collect(0);
+      const dBeta = collect(1);
+      b.disposeData(stats.dataId);
+      b.disposeData(partial.dataId);
+      return [dx, dGamma, dBeta];
     },
   });
   tf.registerKernel({
