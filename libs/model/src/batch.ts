@@ -53,3 +53,31 @@ export function validateBatch(config: M3AEConfig, b: PretrainBatch): void {
   }
   if (mimKeepCount(config) < 1) fail('mimNoise', 'a mask ratio keeping no patch', 'at least one kept patch');
 }
+
+/**
+ * The batch with its text cut to the longest text in it: the columns after the last real token (attention mask 1)
+ * or MLM label of every sample, which hold only padding, are dropped. The model's result is the same: padding keys
+ * get no attention weight, padding queries feed no loss, and dropout masks are indexed independently of the length
+ * (`Dropout.mask`'s canonical shape). Returns the batch itself when nothing can be cut.
+ */
+export function trimTextPadding(b: PretrainBatch): PretrainBatch {
+  const B = b.batchSize;
+  const L = b.textLength;
+  let longest = 1;
+  for (let s = 0; s < B; s++) {
+    for (let t = L - 1; t >= longest; t--) {
+      const i = s * L + t;
+      if (b.attentionMask[i] === 1 || b.mlmLabels[i] !== -100) {
+        longest = t + 1;
+        break;
+      }
+    }
+  }
+  if (longest === L) return b;
+  const cut = (a: Int32Array): Int32Array => {
+    const out = new Int32Array(B * longest);
+    for (let s = 0; s < B; s++) out.set(a.subarray(s * L, s * L + longest), s * longest);
+    return out;
+  };
+  return { ...b, textLength: longest, inputIds: cut(b.inputIds), attentionMask: cut(b.attentionMask), mlmInputIds: cut(b.mlmInputIds), mlmLabels: cut(b.mlmLabels) };
+}

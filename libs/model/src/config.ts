@@ -245,6 +245,11 @@ export function numPatches(c: M3AEConfig): number {
   return gridSize(c) ** 2;
 }
 
+/** The longest token sequence any attention of the model sees: the text's position table or the image's tokens. */
+export function attentionSpan(c: M3AEConfig): number {
+  return Math.max(c.maxTextLength, numPatches(c) + 1);
+}
+
 /** Patches kept by MAE masking: int(N · (1 − ratio)) as the official `random_masking`. */
 export function mimKeepCount(c: M3AEConfig): number {
   return Math.floor(numPatches(c) * (1 - c.mimMaskRatio));

@@ -29,15 +29,16 @@ export class Dropout {
   /**
    * A mask of shape [B, ...perSample] with values 0 or 1/(1−rate) (inverted dropout, as PyTorch), or
    * undefined when inactive; made on the device where the backend can (`dropoutMask`), bit-equal everywhere.
+   * Element indices are those of `canonical` (default: perSample itself; same rank, no smaller), so a site whose
+   * sequences may be cut shorter draws the same mask for the elements that remain.
    * Always advances the site counter so numbering does not depend on `active`.
    */
-  mask(perSample: readonly number[]): tf.Tensor | undefined {
+  mask(perSample: readonly number[], canonical: readonly number[] = perSample): tf.Tensor | undefined {
     const site = this.site++;
     if (!this.active || !this.seeds) return undefined;
     const keys = Int32Array.from(this.seeds, (seed) => hashWords(seed, this.pass, site));
-    const per = perSample.reduce((a, b) => a * b, 1);
     const threshold = Math.round(this.rate * 16777216);
-    return tf.tidy(() => tf.reshape(dropoutMask(keys, per, threshold, 1 / (1 - this.rate)), [keys.length, ...perSample]));
+    return tf.tidy(() => tf.reshape(dropoutMask(keys, { shape: perSample, canonical }, threshold, 1 / (1 - this.rate)), [keys.length, ...perSample]));
   }
 
   /** x · mask for x of shape [B·rows, cols] (mask drawn as [B, rows, cols]). */

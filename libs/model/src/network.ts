@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import type { M3AEConfig } from './config.js';
+import { attentionSpan, type M3AEConfig } from './config.js';
 import type { Dropout } from './dropout.js';
 import { attend, dense, linearScaled, gatherRows, gelu, layerNorm, linear, mergeHeads, quickGelu, splitHeads, type Params } from './ops.js';
 
@@ -65,7 +65,9 @@ export function bertAttention(ctx: Ctx, prefix: string, x: tf.Tensor2D, tq: numb
   const q = splitHeads(linearScaled(p, `${prefix}.self.query`, x, (c.hiddenSize / heads) ** -0.5), batch, tq, heads);
   const k = splitHeads(linear(p, `${prefix}.self.key`, source), batch, tk, heads, true);
   const v = splitHeads(linear(p, `${prefix}.self.value`, source), batch, tk, heads);
-  const probsMask = drop.mask([heads, tq, tk]);
+  // Indexed in the model's longest [span, span] so the mask of a (query, key) pair does not depend on the lengths.
+  const span = attentionSpan(c);
+  const probsMask = drop.mask([heads, tq, tk], [heads, span, span]);
   const context = mergeHeads(attend(q, k, v, keyBias, probsMask));
   const out = drop.apply2d(linear(p, `${prefix}.output.dense`, context), batch);
   return layerNorm(p, `${prefix}.output.LayerNorm`, tf.add(out, x), eps);

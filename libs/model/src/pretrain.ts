@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { deviceIdle } from './backend.js';
-import { validateBatch, type PretrainBatch } from './batch.js';
+import { trimTextPadding, validateBatch, type PretrainBatch } from './batch.js';
 import { mimKeepCount, mimReadoutLayer, numPatches, OBJECTIVE_NAMES, patchDim, type M3AEConfig, type ObjectiveName } from './config.js';
 import { Dropout } from './dropout.js';
 import { keyBiasFromMask, mimShuffle, mimTargets, patchesForEmbedding, robertaPositionIds } from './inputs.js';
@@ -39,7 +39,14 @@ export interface ComputeGradientsOptions {
    * that (`deviceIdle`), `readbackMs` the one transfer of gradients and losses. Costs one extra device sync.
    */
   timing?: StepTiming;
+  /**
+   * `longest` (default): text padded to the longest text of the micro-batch (`trimTextPadding`), less work for the
+   * same result; `as-batched`: the batch's own padding, for comparisons.
+   */
+  textPadding?: TextPadding;
 }
+
+export type TextPadding = 'longest' | 'as-batched';
 
 export interface StepTiming {
   dispatchMs: number;
@@ -91,7 +98,8 @@ function enabled(c: M3AEConfig, o: ObjectiveName): boolean {
   return c.objectives[o].enabled;
 }
 
-function prepare(c: M3AEConfig, b: PretrainBatch): Prepared {
+function prepare(c: M3AEConfig, batch: PretrainBatch, padding: TextPadding = 'longest'): Prepared {
+  const b = padding === 'longest' ? trimTextPadding(batch) : batch;
   const B = b.batchSize;
   const L = b.textLength;
   const S = c.imageSize;
@@ -256,7 +264,7 @@ export async function computeGradients(model: M3AEModel, batch: PretrainBatch, o
   const started = performance.now();
   const c = model.config;
   validateBatch(c, batch);
-  const prep = prepare(c, batch);
+  const prep = prepare(c, batch, opts.textPadding);
   checkNormalizers(c, opts.normalizers, prep);
   const totals = emptyTotals(prep);
   const objectives = activeObjectives(c, prep);

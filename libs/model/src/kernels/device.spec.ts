@@ -57,7 +57,7 @@ describe('device kernels, portable definitions (cpu)', () => {
   it('dropoutMask holds 0 or 1/(1−p) with the drop share near p, per sample key', async () => {
     await chooseBackend({ backend: 'cpu' });
     const keys = Int32Array.from([hashWords(7, 0, 0), hashWords(8, 0, 0)]);
-    const m = await on('cpu', () => dropoutMask(keys, 20_000, Math.round(0.1 * 16777216), 1 / 0.9));
+    const m = await on('cpu', () => dropoutMask(keys, { shape: [20_000], canonical: [20_000] }, Math.round(0.1 * 16777216), 1 / 0.9));
     const dropped = m.filter((v) => v === 0).length / m.length;
     expect(dropped).toBeGreaterThan(0.09);
     expect(dropped).toBeLessThan(0.11);
@@ -99,6 +99,21 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
     const gpu = await on('webgpu', draw);
     expect(gpu.length).toBe(4 * 4 * 17 * 17);
     expect(bitDifferences(gpu, cpu)).toBe(0);
+  }, 120_000);
+
+  it('a mask drawn within a canonical shape is the leading corner of the canonical mask, on both', async () => {
+    const seeds = Int32Array.from([3, 4]);
+    const full = (): tf.Tensor => new Dropout(seeds, 0.2, 1).mask([2, 9, 11]) as tf.Tensor;
+    const corner = (): tf.Tensor => new Dropout(seeds, 0.2, 1).mask([2, 5, 7], [2, 9, 11]) as tf.Tensor;
+    for (const backend of ['cpu', 'webgpu']) {
+      const f = await on(backend, full);
+      const c = await on(backend, corner);
+      const expected = new Float32Array(2 * 2 * 5 * 7);
+      let o = 0;
+      for (let b = 0; b < 2; b++) for (let h = 0; h < 2; h++) for (let q = 0; q < 5; q++) for (let k = 0; k < 7; k++) expected[o++] = f[((b * 2 + h) * 9 + q) * 11 + k] as number;
+      expect(bitDifferences(c, expected), backend).toBe(0);
+      expect(c.filter((v) => v === 0).length, backend).toBeGreaterThan(0);
+    }
   }, 120_000);
 
   it('fused LayerNorm: value and gradients as the composite on cpu (1e-5), the same bits every run', async () => {

@@ -44,19 +44,48 @@ export function dropoutValue(key: number, i: number, threshold: number, keep: nu
 }
 
 /**
- * A float32 mask [keys.length, per] of values 0 or `keep` (`dropoutValue` for every sample and element),
- * made on the device when the backend has the kernel.
+ * A sample's mask of shape `shape` (rank ≤ 3) seen as the leading corner of `canonical` (same rank, no smaller):
+ * element (i0, i1, i2) takes the value of element index (i0·C1 + i1)·C2 + i2 of the canonical shape, so a mask
+ * does not change when a sequence is cut shorter (text padded to the longest caption of a micro-batch).
  */
-export function dropoutMask(keys: Int32Array, per: number, threshold: number, keep: number): tf.Tensor2D {
+export interface MaskShape {
+  shape: readonly number[];
+  canonical: readonly number[];
+}
+
+/** [a0, a1, a2] and [c1, c2] of a mask shape, ranks below 3 padded with leading 1s; the error names the shapes. */
+function rank3(m: MaskShape): { a: [number, number, number]; c1: number; c2: number } {
+  const { shape, canonical } = m;
+  if (shape.length > 3 || shape.length !== canonical.length || shape.some((d, i) => d > (canonical[i] ?? 0))) {
+    throw new Error(`dropout mask: shape [${shape.join(', ')}] within canonical [${canonical.join(', ')}]; expected the same rank ≤ 3 and no dimension larger than the canonical one`);
+  }
+  const pad = (x: readonly number[]): number[] => [...Array<number>(3 - x.length).fill(1), ...x];
+  const [a0, a1, a2] = pad(shape) as [number, number, number];
+  const [, c1, c2] = pad(canonical) as [number, number, number];
+  return { a: [a0, a1, a2], c1, c2 };
+}
+
+/**
+ * A float32 mask [keys.length, size of `m.shape`] of values 0 or `keep` (`dropoutValue` of every sample's key at the
+ * canonical index of every element), made on the device when the backend has the kernel.
+ */
+export function dropoutMask(keys: Int32Array, m: MaskShape, threshold: number, keep: number): tf.Tensor2D {
+  const { a, c1, c2 } = rank3(m);
+  const per = a[0] * a[1] * a[2];
   if (deviceKernel(DROPOUT_MASK)) {
-    return tf.tidy(() => tf.engine().runKernel(DROPOUT_MASK, { keys: tf.tensor1d(keys, 'int32') }, { per, threshold, keep }) as tf.Tensor2D);
+    return tf.tidy(() => tf.engine().runKernel(DROPOUT_MASK, { keys: tf.tensor1d(keys, 'int32') }, { per, a1: a[1], a2: a[2], c1, c2, threshold, keep }) as tf.Tensor2D);
   }
   const values = new Float32Array(keys.length * per);
   const keepF = Math.fround(keep);
   for (let b = 0; b < keys.length; b++) {
     const key = keys[b] ?? 0;
-    const base = b * per;
-    for (let i = 0; i < per; i++) values[base + i] = dropoutValue(key, i, threshold, keepF);
+    let o = b * per;
+    for (let i0 = 0; i0 < a[0]; i0++) {
+      for (let i1 = 0; i1 < a[1]; i1++) {
+        const row = (i0 * c1 + i1) * c2;
+        for (let i2 = 0; i2 < a[2]; i2++) values[o++] = dropoutValue(key, row + i2, threshold, keepF);
+      }
+    }
   }
   return tf.tensor2d(values, [keys.length, per], 'float32');
 }
@@ -330,13 +359,17 @@ export function registerWebGpuKernels(): void {
     backendName: 'webgpu',
     kernelFunc: ({ inputs, backend, attrs }) => {
       const { keys } = inputs as { keys: tf.TensorInfo };
-      const { per, threshold, keep } = attrs as { per: number; threshold: number; keep: number };
+      const { per, a1, a2, c1, c2, threshold, keep } = attrs as { per: number; a1: number; a2: number; c1: number; c2: number; threshold: number; keep: number };
       const batch = keys.shape[0] as number;
-      // dropoutValue in WGSL: u32 arithmetic wraps as Math.imul does.
+      // dropoutValue at the canonical index, in WGSL: u32 arithmetic wraps as Math.imul does.
       return runner(backend)(
-        flatProgram([batch, per], 'm3ae_dropout_mask', ['keys'], 'per : i32, threshold : i32, keep : f32,', `
+        flatProgram([batch, per], 'm3ae_dropout_mask', ['keys'], 'per : i32, a1 : i32, a2 : i32, c1 : i32, c2 : i32, threshold : i32, keep : f32,', `
           let b = index / uniforms.per;
-          let i = index - b * uniforms.per;
+          let e = index - b * uniforms.per;
+          let i0 = e / (uniforms.a1 * uniforms.a2);
+          let r = e - i0 * uniforms.a1 * uniforms.a2;
+          let i1 = r / uniforms.a2;
+          let i = (i0 * uniforms.c1 + i1) * uniforms.c2 + (r - i1 * uniforms.a2);
           var x = bitcast<u32>(keys[b]) ^ (u32(i) * 0x9e3779b9u);
           x = x ^ (x >> 16u);
           x = x * 0x7feb352du;
@@ -347,8 +380,7 @@ export function registerWebGpuKernels(): void {
         [keys],
         'float32',
         [
-          { type: 'int32', data: [per] },
-          { type: 'int32', data: [threshold] },
+          ...[per, a1, a2, c1, c2, threshold].map((v) => ({ type: 'int32', data: [v] })),
           { type: 'float32', data: [keep] },
         ],
       );
