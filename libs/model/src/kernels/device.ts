@@ -11,7 +11,8 @@ import { hash32 } from '../random.js';
  * - `M3aeScatterAddRows`: out[idx[i]] += updates[i] in the order of i, from zero — the gradient of a row
  *   lookup. tfjs-backend-webgpu's scatter adds floats with atomics in whatever order the GPU's threads arrive,
  *   so its last bits vary from run to run; this one walks the rows of each index in order (as the CPU and
- *   wasm scatters do), so it is reproducible and bit-equal to them.
+ *   wasm scatters do), so it is reproducible and bit-equal to them. Its bookkeeping (first position and count
+ *   per row) uses integer atomics, exact in any order; only rows that repeat search for their next position.
  * - `M3aeDropoutMask`: the inverted-dropout mask of `Dropout` (libs/model/src/dropout.ts) made from per-sample
  *   keys, instead of hashed element by element in JavaScript and uploaded.
  *
@@ -113,10 +114,14 @@ export function fusedLayerNorm(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tensor
 
 const WORKGROUP = 64;
 
-function flatProgram(outputShape: number[], shaderKey: string, variableNames: string[], uniforms: string, body: string): WebGPUProgram {
-  const size = outputShape.reduce((a, b) => a * b, 1);
+/**
+ * One invocation per output element (guarded by the output size), or, with `threads`, that many invocations that
+ * guard themselves (the body's own uniform) — for `atomic` programs, which update an output made beforehand.
+ */
+function flatProgram(outputShape: number[], shaderKey: string, variableNames: string[], uniforms: string, body: string, opts: { threads?: number; atomic?: boolean } = {}): WebGPUProgram {
+  const size = opts.threads ?? outputShape.reduce((a, b) => a * b, 1);
   // A 2-D grid of workgroups when one dimension would exceed WebGPU's 65,535 limit.
-  const groups = Math.ceil(size / WORKGROUP);
+  const groups = Math.max(1, Math.ceil(size / WORKGROUP));
   const x = Math.min(groups, 65535);
   return {
     outputShape,
@@ -126,10 +131,11 @@ function flatProgram(outputShape: number[], shaderKey: string, variableNames: st
     variableNames,
     workgroupSize: [WORKGROUP, 1, 1],
     uniforms,
-    size: true,
+    size: opts.threads === undefined,
+    atomic: opts.atomic === true,
     getUserCode: () => `
       fn main(index : i32) {
-        if (index >= uniforms.size) { return; }
+        ${opts.threads === undefined ? 'if (index >= uniforms.size) { return; }' : ''}
         ${body}
       }`,
   };
@@ -185,11 +191,11 @@ const ROW_STATS = `
 const CHUNK = 64;
 
 type Uniforms = Parameters<WebGPUBackend['runWebGPUProgram']>[3];
-type Run = (program: WebGPUProgram, inputs: tf.TensorInfo[], dtype: tf.DataType, uniforms: Uniforms) => tf.TensorInfo;
+type Run = (program: WebGPUProgram, inputs: tf.TensorInfo[], dtype: tf.DataType, uniforms: Uniforms, output?: tf.TensorInfo) => tf.TensorInfo;
 
 function runner(backend: object): Run {
   const b = backend as WebGPUBackend;
-  return (program, inputs, dtype, uniforms) => b.runWebGPUProgram(program, inputs, dtype, uniforms);
+  return (program, inputs, dtype, uniforms, output) => b.runWebGPUProgram(program, inputs, dtype, uniforms, output);
 }
 
 function lnUniforms(rows: number, d: number, eps: number): Uniforms {
@@ -210,52 +216,56 @@ export function registerWebGpuKernels(): void {
       const rows = (attrs as { rows: number }).rows;
       const [n, d] = updates.shape as [number, number];
       const run = runner(backend);
-      const dims = [{ type: 'int32', data: [n] }];
-      // next[i]: the next position j > i with the same index, or -1 (N threads of N steps each).
-      const next = run(
-        flatProgram([n], 'm3ae_rows_next', ['indices'], 'n : i32,', `
+      const dims: Uniforms = [{ type: 'int32', data: [n] }, { type: 'int32', data: [rows] }];
+      // info [2·rows]: the first position of each row (n when none), then how many positions each row has. Integer
+      // atomics (min, add) give the same result in any order.
+      const info = run(flatProgram([2 * rows], 'm3ae_rows_info_init', [], 'n : i32, rows : i32,', 'result[index] = select(0, uniforms.n, index < uniforms.rows);'), [], 'int32', dims);
+      run(
+        flatProgram([2 * rows], 'm3ae_rows_info', ['indices'], 'n : i32, rows : i32,', `
+          if (index >= uniforms.n) { return; }
           let v = indices[index];
-          var found = -1;
-          for (var j = index + 1; j < uniforms.n; j = j + 1) {
-            if (indices[j] == v) { found = j; break; }
-          }
-          result[index] = found;`),
+          atomicMin(&result[v], index);
+          atomicAdd(&result[uniforms.rows + v], 1);`, { threads: n, atomic: true }),
         [indices],
         'int32',
         dims,
+        info,
       );
-      // first[r]: the first position with index r, or -1.
-      const first = run(
-        flatProgram([rows], 'm3ae_rows_first', ['indices'], 'n : i32,', `
+      // next[i]: the next position j > i with the same index, or -1 (a search only for rows that repeat).
+      const next = run(
+        flatProgram([n], 'm3ae_rows_next', ['indices', 'info'], 'n : i32, rows : i32,', `
+          let v = indices[index];
           var found = -1;
-          for (var j = 0; j < uniforms.n; j = j + 1) {
-            if (indices[j] == index) { found = j; break; }
+          if (info[uniforms.rows + v] > 1) {
+            for (var j = index + 1; j < uniforms.n; j = j + 1) {
+              if (indices[j] == v) { found = j; break; }
+            }
           }
           result[index] = found;`),
-        [indices],
+        [indices, info],
         'int32',
         dims,
       );
       // out[r, c]: the rows of r's positions summed in position order, starting from zero.
       const out = run(
-        flatProgram([rows, d], 'm3ae_rows_sum', ['updates', 'headPos', 'nextPos'], 'd : i32,', `
+        flatProgram([rows, d], 'm3ae_rows_sum', ['updates', 'info', 'nextPos'], 'n : i32, d : i32,', `
           let r = index / uniforms.d;
           let c = index - r * uniforms.d;
           var sum = 0.0;
-          var j = headPos[r];
+          var j = info[r];
           loop {
-            if (j < 0) { break; }
+            if (j < 0 || j >= uniforms.n) { break; }
             sum = sum + updates[j * uniforms.d + c];
             j = nextPos[j];
           }
           result[index] = sum;`),
-        [updates, first, next],
+        [updates, info, next],
         'float32',
-        [{ type: 'int32', data: [d] }],
+        [{ type: 'int32', data: [n] }, { type: 'int32', data: [d] }],
       );
       const b = backend as WebGPUBackend;
       b.disposeData(next.dataId);
-      b.disposeData(first.dataId);
+      b.disposeData(info.dataId);
       return out;
     },
   });
