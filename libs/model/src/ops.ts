@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs';
 import { nativeTransposedProducts } from './backend.js';
 import { batchMatMul } from './kernels/bmm.js';
-import { deviceKernel, fusedLayerNorm, LAYER_NORM, scatterAddRows } from './kernels/device.js';
+import { deviceKernel, fusedGelu, fusedLayerNorm, GELU, LAYER_NORM, scatterAddRows } from './kernels/device.js';
 
 /**
  * Small functional building blocks. Activations are 2-D [rows, features] (rows = batch × tokens) except
@@ -145,8 +145,9 @@ export function layerNormOp(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tensor, e
   return op(x, gamma, beta) as tf.Tensor2D;
 }
 
-/** GELU, erf form (HF "gelu"): x · Φ(x). */
+/** GELU, erf form (HF "gelu"): x · Φ(x); the device's fused kernels where the backend has them (`fusedGelu`). */
 export function gelu(x: tf.Tensor2D): tf.Tensor2D {
+  if (deviceKernel(GELU)) return fusedGelu(x);
   // Hand-written gradient dy · (Φ(x) + x·φ(x)): about half the kernels of differentiating the erf expression.
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const xi = args[0] as tf.Tensor2D;

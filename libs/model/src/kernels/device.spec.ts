@@ -4,8 +4,8 @@ import { chooseBackend } from '../backend.js';
 import { Dropout } from '../dropout.js';
 import { useLavapipe } from '../lavapipe.js';
 import { HashStream, hashWords } from '../random.js';
-import { layerNormOp } from '../ops.js';
-import { DROPOUT_MASK, LAYER_NORM, LAYER_NORM_GRAD, SCATTER_ADD_ROWS, dropoutMask, dropoutValue, scatterAddRows } from './device.js';
+import { gelu, layerNormOp } from '../ops.js';
+import { DROPOUT_MASK, GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD, SCATTER_ADD_ROWS, dropoutMask, dropoutValue, scatterAddRows } from './device.js';
 
 // The device kernels on the webgpu backend (Mesa's lavapipe in CI) against their portable definitions on cpu.
 const icd = useLavapipe();
@@ -73,6 +73,8 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
     expect(tf.getKernel(DROPOUT_MASK, 'webgpu')).toBeDefined();
     expect(tf.getKernel(LAYER_NORM, 'webgpu')).toBeDefined();
     expect(tf.getKernel(LAYER_NORM_GRAD, 'webgpu')).toBeDefined();
+    expect(tf.getKernel(GELU, 'webgpu')).toBeDefined();
+    expect(tf.getKernel(GELU_GRAD, 'webgpu')).toBeDefined();
   }, 120_000);
 
   it('scatterAddRows: the same bits as the cpu scatter, every run', async () => {
@@ -148,5 +150,36 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
         expect(bitDifferences(again[i] as Float32Array, a), `${name} repeat`).toBe(0);
       });
     }
+  }, 120_000);
+
+  it('fused GELU: value and gradient as the composite on cpu (1e-6 / 1e-5), the same bits every run', async () => {
+    const n = 3000;
+    const x = normals(n, 21).map((v) => 3 * v); // well into both tails
+    const w = normals(n, 22);
+    const run = async (backend: string): Promise<Float32Array[]> => {
+      await chooseBackend({ backend });
+      const [xt, wt] = [tf.tensor2d(x, [30, 100]), tf.tensor2d(w, [30, 100])];
+      const y = gelu(xt);
+      const g = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(gelu(a as tf.Tensor2D), wt)))(xt);
+      const out = [(await y.data()) as Float32Array, (await g.data()) as Float32Array];
+      tf.dispose([xt, wt, y, g]);
+      return out;
+    };
+    const cpu = await run('cpu');
+    const gpu = await run('webgpu');
+    const again = await run('webgpu');
+    const rel = (a: Float32Array, b: Float32Array): number => {
+      let dd = 0;
+      let bb = 0;
+      for (let k = 0; k < a.length; k++) {
+        dd += ((a[k] as number) - (b[k] as number)) ** 2;
+        bb += (b[k] as number) ** 2;
+      }
+      return Math.sqrt(dd / bb);
+    };
+    expect(rel(gpu[0] as Float32Array, cpu[0] as Float32Array)).toBeLessThan(1e-6);
+    expect(rel(gpu[1] as Float32Array, cpu[1] as Float32Array)).toBeLessThan(1e-5);
+    expect(bitDifferences(again[0] as Float32Array, gpu[0] as Float32Array)).toBe(0);
+    expect(bitDifferences(again[1] as Float32Array, gpu[1] as Float32Array)).toBe(0);
   }, 120_000);
 });

@@ -20,11 +20,14 @@ import { hash32 } from '../random.js';
  * the portable composite in the last bits, reproducibly (fixed reduction orders, no atomics):
  * - `M3aeLayerNorm` / `M3aeLayerNormGrad`: LayerNorm in one kernel forward and five backward, instead of 9 and
  *   about 12 (`layerNormOp` in ops.ts is the portable definition).
+ * - `M3aeGelu` / `M3aeGeluGrad`: GELU (erf form) in one kernel each way, instead of 5 and 7 (`gelu` in ops.ts).
  */
 export const SCATTER_ADD_ROWS = 'M3aeScatterAddRows';
 export const DROPOUT_MASK = 'M3aeDropoutMask';
 export const LAYER_NORM = 'M3aeLayerNorm';
 export const LAYER_NORM_GRAD = 'M3aeLayerNormGrad';
+export const GELU = 'M3aeGelu';
+export const GELU_GRAD = 'M3aeGeluGrad';
 
 export function deviceKernel(name: string): boolean {
   return tf.getKernel(name, tf.getBackend()) !== undefined;
@@ -110,6 +113,19 @@ export function fusedLayerNorm(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tensor
   return op(x, gamma, beta) as tf.Tensor2D;
 }
 
+/** GELU (erf form) through the device's fused kernels (call only where `deviceKernel(GELU)`): x·Φ(x), dy·(Φ(x) + x·φ(x)). */
+export function fusedGelu(x: tf.Tensor2D): tf.Tensor2D {
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const xi = args[0] as tf.Tensor2D;
+    (args[1] as tf.GradSaveFunc)([xi]);
+    return {
+      value: tf.engine().runKernel(GELU, { x: xi }, {}) as tf.Tensor2D,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.engine().runKernel(GELU_GRAD, { dy, x: saved[0] as tf.Tensor }, {}) as tf.Tensor,
+    };
+  });
+  return op(x) as tf.Tensor2D;
+}
+
 // ---- WebGPU definitions (tfjs-backend-webgpu's program interface; registered once, used only on that backend) ----
 
 const WORKGROUP = 64;
@@ -189,6 +205,14 @@ const ROW_STATS = `
 
 /** Rows per partial sum of the parameter gradients (stage 1), then the partials summed in order (stage 2). */
 const CHUNK = 64;
+
+/** WGSL: Φ(a) = ½(1 + erf(a/√2)) as "cdf", erf by Abramowitz–Stegun 7.1.26 (tfjs's own erf, constants and all). */
+const NORMAL_CDF = `
+        let z = a * ${Math.SQRT1_2};
+        let za = abs(z);
+        let t = 1.0 / (1.0 + ${tf.backend_util.ERF_P} * za);
+        let erf = sign(z) * (1.0 - (((((${tf.backend_util.ERF_A5} * t + ${tf.backend_util.ERF_A4}) * t) + ${tf.backend_util.ERF_A3}) * t + ${tf.backend_util.ERF_A2}) * t + ${tf.backend_util.ERF_A1}) * t * exp(-za * za));
+        let cdf = 0.5 * erf + 0.5;`;
 
 type Uniforms = Parameters<WebGPUBackend['runWebGPUProgram']>[3];
 type Run = (program: WebGPUProgram, inputs: tf.TensorInfo[], dtype: tf.DataType, uniforms: Uniforms, output?: tf.TensorInfo) => tf.TensorInfo;
@@ -362,6 +386,24 @@ export function registerWebGpuKernels(): void {
       b.disposeData(stats.dataId);
       b.disposeData(partial.dataId);
       return [dx, dGamma, dBeta];
+    },
+  });
+  tf.registerKernel({
+    kernelName: GELU,
+    backendName: 'webgpu',
+    kernelFunc: ({ inputs, backend }) => {
+      const { x } = inputs as { x: tf.TensorInfo };
+      return runner(backend)(flatProgram([...x.shape], 'm3ae_gelu', ['x'], '', `let a = x[index];${NORMAL_CDF}
+          result[index] = a * cdf;`), [x], 'float32', []);
+    },
+  });
+  tf.registerKernel({
+    kernelName: GELU_GRAD,
+    backendName: 'webgpu',
+    kernelFunc: ({ inputs, backend }) => {
+      const { dy, x } = inputs as { dy: tf.TensorInfo; x: tf.TensorInfo };
+      return runner(backend)(flatProgram([...x.shape], 'm3ae_gelu_grad', ['dy', 'x'], '', `let a = x[index];${NORMAL_CDF}
+          result[index] = dy[index] * (cdf + a * exp(-0.5 * a * a) * ${1 / Math.sqrt(2 * Math.PI)});`), [dy, x], 'float32', []);
     },
   });
   tf.registerKernel({
