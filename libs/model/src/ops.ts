@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs';
 import { nativeTransposedProducts } from './backend.js';
 import { batchMatMul } from './kernels/bmm.js';
-import { deviceKernel, fusedGelu, fusedLayerNorm, GELU, LAYER_NORM, scatterAddRows } from './kernels/device.js';
+import { ATTENTION_PROBS, deviceKernel, fusedAttentionProbs, fusedGelu, fusedLayerNorm, GELU, LAYER_NORM, scatterAddRows } from './kernels/device.js';
 
 /**
  * Small functional building blocks. Activations are 2-D [rows, features] (rows = batch × tokens) except
@@ -212,10 +212,12 @@ export function mergeHeads(x: tf.Tensor4D): tf.Tensor2D {
  * Dot-product attention on queries already scaled by 1/√dh (see linearScaled), q, v [B, h, T, dh] and transposed keys kᵀ [B, h, dh, Tk]. `keyBias` [B,1,1,Tk]
  * is added to the scores (0 for real keys, a large negative number for padding); `probsMask` [B,h,Tq,Tk] is the
  * dropout mask on the attention probabilities (already scaled by 1/(1−p)). The two batched products go through
- * the SIMD kernel (`kernels/bmm.ts`).
+ * the SIMD kernel (`kernels/bmm.ts`); bias, softmax and mask through the device's fused kernels where the backend
+ * has them (`fusedAttentionProbs`).
  */
 export function attend(q: tf.Tensor4D, kT: tf.Tensor4D, v: tf.Tensor4D, keyBias?: tf.Tensor, probsMask?: tf.Tensor): tf.Tensor4D {
   let scores: tf.Tensor4D = batchMatMul(q, kT);
+  if (deviceKernel(ATTENTION_PROBS)) return batchMatMul(fusedAttentionProbs(scores, keyBias, probsMask), v);
   if (keyBias) scores = tf.add(scores, keyBias);
   let probs: tf.Tensor4D = tf.softmax(scores);
   if (probsMask) probs = tf.mul(probs, probsMask);

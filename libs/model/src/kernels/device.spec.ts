@@ -4,7 +4,7 @@ import { chooseBackend } from '../backend.js';
 import { Dropout } from '../dropout.js';
 import { useLavapipe } from '../lavapipe.js';
 import { HashStream, hashWords } from '../random.js';
-import { gelu, layerNormOp } from '../ops.js';
+import { attend, gelu, layerNormOp } from '../ops.js';
 import { DROPOUT_MASK, GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD, SCATTER_ADD_ROWS, dropoutMask, dropoutValue, scatterAddRows } from './device.js';
 
 // The device kernels on the webgpu backend (Mesa's lavapipe in CI) against their portable definitions on cpu.
@@ -181,5 +181,43 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
     expect(rel(gpu[1] as Float32Array, cpu[1] as Float32Array)).toBeLessThan(1e-5);
     expect(bitDifferences(again[0] as Float32Array, gpu[0] as Float32Array)).toBe(0);
     expect(bitDifferences(again[1] as Float32Array, gpu[1] as Float32Array)).toBe(0);
+  }, 120_000);
+
+  it('fused attention probabilities (key bias, softmax, dropout mask): attention and its gradients as on cpu (1e-5)', async () => {
+    const [B, h, tq, tk, dh] = [2, 3, 5, 70, 4]; // keys past one workgroup (64)
+    const q = normals(B * h * tq * dh, 31);
+    const kT = normals(B * h * dh * tk, 32);
+    const v = normals(B * h * tk * dh, 33);
+    const bias = Float32Array.from({ length: B * tk }, (_, i) => (i % tk > 60 + (i < tk ? 0 : 5) ? -1e9 : 0));
+    const w = normals(B * h * tq * dh, 34);
+    for (const withExtras of [true, false]) {
+      const run = async (backend: string): Promise<Float32Array[]> => {
+        await chooseBackend({ backend });
+        const [qt, kt, vt, wt] = [tf.tensor4d(q, [B, h, tq, dh]), tf.tensor4d(kT, [B, h, dh, tk]), tf.tensor4d(v, [B, h, tk, dh]), tf.tensor4d(w, [B, h, tq, dh])];
+        const bt = tf.tensor4d(bias, [B, 1, 1, tk]);
+        const mask = new Dropout(Int32Array.from([5, 6]), 0.1, 1).mask([h, tq, tk]) as tf.Tensor;
+        const f = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor): tf.Scalar =>
+          tf.sum(tf.mul(attend(a as tf.Tensor4D, b as tf.Tensor4D, c as tf.Tensor4D, withExtras ? bt : undefined, withExtras ? mask : undefined), wt));
+        const y = attend(qt, kt, vt, withExtras ? bt : undefined, withExtras ? mask : undefined);
+        const grads = tf.grads(f)([qt, kt, vt]);
+        const out = await Promise.all([y, ...grads].map(async (t) => (await t.data()) as Float32Array));
+        tf.dispose([qt, kt, vt, wt, bt, mask, y, ...grads]);
+        return out;
+      };
+      const cpu = await run('cpu');
+      const gpu = await run('webgpu');
+      const again = await run('webgpu');
+      ['out', 'dq', 'dk', 'dv'].forEach((name, i) => {
+        const [a, b] = [gpu[i] as Float32Array, cpu[i] as Float32Array];
+        let dd = 0;
+        let bb = 0;
+        for (let k = 0; k < a.length; k++) {
+          dd += ((a[k] as number) - (b[k] as number)) ** 2;
+          bb += (b[k] as number) ** 2;
+        }
+        expect(Math.sqrt(dd / bb), `${name}, bias and mask ${withExtras}`).toBeLessThan(1e-5);
+        expect(bitDifferences(again[i] as Float32Array, a), `${name} repeat`).toBe(0);
+      });
+    }
   }, 120_000);
 });

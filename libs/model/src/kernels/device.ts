@@ -21,6 +21,8 @@ import { hash32 } from '../random.js';
  * - `M3aeLayerNorm` / `M3aeLayerNormGrad`: LayerNorm in one kernel forward and five backward, instead of 9 and
  *   about 12 (`layerNormOp` in ops.ts is the portable definition).
  * - `M3aeGelu` / `M3aeGeluGrad`: GELU (erf form) in one kernel each way, instead of 5 and 7 (`gelu` in ops.ts).
+ * - `M3aeAttentionProbs` / `M3aeAttentionProbsGrad`: attention probabilities — key bias, softmax over the keys,
+ *   dropout mask — in one kernel each way, instead of 3 and about 6 (`attend` in ops.ts).
  */
 export const SCATTER_ADD_ROWS = 'M3aeScatterAddRows';
 export const DROPOUT_MASK = 'M3aeDropoutMask';
@@ -28,6 +30,8 @@ export const LAYER_NORM = 'M3aeLayerNorm';
 export const LAYER_NORM_GRAD = 'M3aeLayerNormGrad';
 export const GELU = 'M3aeGelu';
 export const GELU_GRAD = 'M3aeGeluGrad';
+export const ATTENTION_PROBS = 'M3aeAttentionProbs';
+export const ATTENTION_PROBS_GRAD = 'M3aeAttentionProbsGrad';
 
 export function deviceKernel(name: string): boolean {
   return tf.getKernel(name, tf.getBackend()) !== undefined;
@@ -126,6 +130,31 @@ export function fusedGelu(x: tf.Tensor2D): tf.Tensor2D {
   return op(x) as tf.Tensor2D;
 }
 
+/**
+ * softmax(scores + keyBias) · mask over the last axis through the device's fused kernels (call only where
+ * `deviceKernel(ATTENTION_PROBS)`): scores [B, h, Tq, Tk], keyBias [B, 1, 1, Tk], mask [B, h, Tq, Tk]. The
+ * gradient recomputes the probabilities from the scores.
+ */
+export function fusedAttentionProbs(scores: tf.Tensor4D, keyBias?: tf.Tensor, mask?: tf.Tensor): tf.Tensor4D {
+  const attrs = { hasBias: keyBias !== undefined, hasMask: mask !== undefined };
+  const named = ([sc, ...rest]: tf.Tensor[]): tf.NamedTensorMap => {
+    const m: tf.NamedTensorMap = { scores: sc as tf.Tensor };
+    if (keyBias) m['bias'] = rest.shift() as tf.Tensor;
+    if (mask) m['mask'] = rest.shift() as tf.Tensor;
+    return m;
+  };
+  // The bias and the mask are data, not inputs: they go through save() only to outlive the forward pass's tidy.
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const all = [args[0] as tf.Tensor4D, ...(keyBias ? [keyBias] : []), ...(mask ? [mask] : [])];
+    (args[1] as tf.GradSaveFunc)(all);
+    return {
+      value: tf.engine().runKernel(ATTENTION_PROBS, named(all), attrs) as tf.Tensor4D,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.engine().runKernel(ATTENTION_PROBS_GRAD, { ...named(saved), dy }, attrs) as tf.Tensor,
+    };
+  });
+  return op(scores) as tf.Tensor4D;
+}
+
 // ---- WebGPU definitions (tfjs-backend-webgpu's program interface; registered once, used only on that backend) ----
 
 const WORKGROUP = 64;
@@ -177,6 +206,17 @@ function rowProgram(rows: number, outputShape: number[], shaderKey: string, vari
         workgroupBarrier();
         for (var s = ${ROW / 2}u; s > 0u; s = s >> 1u) {
           if (lid < s) { red[lid] = red[lid] + red[lid + s]; }
+          workgroupBarrier();
+        }
+        let total = red[0];
+        workgroupBarrier();
+        return total;
+      }
+      fn rowMax(v : f32, lid : u32) -> f32 {
+        red[lid] = v;
+        workgroupBarrier();
+        for (var s = ${ROW / 2}u; s > 0u; s = s >> 1u) {
+          if (lid < s) { red[lid] = max(red[lid], red[lid + s]); }
           workgroupBarrier();
         }
         let total = red[0];
@@ -406,6 +446,46 @@ export function registerWebGpuKernels(): void {
           result[index] = dy[index] * (cdf + a * exp(-0.5 * a * a) * ${1 / Math.sqrt(2 * Math.PI)});`), [dy, x], 'float32', []);
     },
   });
+  const probsProgram = (shape: number[], grad: boolean, hasBias: boolean, hasMask: boolean): WebGPUProgram => {
+    const rows = shape.slice(0, -1).reduce((a, b) => a * b, 1);
+    const v = hasBias ? 'scores[base + c] + bias[sample * uniforms.d + c]' : 'scores[base + c]';
+    const m = (e: string): string => (hasMask ? `${e} * mask[base + c]` : e);
+    const names = [...(grad ? ['dy'] : []), 'scores', ...(hasBias ? ['bias'] : []), ...(hasMask ? ['mask'] : [])];
+    const tail = grad
+      ? `var dot = 0.0;
+          for (var c = i32(lid); c < uniforms.d; c = c + ${ROW}) { dot = dot + exp(${v} - mx) / total * ${m('dy[base + c]')}; }
+          let pg = rowSum(dot, lid);
+          if (live) {
+            for (var c = i32(lid); c < uniforms.d; c = c + ${ROW}) { let p = exp(${v} - mx) / total; result[base + c] = p * (${m('dy[base + c]')} - pg); }
+          }`
+      : `if (live) {
+            for (var c = i32(lid); c < uniforms.d; c = c + ${ROW}) { result[base + c] = ${m(`exp(${v} - mx) / total`)}; }
+          }`;
+    return rowProgram(rows, shape, `m3ae_attn_probs_${grad}_${hasBias}_${hasMask}`, names, 'rows : i32, d : i32, perSample : i32,', `
+          let sample = row / uniforms.perSample;
+          var mv = -uniforms.INFINITY;
+          for (var c = i32(lid); c < uniforms.d; c = c + ${ROW}) { mv = max(mv, ${v}); }
+          let mx = rowMax(mv, lid);
+          var sv = 0.0;
+          for (var c = i32(lid); c < uniforms.d; c = c + ${ROW}) { sv = sv + exp(${v} - mx); }
+          let total = rowSum(sv, lid);
+          ${tail}`);
+  };
+  const probsKernel = (grad: boolean): tf.KernelFunc => ({ inputs, backend, attrs }) => {
+    const { hasBias, hasMask } = attrs as { hasBias: boolean; hasMask: boolean };
+    const named = inputs as Record<string, tf.TensorInfo>;
+    const scores = named['scores'] as tf.TensorInfo;
+    const [, h = 1, tq = 1, tk = 1] = scores.shape;
+    const list = [...(grad ? ['dy'] : []), 'scores', ...(hasBias ? ['bias'] : []), ...(hasMask ? ['mask'] : [])].map((n) => named[n] as tf.TensorInfo);
+    const rows = scores.shape.slice(0, -1).reduce((a, b) => a * b, 1);
+    return runner(backend)(probsProgram([...scores.shape], grad, hasBias, hasMask), list, 'float32', [
+      { type: 'int32', data: [rows] },
+      { type: 'int32', data: [tk] },
+      { type: 'int32', data: [h * tq] },
+    ]);
+  };
+  tf.registerKernel({ kernelName: ATTENTION_PROBS, backendName: 'webgpu', kernelFunc: probsKernel(false) });
+  tf.registerKernel({ kernelName: ATTENTION_PROBS_GRAD, backendName: 'webgpu', kernelFunc: probsKernel(true) });
   tf.registerKernel({
     kernelName: DROPOUT_MASK,
     backendName: 'webgpu',
