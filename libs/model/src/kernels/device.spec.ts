@@ -31,6 +31,17 @@ async function on(backend: string, f: () => tf.Tensor): Promise<Float32Array> {
   }
 }
 
+/** ‖a − b‖ / ‖b‖. */
+function relL2(a: Float32Array, b: Float32Array): number {
+  let dd = 0;
+  let bb = 0;
+  for (let k = 0; k < a.length; k++) {
+    dd += ((a[k] as number) - (b[k] as number)) ** 2;
+    bb += (b[k] as number) ** 2;
+  }
+  return Math.sqrt(dd / bb);
+}
+
 /** How many elements differ in their bits (vitest's deep equality is too slow for millions of elements). */
 function bitDifferences(a: Float32Array, b: Float32Array): number {
   if (a.length !== b.length) return Math.max(a.length, b.length);
@@ -139,14 +150,8 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
       const gpu = await run('webgpu');
       const again = await run('webgpu');
       ['y', 'dx', 'dγ', 'dβ'].forEach((name, i) => {
-        const [a, b] = [gpu[i] as Float32Array, cpu[i] as Float32Array];
-        let dd = 0;
-        let bb = 0;
-        for (let k = 0; k < a.length; k++) {
-          dd += ((a[k] as number) - (b[k] as number)) ** 2;
-          bb += (b[k] as number) ** 2;
-        }
-        expect(Math.sqrt(dd / bb), `${name} of ${rows}×${d}`).toBeLessThan(1e-5);
+        const a = gpu[i] as Float32Array;
+        expect(relL2(a, cpu[i] as Float32Array), `${name} of ${rows}×${d}`).toBeLessThan(1e-5);
         expect(bitDifferences(again[i] as Float32Array, a), `${name} repeat`).toBe(0);
       });
     }
@@ -168,17 +173,8 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
     const cpu = await run('cpu');
     const gpu = await run('webgpu');
     const again = await run('webgpu');
-    const rel = (a: Float32Array, b: Float32Array): number => {
-      let dd = 0;
-      let bb = 0;
-      for (let k = 0; k < a.length; k++) {
-        dd += ((a[k] as number) - (b[k] as number)) ** 2;
-        bb += (b[k] as number) ** 2;
-      }
-      return Math.sqrt(dd / bb);
-    };
-    expect(rel(gpu[0] as Float32Array, cpu[0] as Float32Array)).toBeLessThan(1e-6);
-    expect(rel(gpu[1] as Float32Array, cpu[1] as Float32Array)).toBeLessThan(1e-5);
+    expect(relL2(gpu[0] as Float32Array, cpu[0] as Float32Array)).toBeLessThan(1e-6);
+    expect(relL2(gpu[1] as Float32Array, cpu[1] as Float32Array)).toBeLessThan(1e-5);
     expect(bitDifferences(again[0] as Float32Array, gpu[0] as Float32Array)).toBe(0);
     expect(bitDifferences(again[1] as Float32Array, gpu[1] as Float32Array)).toBe(0);
   }, 120_000);
@@ -208,14 +204,8 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
       const gpu = await run('webgpu');
       const again = await run('webgpu');
       ['out', 'dq', 'dk', 'dv'].forEach((name, i) => {
-        const [a, b] = [gpu[i] as Float32Array, cpu[i] as Float32Array];
-        let dd = 0;
-        let bb = 0;
-        for (let k = 0; k < a.length; k++) {
-          dd += ((a[k] as number) - (b[k] as number)) ** 2;
-          bb += (b[k] as number) ** 2;
-        }
-        expect(Math.sqrt(dd / bb), `${name}, bias and mask ${withExtras}`).toBeLessThan(1e-5);
+        const a = gpu[i] as Float32Array;
+        expect(relL2(a, cpu[i] as Float32Array), `${name}, bias and mask ${withExtras}`).toBeLessThan(1e-5);
         expect(bitDifferences(again[i] as Float32Array, a), `${name} repeat`).toBe(0);
       });
     }

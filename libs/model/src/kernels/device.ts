@@ -159,20 +159,23 @@ export function fusedAttentionProbs(scores: tf.Tensor4D, keyBias?: tf.Tensor, ma
 
 const WORKGROUP = 64;
 
+/** A workgroup count as a dispatch grid: 2-D past WebGPU's 65,535 workgroups per dimension. */
+function grid(groups: number): [number, number, number] {
+  const x = Math.min(Math.max(groups, 1), 65535);
+  return [x, Math.ceil(Math.max(groups, 1) / x), 1];
+}
+
 /**
  * One invocation per output element (guarded by the output size), or, with `threads`, that many invocations that
  * guard themselves (the body's own uniform) — for `atomic` programs, which update an output made beforehand.
  */
 function flatProgram(outputShape: number[], shaderKey: string, variableNames: string[], uniforms: string, body: string, opts: { threads?: number; atomic?: boolean } = {}): WebGPUProgram {
   const size = opts.threads ?? outputShape.reduce((a, b) => a * b, 1);
-  // A 2-D grid of workgroups when one dimension would exceed WebGPU's 65,535 limit.
-  const groups = Math.max(1, Math.ceil(size / WORKGROUP));
-  const x = Math.min(groups, 65535);
   return {
     outputShape,
     shaderKey,
     dispatchLayout: { x: outputShape.map((_, i) => i) },
-    dispatch: [x, Math.ceil(groups / x), 1],
+    dispatch: grid(Math.ceil(size / WORKGROUP)),
     variableNames,
     workgroupSize: [WORKGROUP, 1, 1],
     uniforms,
@@ -189,40 +192,31 @@ function flatProgram(outputShape: number[], shaderKey: string, variableNames: st
 /** Rows handled by one workgroup each (2-D grid past WebGPU's 65,535 per dimension); `row` clamped, `live` false beyond. */
 const ROW = 64;
 function rowProgram(rows: number, outputShape: number[], shaderKey: string, variableNames: string[], uniforms: string, body: string): WebGPUProgram {
-  const x = Math.min(rows, 65535);
+  // Over the workgroup in a fixed tree (every invocation must call it: it holds barriers).
+  const reduce = (name: string, combine: string): string => `
+      fn ${name}(v : f32, lid : u32) -> f32 {
+        red[lid] = v;
+        workgroupBarrier();
+        for (var s = ${ROW / 2}u; s > 0u; s = s >> 1u) {
+          if (lid < s) { let a = red[lid]; let b = red[lid + s]; red[lid] = ${combine}; }
+          workgroupBarrier();
+        }
+        let total = red[0];
+        workgroupBarrier();
+        return total;
+      }`;
   return {
     outputShape,
     shaderKey,
     dispatchLayout: { x: outputShape.map((_, i) => i) },
-    dispatch: [x, Math.ceil(rows / x), 1],
+    dispatch: grid(rows),
     variableNames,
     workgroupSize: [ROW, 1, 1],
     uniforms,
     getUserCode: () => `
       var<workgroup> red : array<f32, ${ROW}>;
-      // Sum over the workgroup in a fixed tree (every invocation must call it: it holds barriers).
-      fn rowSum(v : f32, lid : u32) -> f32 {
-        red[lid] = v;
-        workgroupBarrier();
-        for (var s = ${ROW / 2}u; s > 0u; s = s >> 1u) {
-          if (lid < s) { red[lid] = red[lid] + red[lid + s]; }
-          workgroupBarrier();
-        }
-        let total = red[0];
-        workgroupBarrier();
-        return total;
-      }
-      fn rowMax(v : f32, lid : u32) -> f32 {
-        red[lid] = v;
-        workgroupBarrier();
-        for (var s = ${ROW / 2}u; s > 0u; s = s >> 1u) {
-          if (lid < s) { red[lid] = max(red[lid], red[lid + s]); }
-          workgroupBarrier();
-        }
-        let total = red[0];
-        workgroupBarrier();
-        return total;
-      }
+      ${reduce('rowSum', 'a + b')}
+      ${reduce('rowMax', 'max(a, b)')}
       fn main(index : i32) {
         let lid = localId.x;
         let rowId = i32(workgroupId.y * numWorkgroups.x + workgroupId.x);
