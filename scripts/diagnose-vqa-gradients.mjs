@@ -1,15 +1,17 @@
 // Issue 13 diagnostic: does the signal reach the backbone when fine-tuning VQA-RAD from random initialisation?
 // Fine-tunes `tiny` (random init, a BPE vocabulary of 1,000 trained on the questions) on all VQA-RAD training
 // questions in steps of 32 and prints the gradient norm of each input path (vision encoder, text encoder, fusion,
-// VQA head) every 20 steps and the training accuracy per epoch. Built libraries needed (`npm run build`).
-//   node scripts/diagnose-vqa-gradients.mjs [learningRate=1e-3] [headMultiplier=1] [epochs=2]
+// VQA head) every 20 steps, the training accuracy per epoch and the validation accuracy (the bench's carve: 10 %
+// validation, 15 % held out, by image; the held-out split is never read). Built libraries needed (`npm run build`).
+//   node scripts/diagnose-vqa-gradients.mjs [learningRate=1e-3] [headMultiplier=1] [epochs=2] [vqaLoss=bce-sum]
+//     [taskInputs=image+text] [dropout=0.1] [imageSize=40] [warmupFraction=0.1] [hiddenSize=32 (heads: width / 16)]
 // Readings and what they suggest: BENCHMARKS.md, "learning", issue 13.
 import { writeFile, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { trainTokenizer, readVqaTaskSplit, SkipLog } from '@m3ae/data';
 import { chooseBackend, computeTaskGradients, flattenDownstream, setDownstreamFromFlat, AdamW } from '@m3ae/model';
-import { planFinetune, createTaskModel, buildTrainBatch, trainSampler } from '@m3ae/tasks';
+import { planFinetune, createTaskModel, buildTrainBatch, trainSampler, evaluateSplit } from '@m3ae/tasks';
 
 const data = join(process.env['M3AE_SHARED_DATA'] ?? join(import.meta.dirname, '../../shared/data'), 'vqa_rad');
 const work = await mkdtemp(join(tmpdir(), 'diag-'));
@@ -17,12 +19,17 @@ await chooseBackend({ backend: 'wasm' });
 const train = await readVqaTaskSplit('vqa-rad', data, 'train', { skipLog: new SkipLog() });
 await writeFile(join(work, 'q.txt'), train.map((e) => e.question).join('\n') + '\n');
 await trainTokenizer({ sources: [{ kind: 'text', path: join(work, 'q.txt') }], vocabSize: 1000, output: join(work, 'tok.json'), agreementSamples: 5 });
-const lr = Number(process.argv[2] ?? 1e-3), head = Number(process.argv[3] ?? 1), epochs = Number(process.argv[4] ?? 2);
-const plan = await planFinetune({ task: 'vqa-rad', data, init: 'random', preset: 'tiny', tokenizer: join(work, 'tok.json'), globalBatch: 32, microBatch: 32, epochs, seed: 0, learningRate: lr, lrMultiplierHead: head, lrMultiplierMultiModal: 1 });
+const arg = (i, d) => process.argv[i] ?? d;
+const lr = Number(arg(2, 1e-3)), head = Number(arg(3, 1)), epochs = Number(arg(4, 2)), vqaLoss = arg(5, 'bce-sum'), taskInputs = arg(6, 'image+text');
+const dropout = Number(arg(7, 0.1)), imageSize = Number(arg(8, 40)), warmupFraction = Number(arg(9, 0.1)), hidden = Number(arg(10, 32));
+const carve = { seed: 0, valFraction: 0.1, testFraction: 0.15 };
+const plan = await planFinetune({ task: 'vqa-rad', data, init: 'random', preset: 'tiny', tokenizer: join(work, 'tok.json'), carve, imageSize, globalBatch: 32, microBatch: 32, epochs, seed: 0, learningRate: lr, lrMultiplierHead: head, lrMultiplierMultiModal: 1, vqaLoss, inputs: taskInputs });
+plan.config.dropout = dropout;
+if (hidden !== plan.config.hiddenSize) Object.assign(plan.config, { hiddenSize: hidden, numHeads: Math.max(1, hidden / 16) });
 const model = await createTaskModel(plan);
 const s = plan.settings;
-console.log(`train ${plan.train.examples.length} val ${plan.val?.examples.length} answers ${plan.head.outputs} steps ${s.steps} lr ${lr} head x${head}`);
-const opt = new AdamW(model.manifest, { learningRate: lr, totalSteps: s.steps, warmupFraction: 0.1, lrMultiplierHead: head, lrMultiplierMultiModal: 1, clipNorm: 1 });
+console.log(`train ${plan.train.examples.length} val ${plan.val?.examples.length} answers ${plan.head.outputs} steps ${s.steps} lr ${lr} head x${head} loss ${vqaLoss} inputs ${taskInputs} dropout ${dropout} ${imageSize} px warm-up ${warmupFraction} width ${plan.config.hiddenSize}`);
+const opt = new AdamW(model.manifest, { learningRate: lr, totalSteps: s.steps, warmupFraction, lrMultiplierHead: head, lrMultiplierMultiModal: 1, clipNorm: 1 });
 let params = await flattenDownstream(model);
 const sampler = trainSampler(plan);
 const groups = (g) => {
@@ -47,7 +54,11 @@ for (let step = 0; step < s.steps; step++) {
   opt.update(params, Float32Array.from(r.grads));
   setDownstreamFromFlat(model, params);
   if ((step + 1) % s.stepsPerEpoch === 0) {
-    console.log(`epoch ${(step + 1) / s.stepsPerEpoch}: train loss ${(win.loss / win.n).toFixed(3)} acc ${(100 * win.correct / win.n).toFixed(1)}%`);
+    const ev = await evaluateSplit(model, plan.val, { tokenizer: plan.tokenizer, images: plan.images, textLength: s.textLength, batchSize: 64 });
+    const v = ev.metrics.vqa;
+    const counts = new Map();
+    for (const p of ev.predictions) counts.set(p, (counts.get(p) ?? 0) + 1);
+    console.log(`epoch ${(step + 1) / s.stepsPerEpoch}: train loss ${(win.loss / win.n).toFixed(3)} acc ${(100 * win.correct / win.n).toFixed(1)}% | val ${(100 * v.overall.accuracy).toFixed(1)}% (open ${(100 * v.open.accuracy).toFixed(1)}, closed ${(100 * v.closed.accuracy).toFixed(1)}), ${counts.size} distinct answers predicted`);
     win = { loss: 0, correct: 0, n: 0 };
   }
 }

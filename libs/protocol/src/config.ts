@@ -71,6 +71,10 @@ export const RunConfigSchema = z
         trainLimit: positiveInt.optional(),
         valLimit: positiveInt.optional(),
         evalEvery: positiveInt.optional(),
+        /** VQA tasks: the answer loss, one of @m3ae/model's VQA_LOSSES (checked by @m3ae/tasks); unset: the official `bce-sum`. */
+        vqaLoss: z.string().min(1).optional(),
+        /** What reaches the head, one of @m3ae/model's TASK_INPUTS (checked by @m3ae/tasks); `text`: the question-only baseline. */
+        inputs: z.string().min(1).optional(),
       })
       .strict()
       .prefault({}),
@@ -241,6 +245,8 @@ export const ENV_OVERRIDES: readonly { env: string; field: string; kind: EnvKind
   { env: 'M3AE_TASK', field: 'task.name', kind: 'string' },
   { env: 'M3AE_TASK_DATA', field: 'task.data', kind: 'string' },
   { env: 'M3AE_TASK_CHECKPOINT', field: 'task.checkpoint', kind: 'string' },
+  { env: 'M3AE_TASK_VQA_LOSS', field: 'task.vqaLoss', kind: 'string' },
+  { env: 'M3AE_TASK_INPUTS', field: 'task.inputs', kind: 'string' },
   { env: 'M3AE_TOKENIZER', field: 'data.tokenizer', kind: 'string' },
   { env: 'M3AE_STEPS', field: 'training.steps', kind: 'int' },
   { env: 'M3AE_GLOBAL_BATCH', field: 'training.globalBatch', kind: 'int' },

@@ -33,6 +33,10 @@ import {
   type HeadKind,
   type HeadSpec,
   type M3AEConfig,
+  type TaskInputs,
+  type VqaLoss,
+  TASK_INPUTS,
+  VQA_LOSSES,
 } from '@m3ae/model';
 import {
   checkpointTokenizer,
@@ -96,6 +100,10 @@ export interface FinetuneOptions {
   valLimit?: number | undefined;
   /** Validate every n steps as well as at the end of every epoch. */
   evalEvery?: number | undefined;
+  /** VQA tasks: the answer loss (`VqaLoss`). @defaultValue 'bce-sum' (the official one) */
+  vqaLoss?: VqaLoss | undefined;
+  /** What reaches the head: `text` trains the question-only baseline (`TaskInputs`). @defaultValue 'image+text' */
+  inputs?: TaskInputs | undefined;
 }
 
 export interface ResolvedSettings {
@@ -193,6 +201,9 @@ export async function planFinetune(o: FinetuneOptions, p: PlanOptions = {}): Pro
   ] as const) positive(name, v, int);
   const defaults = FINETUNE_DEFAULTS[o.task];
   if (!defaults) throw new TaskError(`task: got ${JSON.stringify(o.task)}; expected one of ${Object.keys(FINETUNE_DEFAULTS).join(', ')}`);
+  if (o.vqaLoss !== undefined && !(VQA_LOSSES as readonly string[]).includes(o.vqaLoss)) throw new TaskError(`vqaLoss: got ${JSON.stringify(o.vqaLoss)}; expected one of ${VQA_LOSSES.join(', ')}`);
+  if (o.vqaLoss !== undefined && defaults.head !== 'vqa') throw new TaskError(`vqaLoss: got ${JSON.stringify(o.vqaLoss)} for ${o.task}; expected it only for a VQA task`);
+  if (o.inputs !== undefined && !(TASK_INPUTS as readonly string[]).includes(o.inputs)) throw new TaskError(`inputs: got ${JSON.stringify(o.inputs)}; expected one of ${TASK_INPUTS.join(', ')}`);
   const init = o.init ?? 'pretrained';
   const base = await backboneOf(o);
   const imageSize = o.imageSize ?? finetuneImageSize(base.config, defaults.baseImageSize);
@@ -211,7 +222,12 @@ export async function planFinetune(o: FinetuneOptions, p: PlanOptions = {}): Pro
   const src: TaskSource = { data: o.data, source: o.source, labelColumn: o.labelColumn, categories: o.categories, carve };
   const trainRaw = limitSplit(await readRawSplit(o.task, src, 'train', skipLog), o.trainLimit);
   const vocab = vocabularyOf(trainRaw);
-  const head: HeadSpec = { kind: defaults.head, outputs: vocab ? vocab.size : 1 };
+  const head: HeadSpec = {
+    kind: defaults.head,
+    outputs: vocab ? vocab.size : 1,
+    ...(o.vqaLoss !== undefined ? { loss: o.vqaLoss } : {}),
+    ...(o.inputs !== undefined && o.inputs !== 'image+text' ? { inputs: o.inputs } : {}),
+  };
   const images = new ImageStore(imageSize);
   const train = await prepareSplit(trainRaw, vocab, images, skipLog);
   let val: SplitData | undefined;

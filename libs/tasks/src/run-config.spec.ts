@@ -3,7 +3,8 @@ import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadRunConfig } from '@m3ae/protocol';
-import { finetuneOptionsFromRun, isTaskRun } from './run-config.js';
+import { finetuneOptionsFromRun, finetuneRunConfig, isTaskRun } from './run-config.js';
+import { planFinetune } from './finetune.js';
 
 describe('the run configuration of a fine-tuning run', () => {
   it('reads the Kubernetes example into the options m3ae finetune takes', () => {
@@ -16,6 +17,28 @@ describe('the run configuration of a fine-tuning run', () => {
     // Unset: the official settings apply (planFinetune).
     expect(o.epochs).toBeUndefined();
     expect(o.learningRate).toBeUndefined();
+  });
+
+  it('carries the VQA loss and the head inputs under one name: task.vqaLoss / M3AE_TASK_VQA_LOSS, task.inputs / M3AE_TASK_INPUTS', () => {
+    const base = { task: { name: 'vqa-rad', data: '/d', init: 'random', preset: 'tiny' } };
+    expect(finetuneOptionsFromRun(loadRunConfig({ base, env: {} }))).toMatchObject({ vqaLoss: undefined, inputs: undefined });
+    const fromFile = finetuneOptionsFromRun(loadRunConfig({ base: { task: { ...base.task, vqaLoss: 'softmax', inputs: 'text' } }, env: {} }));
+    expect(fromFile).toMatchObject({ vqaLoss: 'softmax', inputs: 'text' });
+    const fromEnv = finetuneOptionsFromRun(loadRunConfig({ base, env: { M3AE_TASK_VQA_LOSS: 'bce-mean', M3AE_TASK_INPUTS: 'image+text' } }));
+    expect(fromEnv).toMatchObject({ vqaLoss: 'bce-mean', inputs: 'image+text' });
+    // m3ae finetune's options round-trip through the run configuration the trainer reads.
+    const round = finetuneOptionsFromRun(finetuneRunConfig({ task: 'vqa-rad', data: '/d', init: 'random', preset: 'tiny', output: '/tmp/x', vqaLoss: 'softmax', inputs: 'text' }, {}));
+    expect(round).toMatchObject({ vqaLoss: 'softmax', inputs: 'text' });
+    const run = (task: Record<string, unknown>) => finetuneOptionsFromRun(loadRunConfig({ base: { task: { ...base.task, ...task } }, env: {} }));
+    expect(() => run({ vqaLoss: 'focal' })).toThrow('task.vqaLoss = "focal": expected one of bce-sum, bce-mean, softmax');
+    expect(() => run({ inputs: 'image' })).toThrow('task.inputs = "image": expected one of image+text, text');
+  });
+
+  it('planFinetune refuses a VQA loss for a task without a VQA head, and unknown names, before reading any data', async () => {
+    const o = { data: '/nonexistent', init: 'random' as const, preset: 'tiny' };
+    await expect(planFinetune({ ...o, task: 'melinda', vqaLoss: 'softmax' })).rejects.toThrow('vqaLoss: got "softmax" for melinda; expected it only for a VQA task');
+    await expect(planFinetune({ ...o, task: 'vqa-rad', vqaLoss: 'focal' as 'softmax' })).rejects.toThrow('vqaLoss: got "focal"; expected one of bce-sum, bce-mean, softmax');
+    await expect(planFinetune({ ...o, task: 'vqa-rad', inputs: 'image' as 'text' })).rejects.toThrow('inputs: got "image"; expected one of image+text, text');
   });
 
   it('names the task field that is wrong or missing', () => {

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import { RETRIEVAL_SOURCES, type RetrievalSource } from '@m3ae/data';
-import { DOWNSTREAM_TASKS, type DownstreamTaskName } from '@m3ae/model';
+import { DOWNSTREAM_TASKS, TASK_INPUTS, VQA_LOSSES, type DownstreamTaskName, type TaskInputs, type VqaLoss } from '@m3ae/model';
 import { ConfigError, loadRunConfig, type RunConfig } from '@m3ae/protocol';
 import type { FinetuneOptions } from './finetune.js';
 
@@ -24,6 +24,8 @@ export function finetuneOptionsFromRun(config: RunConfig): FinetuneOptions {
   if (!(DOWNSTREAM_TASKS as readonly string[]).includes(t.name)) bad('name', t.name, `pretrain or one of ${DOWNSTREAM_TASKS.join(', ')}`);
   if (!t.data) bad('data', t.data, "the task's dataset root (a VQA-RAD / SLAKE / VQA-Med 2019 / MELINDA folder, a ROCO or MedPix root, or a manifest)");
   if (t.source !== undefined && !(RETRIEVAL_SOURCES as readonly string[]).includes(t.source)) bad('source', t.source, `one of ${RETRIEVAL_SOURCES.join(', ')}`);
+  if (t.vqaLoss !== undefined && !(VQA_LOSSES as readonly string[]).includes(t.vqaLoss)) bad('vqaLoss', t.vqaLoss, `one of ${VQA_LOSSES.join(', ')}`);
+  if (t.inputs !== undefined && !(TASK_INPUTS as readonly string[]).includes(t.inputs)) bad('inputs', t.inputs, `one of ${TASK_INPUTS.join(', ')}`);
   if (t.init === 'pretrained' && !t.checkpoint) throw new ConfigError('--checkpoint (task.checkpoint) is required: a pre-training checkpoint to fine-tune from (or --init random --preset NAME; task.init: random with task.preset)');
   return {
     task: t.name as DownstreamTaskName,
@@ -54,6 +56,8 @@ export function finetuneOptionsFromRun(config: RunConfig): FinetuneOptions {
     trainLimit: t.trainLimit,
     valLimit: t.valLimit,
     evalEvery: t.evalEvery,
+    vqaLoss: t.vqaLoss as VqaLoss | undefined,
+    inputs: t.inputs as TaskInputs | undefined,
   };
 }
 
@@ -92,6 +96,8 @@ export function finetuneRunConfig(o: FinetuneRunOptions, env: NodeJS.ProcessEnv 
     trainLimit: o.trainLimit,
     valLimit: o.valLimit,
     evalEvery: o.evalEvery,
+    vqaLoss: o.vqaLoss,
+    inputs: o.inputs,
   });
   const base: Record<string, unknown> = {
     runId: `finetune-${o.task}-${randomBytes(3).toString('hex')}`,

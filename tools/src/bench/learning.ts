@@ -22,14 +22,16 @@ import {
   presetConfig,
   setParamsFromFlat,
   vqaMetrics,
+  VQA_LOSSES,
   type M3AEModel,
+  type VqaLoss,
   type VqaMetrics,
 } from '@m3ae/model';
 import { loadRunConfig, type StepReport } from '@m3ae/protocol';
 import { evaluatePhantom } from '@m3ae/tasks';
 import { modelSetup, runModelConfig, trainInProcess } from '@m3ae/training';
 import { runEval } from '../commands/eval.js';
-import { runFinetune, type FinetuneResult } from '../commands/finetune.js';
+import { runFinetune, type FinetuneOptions, type FinetuneResult } from '../commands/finetune.js';
 import { registerBenchArea, type BenchOptions } from './areas.js';
 import { machineInfo, type BenchRow } from './report.js';
 
@@ -42,15 +44,18 @@ import { machineInfo, type BenchRow } from './report.js';
  *     on held-out images is set against predicting each masked patch's mean (zero in the per-patch-normalised
  *     target space).
  * (b) Real data: `small` pre-trained on the MedPix 2.0 pairs, then fine-tuned on VQA-RAD training questions
- *     (validation and held-out splits carved by image), against the same fine-tuning from random initialisation
- *     and a question-only answer prior. Selection on validation only; the held-out split is read once per model.
+ *     (validation and held-out splits carved by image), against the same fine-tuning from random initialisation,
+ *     the same fine-tuning of a question-only model (`inputs: text`: every image blank), the question-only answer
+ *     table and the majority answer. Selection on validation only; the held-out split is read once per model.
+ * (s) From scratch, no pre-training: a model fine-tuned on VQA-RAD from random initialisation against the same
+ *     model trained question-only, the answer table and the majority answer (issue 13).
  *
  * Sizes are flags (`--size key=value,...`, see SIZE_DEFAULTS) so that the run fits the machine.
  */
 const workspaceRoot = resolve(import.meta.dirname, '../../..');
 
 const SIZE_DEFAULTS = {
-  /** Parts to run: a (phantom), b (real data). */
+  /** Parts to run: a (phantom), b (real data), s (VQA-RAD from scratch; not in the default). */
   parts: 'a,b',
   // (a) phantom corpus: `tiny` widened to 64; at these sizes the cross-modal gap appears (ITM leaves chance after
   // ~600 steps; with lr 1e-3 nothing image-related is learnt, with 5e-4 and 1,024 images the text is memorised).
@@ -76,6 +81,8 @@ const SIZE_DEFAULTS = {
   'ft-lr': 1e-4,
   /** Gradient-norm clipping in fine-tuning (0: none), the same for both inits. */
   'ft-clip': 1,
+  /** The VQA answer loss of every fine-tuning here (`--vqa-loss`): softmax for these small models (BENCHMARKS.md, issue 13). */
+  'ft-vqa-loss': 'softmax',
   'ft-train-limit': 0,
   /** Examples per forward/backward pass in fine-tuning (speed only: the gradients are exact). */
   'ft-micro': 16,
@@ -83,6 +90,13 @@ const SIZE_DEFAULTS = {
   /** Compute threads (wasm is single-threaded): data-parallel pre-training and fine-tuning. */
   threads: 2,
   seed: 0,
+  // (s) from scratch: the preset, image side, BPE vocabulary (trained on the carved training questions), schedule.
+  'scratch-preset': 'tiny',
+  'scratch-px': 40,
+  'scratch-vocab': 1000,
+  'scratch-epochs': 30,
+  'scratch-batch': 32,
+  'scratch-lr': 1e-3,
 } as const;
 
 const QUICK: Partial<Record<keyof typeof SIZE_DEFAULTS, number | string>> = {
@@ -96,6 +110,8 @@ const QUICK: Partial<Record<keyof typeof SIZE_DEFAULTS, number | string>> = {
   'ft-epochs': 1,
   'ft-train-limit': 64,
   vocab: 1000,
+  'scratch-epochs': 1,
+  'scratch-px': 16,
 };
 
 type Sizes = { -readonly [K in keyof typeof SIZE_DEFAULTS]: (typeof SIZE_DEFAULTS)[K] extends string ? string : number };
@@ -279,9 +295,9 @@ async function phantomPart(s: Sizes, work: string, log: Log): Promise<PartResult
   }
 }
 
-function vqaRow(measure: string, m: VqaMetrics, baseline: number | undefined, baselineIs: string): BenchRow {
+function vqaRow(measure: string, m: VqaMetrics, baseline: number | undefined, baselineIs: string, part = 'b VQA-RAD'): BenchRow {
   return {
-    part: 'b VQA-RAD',
+    part,
     measure,
     value: 100 * m.overall.accuracy,
     baseline: baseline === undefined ? NaN : 100 * baseline,
@@ -293,7 +309,6 @@ function vqaRow(measure: string, m: VqaMetrics, baseline: number | undefined, ba
 }
 
 type PartResult = { rows: BenchRow[]; figures: Record<string, number | string | boolean>; notes: string[] };
-type Init = 'pretrained' | 'random';
 
 /** (b) step 1: a BPE vocabulary on the real text, MedPix shards, and `small` pre-trained on them. */
 async function pretrainOnMedPix(s: Sizes, work: string, data: string, log: Log, backend: string | undefined): Promise<{ run: PretrainRun; tokPath: string; vocabSize: number; pairs: number }> {
@@ -331,37 +346,66 @@ async function pretrainOnMedPix(s: Sizes, work: string, data: string, log: Log, 
   return { run, tokPath, vocabSize: tok.vocabSize, pairs };
 }
 
-/** (b) step 2: the same fine-tuning from both inits, each selected on validation, its held-out split read once. */
-async function fineTuneBoth(s: Sizes, work: string, vqaRad: string, carve: CarveSpec, pre: { checkpoint: string; tokPath: string }, log: Log, backend: string | undefined): Promise<Record<Init, { ft: FinetuneResult; holdout: VqaMetrics }>> {
-  const results = {} as Record<Init, { ft: FinetuneResult; holdout: VqaMetrics }>;
+/** The VQA-RAD carve of (b) and (s): validation (selection) and held-out (reported) splits, by image. */
+const BENCH_CARVE: CarveSpec = { seed: 0, valFraction: 0.1, testFraction: 0.15 };
+
+/** A fine-tuned model's selection and its held-out figures (the held-out split read once, after selection). */
+interface Tuned {
+  ft: FinetuneResult;
+  holdout: VqaMetrics;
+}
+
+type Variant = 'pretrained' | 'random' | 'question-only';
+
+/**
+ * Fine-tunes VQA-RAD once per variant with the same settings — `pretrained` (from `checkpoint`), `random` (the same
+ * backbone from random initialisation), `question-only` (random initialisation, `inputs: text`: every image blank) —
+ * each selected on validation, its held-out split read once.
+ */
+async function fineTuneVariants(
+  variants: readonly Variant[],
+  s: Sizes,
+  vqaRad: string,
+  own: Omit<FinetuneOptions, 'output' | 'init' | 'inputs' | 'log' | 'task' | 'data'>,
+  work: string,
+  log: Log,
+  backend: string | undefined,
+): Promise<Partial<Record<Variant, Tuned>>> {
+  // What every fine-tuning of the bench shares: the carve, clipping, VQA loss, seed, training limit and threads.
+  const common = {
+    task: 'vqa-rad' as const,
+    data: vqaRad,
+    carve: BENCH_CARVE,
+    clipNorm: s['ft-clip'],
+    vqaLoss: vqaLossSize(s),
+    seed: s.seed,
+    ...(s['ft-train-limit'] > 0 ? { trainLimit: s['ft-train-limit'] } : {}),
+    threads: s.threads,
+    ...own,
+  };
+  const results: Partial<Record<Variant, Tuned>> = {};
   // One after the other, each data parallel over the threads (the same results as side by side).
-  for (const init of ['pretrained', 'random'] as const) {
+  for (const v of variants) {
     const ft = await runFinetune({
-      task: 'vqa-rad',
-      data: vqaRad,
-      output: join(work, `ft-${init}`),
-      checkpoint: pre.checkpoint,
-      init,
-      tokenizer: pre.tokPath,
-      carve,
-      imageSize: s['ft-px'],
-      epochs: s['ft-epochs'],
-      globalBatch: s['ft-batch'],
-      microBatch: s['ft-micro'],
-      learningRate: s['ft-lr'],
-      clipNorm: s['ft-clip'],
-      seed: s.seed,
-      ...(s['ft-train-limit'] > 0 ? { trainLimit: s['ft-train-limit'] } : {}),
+      ...common,
+      output: join(work, `ft-${v}`),
+      init: v === 'pretrained' ? 'pretrained' : 'random',
+      ...(v === 'question-only' ? { inputs: 'text' as const } : {}),
       backend,
-      threads: s.threads,
-      log: (l) => log(`[${init}] ${l}`),
+      log: (l) => log(`[${v}] ${l}`),
     });
-    const { metrics } = await runEval({ task: 'vqa-rad', data: vqaRad, split: 'holdout', batchSize: 32, checkpoint: ft.output, ...(backend ? { backend } : {}) });
+    const { metrics } = await runEval({ task: 'vqa-rad', data: common.data, split: 'holdout', batchSize: 32, checkpoint: ft.output, ...(backend ? { backend } : {}) });
     if (metrics.kind !== 'vqa') throw new Error('expected VQA metrics');
-    results[init] = { ft, holdout: metrics.vqa };
-    log(`[${init}] held-out overall ${(100 * metrics.vqa.overall.accuracy).toFixed(2)}% (selected step ${ft.bestStep}, val ${(100 * ft.bestScore).toFixed(2)}%)`);
+    results[v] = { ft, holdout: metrics.vqa };
+    log(`[${v}] held-out overall ${(100 * metrics.vqa.overall.accuracy).toFixed(2)}% (selected step ${ft.bestStep}, val ${(100 * ft.bestScore).toFixed(2)}%)`);
   }
   return results;
+}
+
+function tuned(r: Partial<Record<Variant, Tuned>>, v: Variant): Tuned {
+  const t = r[v];
+  if (!t) throw new Error(`bench learning: no ${v} fine-tuning result`);
+  return t;
 }
 
 /** (b) the text-free baselines on the held-out split: the question-only answer prior and the majority answer. */
@@ -380,42 +424,125 @@ async function answerBaselines(s: Sizes, vqaRad: string, carve: CarveSpec): Prom
   };
 }
 
+function vqaFigures(prefix: string, m: VqaMetrics): Record<string, number> {
+  return { [`${prefix}_pct`]: 100 * m.overall.accuracy, [`${prefix}_open_pct`]: 100 * m.open.accuracy, [`${prefix}_closed_pct`]: 100 * m.closed.accuracy };
+}
+
+function selectedAt(t: Tuned): string {
+  return `step ${t.ft.bestStep} (val ${(100 * t.ft.bestScore).toFixed(1)}%)`;
+}
+
 async function realPart(s: Sizes, work: string, log: Log, backend: string | undefined): Promise<PartResult> {
   const data = sharedDataDir(workspaceRoot);
   if (!data) throw new Error('bench learning (b) needs the real MedPix and VQA-RAD data: set M3AE_SHARED_DATA or provide ../shared/data (or --size parts=a)');
   const vqaRad = join(data, 'vqa_rad');
   const { run, tokPath, vocabSize, pairs } = await pretrainOnMedPix(s, work, data, log, backend);
-  // VQA-RAD: validation (selection) and held-out (reported) splits carved by image from the training questions.
-  const carve: CarveSpec = { seed: 0, valFraction: 0.1, testFraction: 0.15 };
-  const results = await fineTuneBoth(s, work, vqaRad, carve, { checkpoint: run.checkpoint, tokPath }, log, backend);
-  const base = await answerBaselines(s, vqaRad, carve);
-  const p = results.pretrained.holdout;
-  const r = results.random.holdout;
+  const results = await fineTuneVariants(
+    ['pretrained', 'random', 'question-only'],
+    s,
+    vqaRad,
+    { checkpoint: run.checkpoint, tokenizer: tokPath, imageSize: s['ft-px'], epochs: s['ft-epochs'], globalBatch: s['ft-batch'], microBatch: s['ft-micro'], learningRate: s['ft-lr'] },
+    work,
+    log,
+    backend,
+  );
+  const base = await answerBaselines(s, vqaRad, BENCH_CARVE);
+  const [p, r, q] = [tuned(results, 'pretrained'), tuned(results, 'random'), tuned(results, 'question-only')];
   const rows: BenchRow[] = [
-    vqaRow('held-out acc.: pre-trained small + fine-tuning', p, r.overall.accuracy, 'random init + same fine-tuning'),
-    vqaRow('held-out acc.: random init + fine-tuning', r, base.prior.overall.accuracy, 'question-only prior'),
-    vqaRow('held-out acc.: question-only answer prior', base.prior, base.majority.overall.accuracy, `majority answer "${base.majorityAnswer}"`),
+    vqaRow('held-out acc.: pre-trained small + fine-tuning', p.holdout, r.holdout.overall.accuracy, 'random init + same fine-tuning'),
+    vqaRow('held-out acc.: random init + fine-tuning', r.holdout, q.holdout.overall.accuracy, 'trained question-only model'),
+    vqaRow('held-out acc.: trained question-only model (same fine-tuning, blank images)', q.holdout, base.prior.overall.accuracy, 'question-only answer table'),
+    vqaRow('held-out acc.: question-only answer table', base.prior, base.majority.overall.accuracy, `majority answer "${base.majorityAnswer}"`),
   ];
   const figures = {
-    vqa_rad_holdout_questions: p.overall.total,
-    vqa_rad_overall_pretrained_pct: 100 * p.overall.accuracy,
-    vqa_rad_overall_random_init_pct: 100 * r.overall.accuracy,
+    vqa_rad_holdout_questions: p.holdout.overall.total,
+    ...vqaFigures('vqa_rad_overall_pretrained', p.holdout),
+    ...vqaFigures('vqa_rad_overall_random_init', r.holdout),
+    ...vqaFigures('vqa_rad_overall_question_only_model', q.holdout),
     vqa_rad_overall_question_prior_pct: 100 * base.prior.overall.accuracy,
     vqa_rad_overall_majority_pct: 100 * base.majority.overall.accuracy,
-    vqa_rad_open_pretrained_pct: 100 * p.open.accuracy,
-    vqa_rad_closed_pretrained_pct: 100 * p.closed.accuracy,
-    pretrained_beats_random_init: p.overall.accuracy > r.overall.accuracy,
-    pretrained_beats_question_prior: p.overall.accuracy > base.prior.overall.accuracy,
+    pretrained_beats_random_init: p.holdout.overall.accuracy > r.holdout.overall.accuracy,
+    random_init_minus_question_only_points: 100 * (r.holdout.overall.accuracy - q.holdout.overall.accuracy),
     medpix_pretrain_samples: run.samples,
     medpix_pretrain_seconds: Math.round(run.seconds),
-    finetune_seconds_pretrained: Math.round(results.pretrained.ft.seconds),
-    finetune_seconds_random: Math.round(results.random.ft.seconds),
+    finetune_seconds_pretrained: Math.round(p.ft.seconds),
+    finetune_seconds_random: Math.round(r.ft.seconds),
+    finetune_seconds_question_only: Math.round(q.ft.seconds),
   };
-  const st = results.pretrained.ft.settings;
   const notes = [
     `(b) small at ${s['pretrain-px']} px, text ${s['pretrain-text']}, vocabulary ${vocabSize}: ${s['pretrain-steps']} steps × ${s['pretrain-batch']} = ${run.samples} MedPix samples (${(run.samples / pairs).toFixed(1)} epochs, ${run.seconds.toFixed(0)} s); last-10% losses MLM ${run.last.mlm.toFixed(3)}, MIM ${run.last.mim.toFixed(3)}, ITM ${run.last.itm.toFixed(3)} (acc ${(100 * run.last.itmAccuracy).toFixed(1)}%).`,
-    `(b) fine-tuning (both inits identical): ${st.epochs} epochs × ${st.stepsPerEpoch} steps of ${st.globalBatch}, ${st.imageSize} px, lr ${st.learningRate} (head ×${st.lrMultiplierHead}, fusion ×${st.lrMultiplierMultiModal}), gradient clipping ${st.clipNorm || 'none'}, ${results.pretrained.ft.trainExamples} training / ${results.pretrained.ft.valExamples} validation questions; selected on validation at steps ${results.pretrained.ft.bestStep} (pre-trained) and ${results.random.ft.bestStep} (random); the held-out split (${p.overall.total} questions, disjoint images) read once per model.`,
-    `(b) held-out answers not in the training vocabulary: ${p.unseenAnswers} (counted wrong for every row).`,
+    `(b) fine-tuning (all three identical but for init and inputs): ${finetuneSummary(p.ft)}; selected on validation at ${selectedAt(p)} (pre-trained), ${selectedAt(r)} (random), ${selectedAt(q)} (question-only); the held-out split (${p.holdout.overall.total} questions, disjoint images) read once per model.`,
+    `(b) held-out answers not in the training vocabulary: ${p.holdout.unseenAnswers} (counted wrong for every row).`,
+  ];
+  return { rows, figures, notes };
+}
+
+function vqaLossSize(s: Sizes): VqaLoss {
+  const l = s['ft-vqa-loss'];
+  if (!(VQA_LOSSES as readonly string[]).includes(l)) throw new Error(`--size ft-vqa-loss=${l}: expected one of ${VQA_LOSSES.join(', ')}`);
+  return l as VqaLoss;
+}
+
+function finetuneSummary(ft: FinetuneResult): string {
+  const st = ft.settings;
+  return `${st.epochs} epochs × ${st.stepsPerEpoch} steps of ${st.globalBatch}, ${st.imageSize} px, lr ${st.learningRate} (head ×${st.lrMultiplierHead}, fusion ×${st.lrMultiplierMultiModal}, warm-up ${st.warmupFraction}), clipping ${st.clipNorm || 'none'}, VQA loss ${ft.meta.head.loss ?? 'bce-sum'}, ${ft.trainExamples} training / ${ft.valExamples} validation questions`;
+}
+
+/**
+ * (s) From scratch: a BPE vocabulary trained on the carved training questions only, then the preset fine-tuned on
+ * VQA-RAD from random initialisation with images and question-only (every image blank), same settings and seed,
+ * each selected on validation, the held-out split read once per model; against the answer table and the majority.
+ */
+async function scratchPart(s: Sizes, work: string, log: Log, backend: string | undefined): Promise<PartResult> {
+  const data = sharedDataDir(workspaceRoot);
+  if (!data) throw new Error('bench learning (s) needs the real VQA-RAD data: set M3AE_SHARED_DATA or provide ../shared/data');
+  const vqaRad = join(data, 'vqa_rad');
+  const train = await readVqaTaskSplit('vqa-rad', vqaRad, 'train', { skipLog: new SkipLog(), carve: BENCH_CARVE });
+  const questions = join(work, 'scratch-questions.txt');
+  await writeFile(questions, train.map((e) => e.question).join('\n') + '\n');
+  const tokPath = join(work, 'scratch-tokenizer.json');
+  await trainTokenizer({ sources: [{ kind: 'text', path: questions }], vocabSize: s['scratch-vocab'], output: tokPath, agreementSamples: 5 });
+  const preset = s['scratch-preset'];
+  if (presetConfig(preset).vocabSize < s['scratch-vocab']) throw new Error(`--size scratch-vocab=${s['scratch-vocab']}: expected at most the ${preset} preset's vocabulary (${presetConfig(preset).vocabSize})`);
+  log(`(s) ${preset} from random initialisation at ${s['scratch-px']} px on ${train.length} VQA-RAD training questions: with images, and question-only`);
+  const results = await fineTuneVariants(
+    ['random', 'question-only'],
+    s,
+    vqaRad,
+    {
+      preset,
+      tokenizer: tokPath,
+      imageSize: s['scratch-px'],
+      epochs: s['scratch-epochs'],
+      globalBatch: s['scratch-batch'],
+      microBatch: s['scratch-batch'],
+      learningRate: s['scratch-lr'],
+      lrMultiplierHead: 1,
+      lrMultiplierMultiModal: 1,
+    },
+    work,
+    log,
+    backend,
+  );
+  const base = await answerBaselines(s, vqaRad, BENCH_CARVE);
+  const [r, q] = [tuned(results, 'random'), tuned(results, 'question-only')];
+  const rows: BenchRow[] = [
+    vqaRow(`held-out acc.: ${preset} from random init, fine-tuned`, r.holdout, q.holdout.overall.accuracy, 'trained question-only model', 's VQA-RAD scratch'),
+    vqaRow(`held-out acc.: ${preset} trained question-only (blank images)`, q.holdout, base.prior.overall.accuracy, 'question-only answer table', 's VQA-RAD scratch'),
+    vqaRow('held-out acc.: question-only answer table', base.prior, base.majority.overall.accuracy, `majority answer "${base.majorityAnswer}"`, 's VQA-RAD scratch'),
+  ];
+  const figures = {
+    scratch_holdout_questions: r.holdout.overall.total,
+    ...vqaFigures('scratch_random_init', r.holdout),
+    ...vqaFigures('scratch_question_only_model', q.holdout),
+    scratch_question_prior_pct: 100 * base.prior.overall.accuracy,
+    scratch_majority_pct: 100 * base.majority.overall.accuracy,
+    scratch_random_init_minus_question_only_points: 100 * (r.holdout.overall.accuracy - q.holdout.overall.accuracy),
+    scratch_finetune_seconds_random: Math.round(r.ft.seconds),
+    scratch_finetune_seconds_question_only: Math.round(q.ft.seconds),
+  };
+  const notes = [
+    `(s) ${preset}, a ${s['scratch-vocab']}-token BPE vocabulary trained on the ${train.length} carved training questions: ${finetuneSummary(r.ft)}; selected on validation at ${selectedAt(r)} (with images) and ${selectedAt(q)} (question-only); the held-out split (${r.holdout.overall.total} questions, disjoint images) read once per model.`,
   ];
   return { rows, figures, notes };
 }
@@ -432,7 +559,11 @@ registerBenchArea('learning', {
     const figures: Record<string, number | string | boolean> = {};
     const notes: string[] = [`sizes: ${JSON.stringify(sizes)}`];
     try {
-      for (const [name, part] of [['a', () => phantomPart(sizes, work, log)], ['b', () => realPart(sizes, work, log, options.backend)]] as const) {
+      for (const [name, part] of [
+        ['a', () => phantomPart(sizes, work, log)],
+        ['b', () => realPart(sizes, work, log, options.backend)],
+        ['s', () => scratchPart(sizes, work, log, options.backend)],
+      ] as const) {
         if (!parts.includes(name)) continue;
         const t0 = performance.now();
         const r = await part();

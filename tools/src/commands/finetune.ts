@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { fraction, nonNegativeInt, nonNegativeNumber, oneOf, positiveInt, positiveNumber } from '../flags.js';
 import { DEFAULT_VQA_RAD_CARVE, RETRIEVAL_SOURCES, type CarveSpec, type RetrievalSource } from '@m3ae/data';
-import { DOWNSTREAM_TASKS, FINETUNE_DEFAULTS, type DownstreamTaskName } from '@m3ae/model';
+import { DOWNSTREAM_TASKS, FINETUNE_DEFAULTS, TASK_INPUTS, VQA_LOSSES, type DownstreamTaskName, type TaskInputs, type VqaLoss } from '@m3ae/model';
 import type { StepReport } from '@m3ae/protocol';
 import { finetuneRunConfig, splitSize, type FinetuneRunOptions, type HistoryEntry, type ResolvedSettings, type TaskMeta, type TaskMetrics } from '@m3ae/tasks';
 import { taskSetup, trainInProcess } from '@m3ae/training';
@@ -133,6 +133,8 @@ interface FinetuneCliOptions {
   trainLimit?: number;
   valLimit?: number;
   evalEvery?: number;
+  vqaLoss?: VqaLoss;
+  inputs?: TaskInputs;
   resume: boolean;
   backend?: string;
   json?: string;
@@ -181,6 +183,8 @@ export function registerFinetune(program: Command): void {
     .option('--train-limit <n>', 'use the first n training examples', positiveInt('--train-limit'))
     .option('--val-limit <n>', 'validate on the first n examples (retrieval: default 100)', positiveInt('--val-limit'))
     .option('--eval-every <n>', 'validate every n steps too (always at each epoch end)', positiveInt('--eval-every'))
+    .option('--vqa-loss <name>', `VQA answer loss: ${VQA_LOSSES.join(', ')} (default bce-sum, the official; softmax for from-scratch and small models, see BENCHMARKS.md)`, oneOf('--vqa-loss', VQA_LOSSES))
+    .option('--inputs <what>', `what reaches the head: ${TASK_INPUTS.join(', ')} (text: the question-only baseline, every image blank)`, oneOf('--inputs', TASK_INPUTS))
     .option('--resume', 'continue from the output directory\'s latest checkpoint', false)
     .option('--backend <name>', 'TensorFlow.js backend (auto, node-gpu, node, wasm, cpu)')
     .option('--json <file>', 'write the result (settings, history, best) as JSON')
@@ -228,6 +232,8 @@ export function registerFinetune(program: Command): void {
           trainLimit: opts.trainLimit,
           valLimit: opts.valLimit,
           evalEvery: opts.evalEvery,
+          vqaLoss: opts.vqaLoss,
+          inputs: opts.inputs,
           resume: opts.resume,
           backend: opts.backend,
           log: (line: string) => void process.stderr.write(line + '\n'),

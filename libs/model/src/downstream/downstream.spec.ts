@@ -126,6 +126,62 @@ describe('downstream heads and objectives (tiny, wasm)', () => {
     }
   });
 
+  it('scores VQA answers with the named loss (bce-sum official, bce-mean, softmax) and refuses an unknown one', async () => {
+    const batch = randomBatch(config, 3, 1, 7, 5);
+    batch.labels[2] = -1; // an answer outside the vocabulary
+    const logits = (await computeTaskOutputs(vqa, batch)).logits;
+    const bce = (x: number, t: number): number => Math.max(x, 0) - x * t + Math.log1p(Math.exp(-Math.abs(x)));
+    let bceSum = 0;
+    let ce = 0;
+    for (let i = 0; i < 3; i++) {
+      const row = Array.from(logits.subarray(i * 7, i * 7 + 7));
+      const l = batch.labels[i] as number;
+      row.forEach((x, j) => (bceSum += bce(x, j === l ? 1 : 0)));
+      const m = Math.max(...row);
+      if (l >= 0) ce += m + Math.log(row.reduce((a, x) => a + Math.exp(x - m), 0)) - (row[l] as number);
+    }
+    const same = (loss: 'bce-sum' | 'bce-mean' | 'softmax'): DownstreamModel => {
+      const m = createDownstreamModel(config, { kind: 'vqa', outputs: 7, loss }, { seed: 3 });
+      return m;
+    };
+    const expected = { 'bce-sum': bceSum, 'bce-mean': bceSum / 7, softmax: ce } as const;
+    for (const loss of ['bce-sum', 'bce-mean', 'softmax'] as const) {
+      const m = same(loss);
+      try {
+        const out = await computeTaskOutputs(m, batch);
+        expect(out.sum, loss).toBeCloseTo(expected[loss], 3);
+        const g = await computeTaskGradients(m, batch, { normalizer: 3, training: false });
+        expect(g.sum, loss).toBeCloseTo(expected[loss], 3);
+      } finally {
+        m.dispose();
+      }
+    }
+    // The official loss is the default: a head without `loss` scores as bce-sum.
+    expect((await computeTaskOutputs(vqa, batch)).sum).toBeCloseTo(bceSum, 3);
+    const bad = createDownstreamModel(config, { kind: 'vqa', outputs: 7, loss: 'hinge' as 'softmax' }, { seed: 3 });
+    try {
+      await expect(computeTaskOutputs(bad, batch)).rejects.toThrow(/head\.loss: got "hinge"; expected one of bce-sum, bce-mean, softmax/);
+    } finally {
+      bad.dispose();
+    }
+  });
+
+  it('a question-only model (inputs: text) answers the same whatever the image; the full model does not', async () => {
+    const a = randomBatch(config, 3, 1, 7, 5);
+    const b = { ...a, pixelValues: randomBatch(config, 3, 1, 7, 6).pixelValues };
+    const textOnly = createDownstreamModel(config, { kind: 'vqa', outputs: 7, inputs: 'text' }, { seed: 3 });
+    try {
+      const [ta, tb] = [await computeTaskOutputs(textOnly, a), await computeTaskOutputs(textOnly, b)];
+      expect(Array.from(tb.logits)).toEqual(Array.from(ta.logits));
+      const [fa, fb] = [await computeTaskOutputs(vqa, a), await computeTaskOutputs(vqa, b)];
+      expect(Math.max(...Array.from(fa.logits, (x, i) => Math.abs(x - (fb.logits[i] as number))))).toBeGreaterThan(1e-6);
+      // Its vision encoder still trains (on the blank image), so the manifests are the same.
+      expect(textOnly.manifest.hash).toBe(vqa.manifest.hash);
+    } finally {
+      textOnly.dispose();
+    }
+  });
+
   it('sums micro-batch gradients to the whole batch (dropout on), and leaks no tensor', async () => {
     const batch = randomBatch(config, 4, 1, 7, 9);
     const before = tf.memory().numTensors;

@@ -6,6 +6,7 @@ import { fusion, pooler, textEncoder, visionEncoder, type Ctx, type TextInputs }
 import type { Params } from '../ops.js';
 import type { DownstreamModel } from './downstream-model.js';
 import { headForward } from './heads.js';
+import { vqaLossOf } from './tasks.js';
 import type { DownstreamBatch } from '@m3ae/protocol';
 
 /*
@@ -16,6 +17,8 @@ import type { DownstreamBatch } from '@m3ae/protocol';
  * - VQA (`compute_vqa`): binary cross-entropy with logits over every answer against the one-hot target of the
  *   normalised answer, summed over answers (the official mean × number of answers) and averaged over questions.
  *   An answer not in the vocabulary has an all-zero target (it can never be predicted, and counts wrong).
+ *   The head's `loss` (`VqaLoss`) may instead average the BCE over answers or use softmax cross-entropy over them
+ *   (an unseen answer then adds nothing to the loss).
  * - Classification (`compute_cls`): softmax cross-entropy.
  * - Retrieval (`compute_irtr`): each image with K captions (the true one first) is scored by `irtr_head`; softmax
  *   cross-entropy over the K scores with the true caption as the target.
@@ -108,7 +111,8 @@ function jointFeatures(model: DownstreamModel, p: Params, b: DownstreamBatch, dr
   const text = textInputs(b.inputIds, b.attentionMask, rows, L, c.padTokenId);
   const ctx: Ctx = { p, c, batch: rows, drop };
   const t = textEncoder(ctx, text);
-  const patches = tf.tensor2d(patchesForEmbedding(b.pixelValues, B, c.imageSize, c.patchSize), [B * N, patchDim(c)]);
+  // A text-only model sees one blank image for every example (its answer cannot depend on the image).
+  const patches: tf.Tensor2D = model.head.inputs === 'text' ? tf.zeros([B * N, patchDim(c)]) : tf.tensor2d(patchesForEmbedding(b.pixelValues, B, c.imageSize, c.patchSize), [B * N, patchDim(c)]);
   const image = repeatPerText(visionEncoder({ ...ctx, batch: B }, patches), B, K, N + 1);
   const fused = fusion(ctx, t, L, image, N + 1, text.keyBias, c.fusionLayers, 'both');
   return tf.concat([pooler(ctx, 'multi_modal_language_pooler', fused.text, L), pooler(ctx, 'multi_modal_vision_pooler', fused.image, N + 1)], 1);
@@ -133,9 +137,11 @@ function oneHot(labels: Int32Array, classes: number): Float32Array {
 function summedLoss(model: DownstreamModel, logits: tf.Tensor2D, labels: Int32Array): tf.Scalar {
   const classes = logits.shape[1];
   const target = tf.tensor2d(oneHot(labels, classes), [labels.length, classes]);
-  if (model.head.kind === 'vqa') {
+  const loss = model.head.kind === 'vqa' ? vqaLossOf(model.head) : 'softmax';
+  if (loss !== 'softmax') {
     // Stable BCE with logits: max(x, 0) − x·t + log(1 + e^−|x|).
-    return tf.sum(tf.add(tf.sub(tf.relu(logits), tf.mul(logits, target)), tf.log1p(tf.exp(tf.neg(tf.abs(logits))))));
+    const sum: tf.Scalar = tf.sum(tf.add(tf.sub(tf.relu(logits), tf.mul(logits, target)), tf.log1p(tf.exp(tf.neg(tf.abs(logits))))));
+    return loss === 'bce-mean' ? (tf.div(sum, classes) as tf.Scalar) : sum;
   }
   return tf.neg(tf.sum(tf.mul(tf.logSoftmax(logits), target)));
 }

@@ -68,8 +68,41 @@ export function finetuneTextLength(config: M3AEConfig, settings: FinetuneSetting
   return Math.min(settings.textLength, config.maxTextLength);
 }
 
+/**
+ * How a VQA head's answer logits are scored (`vqaLoss`; the option of `m3ae finetune --vqa-loss`):
+ * - `bce-sum` (the official `compute_vqa`, the default): binary cross-entropy with logits against the one-hot target,
+ *   summed over every answer (the official mean × the number of answers);
+ * - `bce-mean`: the same averaged over the answers (the official loss ÷ the number of answers);
+ * - `softmax`: softmax cross-entropy over the answers (one answer per question), as the classification head.
+ * The official loss is kept for `base` parity; the others are for from-scratch and small models (BENCHMARKS.md,
+ * "learning", issue 13).
+ */
+export const VQA_LOSSES = ['bce-sum', 'bce-mean', 'softmax'] as const;
+export type VqaLoss = (typeof VQA_LOSSES)[number];
+export const DEFAULT_VQA_LOSS: VqaLoss = 'bce-sum';
+
+/**
+ * What reaches the head (`taskInputs`): `image+text` (the model; the default) or `text` — every image replaced by the
+ * same blank (zero) image, so the model's answer is a function of the text alone: the trained question-only baseline
+ * of `m3ae bench learning`, with the same architecture, training and selection as the model it is compared with.
+ */
+export const TASK_INPUTS = ['image+text', 'text'] as const;
+export type TaskInputs = (typeof TASK_INPUTS)[number];
+
 /** What a downstream head needs to be built: its kind and its number of outputs (answers, classes; 1 for retrieval). */
 export interface HeadSpec {
   kind: HeadKind;
   outputs: number;
+  /** VQA heads only: the loss (absent: {@link DEFAULT_VQA_LOSS}, the official one). */
+  loss?: VqaLoss;
+  /** What reaches the head (absent: `image+text`). */
+  inputs?: TaskInputs;
+}
+
+/** A head's VQA loss, checked (an unknown name is an error naming the field). */
+export function vqaLossOf(head: HeadSpec): VqaLoss {
+  const l = head.loss ?? DEFAULT_VQA_LOSS;
+  if (!(VQA_LOSSES as readonly string[]).includes(l)) throw new RangeError(`head.loss: got ${JSON.stringify(l)}; expected one of ${VQA_LOSSES.join(', ')}`);
+  if (head.loss !== undefined && head.kind !== 'vqa') throw new RangeError(`head.loss: got ${JSON.stringify(l)} for a ${head.kind} head; expected it on a vqa head only`);
+  return l;
 }
