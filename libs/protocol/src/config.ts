@@ -103,7 +103,11 @@ export const RunConfigSchema = z
         epsilon: z.number().positive().default(1e-8),
         /** Clip the global gradient norm to this (0 = no clipping). */
         clipNorm: z.number().nonnegative().optional(),
-        /** Gradients on the wire: f32 (exact) or bf16 (half the bytes, still deterministic). */
+        /**
+         * Gradients on the wire: f32 (exact bytes, summed in job order), bf16 (half the bytes, still deterministic) or
+         * fx53 (exact fixed point in quanta of 2^-40, 8 bytes a value: any grouping or order of contributions sums to the
+         * same bits; |gradient| and every partial sum must stay below 8192, or the step fails naming the element).
+         */
         gradEncoding: z.enum(TENSOR_ENCODINGS).default('f32'),
       })
       .strict()
