@@ -211,7 +211,8 @@ describe('fx53 (exact fixed point)', () => {
     // The same on the coordinator's side, for contributions read from the wire.
     const acc2 = new Float64Array(2);
     addFixedInto(acc2, encodeTensor(new Float32Array([0, -5000]), 'fx53'));
-    expect(() => addFixedInto(acc2, encodeTensor(new Float32Array([0, -5000]), 'fx53'))).toThrow(/running sum at element 1 is -10000/);
+    expect(() => addFixedInto(acc2, encodeTensor(new Float32Array([3, -5000]), 'fx53'))).toThrow(/running sum at element 1 is -10000/);
+    expect(Array.from(fixedToF32(acc2))).toEqual([0, -5000]); // all or nothing: element 0 was not left at 3
     // A corrupted contribution (not an integer number of quanta) is refused too.
     expect(() => addFixedInto(new Float64Array(1), fixedBytes(new Float64Array([0.5])))).toThrow(/element 0 holds 0\.5; expected an integer/);
     expect(() => addFixedInto(new Float64Array(1), fixedBytes(new Float64Array([2 ** 60])))).toThrow(FixedPointError);

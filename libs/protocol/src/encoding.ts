@@ -53,15 +53,23 @@ export function quantizeInto(acc: Float64Array, values: Float32Array): void {
   }
 }
 
-/** acc[i] += the fx53 integers in `bytes`, exactly; the checks of {@link quantizeInto}, plus integrality of each value. */
+/**
+ * acc[i] += the fx53 integers in `bytes`, exactly; the checks of {@link quantizeInto}, plus integrality of each value.
+ * All or nothing: on a throw `acc` is as it was (the additions already made are undone, exactly).
+ */
 export function addFixedInto(acc: Float64Array, bytes: Uint8Array): void {
   checkLength(bytes, 'fx53', acc.length);
   const g = f64View(bytes);
   for (let i = 0; i < acc.length; i++) {
     const q = g[i] as number;
     if (!Number.isSafeInteger(q)) throw new FixedPointError(`fx53 contribution at element ${i} holds ${q}; expected an integer number of quanta within ±(2^53 − 1)`);
-    const s = (acc[i] as number) + q;
-    if (!(Math.abs(s) <= Number.MAX_SAFE_INTEGER)) throw fixedRangeError('running sum', i, ((acc[i] as number) + q) * FIXED_UNIT);
+  }
+  for (let i = 0; i < acc.length; i++) {
+    const s = (acc[i] as number) + (g[i] as number);
+    if (!(Math.abs(s) <= Number.MAX_SAFE_INTEGER)) {
+      for (let j = 0; j < i; j++) acc[j] = (acc[j] as number) - (g[j] as number);
+      throw fixedRangeError('running sum', i, s * FIXED_UNIT);
+    }
     acc[i] = s;
   }
 }
