@@ -62,12 +62,11 @@ export function addFixedInto(acc: Float64Array, bytes: Uint8Array): void {
   const g = f64View(bytes);
   for (let i = 0; i < acc.length; i++) {
     const q = g[i] as number;
-    if (!Number.isSafeInteger(q)) throw new FixedPointError(`fx53 contribution at element ${i} holds ${q}; expected an integer number of quanta within ±(2^53 − 1)`);
-  }
-  for (let i = 0; i < acc.length; i++) {
-    const s = (acc[i] as number) + (g[i] as number);
-    if (!(Math.abs(s) <= Number.MAX_SAFE_INTEGER)) {
+    const s = (acc[i] as number) + q;
+    // One test on the fast path (NaN fails every comparison): an integer value, within range, and a sum within range.
+    if (!(Math.abs(s) <= Number.MAX_SAFE_INTEGER && Math.abs(q) <= Number.MAX_SAFE_INTEGER && Math.floor(q) === q)) {
       for (let j = 0; j < i; j++) acc[j] = (acc[j] as number) - (g[j] as number);
+      if (!Number.isSafeInteger(q)) throw new FixedPointError(`fx53 contribution at element ${i} holds ${q}; expected an integer number of quanta within ±(2^53 − 1)`);
       throw fixedRangeError('running sum', i, s * FIXED_UNIT);
     }
     acc[i] = s;
