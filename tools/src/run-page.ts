@@ -19,7 +19,7 @@ export interface RunPageWiringOptions {
   heartbeatMs?: number;
   logger?: { warn(obj: object, msg?: string): void };
   /** Steps, samples and jobs per step when they are not `training`'s (a fine-tuning run's plan). */
-  schedule?: { steps: number; globalBatch: number; microBatch: number };
+  schedule?: { steps: number; globalBatch: number; microBatch: number; microBatchesPerJob: number };
 }
 
 /** Handlers for the coordinator's `events` (structurally part of its `CoordinatorEvents`). */
@@ -52,7 +52,7 @@ export async function prepareRunPage(config: RunConfig, options: RunPageWiringOp
   const startStep = options.resume ? ((await latestCheckpoint(config.checkpoint.dir))?.step ?? 0) : 0;
   // A fine-tuning run's steps and batch come from its plan (options.schedule); pre-training's from `training`.
   const schedule = options.schedule ?? pretrainTraining(config);
-  history.setRun({ runId: config.runId, totalSteps: schedule.steps, startStep, globalBatch: schedule.globalBatch, jobsPerStep: jobsPerStep(schedule.globalBatch, schedule.microBatch), config: redactConfig(config) });
+  history.setRun({ runId: config.runId, totalSteps: schedule.steps, startStep, globalBatch: schedule.globalBatch, jobsPerStep: jobsPerStep(schedule.globalBatch, schedule), config: redactConfig(config) });
 
   let grids: ValidationGridRenderer | undefined;
   const gridImages = options.gridImages ?? 4;

@@ -15,6 +15,7 @@ import {
   syntheticManifest,
   type Contribution,
   type MicroBatchJob,
+  type TensorEncoding,
 } from '@m3ae/protocol';
 import { ManifestMismatchError, TrainingWorker } from '@m3ae/worker';
 import { FaultyComputer, runCoordinator, runKeys, serialReference, startWorkers, stopWorkers, syntheticRun } from './training-harness.js';
@@ -72,7 +73,7 @@ describe('distributed training orchestration (synthetic compute)', () => {
     expect(w?.stats.paramFetches).toBe(3);
   });
 
-  it('rejects duplicate, stale, foreign, truncated, corrupted, non-finite and miscounted contributions, and stays exact', async () => {
+  it('rejects duplicate, stale, foreign, truncated, corrupted, non-finite, miscounted and mis-encoded contributions, and stays exact', async () => {
     const config = syntheticRun({ training: { steps: 3 }, compute: { synthetic: { workMsPerSample: 150 } } });
     const keys = new RunKeys(config.runId);
     const redis = new Redis(config.redis.url);
@@ -85,8 +86,8 @@ describe('distributed training orchestration (synthetic compute)', () => {
       const params = coordinator.parameters.slice();
       const good = syntheticGradients(job.indices, pretrainTotals(job.normalizers), params);
       const counts = syntheticCounts(job.indices);
-      const push = async (over: Partial<Contribution>, grads: Float32Array = good.grads, corrupt?: (key: string) => Promise<void>): Promise<void> => {
-        const ref = await blobs.putEncoded(keys.grad(job.step, job.jobIndex, 'forger', randomBytes(4).toString('hex')), encodeTensor(grads, 'f32'), 'f32', grads.length);
+      const push = async (over: Partial<Contribution>, grads: Float32Array = good.grads, corrupt?: (key: string) => Promise<void>, encoding: TensorEncoding = 'f32'): Promise<void> => {
+        const ref = await blobs.putEncoded(keys.grad(job.step, job.jobIndex, 'forger', randomBytes(4).toString('hex')), encodeTensor(grads, encoding), encoding, grads.length);
         if (corrupt) await corrupt(ref.key);
         const c: Contribution = {
           protocol: PROTOCOL_VERSION,
@@ -122,6 +123,7 @@ describe('distributed training orchestration (synthetic compute)', () => {
         await redis.set(`${key}:1`, c);
       });
       await push({}, good.grads.subarray(1));
+      await push({}, good.grads, undefined, 'fx53'); // not the run's encoding (f32)
       await redis.rpush(keys.results, '{"not": "a contribution"}');
       await push({}); // valid: counted
       await push({}); // the same micro-batch again: a duplicate
@@ -141,8 +143,8 @@ describe('distributed training orchestration (synthetic compute)', () => {
     const summary = await coordinator.run();
     await injected;
     await stopWorkers(workers);
-    const forged: RejectReason[] = ['checksum', 'counts', 'length', 'malformed', 'manifest', 'non-finite', 'stale-incarnation', 'stale-step', 'stale-version', 'truncated'];
-    for (const reason of forged) expect(rejected.filter((r) => r === reason).length, reason).toBe(reason === 'stale-step' ? rejected.length - 9 : 1);
+    const forged: RejectReason[] = ['checksum', 'counts', 'encoding', 'length', 'malformed', 'manifest', 'non-finite', 'stale-incarnation', 'stale-step', 'stale-version', 'truncated'];
+    for (const reason of forged) expect(rejected.filter((r) => r === reason).length, reason).toBe(reason === 'stale-step' ? rejected.length - 10 : 1);
     // The forged valid copy won micro-batch 3 and its repeat was a duplicate. The worker's own result for it
     // was a duplicate too, or refused as stale, or never uploaded (the worker saw the step was done).
     const extraStale = rejected.filter((r) => r === 'stale-step').length - 1;

@@ -9,6 +9,8 @@ import { adamwFor, SyntheticComputer, syntheticSetup, type GradientComputer, typ
 import {
   addEncodedInto,
   encodeTensor,
+  fixedToF32,
+  quantizeInto,
   loadRunConfig,
   sha256OfFloats,
   syntheticCounts,
@@ -68,7 +70,12 @@ export function serialReference(config: RunConfig, steps = pretrainTraining(conf
       normalizers.itm += c.itm;
     }
     const acc = new Float32Array(spec.paramCount);
-    for (const s of slices) addEncodedInto(acc, encodeTensor(syntheticGradients(s, normalizers, params).grads, encoding), encoding);
+    if (encoding === 'fx53') {
+      // Exact fixed point: each micro-batch quantized, summed as integers, converted once.
+      const fixed = new Float64Array(spec.paramCount);
+      for (const s of slices) quantizeInto(fixed, syntheticGradients(s, normalizers, params).grads);
+      fixedToF32(fixed, acc);
+    } else for (const s of slices) addEncodedInto(acc, encodeTensor(syntheticGradients(s, normalizers, params).grads, encoding), encoding);
     optimizer.update(params, acc, step);
   }
   return sha256OfFloats(params);

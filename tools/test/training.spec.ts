@@ -104,6 +104,25 @@ class Proc {
   }
 }
 
+describe('m3ae train --local: jobs of several micro-batches (fx53, tiny preset, real compute)', () => {
+  it('1, 2 and 3 workers × 1 or 4 micro-batches per job: bitwise-identical parameters', async () => {
+    const hashes = new Map<string, string>();
+    for (const perJob of [1, 4]) {
+      for (const workers of [1, 2, 3]) {
+        // 24 samples a step in micro-batches of 2: 12 jobs, or 3 jobs of 4 micro-batches summed on the worker.
+        const r = await train(workers, ['--grad-encoding', 'fx53', '--micro-batches-per-job', String(perJob), '--global-batch', '24', '--checkpoint-dir', join(work, `ckpt-fx-${perJob}-${workers}`)], { M3AE_LOG_LEVEL: 'info' });
+        expect(r.steps).toBe(3);
+        if (workers > 1) expect(computedBy(r)).toBeGreaterThan(1);
+        hashes.set(`${workers} workers × ${perJob}`, r.paramsSha256);
+      }
+    }
+    expect(new Set(hashes.values()).size, JSON.stringify([...hashes])).toBe(1);
+    // Not the f32 run's parameters: the exact sum rounds differently from f32 in job order somewhere.
+    const f32 = await train(1, ['--global-batch', '24', '--checkpoint-dir', join(work, 'ckpt-fx-f32')]);
+    expect(f32.paramsSha256).not.toBe([...hashes.values()][0]);
+  });
+});
+
 describe('faults with real processes (synthetic compute)', () => {
   let redis: LocalRedis;
   const procs: Proc[] = [];
@@ -125,43 +144,50 @@ describe('faults with real processes (synthetic compute)', () => {
     return p;
   };
 
-  it('a worker killed with SIGKILL mid-step: its job is redelivered and the result is exact', async () => {
-    const config = syntheticRun({ training: { steps: 5 }, compute: { synthetic: { workMsPerSample: 250 } }, worker: { lockDurationMs: 1500 } }, redis.url);
-    const file = configFile(config, 'kill-worker');
-    const w1 = start(['worker', '--config', file, '--id', 'victim']);
-    const w2 = start(['worker', '--config', file, '--id', 'survivor']);
-    await Promise.all([w1.waitFor(/worker ready/), w2.waitFor(/worker ready/)]);
-    const c = start(['coordinator', '--config', file]);
-    await c.waitFor(/"step":1,.*"step done"/);
-    // Both workers are busy with step 2's 500 ms jobs now.
-    await new Promise((r) => setTimeout(r, 250));
-    w1.child.kill('SIGKILL');
-    expect(await c.exit()).toBe(0);
-    expect(c.out).toMatch(/a job was redelivered/);
-    expect(c.summary().paramsSha256).toBe(serialReference(config));
-    w2.child.kill('SIGTERM');
-    expect(await w2.exit()).toBe(0);
-    expect(await runKeys(config.runId, redis.url)).toEqual([]);
-  });
+  // f32 in job order, and exact fixed point with jobs of 2 micro-batches summed on the worker (the serial reference sums
+  // every micro-batch exactly, so it is the reference for any grouping).
+  for (const [label, grads] of [
+    ['f32', {}],
+    ['fx53, 2 micro-batches per job', { gradEncoding: 'fx53', microBatchesPerJob: 2 }],
+  ] as const) {
+    it(`a worker killed with SIGKILL mid-step: its job is redelivered and the result is exact (${label})`, async () => {
+      const config = syntheticRun({ training: { steps: 5, ...grads }, compute: { synthetic: { workMsPerSample: 250 } }, worker: { lockDurationMs: 1500 } }, redis.url);
+      const file = configFile(config, `kill-worker-${label.replace(/\W+/g, '-')}`);
+      const w1 = start(['worker', '--config', file, '--id', 'victim']);
+      const w2 = start(['worker', '--config', file, '--id', 'survivor']);
+      await Promise.all([w1.waitFor(/worker ready/), w2.waitFor(/worker ready/)]);
+      const c = start(['coordinator', '--config', file]);
+      await c.waitFor(/"step":1,.*"step done"/);
+      // Both workers are busy with step 2's 500 ms jobs now.
+      await new Promise((r) => setTimeout(r, 250));
+      w1.child.kill('SIGKILL');
+      expect(await c.exit()).toBe(0);
+      expect(c.out).toMatch(/a job was redelivered/);
+      expect(c.summary().paramsSha256).toBe(serialReference(config));
+      w2.child.kill('SIGTERM');
+      expect(await w2.exit()).toBe(0);
+      expect(await runKeys(config.runId, redis.url)).toEqual([]);
+    });
 
-  it('the coordinator killed with SIGKILL and restarted with --resume: cleared, resumed, exact', async () => {
-    const config = syntheticRun({ training: { steps: 6 }, checkpoint: { every: 1 }, compute: { synthetic: { workMsPerSample: 60 } } }, redis.url);
-    const file = configFile(config, 'kill-coordinator');
-    const workers = [start(['worker', '--config', file]), start(['worker', '--config', file])];
-    const first = start(['coordinator', '--config', file]);
-    await first.waitFor(/"step":3,"path".*"checkpoint written"/);
-    first.child.kill('SIGKILL');
-    await first.exit();
-    const second = start(['coordinator', '--config', file, '--resume']);
-    expect(await second.exit()).toBe(0);
-    const s = second.summary();
-    expect(s.startStep).toBeGreaterThanOrEqual(3);
-    expect(s.startStep + s.steps).toBe(6);
-    expect(s.paramsSha256).toBe(serialReference(config));
-    for (const w of workers) w.child.kill('SIGTERM');
-    await Promise.all(workers.map(async (w) => w.exit()));
-    expect(await runKeys(config.runId, redis.url)).toEqual([]);
-  });
+    it(`the coordinator killed with SIGKILL and restarted with --resume: cleared, resumed, exact (${label})`, async () => {
+      const config = syntheticRun({ training: { steps: 6, ...grads }, checkpoint: { every: 1 }, compute: { synthetic: { workMsPerSample: 60 } } }, redis.url);
+      const file = configFile(config, `kill-coordinator-${label.replace(/\W+/g, '-')}`);
+      const workers = [start(['worker', '--config', file]), start(['worker', '--config', file])];
+      const first = start(['coordinator', '--config', file]);
+      await first.waitFor(/"step":3,"path".*"checkpoint written"/);
+      first.child.kill('SIGKILL');
+      await first.exit();
+      const second = start(['coordinator', '--config', file, '--resume']);
+      expect(await second.exit()).toBe(0);
+      const s = second.summary();
+      expect(s.startStep).toBeGreaterThanOrEqual(3);
+      expect(s.startStep + s.steps).toBe(6);
+      expect(s.paramsSha256).toBe(serialReference(config));
+      for (const w of workers) w.child.kill('SIGTERM');
+      await Promise.all(workers.map(async (w) => w.exit()));
+      expect(await runKeys(config.runId, redis.url)).toEqual([]);
+    });
+  }
 
   it('SIGTERM: the coordinator writes a checkpoint and exits; a worker with another model is refused', async () => {
     const config = syntheticRun({ training: { steps: 50 }, compute: { synthetic: { workMsPerSample: 100 } } }, redis.url);

@@ -40,7 +40,7 @@ export class Coordinator {
       incarnation: this.incarnation,
       manifestHash: setup.manifest.hash,
       paramCount: setup.manifest.size,
-      jobsPerFullStep: jobsPerStep(setup.schedule.globalBatch, setup.schedule.microBatch),
+      jobsPerFullStep: jobsPerStep(setup.schedule.globalBatch, setup.schedule),
       logger: this.log,
       events,
     });

@@ -32,6 +32,7 @@ export type RejectReason =
   | 'bad-job-index'
   | 'manifest'
   | 'counts'
+  | 'encoding'
   | 'non-finite-loss'
   | 'missing'
   | 'truncated'
@@ -350,6 +351,8 @@ export class RedisGradientSource implements GradientSource {
         return await bad('counts', `counts ${JSON.stringify(c.counts)}; expected ${JSON.stringify(want)} (different data or masking?)`);
       }
       if (![...Object.values(c.sums), ...Object.values(c.correct)].every(Number.isFinite)) return await bad('non-finite-loss', `loss sums ${JSON.stringify(c.sums)}`);
+      // A step's contributions are summed in one encoding (fx53 exactly, the others in job order).
+      if (c.grad.encoding !== this.config.training.gradEncoding) return await bad('encoding', `gradient encoded ${c.grad.encoding}; expected ${this.config.training.gradEncoding} (training.gradEncoding)`);
       let bytes: Uint8Array;
       try {
         bytes = await this.blobs.getEncoded(c.grad, { expectElements: this.options.paramCount, requireFinite: true });

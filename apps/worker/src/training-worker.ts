@@ -7,7 +7,6 @@ import {
   blobEndpoints,
   connectRedis,
   waitForRedis,
-  encodeTensor,
   JOB_QUEUE_NAME,
   parseMicroBatchJob,
   PayloadError,
@@ -19,7 +18,7 @@ import {
   type MicroBatchJob,
   type RunConfig,
 } from '@m3ae/protocol';
-import type { GradientComputer } from '@m3ae/training';
+import { computeContribution, type GradientComputer } from '@m3ae/training';
 import { workerId as defaultWorkerId } from './identity.js';
 
 /** This worker's model differs from the run's: it must not compute (its gradients would be wrong). */
@@ -233,8 +232,7 @@ export class TrainingWorker {
       const params = hit ? (this.params as Float32Array) : await this.fetchParams(payload);
       timings.fetchMs = performance.now() - tf;
 
-      const tc = performance.now();
-      const computed = await Promise.race([this.computer.compute(payload, params), this.handBackSignal]);
+      const computed = await Promise.race([computeContribution(this.computer, payload, params), this.handBackSignal]);
       if (computed === 'hand-back') {
         await job.moveToWait(token);
         this.stats.handedBack++;
@@ -242,22 +240,19 @@ export class TrainingWorker {
         this.log.info({ job: job.id, step: payload.step }, 'handed the job back (shutting down)');
         throw new WaitingError();
       }
-      timings.computeMs = performance.now() - tc;
+      timings.computeMs = computed.computeMs;
+      // Quantizing and summing a job's micro-batches (fx53), or encoding its one gradient.
+      timings.encodeMs = computed.encodeMs;
       if (await this.isStale(payload)) {
         // The step was reduced without us (a backup won, or the run ended): do not leave a blob behind.
         this.stats.stale++;
         this.emit({ ...base, outcome: 'stale', timings: { ...timings, totalMs: performance.now() - t0 } });
         return { outcome: 'stale' };
       }
-      if (computed.grads.length !== this.computer.paramCount) throw new Error(`computer returned ${computed.grads.length} gradient values; expected ${this.computer.paramCount}`);
-
-      const te = performance.now();
-      const bytes = encodeTensor(computed.grads, payload.gradEncoding);
-      timings.encodeMs = performance.now() - te;
 
       const tu = performance.now();
       const nonce = randomBytes(4).toString('hex');
-      const ref = await this.blobs.putEncoded(this.keys.grad(payload.step, payload.jobIndex, this.id, nonce), bytes, payload.gradEncoding, computed.grads.length, {
+      const ref = await this.blobs.putEncoded(this.keys.grad(payload.step, payload.jobIndex, this.id, nonce), computed.bytes, computed.encoding, computed.elements, {
         ttlSeconds: this.options.config.redis.gradTtlSeconds,
       });
       timings.uploadMs = performance.now() - tu;

@@ -44,8 +44,9 @@ describe('run configuration', () => {
     expect(c.training).toMatchObject({ gradEncoding: 'f32', schedule: 'linear', beta2: 0.98 });
     expect(pretrainTraining(c)).toMatchObject({ steps: 100, globalBatch: 8, microBatch: 2, learningRate: 1e-4, clipNorm: 1, lrMultiplierHead: 5, warmupFraction: 0.1 });
     expect(c.redis.url).toBe('redis://127.0.0.1:6379');
-    expect(jobsPerStep(pretrainTraining(c).globalBatch, pretrainTraining(c).microBatch)).toBe(4);
-    expect(jobsPerStep(22, 6)).toBe(4);
+    expect(jobsPerStep(pretrainTraining(c).globalBatch, pretrainTraining(c))).toBe(4);
+    expect(jobsPerStep(22, { microBatch: 6, microBatchesPerJob: 1 })).toBe(4);
+    expect(jobsPerStep(22, { microBatch: 3, microBatchesPerJob: 2 })).toBe(4);
   });
 
   it('reads YAML and JSON files; environment overrides the file; flags override both', () => {
@@ -76,6 +77,17 @@ describe('run configuration', () => {
     expect(e.message).toContain('training.gradEncoding = "fp8" (from M3AE_GRAD_ENCODING): expected one of "f32"|"bf16"');
     expect(e.message).toContain('checkpoint.keep = "many": expected number, received string');
     expect(e.issues).toHaveLength(5);
+  });
+
+  it('training.microBatchesPerJob: default 1, from the file or M3AE_MICRO_BATCHES_PER_JOB, and above 1 only with fx53', () => {
+    expect(loadRunConfig({ env: {} }).training.microBatchesPerJob).toBe(1);
+    const c = loadRunConfig({ base: { training: { gradEncoding: 'fx53' } }, env: { M3AE_MICRO_BATCHES_PER_JOB: '4' } });
+    expect(c.training.microBatchesPerJob).toBe(4);
+    expect(jobsPerStep(16, pretrainTraining(c))).toBe(2);
+    const e = errorOf(() => loadRunConfig({ base: { training: { microBatchesPerJob: 4 } }, env: {} }));
+    expect(e.message).toContain('training.microBatchesPerJob');
+    expect(e.message).toContain('expected gradEncoding fx53 when a job carries several micro-batches');
+    expect(errorOf(() => loadRunConfig({ base: { training: { microBatchesPerJob: 0, gradEncoding: 'fx53' } }, env: {} })).message).toContain('training.microBatchesPerJob = 0');
   });
 
   it('checks that the global batch splits into micro-batches', () => {

@@ -93,6 +93,11 @@ export const RunConfigSchema = z
         globalBatch: positiveInt.optional(),
         /** Samples per job; ceil(globalBatch / microBatch) jobs per step, whatever the number of workers. */
         microBatch: positiveInt.optional(),
+        /**
+         * Micro-batches a job carries: its worker computes them one by one and sends their sum as one contribution
+         * (fewer bytes per sample). Above 1 it needs `gradEncoding: fx53`, whose sums do not depend on the grouping.
+         */
+        microBatchesPerJob: positiveInt.default(1),
         learningRate: z.number().positive().optional(),
         /** ×learningRate of the heads (the official lr_multiplier_head). */
         lrMultiplierHead: z.number().positive().optional(),
@@ -107,7 +112,11 @@ export const RunConfigSchema = z
         epsilon: z.number().positive().default(1e-8),
         /** Clip the global gradient norm to this (0 = no clipping). */
         clipNorm: z.number().nonnegative().optional(),
-        /** Gradients on the wire: f32 (exact) or bf16 (half the bytes, still deterministic). */
+        /**
+         * Gradients on the wire: f32 (exact bytes, summed in job order), bf16 (half the bytes, still deterministic) or
+         * fx53 (exact fixed point in quanta of 2^-40, 8 bytes a value: any grouping or order of contributions sums to the
+         * same bits; |gradient| and every partial sum must stay below 8192, or the step fails naming the element).
+         */
         gradEncoding: z.enum(TENSOR_ENCODINGS).default('f32'),
       })
       .strict()
@@ -189,6 +198,10 @@ export const RunConfigSchema = z
   })
   .strict()
   // A pre-training step is globalBatch / microBatch equal jobs (a fine-tuning epoch's last step may be smaller).
+  .refine((c) => c.training.microBatchesPerJob === 1 || c.training.gradEncoding === 'fx53', {
+    message: 'expected gradEncoding fx53 when a job carries several micro-batches (only exact fixed-point sums make the parameters independent of the grouping)',
+    path: ['training', 'microBatchesPerJob'],
+  })
   .refine((c) => c.task.name !== 'pretrain' || (c.training.globalBatch ?? PRETRAIN_TRAINING.globalBatch) % (c.training.microBatch ?? PRETRAIN_TRAINING.microBatch) === 0, {
     message: 'expected globalBatch to be a multiple of microBatch',
     path: ['training', 'globalBatch'],
@@ -251,6 +264,7 @@ export const ENV_OVERRIDES: readonly { env: string; field: string; kind: EnvKind
   { env: 'M3AE_STEPS', field: 'training.steps', kind: 'int' },
   { env: 'M3AE_GLOBAL_BATCH', field: 'training.globalBatch', kind: 'int' },
   { env: 'M3AE_MICRO_BATCH', field: 'training.microBatch', kind: 'int' },
+  { env: 'M3AE_MICRO_BATCHES_PER_JOB', field: 'training.microBatchesPerJob', kind: 'int' },
   { env: 'M3AE_LEARNING_RATE', field: 'training.learningRate', kind: 'number' },
   { env: 'M3AE_GRAD_ENCODING', field: 'training.gradEncoding', kind: 'string' },
   { env: 'M3AE_COMPUTE', field: 'compute.kind', kind: 'string' },
@@ -438,10 +452,21 @@ export function blobEndpoints(config: RunConfig): RedisEndpoint[] {
   return urls.map((u) => endpoint(config, u));
 }
 
+/** How a step's samples are cut: micro-batches of `microBatch` samples, `microBatchesPerJob` of them per job. */
+export interface JobSplit {
+  microBatch: number;
+  microBatchesPerJob: number;
+}
+
+/** Samples of a full job. */
+export function samplesPerJob(split: JobSplit): number {
+  return split.microBatch * split.microBatchesPerJob;
+}
+
 /**
- * Micro-batch jobs of a step of `samples` samples, `microBatch` each (the last may have fewer): fixed by the run,
+ * Jobs of a step of `samples` samples, {@link samplesPerJob} each (the last may have fewer): fixed by the run,
  * independent of the number of workers.
  */
-export function jobsPerStep(samples: number, microBatch: number): number {
-  return Math.ceil(samples / microBatch);
+export function jobsPerStep(samples: number, split: JobSplit): number {
+  return Math.ceil(samples / samplesPerJob(split));
 }

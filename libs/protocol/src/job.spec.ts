@@ -39,6 +39,10 @@ describe('micro-batch job payload', () => {
     expect(() => parseMicroBatchJob({ ...job, params: { ...params, bytes: 41 } })).toThrow('params.bytes = ');
     expect(() => parseMicroBatchJob({ ...job, params: { ...params, encoding: 'bf16', bytes: 20 } })).toThrow('parameters travel as f32');
     expect(() => parseMicroBatchJob('nonsense')).toThrow(PayloadError);
+    // A job of several micro-batches says how big each is, and must be summed exactly.
+    expect(parseMicroBatchJob({ ...job, gradEncoding: 'fx53', microBatch: 1 })).toMatchObject({ microBatch: 1 });
+    expect(() => parseMicroBatchJob({ ...job, microBatch: 1 })).toThrow('microBatch = 1: a job of several micro-batches needs gradEncoding fx53');
+    expect(() => parseMicroBatchJob({ ...job, gradEncoding: 'fx53', microBatch: 0 })).toThrow('microBatch = 0');
   });
 
   it('validates contributions the same way', () => {
@@ -65,5 +69,8 @@ describe('micro-batch job payload', () => {
     expect(() => parseContribution({ ...c, sums: { mlm: 1, mim: -2 } })).toThrow(/sums\.mim = -2: .*>=0/);
     expect(() => parseContribution({ ...c, counts: { mlm: 1, vqa2: 2 } })).toThrow(/counts/);
     expect(() => parseContribution({ ...c, protocol: 1 })).toThrow(/protocol = 1: expected 2/);
+    // fx53 gradients: 8 bytes a value.
+    expect(parseContribution({ ...c, grad: { ...c.grad, encoding: 'fx53', bytes: 80 } }).grad.encoding).toBe('fx53');
+    expect(() => parseContribution({ ...c, grad: { ...c.grad, encoding: 'fx53', bytes: 40 } })).toThrow(/grad\.bytes = 40: bytes must equal elements × bytes per element/);
   });
 });

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { CHECKSUM_ALGORITHMS, TENSOR_ENCODINGS } from './encoding.js';
+import { bytesPerElement, CHECKSUM_ALGORITHMS, TENSOR_ENCODINGS } from './encoding.js';
 import { PayloadError } from './errors.js';
 import { formatIssues } from './issues.js';
 
@@ -26,7 +26,7 @@ export const BlobRefSchema = z
     checksum: z.string().regex(new RegExp(`^(${CHECKSUM_ALGORITHMS.join('|')}):[0-9a-f]+$`), 'expected "crc32:<hex>" or "sha256:<hex>"'),
   })
   .strict()
-  .refine((r) => r.bytes === r.elements * (r.encoding === 'f32' ? 4 : 2), { message: 'bytes must equal elements × bytes per element of the encoding', path: ['bytes'] })
+  .refine((r) => r.bytes === r.elements * bytesPerElement(r.encoding), { message: 'bytes must equal elements × bytes per element of the encoding', path: ['bytes'] })
   .refine((r) => r.chunks === Math.ceil(r.bytes / r.chunkBytes), { message: 'chunks must equal ceil(bytes / chunkBytes)', path: ['chunks'] });
 export type BlobRef = z.infer<typeof BlobRefSchema>;
 
@@ -93,8 +93,14 @@ export const MicroBatchJobSchema = z
     datasetHash: z.string().optional(),
     params: BlobRefSchema,
     gradEncoding: z.enum(TENSOR_ENCODINGS),
+    /**
+     * Present when the job carries several micro-batches: samples per micro-batch. The computer computes
+     * indices[0, m), [m, 2m), … one by one and sums their gradients exactly (fx53) into one contribution.
+     */
+    microBatch: z.number().int().positive().optional(),
   })
   .strict()
+  .refine((j) => j.microBatch === undefined || j.gradEncoding === 'fx53', { message: 'a job of several micro-batches needs gradEncoding fx53', path: ['microBatch'] })
   .refine((j) => j.indices.length === j.positions.length, { message: 'positions must have one entry per index', path: ['positions'] })
   .refine((j) => j.jobIndex < j.jobCount, { message: 'jobIndex must be below jobCount', path: ['jobIndex'] })
   .refine((j) => j.positions.every((p) => p < j.globalBatchSize), { message: 'every position must be below globalBatchSize', path: ['positions'] })

@@ -484,7 +484,7 @@ describe(`k8s/ rendered with kubectl kustomize (${kubectlVersion()})`, () => {
         // At most jobs-per-step workers are useful.
         const config = runConfigOf(objs);
         const training = pretrainTraining(config);
-        expect(so.spec.maxReplicaCount).toBeLessThanOrEqual(jobsPerStep(training.globalBatch, training.microBatch));
+        expect(so.spec.maxReplicaCount).toBeLessThanOrEqual(jobsPerStep(training.globalBatch, training));
       }
     });
   });

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { encodeTensor, sameTotals, type RunConfig } from '@m3ae/protocol';
-import { createComputer, type GradientComputer, type MicroBatchResult } from './compute/gradient-computer.js';
+import { sameTotals, type RunConfig } from '@m3ae/protocol';
+import { createComputer, type GradientComputer } from './compute/gradient-computer.js';
+import { computeContribution, type JobContribution } from './compute/job-contribution.js';
 import { ThreadedComputer } from './compute/threaded-computer.js';
 import { StopRequested, type GatherStats, type GradientSource, type StepWork } from './gradient-source.js';
 import type { TrainingSetup } from './setup/training-setup.js';
@@ -69,15 +70,12 @@ export class InProcessSource implements GradientSource {
         for (let k = c; k < work.jobs.length && !failed; k += n) {
           if (shouldStop()) throw new StopRequested('stop requested');
           try {
-            const tc = performance.now();
             const job = { ...(work.jobs[k] as StepWork['jobs'][number]), copy: 0, params: { checksum: `${this.incarnation}:${work.version}` } };
-            const r = await computer.compute(job, shared);
-            const te = performance.now();
-            this.check(work, k, r, computer.paramCount);
-            const bytes = encodeTensor(r.grads, job.gradEncoding);
-            timings.computeMs += te - tc;
-            timings.encodeMs += performance.now() - te;
-            reducer.add(k, { bytes, encoding: job.gradEncoding, sums: r.sums, counts: r.counts, correct: r.correct, tokens: r.tokens });
+            const r = await computeContribution(computer, job, shared);
+            this.check(work, k, r);
+            timings.computeMs += r.computeMs;
+            timings.encodeMs += r.encodeMs;
+            reducer.add(k, r);
           } catch (e) {
             failed = true;
             throw e;
@@ -115,10 +113,9 @@ export class InProcessSource implements GradientSource {
   }
 
   /** A computer must count what the trainer planned (as the coordinator checks a worker's contribution). */
-  private check(work: StepWork, k: number, r: MicroBatchResult, paramCount: number): void {
+  private check(work: StepWork, k: number, r: JobContribution): void {
     const want = work.expected[k] ?? {};
     if (!sameTotals(r.counts, want)) throw new InProcessError(`step ${work.step} job ${k}: counts ${JSON.stringify(r.counts)}; expected ${JSON.stringify(want)} (different data or masking?)`);
-    if (r.grads.length !== paramCount) throw new InProcessError(`step ${work.step} job ${k}: ${r.grads.length} gradient values; expected ${paramCount}`);
   }
 }
 

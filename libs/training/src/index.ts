@@ -3,6 +3,7 @@ export * from './compute/model-computer.js';
 export * from './compute/synthetic-computer.js';
 export * from './compute/task-computer.js';
 export * from './compute/threaded-computer.js';
+export * from './compute/job-contribution.js';
 export * from './gradient-source.js';
 export * from './in-process-source.js';
 export * from './optimizer.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { encodeTensor, type TensorEncoding } from '@m3ae/protocol';
+import { encodeTensor, fixedBytes, quantizeInto, sha256OfFloats, type TensorEncoding } from '@m3ae/protocol';
 import { OrderedReducer } from './step-reducer.js';
 
 function contribution(k: number, n: number, encoding: TensorEncoding): Parameters<OrderedReducer['add']>[1] {
@@ -54,6 +54,36 @@ describe('OrderedReducer', () => {
       }
     });
   }
+
+  it('sums fx53 contributions to the same bits for any arrival order and any grouping into jobs', () => {
+    const n = 5000;
+    const hashes = new Set<string>();
+    const f32 = (k: number): Float32Array => new Float32Array(n).map((_, i) => Math.sin(i * 7 + k) * 10 ** ((i + k) % 9 - 7));
+    // 8 micro-batches as 8 jobs, 4 jobs of 2 and 2 jobs of 4 (summed "on the worker"), arriving in several orders.
+    for (const perJob of [1, 2, 4]) {
+      const jobs = 8 / perJob;
+      for (const seed of [1, 2]) {
+        const r = new OrderedReducer(jobs, n);
+        for (const k of shuffled(jobs, seed)) {
+          const acc = new Float64Array(n);
+          for (let m = k * perJob; m < (k + 1) * perJob; m++) quantizeInto(acc, f32(m));
+          r.add(k, { bytes: fixedBytes(acc), encoding: 'fx53', sums: { mlm: k }, counts: { mlm: 1 }, correct: {} });
+          expect(r.sum.every((v) => v === 0)).toBe(!r.complete);
+        }
+        expect(r.complete).toBe(true);
+        expect(r.counts).toEqual({ mlm: jobs });
+        hashes.add(sha256OfFloats(r.sum));
+      }
+    }
+    expect(hashes.size).toBe(1);
+  });
+
+  it('refuses a contribution in another encoding than the step\'s', () => {
+    const r = new OrderedReducer(2, 10);
+    r.add(0, contribution(0, 10, 'fx53'));
+    expect(() => r.add(1, contribution(1, 10, 'f32'))).toThrow(/micro-batch 1 is f32-encoded; this step's contributions are fx53/);
+    expect(r.has(1)).toBe(false);
+  });
 
   it('counts a micro-batch once and says which are missing', () => {
     const r = new OrderedReducer(3, 10);

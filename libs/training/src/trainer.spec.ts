@@ -44,6 +44,26 @@ describe('Trainer with the in-process source', () => {
     expect(bf16.paramsSha256).not.toBe(one.paramsSha256);
   });
 
+  it('fx53 gradients: the same parameters for 1 and 3 compute threads, not those of the f32 sum', async () => {
+    const one = await train(run({ training: { gradEncoding: 'fx53' } }));
+    const three = await train(run({ training: { gradEncoding: 'fx53' } }), { threads: 3 });
+    expect(one.steps).toBe(6);
+    expect(three.paramsSha256).toBe(one.paramsSha256);
+    // Not the f32 sum (on these gradients the exact sum rounds differently somewhere).
+    expect(one.paramsSha256).not.toBe((await train(run())).paramsSha256);
+  });
+
+  it('jobs of 1, 2 or 4 micro-batches summed on the computer (fx53): bitwise the same parameters, 1 or 3 threads', async () => {
+    const hashes = new Set<string>();
+    for (const [perJob, threads] of [[1, 1], [2, 3], [4, 1], [4, 3]] as const) {
+      const jobs: number[] = [];
+      const s = await train(run({ training: { gradEncoding: 'fx53', microBatchesPerJob: perJob } }), { threads, onStep: (r) => jobs.push(r.jobs.count) });
+      expect(jobs).toEqual(new Array<number>(6).fill(4 / perJob));
+      hashes.add(s.paramsSha256);
+    }
+    expect(hashes.size).toBe(1);
+  });
+
   it('stops after the step it is in, checkpoints it, and resumes to the parameters of an uninterrupted run', async () => {
     const straight = await train(run());
     const config = run();

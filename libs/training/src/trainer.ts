@@ -1,7 +1,7 @@
 import { pino, type Logger } from 'pino';
 import { EpochSampler } from '@m3ae/data';
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint } from '@m3ae/model';
-import { addTotals, jobsPerStep, objectivesOf, PROTOCOL_VERSION, redactConfig, sha256OfFloats, type ObjectiveTotals, type RunConfig, type StepReport } from '@m3ae/protocol';
+import { addTotals, jobsPerStep, objectivesOf, samplesPerJob, PROTOCOL_VERSION, redactConfig, sha256OfFloats, type ObjectiveTotals, type RunConfig, type StepReport } from '@m3ae/protocol';
 import { StopRequested, type GradientSource, type PlannedJob, type StepWork } from './gradient-source.js';
 import type { FlatOptimizer } from './optimizer.js';
 import type { TrainingSetup } from './setup/training-setup.js';
@@ -73,7 +73,7 @@ export class Trainer {
 
   /** Jobs of a full step (an epoch's last, smaller batch may have fewer). */
   get jobsPerFullStep(): number {
-    return jobsPerStep(this.setup.schedule.globalBatch, this.setup.schedule.microBatch);
+    return jobsPerStep(this.setup.schedule.globalBatch, this.setup.schedule);
   }
 
   /** Asks the run to stop: the current step is abandoned, a checkpoint of the last completed step written. */
@@ -227,14 +227,18 @@ export class Trainer {
     );
   }
 
-  /** The step's micro-batch jobs: the sampler's global batch cut into `microBatch` slices, with exact counts. */
+  /**
+   * The step's jobs: the sampler's global batch cut into slices of `microBatch × microBatchesPerJob` samples, with
+   * exact counts; a job of several micro-batches says how big each is (`microBatch`).
+   */
   async planStep(step: number): Promise<StepWork> {
     const { config, setup } = this;
     const batch = this.sampler.batchAt(step);
-    const m = setup.schedule.microBatch;
+    const m = samplesPerJob(setup.schedule);
+    const several = setup.schedule.microBatchesPerJob > 1 ? { microBatch: setup.schedule.microBatch } : {};
     // The step's samples (fewer than the global batch at an epoch's end when the schedule keeps the last batch).
     const G = batch.indices.length;
-    const jobCount = jobsPerStep(G, m);
+    const jobCount = jobsPerStep(G, setup.schedule);
     const slices = Array.from({ length: jobCount }, (_, k) => ({
       indices: Array.from(batch.indices.subarray(k * m, (k + 1) * m)),
       positions: Array.from(batch.positions.subarray(k * m, (k + 1) * m)),
@@ -258,6 +262,7 @@ export class Trainer {
       manifestHash: setup.manifest.hash,
       datasetHash: setup.datasetHash,
       gradEncoding: config.training.gradEncoding,
+      ...several,
     }));
     return { step, version: step, jobs, expected, normalizers, samples: G };
   }

@@ -40,6 +40,8 @@ interface ScalingPoint {
   stepMs: number;
   samplesPerSecond: number;
   bytesPerStep: number;
+  /** The coordinator's gather time less its idle time, per step: reading, verifying and adding contributions. */
+  reduceMs: number;
 }
 
 async function measure(config: RunConfig, workers: number, workMs: number, warmup: number): Promise<ScalingPoint> {
@@ -61,7 +63,8 @@ async function measure(config: RunConfig, workers: number, workMs: number, warmu
   const training = pretrainTraining(config);
   // Measured, not modelled: what the coordinator published and read, plus what the workers fetched and uploaded.
   const bytesPerStep = measured.reduce((a, r) => a + r.bytes.params + r.bytes.grads + (workerBytes.get(r.step) ?? 0), 0) / measured.length;
-  return { workers, stores: config.redis.blobUrls.length || 1, stepMs, samplesPerSecond: (training.globalBatch / stepMs) * 1000, bytesPerStep };
+  const reduceMs = measured.reduce((a, r) => a + r.phases.reduceMs, 0) / measured.length;
+  return { workers, stores: config.redis.blobUrls.length || 1, stepMs, samplesPerSecond: (training.globalBatch / stepMs) * 1000, bytesPerStep, reduceMs };
 }
 
 function row(p: ScalingPoint, base: ScalingPoint, workMs: number, series: string): BenchRow {
@@ -74,6 +77,7 @@ function row(p: ScalingPoint, base: ScalingPoint, workMs: number, series: string
     'samples/s': p.samplesPerSecond,
     efficiency: p.samplesPerSecond / (p.workers * base.samplesPerSecond),
     'MB per step': p.bytesPerStep / 1e6,
+    'read+add ms': p.reduceMs,
     'Redis GB/s': p.bytesPerStep / (p.stepMs / 1000) / 1e9,
   };
 }
@@ -90,12 +94,12 @@ registerBenchArea('scaling', {
     const b = await LocalRedis.start();
     const rows: BenchRow[] = [];
     try {
-      const config = (paramCount: number, urls: string[]): RunConfig =>
+      const config = (paramCount: number, urls: string[], grads: { gradEncoding: 'f32' | 'fx53'; microBatchesPerJob: number } = { gradEncoding: 'f32', microBatchesPerJob: 1 }): RunConfig =>
         loadRunConfig({
           base: {
             runId: `bench-scaling-${Date.now().toString(36)}`,
             compute: { kind: 'synthetic', synthetic: { paramCount, workMsPerSample: workMs, datasetSize: 4096 } },
-            training: { steps: 3, globalBatch: 32, microBatch: 1, learningRate: 1e-3 },
+            training: { steps: 3, globalBatch: 32, microBatch: 1, learningRate: 1e-3, ...grads },
             checkpoint: { dir: mkdtempSync(join(tmpdir(), 'm3ae-bench-scaling-')), every: 0 },
             redis: { url: a.url, blobUrls: urls },
             coordinator: { checkIntervalMs: 200, backupMinMs: 60_000 },
@@ -115,6 +119,9 @@ registerBenchArea('scaling', {
       const top = largeCounts[largeCounts.length - 1] as number;
       const spread = await measure(config(large, [a.url, b.url]), top, workMs, 1);
       rows.push(row(spread, l[0] as ScalingPoint, workMs, `${((large * 4) / 2 ** 20).toFixed(1)} MiB model`));
+      // Exact fixed-point gradients, 4 micro-batches summed per job on the worker: 8 jobs of 8-byte values per step.
+      const fx = await measure(config(large, [], { gradEncoding: 'fx53', microBatchesPerJob: 4 }), top, workMs, 1);
+      rows.push(row(fx, l[0] as ScalingPoint, workMs, `${((large * 4) / 2 ** 20).toFixed(1)} MiB model, fx53 × 4 micro-batches/job`));
       const sTop = s[s.length - 1] as ScalingPoint;
       const lTop = l[l.length - 1] as ScalingPoint;
       return {
@@ -131,10 +138,15 @@ registerBenchArea('scaling', {
           [`large_speedup_${lTop.workers}`]: lTop.samplesPerSecond / (l[0] as ScalingPoint).samplesPerSecond,
           peak_redis_gbs: Math.max(...[...s, ...l, spread].map((p) => p.bytesPerStep / (p.stepMs / 1000) / 1e9)),
           spread_2_speedup: spread.samplesPerSecond / lTop.samplesPerSecond,
+          fx53x4_bytes_ratio: fx.bytesPerStep / lTop.bytesPerStep,
+          fx53x4_read_add_ms: fx.reduceMs,
+          f32_read_add_ms: lTop.reduceMs,
+          fx53x4_speedup: fx.samplesPerSecond / lTop.samplesPerSecond,
         },
         notes: [
           `32 micro-batch jobs of 1 sample per step, ${workMs} ms of simulated compute each; every simulated worker, the coordinator and two private redis-servers share this machine's ${machineInfo().cpus} cores (load average ${loadavg()[0]?.toFixed(1)} at the end)`,
           'ideal step ms = ceil(32 / workers) × job time: what free transport would give; MB per step counts every byte written to or read from Redis',
+          'the fx53 row: training.gradEncoding fx53 with training.microBatchesPerJob 4 (8 jobs of 4 micro-batches, summed exactly on the worker; 8 bytes a value); its ideal step ms is that of 32 jobs, the same compute',
         ],
       };
     } finally {

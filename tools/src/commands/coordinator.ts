@@ -16,6 +16,7 @@ export interface RunFlags {
   preset?: string;
   globalBatch?: string;
   microBatch?: string;
+  microBatchesPerJob?: string;
   checkpointDir?: string;
   data?: string;
   tokenizer?: string;
@@ -30,6 +31,7 @@ const FLAG_FIELDS: readonly [keyof RunFlags, string, string, 'int' | 'string'][]
   ['preset', 'model.preset', '--preset', 'string'],
   ['globalBatch', 'training.globalBatch', '--global-batch', 'int'],
   ['microBatch', 'training.microBatch', '--micro-batch', 'int'],
+  ['microBatchesPerJob', 'training.microBatchesPerJob', '--micro-batches-per-job', 'int'],
   ['checkpointDir', 'checkpoint.dir', '--checkpoint-dir', 'string'],
   ['data', 'data.dir', '--data', 'string'],
   ['tokenizer', 'data.tokenizer', '--tokenizer', 'string'],
@@ -57,7 +59,8 @@ export function addRunFlags(cmd: Command): Command {
     .option('--seed <n>', 'run seed')
     .option('--preset <name>', 'model preset (tiny, small, base)')
     .option('--global-batch <n>', 'samples per step over all workers')
-    .option('--micro-batch <n>', 'samples per job')
+    .option('--micro-batch <n>', 'samples per micro-batch (one forward/backward pass)')
+    .option('--micro-batches-per-job <n>', 'micro-batches a job carries, summed on the worker (above 1: needs gradEncoding fx53)')
     .option('--checkpoint-dir <dir>', 'checkpoint directory')
     .option('--data <dir>', 'shard dataset directory (m3ae prepare output)')
     .option('--tokenizer <file>', 'tokenizer.json (default: the one m3ae prepare kept with the shards)');
@@ -73,7 +76,7 @@ async function startCoordinatorTelemetry(
   logger: Logger,
 ): Promise<{ events: CoordinatorEvents; metrics: CoordinatorMetrics; url: string; ended(o: { stopped: boolean } | { error: unknown }): void; close(): Promise<void> }> {
   const metrics = new CoordinatorMetrics({ run: config.runId });
-  metrics.setRunInfo({ totalSteps: schedule.steps, jobsPerStep: jobsPerStep(schedule.globalBatch, schedule.microBatch), globalBatchSize: schedule.globalBatch });
+  metrics.setRunInfo({ totalSteps: schedule.steps, jobsPerStep: jobsPerStep(schedule.globalBatch, schedule), globalBatchSize: schedule.globalBatch });
   const page = await prepareRunPage(config, { status: () => metrics.status(), resume, logger, schedule });
   const redis = connectRedis(queueEndpoint(config), { connectionName: 'm3ae-coordinator-health', maxRetriesPerRequest: 1 });
   redis.on('error', () => undefined); // the coordinator itself reports Redis trouble

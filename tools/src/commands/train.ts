@@ -105,7 +105,7 @@ export function registerTrain(program: Command): void {
     .option('--work-dir <dir>', 'where the phantom corpus, run files and worker logs go', '.m3ae')
     .option('--samples <n>', 'phantom corpus size when no --data is given (default: 256 for tiny, 512 otherwise)', positiveInt('--samples'))
     .option('--synthetic', 'synthetic compute instead of the model (orchestration only)', false)
-    .option('--grad-encoding <enc>', 'gradients on the wire: f32 or bf16')
+    .option('--grad-encoding <enc>', 'gradients on the wire: f32, bf16 or fx53 (exact fixed point)')
     .option('--json', 'print the final report as one JSON line', false)
     .option('--metrics-port <port>', "the coordinator's /metrics, /status and run page port; worker i uses the port + 1 + i", '9400')
     .option('--metrics-host <host>', METRICS_HOST_HELP)

@@ -44,7 +44,7 @@ export async function taskSetup(config: RunConfig, options: TaskSetupOptions = {
     datasetSize: splitSize(plan.train),
     datasetHash: plan.datasetHash,
     objectiveWeights: { [objective]: 1 },
-    schedule: { steps: plan.settings.steps, globalBatch: plan.settings.globalBatch, microBatch: plan.settings.microBatch, dropLast: false },
+    schedule: { steps: plan.settings.steps, globalBatch: plan.settings.globalBatch, microBatch: plan.settings.microBatch, microBatchesPerJob: config.training.microBatchesPerJob, dropLast: false },
     initialParams: () => initial.slice(),
     counts: async (slice): Promise<ObjectiveTotals> => ({ [objective]: slice.indices.length }),
     createOptimizer: () => adamwFor(model.manifest, taskTraining(config, plan)),

@@ -14,8 +14,10 @@ export interface StepSchedule {
   steps: number;
   /** Samples per step (the last step of an epoch has fewer when `dropLast` is false). */
   globalBatch: number;
-  /** Samples per job (a step's last job has fewer when the step's samples are not a multiple). */
+  /** Samples per micro-batch (a step's last one has fewer when the step's samples are not a multiple). */
   microBatch: number;
+  /** Micro-batches per job (`training.microBatchesPerJob`), summed by the job's computer into one contribution. */
+  microBatchesPerJob: number;
   /** Drop an epoch's last incomplete batch (pre-training) or train on it (fine-tuning, as the official loaders). */
   dropLast: boolean;
 }
@@ -23,7 +25,7 @@ export interface StepSchedule {
 /** The schedule of a pre-training (or synthetic) run: straight from `training`. */
 export function pretrainSchedule(config: RunConfig): StepSchedule {
   const t = pretrainTraining(config);
-  return { steps: t.steps, globalBatch: t.globalBatch, microBatch: t.microBatch, dropLast: true };
+  return { steps: t.steps, globalBatch: t.globalBatch, microBatch: t.microBatch, microBatchesPerJob: t.microBatchesPerJob, dropLast: true };
 }
 
 /**
