@@ -6,8 +6,10 @@ import { formatIssues } from './issues.js';
 /**
  * Bumped on any incompatible change of the messages below; both sides refuse other versions.
  * 2: loss totals keyed by objective name (pre-training's mlm / mim / itm, or one downstream task's objective).
+ * 3: a job may carry several micro-batches (`microBatch`: samples per micro-batch), and gradients may travel as
+ *    `fx53` (exact fixed point): a version-2 worker must refuse such jobs by their version, not by a field it lacks.
  */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 const count = z.number().int().nonnegative();
 const nonNegative = z.number().nonnegative();
