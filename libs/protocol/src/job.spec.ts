@@ -34,7 +34,7 @@ describe('micro-batch job payload', () => {
     expect(() => parseMicroBatchJob({ ...job, positions: [2, 8] })).toThrow('every position must be below globalBatchSize');
     expect(() => parseMicroBatchJob({ ...job, jobIndex: 4 })).toThrow('jobIndex must be below jobCount');
     expect(() => parseMicroBatchJob({ ...job, step: -1 })).toThrow('step = -1: Too small');
-    expect(() => parseMicroBatchJob({ ...job, protocol: 1 })).toThrow('protocol = 1: expected 2');
+    expect(() => parseMicroBatchJob({ ...job, protocol: 1 })).toThrow(`protocol = 1: expected ${PROTOCOL_VERSION}`);
     expect(() => parseMicroBatchJob({ ...job, manifestHash: 'xyz' })).toThrow('manifestHash = "xyz": expected 64 lowercase hex characters');
     expect(() => parseMicroBatchJob({ ...job, params: { ...params, bytes: 41 } })).toThrow('params.bytes = ');
     expect(() => parseMicroBatchJob({ ...job, params: { ...params, encoding: 'bf16', bytes: 20 } })).toThrow('parameters travel as f32');
@@ -68,7 +68,7 @@ describe('micro-batch job payload', () => {
     expect(parseContribution(JSON.parse(JSON.stringify(task)))).toEqual(task);
     expect(() => parseContribution({ ...c, sums: { mlm: 1, mim: -2 } })).toThrow(/sums\.mim = -2: .*>=0/);
     expect(() => parseContribution({ ...c, counts: { mlm: 1, vqa2: 2 } })).toThrow(/counts/);
-    expect(() => parseContribution({ ...c, protocol: 1 })).toThrow(/protocol = 1: expected 2/);
+    expect(() => parseContribution({ ...c, protocol: 1 })).toThrow(`protocol = 1: expected ${PROTOCOL_VERSION}`);
     // fx53 gradients: 8 bytes a value.
     expect(parseContribution({ ...c, grad: { ...c.grad, encoding: 'fx53', bytes: 80 } }).grad.encoding).toBe('fx53');
     expect(() => parseContribution({ ...c, grad: { ...c.grad, encoding: 'fx53', bytes: 40 } })).toThrow(/grad\.bytes = 40: bytes must equal elements × bytes per element/);
