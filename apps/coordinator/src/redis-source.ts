@@ -18,6 +18,7 @@ import {
   type Contribution,
   type MicroBatchJob,
   type ObjectiveTotals,
+  type ProcessTransfer,
   type RunConfig,
 } from '@m3ae/protocol';
 import { StopRequested, type BlobTransport, type GatherStats, type GradientSource, type PlannedJob, type StepReduction, type StepWork } from '@m3ae/training';
@@ -94,6 +95,8 @@ interface StepState {
   workers: Set<string>;
   tally: { enqueued: number; rejected: number; duplicates: number; backups: number; retried: number };
   bytes: { params: number; grads: number };
+  /** Bytes each worker reported moving for this step's contributions (accepted or not). */
+  transfers: Map<string, ProcessTransfer>;
   backupsOf: Set<number>;
   recoveries: number;
 }
@@ -264,6 +267,7 @@ export class RedisGradientSource implements GradientSource {
       workers: new Set(),
       tally: { enqueued: 0, rejected: 0, duplicates: 0, backups: 0, retried: 0 },
       bytes: { params: paramsRefs.reduce((a, r) => a + r.bytes, 0), grads: 0 },
+      transfers: new Map(),
       backupsOf: new Set(),
       recoveries: 0,
     };
@@ -291,6 +295,7 @@ export class RedisGradientSource implements GradientSource {
       phases: { publishMs: tPublished - t0, enqueueMs: tEnqueued - tPublished, idleMs: Math.max(0, idleMs), reduceMs: tReduced - tEnqueued - idleMs },
       worker: { fetchMs: mean((t) => t.fetchMs), computeMs: mean((t) => t.computeMs), encodeMs: mean((t) => t.encodeMs), uploadMs: mean((t) => t.uploadMs), totalMs: mean((t) => t.totalMs) },
       bytes: state.bytes,
+      workerTransfers: [...state.transfers.values()].sort((a, b) => a.id.localeCompare(b.id)),
       jobs: state.tally,
       workers: [...state.workers],
       recoveries: state.recoveries,
@@ -340,6 +345,14 @@ export class RedisGradientSource implements GradientSource {
       return;
     }
     const who = { jobIndex: c.jobIndex, workerId: c.workerId };
+    if (c.step === state.step) {
+      // What the worker moved for this step, whatever becomes of the contribution.
+      const t = state.transfers.get(c.workerId) ?? { id: c.workerId, role: 'worker' as const, readBytes: 0, writtenBytes: 0, jobs: 0 };
+      t.readBytes += c.transfer.readBytes;
+      t.writtenBytes += c.transfer.writtenBytes;
+      t.jobs++;
+      state.transfers.set(c.workerId, t);
+    }
     try {
       if (c.runId !== this.config.runId) return this.reject(state, 'other-run', `run ${c.runId}`, who);
       if (c.incarnation !== this.incarnation) return this.reject(state, 'stale-incarnation', `incarnation ${c.incarnation}`, who);

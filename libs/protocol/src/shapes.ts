@@ -53,6 +53,16 @@ export interface StepPhases {
   checkpointMs: number;
 }
 
+/** Bytes one process moved through Redis in one step (measured by that process). */
+export interface ProcessTransfer {
+  id: string;
+  role: 'coordinator' | 'worker';
+  readBytes: number;
+  writtenBytes: number;
+  /** Contributions it sent this step (workers). */
+  jobs: number;
+}
+
 /** What one training step did: the trainer's report to logs, metrics, the run page and callers. */
 export interface StepReport {
   step: number;
@@ -71,6 +81,14 @@ export interface StepReport {
   worker: { fetchMs: number; computeMs: number; encodeMs: number; uploadMs: number; totalMs: number };
   /** Bytes moved through Redis for this step by the coordinator (published parameters, gradients read); 0 in process. */
   bytes: { params: number; grads: number };
+  /**
+   * Bytes each process moved through Redis for this step, as it counted them: the coordinator (its shards' gradient
+   * reads and parameter writes) and every worker that sent a contribution (its parameter fetch, 0 when cached, and its
+   * gradient upload — for rejected and duplicate copies too). Job messages and bookkeeping (a few KB) are not counted.
+   */
+  processes: ProcessTransfer[];
+  /** The reduction's own split, summed over shards (thread-milliseconds when shards run side by side). */
+  reduction: { fetchMs: number; addMs: number; applyMs: number };
   jobs: { count: number; enqueued: number; rejected: number; duplicates: number; backups: number; retried: number };
   /** Who computed the step's counted contributions (worker ids, or in-process computers). */
   workers: string[];

@@ -16,6 +16,11 @@ const report: StepReport = {
   phases: { publishMs: 200, enqueueMs: 100, idleMs: 3000, reduceMs: 400, optimizerMs: 300, checkpointMs: 0 },
   worker: { fetchMs: 100, computeMs: 2500, encodeMs: 50, uploadMs: 150, totalMs: 2800 },
   bytes: { params: 4_000_000, grads: 16_000_000 },
+  processes: [
+    { id: 'coordinator', role: 'coordinator', readBytes: 16_000_000, writtenBytes: 4_000_000, jobs: 0 },
+    { id: 'w-1', role: 'worker', readBytes: 4_000_000, writtenBytes: 8_000_000, jobs: 2 },
+  ],
+  reduction: { fetchMs: 300, addMs: 80, applyMs: 250 },
   jobs: { count: 4, enqueued: 6, rejected: 1, duplicates: 1, backups: 1, retried: 1 },
   workers: ['w-1', 'w-2'],
 };

@@ -1,4 +1,4 @@
-import type { BlobRef, MicroBatchJob, ObjectiveTotals, StepPhases, StepReport } from '@m3ae/protocol';
+import type { BlobRef, MicroBatchJob, ObjectiveTotals, ProcessTransfer, StepPhases, StepReport } from '@m3ae/protocol';
 import type { BlobTransport } from './reduction/shard-host.js';
 import type { StepReduction } from './reduction/sharded-reduction.js';
 
@@ -30,6 +30,8 @@ export interface GatherStats {
   phases: Pick<StepPhases, 'publishMs' | 'enqueueMs' | 'idleMs' | 'reduceMs'>;
   worker: StepReport['worker'];
   bytes: StepReport['bytes'];
+  /** Bytes the workers moved for this step's contributions, per worker (the coordinator's own are the reduction's). */
+  workerTransfers: ProcessTransfer[];
   jobs: Omit<StepReport['jobs'], 'count'>;
   /** Who computed the counted contributions. */
   workers: string[];

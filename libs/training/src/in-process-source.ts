@@ -89,6 +89,7 @@ export class InProcessSource implements GradientSource {
       phases: { publishMs: 0, enqueueMs: 0, idleMs: 0, reduceMs: performance.now() - t0 },
       worker: { fetchMs: 0, computeMs: timings.computeMs / jobs, encodeMs: timings.encodeMs / jobs, uploadMs: 0, totalMs: (timings.computeMs + timings.encodeMs) / jobs },
       bytes: { params: 0, grads: 0 },
+      workerTransfers: [],
       jobs: { enqueued: jobs, rejected: 0, duplicates: 0, backups: 0, retried: 0 },
       workers: this.computers.map((_, c) => `in-process-${c}`),
       recoveries: 0,

@@ -312,6 +312,8 @@ export class Trainer {
       phases: { ...stats.phases, enqueueMs: stats.phases.enqueueMs + (tPlanned - t0), optimizerMs: tOptimized - tReduced, checkpointMs: 0 },
       worker: stats.worker,
       bytes: stats.bytes,
+      processes: [{ id: 'coordinator', role: 'coordinator' as const, readBytes: reducer.stats.readBytes, writtenBytes: reducer.stats.writtenBytes, jobs: 0 }, ...stats.workerTransfers],
+      reduction: { fetchMs: reducer.stats.fetchMs, addMs: reducer.stats.addMs, applyMs: reducer.stats.applyMs },
       jobs: { count: work.jobs.length, ...stats.jobs },
       workers: [...stats.workers].sort(),
       recoveries: stats.recoveries,

@@ -1,157 +1,148 @@
 import { mkdtempSync } from 'node:fs';
-import { loadavg, tmpdir } from 'node:os';
+import { freemem, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { Coordinator } from '@m3ae/coordinator';
-import { syntheticSetup, type GradientComputer, type MicroBatchResult } from '@m3ae/training';
-import { LocalRedis, loadRunConfig, pretrainTraining, syntheticCounts, syntheticManifest, type MicroBatchJob, type RunConfig, type StepReport } from '@m3ae/protocol';
-import { TrainingWorker, type WorkerJobEvent } from '@m3ae/worker';
+import { LocalRedis, loadRunConfig, type RunConfig, type StepReport } from '@m3ae/protocol';
+import { runLocalCluster } from '../commands/local-cluster.js';
 import { registerBenchArea } from './areas.js';
 import { machineInfo, type BenchRow } from './report.js';
+import { parseSizeSpec } from './sizes.js';
 
-/**
- * The fixed synthetic compute of a simulated worker: it waits `workMs` per sample (a GPU busy elsewhere, so
- * 32 simulated workers fit on 2 cores) and returns a fixed gradient of the model's size. What is measured
- * is everything else: queue, parameter fetch, gradient upload, verification, ordered reduction, optimizer.
- */
-class FixedCostComputer implements GradientComputer {
-  readonly manifestHash: string;
-  readonly backend = 'simulated';
-  private readonly grads: Float32Array;
-  constructor(
-    readonly paramCount: number,
-    private readonly workMsPerSample: number,
-  ) {
-    this.manifestHash = syntheticManifest(paramCount).hash;
-    this.grads = new Float32Array(paramCount).map((_, i) => ((i % 97) - 48) * 1e-6);
-  }
-  async compute(job: MicroBatchJob): Promise<MicroBatchResult> {
-    await new Promise((r) => setTimeout(r, this.workMsPerSample * job.indices.length));
-    const counts = syntheticCounts(job.indices);
-    return { sums: { mlm: counts.mlm * 0.5, mim: counts.mim * 0.5, itm: counts.itm * 0.5 }, counts, correct: { mlm: 0, itm: 0 }, grads: this.grads };
-  }
-  async dispose(): Promise<void> {
-    // nothing held
-  }
-}
+/** The parameter count of `base` (M3AE's ViT-B/16 + RoBERTa-base + fusion): the issue's full-size exchange. */
+const BASE_PARAMS = 365_600_000;
 
-interface ScalingPoint {
+const SIZES = {
+  parts: 'p,b',
+  // (p) real worker processes, synthetic compute: `small`'s 16 M parameters, 16 samples a step in 8 jobs of 2.
+  'p-params': 16_000_000,
+  'p-workers': '1,2,4,8',
+  'p-shards': 4,
+  'p-work-ms': 250,
+  'p-steps': 4,
+  // (b) the base-size exchange: 8 workers, one job of one sample each, a fixed delay standing in for the GPU compute.
+  // 0: 365.6 M parameters where the machine has the memory for it (≥ 96 GiB), else 1/8 of that (this is said).
+  'b-params': 0,
+  'b-workers': 8,
+  'b-shards': 8,
+  'b-work-ms': 1000,
+  'b-steps': 3,
+} as const;
+
+const QUICK = { 'p-params': 1_000_000, 'p-workers': '1,2', 'p-steps': 2, 'b-params': 2_000_000, 'b-workers': 2, 'b-shards': 2, 'b-steps': 2, 'b-work-ms': 200 } as const;
+
+interface Measured {
   workers: number;
-  stores: number;
+  shards: number;
+  params: number;
   stepMs: number;
-  samplesPerSecond: number;
-  bytesPerStep: number;
-  /** The coordinator's gather time less its idle time, per step: reading, verifying and adding contributions. */
-  reduceMs: number;
+  reports: StepReport[];
 }
 
-async function measure(config: RunConfig, workers: number, workMs: number, warmup: number): Promise<ScalingPoint> {
-  const ws: TrainingWorker[] = [];
-  // Bytes each worker moved per step, as it counted them (parameters fetched, gradients uploaded).
-  const workerBytes = new Map<number, number>();
-  const onJob = (e: WorkerJobEvent): void => void workerBytes.set(e.step, (workerBytes.get(e.step) ?? 0) + e.paramBytes + e.gradBytes);
-  for (let i = 0; i < workers; i++) {
-    ws.push(await TrainingWorker.start({ config, computer: new FixedCostComputer(config.compute.synthetic.paramCount, workMs), workerId: `sim-${i}`, onJob }));
-  }
+const mean = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+
+/** One run on real processes: `workers` `m3ae worker` processes and the coordinator in this process (runLocalCluster). */
+async function measure(redisUrl: string, o: { params: number; workers: number; shards: number; globalBatch: number; microBatch: number; workMs: number; steps: number }): Promise<Measured> {
+  const workDir = mkdtempSync(join(tmpdir(), 'm3ae-bench-scaling-'));
+  const config: RunConfig = loadRunConfig({
+    base: {
+      runId: `bench-scaling-${Date.now().toString(36)}`,
+      compute: { kind: 'synthetic', synthetic: { paramCount: o.params, workMsPerSample: o.workMs / o.microBatch, work: 'sleep', datasetSize: 4096 } },
+      // One warm-up step (worker start-up, first parameter fetch) before the measured ones.
+      training: { steps: o.steps + 1, globalBatch: o.globalBatch, microBatch: o.microBatch, learningRate: 1e-3, shards: o.shards },
+      checkpoint: { dir: join(workDir, 'ckpt'), every: 0 },
+      redis: { url: redisUrl },
+      coordinator: { checkIntervalMs: 200, backupMinMs: 600_000 },
+      worker: { heartbeatSeconds: 5 },
+    },
+    env: {},
+  });
   const reports: StepReport[] = [];
-  try {
-    await new Coordinator({ config, setup: syntheticSetup(config), events: { onStep: (r) => reports.push(r) } }).run();
-  } finally {
-    await Promise.all(ws.map(async (w) => w.close()));
-  }
-  const measured = reports.slice(warmup);
-  const stepMs = measured.reduce((a, r) => a + r.durationMs, 0) / measured.length;
-  const training = pretrainTraining(config);
-  // Measured, not modelled: what the coordinator published and read, plus what the workers fetched and uploaded.
-  const bytesPerStep = measured.reduce((a, r) => a + r.bytes.params + r.bytes.grads + (workerBytes.get(r.step) ?? 0), 0) / measured.length;
-  const reduceMs = measured.reduce((a, r) => a + r.phases.reduceMs, 0) / measured.length;
-  return { workers, stores: config.redis.blobUrls.length || 1, stepMs, samplesPerSecond: (training.globalBatch / stepMs) * 1000, bytesPerStep, reduceMs };
+  await runLocalCluster(config, { workers: o.workers, workDir, redisUrl, resume: false, metricsPort: false, logLevel: 'warn', onStep: (r) => reports.push(r) });
+  const measured = reports.slice(1);
+  return { workers: o.workers, shards: o.shards, params: o.params, stepMs: mean(measured.map((r) => r.durationMs)), reports: measured };
 }
 
-function row(p: ScalingPoint, base: ScalingPoint, workMs: number, series: string): BenchRow {
+/** The measured time split and bytes per process of a run (means over its measured steps). */
+function split(m: Measured): BenchRow {
+  const r = m.reports;
+  const paramBytes = m.params * 4;
+  const coordinator = r.map((x) => x.processes.find((p) => p.role === 'coordinator'));
+  const workerTotals = r.map((x) => x.processes.filter((p) => p.role === 'worker').map((p) => p.readBytes + p.writtenBytes));
+  const coordBytes = mean(coordinator.map((c) => (c?.readBytes ?? 0) + (c?.writtenBytes ?? 0)));
+  const busiestWorker = mean(workerTotals.map((w) => Math.max(0, ...w)));
   return {
-    series,
-    workers: p.workers,
-    'redis instances': p.stores,
-    'step ms': p.stepMs,
-    'ideal step ms': Math.ceil(32 / p.workers) * workMs,
-    'samples/s': p.samplesPerSecond,
-    efficiency: p.samplesPerSecond / (p.workers * base.samplesPerSecond),
-    'MB per step': p.bytesPerStep / 1e6,
-    'read+add ms': p.reduceMs,
-    'Redis GB/s': p.bytesPerStep / (p.stepMs / 1000) / 1e9,
+    workers: m.workers,
+    shards: m.shards,
+    'step ms': m.stepMs,
+    'coord publish ms': mean(r.map((x) => x.phases.publishMs)),
+    'coord enqueue ms': mean(r.map((x) => x.phases.enqueueMs)),
+    'coord idle ms': mean(r.map((x) => x.phases.idleMs)),
+    'coord reduce ms': mean(r.map((x) => x.phases.reduceMs)),
+    'coord optimizer ms': mean(r.map((x) => x.phases.optimizerMs)),
+    'shard fetch thread-ms': mean(r.map((x) => x.reduction.fetchMs)),
+    'shard add thread-ms': mean(r.map((x) => x.reduction.addMs)),
+    'shard update thread-ms': mean(r.map((x) => x.reduction.applyMs)),
+    'worker fetch ms': mean(r.map((x) => x.worker.fetchMs)),
+    'worker compute ms': mean(r.map((x) => x.worker.computeMs)),
+    'worker encode ms': mean(r.map((x) => x.worker.encodeMs)),
+    'worker upload ms': mean(r.map((x) => x.worker.uploadMs)),
+    'coord MB read+written': coordBytes / 1e6,
+    'busiest worker MB': busiestWorker / 1e6,
+    'busiest process / param bytes': Math.max(coordBytes, busiestWorker) / paramBytes,
   };
 }
 
 registerBenchArea('scaling', {
-  description: 'simulated workers 1→32 (in-process, real Redis transport, fixed synthetic compute): a small model (orchestration) and a larger one (bandwidth), and blobs spread over 2 Redis instances',
+  description:
+    'real worker processes 1→8 on synthetic compute (a fixed delay) with the sharded reduction, and a base-size exchange (365.6 M parameters, or 1/8 of it where memory is short) with 8 workers: measured bytes per process and the time split',
   async run(options) {
-    const workMs = 100;
-    const small = 250_000;
-    const large = options.quick ? 1_000_000 : 4_000_000;
-    const smallCounts = options.quick ? [1, 4, 32] : [1, 2, 4, 8, 16, 32];
-    const largeCounts = options.quick ? [1, 32] : [1, 8, 32];
-    const a = await LocalRedis.start();
-    const b = await LocalRedis.start();
+    const s = parseSizeSpec(SIZES, options.extra['size'], options.quick ? QUICK : undefined);
+    const parts = s.parts.split(',').map((x) => x.trim());
+    const redis = await LocalRedis.start();
     const rows: BenchRow[] = [];
+    const figures: Record<string, number> = {};
+    const notes: string[] = [];
     try {
-      const config = (paramCount: number, urls: string[], grads: { gradEncoding: 'f32' | 'fx53'; microBatchesPerJob: number } = { gradEncoding: 'f32', microBatchesPerJob: 1 }): RunConfig =>
-        loadRunConfig({
-          base: {
-            runId: `bench-scaling-${Date.now().toString(36)}`,
-            compute: { kind: 'synthetic', synthetic: { paramCount, workMsPerSample: workMs, datasetSize: 4096 } },
-            training: { steps: 3, globalBatch: 32, microBatch: 1, learningRate: 1e-3, ...grads },
-            checkpoint: { dir: mkdtempSync(join(tmpdir(), 'm3ae-bench-scaling-')), every: 0 },
-            redis: { url: a.url, blobUrls: urls },
-            coordinator: { checkIntervalMs: 200, backupMinMs: 60_000 },
-            worker: { heartbeatSeconds: 5 },
-          },
-          env: {},
-        });
-      const series = async (paramCount: number, counts: number[]): Promise<ScalingPoint[]> => {
-        const points: ScalingPoint[] = [];
-        for (const w of counts) points.push(await measure(config(paramCount, []), w, workMs, 1));
-        const label = `${((paramCount * 4) / 2 ** 20).toFixed(1)} MiB model`;
-        for (const p of points) rows.push(row(p, points[0] as ScalingPoint, workMs, label));
-        return points;
-      };
-      const s = await series(small, smallCounts);
-      const l = await series(large, largeCounts);
-      const top = largeCounts[largeCounts.length - 1] as number;
-      const spread = await measure(config(large, [a.url, b.url]), top, workMs, 1);
-      rows.push(row(spread, l[0] as ScalingPoint, workMs, `${((large * 4) / 2 ** 20).toFixed(1)} MiB model`));
-      // Exact fixed-point gradients, 4 micro-batches summed per job on the worker: 8 jobs of 8-byte values per step.
-      const fx = await measure(config(large, [], { gradEncoding: 'fx53', microBatchesPerJob: 4 }), top, workMs, 1);
-      rows.push(row(fx, l[0] as ScalingPoint, workMs, `${((large * 4) / 2 ** 20).toFixed(1)} MiB model, fx53 × 4 micro-batches/job`));
-      const sTop = s[s.length - 1] as ScalingPoint;
-      const lTop = l[l.length - 1] as ScalingPoint;
-      return {
-        area: 'scaling',
-        machine: machineInfo('simulated'),
-        rows,
-        figures: {
-          jobs_per_step: 32,
-          work_ms_per_job: workMs,
-          small_param_count: small,
-          large_param_count: large,
-          [`small_speedup_${sTop.workers}`]: sTop.samplesPerSecond / (s[0] as ScalingPoint).samplesPerSecond,
-          [`small_efficiency_${sTop.workers}`]: sTop.samplesPerSecond / (sTop.workers * (s[0] as ScalingPoint).samplesPerSecond),
-          [`large_speedup_${lTop.workers}`]: lTop.samplesPerSecond / (l[0] as ScalingPoint).samplesPerSecond,
-          peak_redis_gbs: Math.max(...[...s, ...l, spread].map((p) => p.bytesPerStep / (p.stepMs / 1000) / 1e9)),
-          spread_2_speedup: spread.samplesPerSecond / lTop.samplesPerSecond,
-          fx53x4_bytes_ratio: fx.bytesPerStep / lTop.bytesPerStep,
-          fx53x4_read_add_ms: fx.reduceMs,
-          f32_read_add_ms: lTop.reduceMs,
-          fx53x4_speedup: fx.samplesPerSecond / lTop.samplesPerSecond,
-        },
-        notes: [
-          `32 micro-batch jobs of 1 sample per step, ${workMs} ms of simulated compute each; every simulated worker, the coordinator and two private redis-servers share this machine's ${machineInfo().cpus} cores (load average ${loadavg()[0]?.toFixed(1)} at the end)`,
-          'ideal step ms = ceil(32 / workers) × job time: what free transport would give; MB per step counts every byte written to or read from Redis',
-          'the fx53 row: training.gradEncoding fx53 with training.microBatchesPerJob 4 (8 jobs of 4 micro-batches, summed exactly on the worker; 8 bytes a value); its ideal step ms is that of 32 jobs, the same compute',
-        ],
-      };
+      if (parts.includes('p')) {
+        const counts = s['p-workers'].split(',').map(Number);
+        const one = { params: s['p-params'], shards: s['p-shards'], globalBatch: 16, microBatch: 2, workMs: s['p-work-ms'], steps: s['p-steps'] };
+        const points: Measured[] = [];
+        for (const w of counts) points.push(await measure(redis.url, { ...one, workers: w }));
+        const base = points[0] as Measured;
+        for (const p of points) rows.push({ part: 'p', ...split(p), speedup: base.stepMs / p.stepMs, 'ideal step ms': Math.ceil(8 / p.workers) * s['p-work-ms'] });
+        const top = points[points.length - 1] as Measured;
+        // The same top worker count with one shard: the serial reduction of before, for comparison in the same run.
+        const serial = await measure(redis.url, { ...one, workers: top.workers, shards: 1 });
+        rows.push({ part: 'p', ...split(serial), speedup: base.stepMs / serial.stepMs, 'ideal step ms': Math.ceil(8 / top.workers) * s['p-work-ms'] });
+        figures[`p_speedup_${top.workers}`] = base.stepMs / top.stepMs;
+        figures[`p_speedup_${top.workers}_one_shard`] = base.stepMs / serial.stepMs;
+        figures[`p_reduce_ms_${top.shards}_shards`] = mean(top.reports.map((r) => r.phases.reduceMs));
+        figures['p_reduce_ms_1_shard'] = mean(serial.reports.map((r) => r.phases.reduceMs));
+        notes.push(
+          `(p) ${s['p-params'].toLocaleString('en')} parameters, 16 samples a step in 8 jobs of 2, ${s['p-work-ms']} ms of synthetic compute per job (a sleep: many workers on few cores); ${s['p-shards']} shards, plus one run at ${top.workers} workers with 1 shard; ${s['p-steps']} measured steps after 1 warm-up`,
+        );
+      }
+      if (parts.includes('b')) {
+        const full = totalmem() >= 96 * 2 ** 30;
+        const params = s['b-params'] > 0 ? s['b-params'] : full ? BASE_PARAMS : Math.round(BASE_PARAMS / 8);
+        const w = s['b-workers'];
+        const b = await measure(redis.url, { params, workers: w, shards: s['b-shards'], globalBatch: w, microBatch: 1, workMs: s['b-work-ms'], steps: s['b-steps'] });
+        const row = split(b);
+        const exchange = b.stepMs - (row['worker compute ms'] as number);
+        rows.push({ part: 'b', ...row, 'exchange+reduce+optimizer+publish ms': exchange });
+        figures['b_params'] = params;
+        figures['b_exchange_ms'] = exchange;
+        figures['b_busiest_over_param_bytes'] = row['busiest process / param bytes'] as number;
+        notes.push(
+          `(b) ${params.toLocaleString('en')} parameters (${params === BASE_PARAMS ? 'the base size' : `${(params / BASE_PARAMS).toFixed(3)} × base: this machine has ${Math.round(totalmem() / 2 ** 30)} GiB`}), ${w} workers each computing one job of one sample a step (${s['b-work-ms']} ms fixed delay + the synthetic gradient's arithmetic: "worker compute ms"), ${s['b-shards']} shards; exchange+reduce+optimizer+publish = step ms − worker compute ms`,
+        );
+      }
+      notes.push(
+        `every process, two threads per shard at most, and a private redis-server share this machine's ${machineInfo().cpus} cores (load average ${loadavg()[0]?.toFixed(1)} at the end, ${Math.round(freemem() / 2 ** 30)} GiB free)`,
+        'bytes per process are what each process counted moving through Redis for the step (StepReport.processes): the coordinator its shards\' gradient reads and parameter writes, each worker its parameter fetch (0 when cached) and gradient upload; shard thread-ms are summed over shards working side by side',
+      );
+      return { area: 'scaling', machine: machineInfo('synthetic'), rows, figures, notes };
     } finally {
-      await a.stop();
-      await b.stop();
+      await redis.stop();
     }
   },
 });
