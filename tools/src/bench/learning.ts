@@ -551,7 +551,7 @@ async function scratchPart(s: Sizes, work: string, log: Log, backend: string | u
     scratch_finetune_seconds_question_only: Math.round(q.ft.seconds),
   };
   const notes = [
-    `(s) ${preset}, a ${s['scratch-vocab']}-token BPE vocabulary trained on the ${train.length} carved training questions: ${finetuneSummary(r.ft)}; selected on validation at ${selectedAt(r)} (with images) and ${selectedAt(q)} (question-only); the held-out split (${r.holdout.overall.total} questions, disjoint images) read once per model.`,
+    `(s) ${preset}, a ${s['scratch-vocab']}-token BPE vocabulary trained on the ${train.length} carved training questions: ${finetuneSummary(r.ft)}, head bias ${r.ft.settings.headBias}; selected on validation at ${selectedAt(r)} (with images) and ${selectedAt(q)} (question-only); the held-out split (${r.holdout.overall.total} questions, disjoint images) read once per model.`,
   ];
   return { rows, figures, notes };
 }
