@@ -76,6 +76,8 @@ export const RunConfigSchema = z
         vqaLoss: z.string().min(1).optional(),
         /** What reaches the head, one of @m3ae/model's TASK_INPUTS (checked by @m3ae/tasks); `text`: the question-only baseline. */
         inputs: z.string().min(1).optional(),
+        /** The head's initial last-layer bias, one of @m3ae/tasks's HEAD_BIASES (checked there); unset: `zero`, the official one. */
+        headBias: z.string().min(1).optional(),
       })
       .strict()
       .prefault({}),
@@ -271,6 +273,7 @@ export const ENV_OVERRIDES: readonly { env: string; field: string; kind: EnvKind
   { env: 'M3AE_TASK_CHECKPOINT', field: 'task.checkpoint', kind: 'string' },
   { env: 'M3AE_TASK_VQA_LOSS', field: 'task.vqaLoss', kind: 'string' },
   { env: 'M3AE_TASK_INPUTS', field: 'task.inputs', kind: 'string' },
+  { env: 'M3AE_TASK_HEAD_BIAS', field: 'task.headBias', kind: 'string' },
   { env: 'M3AE_TOKENIZER', field: 'data.tokenizer', kind: 'string' },
   { env: 'M3AE_STEPS', field: 'training.steps', kind: 'int' },
   { env: 'M3AE_GLOBAL_BATCH', field: 'training.globalBatch', kind: 'int' },

@@ -16,6 +16,10 @@ import {
 import {
   createDownstreamModel,
   FINETUNE_DEFAULTS,
+  flattenDownstream,
+  HEAD_PREFIX,
+  setDownstreamFromFlat,
+  vqaLossOf,
   finetuneImageSize,
   finetuneTextLength,
   loadCheckpoint,
@@ -104,6 +108,42 @@ export interface FinetuneOptions {
   vqaLoss?: VqaLoss | undefined;
   /** What reaches the head: `text` trains the question-only baseline (`TaskInputs`). @defaultValue 'image+text' */
   inputs?: TaskInputs | undefined;
+  /**
+   * The initial bias of the head's last layer (`HeadBias`): `zero` (the official initialisation) or `prior` — each
+   * answer / class starts at its training-split frequency (log frequency under softmax, its logit under BCE), so
+   * the first steps need not learn the answer prior and the backbone's gradient is not spent on it.
+   * @defaultValue 'zero'
+   */
+  headBias?: HeadBias | undefined;
+}
+
+/** The head's initial last-layer bias: `zero` (official) or `prior` (the training answers' frequencies). */
+export const HEAD_BIASES = ['zero', 'prior'] as const;
+export type HeadBias = (typeof HEAD_BIASES)[number];
+
+/**
+ * The answer-prior bias of a labelled head over `outputs` labels from the training labels (−1: not in the vocabulary,
+ * ignored): log(count / n) for a softmax loss, log(p / (1 − p)) for a binary cross-entropy per answer, so the head's
+ * first prediction is the training prior. Every label of a training-derived vocabulary occurs at least once; a label
+ * that does not gets the frequency of half an occurrence.
+ */
+export function answerPriorBias(labels: ArrayLike<number>, outputs: number, loss: 'softmax' | 'bce'): Float32Array {
+  const counts = new Float64Array(outputs);
+  let n = 0;
+  for (let i = 0; i < labels.length; i++) {
+    const l = labels[i] as number;
+    if (l < 0) continue;
+    if (!Number.isInteger(l) || l >= outputs) throw new RangeError(`labels[${i}]: got ${l}; expected -1 or an index in [0, ${outputs})`);
+    counts[l] = (counts[l] as number) + 1;
+    n++;
+  }
+  const out = new Float32Array(outputs);
+  if (n === 0) return out;
+  for (let k = 0; k < outputs; k++) {
+    const p = Math.max(counts[k] as number, 0.5) / n;
+    out[k] = loss === 'softmax' ? Math.log(p) : Math.log(p / Math.max(1 - p, 0.5 / n));
+  }
+  return out;
 }
 
 export interface ResolvedSettings {
@@ -126,6 +166,7 @@ export interface ResolvedSettings {
   steps: number;
   stepsPerEpoch: number;
   init: 'pretrained' | 'random';
+  headBias: HeadBias;
 }
 
 export interface Backbone {
@@ -204,6 +245,8 @@ export async function planFinetune(o: FinetuneOptions, p: PlanOptions = {}): Pro
   if (o.vqaLoss !== undefined && !(VQA_LOSSES as readonly string[]).includes(o.vqaLoss)) throw new TaskError(`vqaLoss: got ${JSON.stringify(o.vqaLoss)}; expected one of ${VQA_LOSSES.join(', ')}`);
   if (o.vqaLoss !== undefined && defaults.head !== 'vqa') throw new TaskError(`vqaLoss: got ${JSON.stringify(o.vqaLoss)} for ${o.task}; expected it only for a VQA task`);
   if (o.inputs !== undefined && !(TASK_INPUTS as readonly string[]).includes(o.inputs)) throw new TaskError(`inputs: got ${JSON.stringify(o.inputs)}; expected one of ${TASK_INPUTS.join(', ')}`);
+  if (o.headBias !== undefined && !(HEAD_BIASES as readonly string[]).includes(o.headBias)) throw new TaskError(`headBias: got ${JSON.stringify(o.headBias)}; expected one of ${HEAD_BIASES.join(', ')}`);
+  if (o.headBias === 'prior' && defaults.head === 'retrieval') throw new TaskError(`headBias: got "prior" for ${o.task}; expected it only for a VQA or classification task (a retrieval head has one output)`);
   const init = o.init ?? 'pretrained';
   const base = await backboneOf(o);
   const imageSize = o.imageSize ?? finetuneImageSize(base.config, defaults.baseImageSize);
@@ -273,6 +316,7 @@ export async function planFinetune(o: FinetuneOptions, p: PlanOptions = {}): Pro
     steps: Math.min(o.steps ?? Infinity, epochs * stepsPerEpoch),
     stepsPerEpoch,
     init,
+    headBias: o.headBias ?? 'zero',
   };
   return { options: o, backbone: base, config, head, tokenizer, images, train, val, meta, settings, skipLog, datasetHash: hashOf(meta, train) };
 }
@@ -288,6 +332,15 @@ export function trainSampler(plan: FinetunePlan): EpochSampler {
  */
 export async function createTaskModel(plan: FinetunePlan, o: { pretrained?: boolean; log?: (line: string) => void } = {}): Promise<DownstreamModel> {
   const model = createDownstreamModel(plan.config, plan.head, { seed: plan.settings.seed });
+  if (plan.settings.headBias === 'prior' && plan.train.kind === 'labeled') {
+    const name = `${HEAD_PREFIX[plan.head.kind]}.3.bias`;
+    const entry = model.manifest.entries.find((e) => e.name === name);
+    if (!entry || entry.offset === null) throw new TaskError(`headBias prior: the model has no trainable ${name}`);
+    const loss = plan.head.kind === 'vqa' && vqaLossOf(plan.head) !== 'softmax' ? 'bce' : 'softmax';
+    const flat = await flattenDownstream(model);
+    flat.set(answerPriorBias(plan.train.examples.map((e) => e.label), plan.head.outputs, loss), entry.offset);
+    setDownstreamFromFlat(model, flat);
+  }
   if ((o.pretrained ?? true) && plan.settings.init === 'pretrained' && plan.backbone.path) {
     try {
       const manifest = modelManifest(plan.backbone.config);

@@ -34,6 +34,16 @@ describe('the run configuration of a fine-tuning run', () => {
     expect(() => run({ inputs: 'image' })).toThrow('task.inputs = "image": expected one of image+text, text');
   });
 
+  it('carries the head bias under one name: task.headBias / M3AE_TASK_HEAD_BIAS / --head-bias', () => {
+    const base = { task: { name: 'vqa-rad', data: '/d', init: 'random', preset: 'tiny' } };
+    expect(finetuneOptionsFromRun(loadRunConfig({ base, env: {} })).headBias).toBeUndefined();
+    expect(finetuneOptionsFromRun(loadRunConfig({ base: { task: { ...base.task, headBias: 'prior' } }, env: {} })).headBias).toBe('prior');
+    expect(finetuneOptionsFromRun(loadRunConfig({ base, env: { M3AE_TASK_HEAD_BIAS: 'zero' } })).headBias).toBe('zero');
+    const round = finetuneOptionsFromRun(finetuneRunConfig({ task: 'vqa-rad', data: '/d', init: 'random', preset: 'tiny', output: '/tmp/x', headBias: 'prior' }, {}));
+    expect(round.headBias).toBe('prior');
+    expect(() => finetuneOptionsFromRun(loadRunConfig({ base: { task: { ...base.task, headBias: 'log' } }, env: {} }))).toThrow('task.headBias = "log": expected one of zero, prior');
+  });
+
   it('planFinetune refuses a VQA loss for a task without a VQA head, and unknown names, before reading any data', async () => {
     const o = { data: '/nonexistent', init: 'random' as const, preset: 'tiny' };
     await expect(planFinetune({ ...o, task: 'melinda', vqaLoss: 'softmax' })).rejects.toThrow('vqaLoss: got "softmax" for melinda; expected it only for a VQA task');

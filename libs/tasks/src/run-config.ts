@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { RETRIEVAL_SOURCES, type RetrievalSource } from '@m3ae/data';
 import { DOWNSTREAM_TASKS, TASK_INPUTS, VQA_LOSSES, type DownstreamTaskName, type TaskInputs, type VqaLoss } from '@m3ae/model';
 import { ConfigError, loadRunConfig, type RunConfig } from '@m3ae/protocol';
-import type { FinetuneOptions } from './finetune.js';
+import { HEAD_BIASES, type FinetuneOptions, type HeadBias } from './finetune.js';
 
 /** Whether a run configuration fine-tunes a downstream task (rather than pre-training). */
 export function isTaskRun(config: RunConfig): boolean {
@@ -26,6 +26,7 @@ export function finetuneOptionsFromRun(config: RunConfig): FinetuneOptions {
   if (t.source !== undefined && !(RETRIEVAL_SOURCES as readonly string[]).includes(t.source)) bad('source', t.source, `one of ${RETRIEVAL_SOURCES.join(', ')}`);
   if (t.vqaLoss !== undefined && !(VQA_LOSSES as readonly string[]).includes(t.vqaLoss)) bad('vqaLoss', t.vqaLoss, `one of ${VQA_LOSSES.join(', ')}`);
   if (t.inputs !== undefined && !(TASK_INPUTS as readonly string[]).includes(t.inputs)) bad('inputs', t.inputs, `one of ${TASK_INPUTS.join(', ')}`);
+  if (t.headBias !== undefined && !(HEAD_BIASES as readonly string[]).includes(t.headBias)) bad('headBias', t.headBias, `one of ${HEAD_BIASES.join(', ')}`);
   if (t.init === 'pretrained' && !t.checkpoint) throw new ConfigError('--checkpoint (task.checkpoint) is required: a pre-training checkpoint to fine-tune from (or --init random --preset NAME; task.init: random with task.preset)');
   return {
     task: t.name as DownstreamTaskName,
@@ -58,6 +59,7 @@ export function finetuneOptionsFromRun(config: RunConfig): FinetuneOptions {
     evalEvery: t.evalEvery,
     vqaLoss: t.vqaLoss as VqaLoss | undefined,
     inputs: t.inputs as TaskInputs | undefined,
+    headBias: t.headBias as HeadBias | undefined,
   };
 }
 
@@ -98,6 +100,7 @@ export function finetuneRunConfig(o: FinetuneRunOptions, env: NodeJS.ProcessEnv 
     evalEvery: o.evalEvery,
     vqaLoss: o.vqaLoss,
     inputs: o.inputs,
+    headBias: o.headBias,
   });
   const base: Record<string, unknown> = {
     runId: `finetune-${o.task}-${randomBytes(3).toString('hex')}`,

@@ -28,7 +28,7 @@ import {
   type VqaMetrics,
 } from '@m3ae/model';
 import { loadRunConfig, type StepReport } from '@m3ae/protocol';
-import { evaluatePhantom } from '@m3ae/tasks';
+import { evaluatePhantom, HEAD_BIASES, type HeadBias } from '@m3ae/tasks';
 import { modelSetup, runModelConfig, trainInProcess } from '@m3ae/training';
 import { runEval } from '../commands/eval.js';
 import { runFinetune, type FinetuneOptions, type FinetuneResult } from '../commands/finetune.js';
@@ -97,6 +97,8 @@ const SIZE_DEFAULTS = {
   'scratch-epochs': 30,
   'scratch-batch': 32,
   'scratch-lr': 1e-3,
+  /** The head's initial last-layer bias (`--head-bias`): `prior`, the training answers' log frequencies (issue 13, third reading). */
+  'scratch-head-bias': 'prior',
 } as const;
 
 const QUICK: Partial<Record<keyof typeof SIZE_DEFAULTS, number | string>> = {
@@ -493,6 +495,12 @@ function finetuneSummary(ft: FinetuneResult): string {
  * VQA-RAD from random initialisation with images and question-only (every image blank), same settings and seed,
  * each selected on validation, the held-out split read once per model; against the answer table and the majority.
  */
+function headBiasSize(s: Sizes): HeadBias {
+  const b = s['scratch-head-bias'];
+  if (!(HEAD_BIASES as readonly string[]).includes(b)) throw new Error(`--size scratch-head-bias=${b}: expected one of ${HEAD_BIASES.join(', ')}`);
+  return b as HeadBias;
+}
+
 async function scratchPart(s: Sizes, work: string, log: Log, backend: string | undefined): Promise<PartResult> {
   const data = sharedDataDir(workspaceRoot);
   if (!data) throw new Error('bench learning (s) needs the real VQA-RAD data: set M3AE_SHARED_DATA or provide ../shared/data');
@@ -519,6 +527,7 @@ async function scratchPart(s: Sizes, work: string, log: Log, backend: string | u
       learningRate: s['scratch-lr'],
       lrMultiplierHead: 1,
       lrMultiplierMultiModal: 1,
+      headBias: headBiasSize(s),
     },
     work,
     log,
@@ -542,7 +551,7 @@ async function scratchPart(s: Sizes, work: string, log: Log, backend: string | u
     scratch_finetune_seconds_question_only: Math.round(q.ft.seconds),
   };
   const notes = [
-    `(s) ${preset}, a ${s['scratch-vocab']}-token BPE vocabulary trained on the ${train.length} carved training questions: ${finetuneSummary(r.ft)}; selected on validation at ${selectedAt(r)} (with images) and ${selectedAt(q)} (question-only); the held-out split (${r.holdout.overall.total} questions, disjoint images) read once per model.`,
+    `(s) ${preset}, a ${s['scratch-vocab']}-token BPE vocabulary trained on the ${train.length} carved training questions: ${finetuneSummary(r.ft)}, head bias ${r.ft.settings.headBias}; selected on validation at ${selectedAt(r)} (with images) and ${selectedAt(q)} (question-only); the held-out split (${r.holdout.overall.total} questions, disjoint images) read once per model.`,
   ];
   return { rows, figures, notes };
 }

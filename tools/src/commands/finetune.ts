@@ -5,7 +5,7 @@ import { fraction, nonNegativeInt, nonNegativeNumber, oneOf, positiveInt, positi
 import { DEFAULT_VQA_RAD_CARVE, RETRIEVAL_SOURCES, type CarveSpec, type RetrievalSource } from '@m3ae/data';
 import { DOWNSTREAM_TASKS, FINETUNE_DEFAULTS, TASK_INPUTS, VQA_LOSSES, type DownstreamTaskName, type TaskInputs, type VqaLoss } from '@m3ae/model';
 import type { StepReport } from '@m3ae/protocol';
-import { finetuneRunConfig, splitSize, type FinetuneRunOptions, type HistoryEntry, type ResolvedSettings, type TaskMeta, type TaskMetrics } from '@m3ae/tasks';
+import { finetuneRunConfig, HEAD_BIASES, splitSize, type HeadBias, type FinetuneRunOptions, type HistoryEntry, type ResolvedSettings, type TaskMeta, type TaskMetrics } from '@m3ae/tasks';
 import { taskSetup, trainInProcess } from '@m3ae/training';
 import { addRestartFlags, restartPolicyFrom } from './local-cluster.js';
 
@@ -135,6 +135,7 @@ interface FinetuneCliOptions {
   evalEvery?: number;
   vqaLoss?: VqaLoss;
   inputs?: TaskInputs;
+  headBias?: HeadBias;
   resume: boolean;
   backend?: string;
   json?: string;
@@ -185,6 +186,7 @@ export function registerFinetune(program: Command): void {
     .option('--eval-every <n>', 'validate every n steps too (always at each epoch end)', positiveInt('--eval-every'))
     .option('--vqa-loss <name>', `VQA answer loss: ${VQA_LOSSES.join(', ')} (default bce-sum, the official; softmax for from-scratch and small models, see BENCHMARKS.md)`, oneOf('--vqa-loss', VQA_LOSSES))
     .option('--inputs <what>', `what reaches the head: ${TASK_INPUTS.join(', ')} (text: the question-only baseline, every image blank)`, oneOf('--inputs', TASK_INPUTS))
+    .option('--head-bias <how>', `initial bias of the head's last layer: ${HEAD_BIASES.join(', ')} (default zero, the official; prior: the training answers' log frequencies)`, oneOf('--head-bias', HEAD_BIASES))
     .option('--resume', 'continue from the output directory\'s latest checkpoint', false)
     .option('--backend <name>', 'TensorFlow.js backend (auto, node-gpu, node, wasm, cpu)')
     .option('--json <file>', 'write the result (settings, history, best) as JSON')
@@ -234,6 +236,7 @@ export function registerFinetune(program: Command): void {
           evalEvery: opts.evalEvery,
           vqaLoss: opts.vqaLoss,
           inputs: opts.inputs,
+          headBias: opts.headBias,
           resume: opts.resume,
           backend: opts.backend,
           log: (line: string) => void process.stderr.write(line + '\n'),
