@@ -20,6 +20,9 @@ export interface RunFlags {
   checkpointDir?: string;
   data?: string;
   tokenizer?: string;
+  evalEvery?: string;
+  evalData?: string;
+  evalSamples?: string;
 }
 
 const FLAG_FIELDS: readonly [keyof RunFlags, string, string, 'int' | 'string'][] = [
@@ -35,6 +38,9 @@ const FLAG_FIELDS: readonly [keyof RunFlags, string, string, 'int' | 'string'][]
   ['checkpointDir', 'checkpoint.dir', '--checkpoint-dir', 'string'],
   ['data', 'data.dir', '--data', 'string'],
   ['tokenizer', 'data.tokenizer', '--tokenizer', 'string'],
+  ['evalEvery', 'evaluation.every', '--eval-every', 'int'],
+  ['evalData', 'evaluation.data', '--eval-data', 'string'],
+  ['evalSamples', 'evaluation.samples', '--eval-samples', 'int'],
 ];
 
 /** The run configuration: file ← environment ← flags (errors name the flag a bad value came from). */
@@ -63,7 +69,10 @@ export function addRunFlags(cmd: Command): Command {
     .option('--micro-batches-per-job <n>', 'micro-batches a job carries, summed on the worker (above 1: needs gradEncoding fx53)')
     .option('--checkpoint-dir <dir>', 'checkpoint directory')
     .option('--data <dir>', 'shard dataset directory (m3ae prepare output)')
-    .option('--tokenizer <file>', 'tokenizer.json (default: the one m3ae prepare kept with the shards)');
+    .option('--tokenizer <file>', 'tokenizer.json (default: the one m3ae prepare kept with the shards)')
+    .option('--eval-every <n>', 'pre-training: held-out ITM/MLM accuracy and MIM loss every n steps and after the last (0: none; needs --eval-data)')
+    .option('--eval-data <dir>', 'pre-training: held-out shard dataset, disjoint from --data (e.g. m3ae prepare --source medpix --split dev)')
+    .option('--eval-samples <n>', 'pre-training: held-out pairs per evaluation (spread evenly over --eval-data; default 256)');
 }
 
 /** The coordinator's observability: Prometheus metrics, /healthz /readyz /status, and the live run page. */
