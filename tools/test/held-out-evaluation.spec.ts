@@ -6,6 +6,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadRunConfig, type RunConfig } from '@m3ae/protocol';
 import { modelSetup, trainInProcess, type EvaluationEntry } from '@m3ae/training';
+import { formatEvalTable, runEval } from '../src/commands/eval.js';
 import { ensurePhantomDataset } from '../src/commands/train.js';
 
 // Pre-training with a held-out evaluation every 2 steps (tiny preset, phantom shards: training and a disjoint held-out corpus).
@@ -33,6 +34,8 @@ describe('held-out evaluation during pre-training', () => {
     });
   }
 
+  let trained = '';
+
   async function run(c: RunConfig, threads: number): Promise<{ entries: EvaluationEntry[]; tensors: number[]; lines: string[] }> {
     const entries: EvaluationEntry[] = [];
     const tensors: number[] = [];
@@ -45,7 +48,8 @@ describe('held-out evaluation during pre-training', () => {
       },
     });
     try {
-      await trainInProcess({ ...c, checkpoint: { ...c.checkpoint, dir: mkdtempSync(join(work, 'ckpt-')) } }, setup, { threads });
+      trained = mkdtempSync(join(work, 'ckpt-'));
+      await trainInProcess({ ...c, checkpoint: { ...c.checkpoint, dir: trained } }, setup, { threads });
     } finally {
       await setup.close?.();
     }
@@ -71,6 +75,25 @@ describe('held-out evaluation during pre-training', () => {
     const two = await run(c, 2);
     const figures = (e: EvaluationEntry): unknown => ({ ...e, seconds: 0 });
     expect(two.entries.map(figures)).toEqual(one.entries.map(figures));
+  }, 300_000);
+
+  it('m3ae eval retrieval on held-out shards: zero-shot from the pre-training checkpoint, with the chance level', async () => {
+    const c = await config();
+    expect(trained).not.toBe('');
+    const r = await runEval({ task: 'retrieval', checkpoint: trained, data: c.evaluation.data as string, split: 'test', limit: 10, batchSize: 16, backend: 'wasm' });
+    if (r.metrics.kind !== 'retrieval') throw new Error('expected retrieval metrics');
+    expect(r.zeroShot).toBe(true);
+    expect(r.step).toBe(4);
+    expect(r.examples).toBe(10);
+    expect(r.metrics.recall.images).toBe(10);
+    expect(r.chance?.i2t.r1).toBeGreaterThan(0);
+    for (const v of Object.values(r.metrics.recall.i2t)) expect(Math.abs(v * 10 - Math.round(v * 10))).toBeLessThan(1e-9);
+    const again = await runEval({ task: 'retrieval', checkpoint: trained, data: c.evaluation.data as string, split: 'test', limit: 10, batchSize: 16, backend: 'wasm' });
+    expect(again.metrics).toEqual(r.metrics);
+    const table = formatEvalTable(r);
+    expect(table).toContain(`shard dataset ${c.evaluation.data as string}, 10 examples`);
+    expect(table).toMatch(/image→text \(I2T\)\s+10/);
+    expect(table).toMatch(/chance I2T \(random ranking\)\s+\d/);
   }, 300_000);
 
   it('refuses a held-out dataset that is the training one, naming the field', async () => {
