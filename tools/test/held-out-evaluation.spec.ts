@@ -66,12 +66,14 @@ describe('held-out evaluation during pre-training', () => {
     expect(a.counts.itm).toBe(10);
     expect(a.baseline.itmChance).toBe(0.5);
     expect(a.baseline.unigramEntropy).toBeGreaterThan(0);
+    expect(a.baseline.unigramHeldOut).toBeGreaterThan(0);
+    expect(b.baseline.unigramHeldOut).toBe(a.baseline.unigramHeldOut); // the same fixed masked tokens
     for (const v of [a.loss.mlm, a.loss.mim, a.loss.itm, a.accuracy.mlm, a.accuracy.itm]) expect(Number.isFinite(v)).toBe(true);
     // The same fixed held-out batches, other parameters: other figures.
     expect(b.counts).toEqual(a.counts);
     expect(b.loss.mim).not.toBe(a.loss.mim);
     expect(one.lines[0]).toContain('held-out evaluation every 2 steps');
-    expect(one.lines.find((l) => l.startsWith('held-out evaluation after step 4'))).toMatch(/ITM acc .*\(chance 50\.0%.*MLM loss .* nats \(unigram entropy /);
+    expect(one.lines.find((l) => l.startsWith('held-out evaluation after step 4'))).toMatch(/ITM acc .*\(chance 50\.0%.*MLM loss .* nats \(unigram model [\d.]+: (below|not below); unigram entropy of the training captions /);
     const two = await run(c, 2);
     const figures = (e: EvaluationEntry): unknown => ({ ...e, seconds: 0 });
     expect(two.entries.map(figures)).toEqual(one.entries.map(figures));

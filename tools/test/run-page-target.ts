@@ -134,7 +134,7 @@ export async function startInProcessRun(workDir: string, options: { steps?: numb
       // A held-out evaluation as a pre-training run's `evaluation.every` makes one (here on the training shards, for the page only).
       if ((step + 1) % gridEvery === 0) {
         const e = await heldOutEvaluation(model, { dataset, tokenizer: fx.tokenizer, seed: 0, samples: 8 });
-        history.recordEvaluation({ ...e, step: step + 1, baseline: { unigramEntropy: 5, itmChance: ITM_CHANCE } });
+        history.recordEvaluation({ ...e, step: step + 1, baseline: { unigramEntropy: 4, unigramHeldOut: 5, itmChance: ITM_CHANCE } });
       }
       await new Promise((res) => setTimeout(res, options.stepDelayMs ?? 150));
     }

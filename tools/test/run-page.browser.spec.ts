@@ -109,8 +109,10 @@ for (const kind of ['local-train', 'in-process'] as const) {
         // Held-out evaluations: curves with their baselines (dashed), and a line saying where they stand.
         await page.waitForFunction(() => Number(document.querySelector('#heldout-accuracy-chart')?.getAttribute('data-points')) >= 2, undefined, { timeout: 60_000 });
         expect(await page.getAttribute('#heldout-accuracy-chart polyline[data-series="itm-chance"]', 'stroke-dasharray')).toBe('6,4');
-        expect(await page.$('#heldout-loss-chart polyline[data-series="unigram-entropy"]')).not.toBeNull();
-        expect(await page.textContent('#heldout-summary')).toMatch(/^held-out after step \d+: ITM accuracy [\d.]+% \(chance 50\.0%, (above|not above)\); MLM loss .* nats \(unigram entropy 5\.000, (below|not below)\)/);
+        expect(await page.$('#heldout-loss-chart polyline[data-series="unigram-model"]')).not.toBeNull();
+        expect(await page.textContent('#heldout-summary')).toMatch(
+          /^held-out after step \d+: ITM accuracy [\d.]+% \(chance 50\.0%, (above|not above)\); MLM loss .* nats \(unigram model 5\.000, (below|not below); unigram entropy of the training captions 4\.000\)/,
+        );
       } else {
         expect(await page.textContent('#heldout-summary')).toBe('no held-out evaluation (evaluation.every = 0)');
       }

@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadTokenizer, openShardDataset, prepareShards, trainTokenizer, writePhantomCorpus, type PhantomManifestLine, type ShardDataset, type TextTokenizer } from '@m3ae/data';
 import { chooseBackend, createModel, flattenParams, presetConfig, recallAtK, type M3AEConfig, type M3AEModel } from '@m3ae/model';
-import { heldOutEvaluation, heldOutIndices, retrievalChance, unigramEntropy, zeroShotRetrieval, zeroShotRetrievalModel } from './pretrain-evaluation.js';
+import { heldOutEvaluation, heldOutIndices, retrievalChance, UnigramBaseline, zeroShotRetrieval, zeroShotRetrievalModel } from './pretrain-evaluation.js';
 
 describe('retrieval arithmetic (hand-built scores)', () => {
   it('R@K both ways from a score matrix, and the chance level of a random ranking', () => {
@@ -64,7 +64,8 @@ describe('held-out evaluation and zero-shot retrieval on a tiny model (real tfjs
   });
 
   it('ITM / MLM accuracy and MIM loss: deterministic, half the pairs matched, no tensor left behind', async () => {
-    const o = { dataset, tokenizer, seed: 4, samples: 10 };
+    const unigram = await UnigramBaseline.of(dataset, tokenizer, config.maxTextLength);
+    const o = { dataset, tokenizer, seed: 4, samples: 10, unigram };
     const first = await heldOutEvaluation(model, o);
     const before = tf.memory().numTensors;
     const again = await heldOutEvaluation(model, o);
@@ -76,11 +77,16 @@ describe('held-out evaluation and zero-shot retrieval on a tiny model (real tfjs
     expect(first.counts.mlm).toBeGreaterThan(0);
     for (const v of [first.loss.mlm, first.loss.mim, first.loss.itm]) expect(Number.isFinite(v) && v > 0).toBe(true);
     expect(first.accuracy.itm * 10).toBe(Math.round(first.accuracy.itm * 10));
-    // An untrained model's MLM loss is near ln(vocabulary), far above the corpus' unigram entropy.
-    const h = await unigramEntropy(dataset, tokenizer, config.maxTextLength);
+    // An untrained model's MLM loss is near ln(vocabulary), far above the corpus' unigram entropy and the unigram
+    // model's loss on the same masked tokens (which, smoothed, lies between the two).
+    const h = unigram.entropy;
     expect(h).toBeGreaterThan(1);
     expect(h).toBeLessThan(Math.log(tokenizer.vocabSize));
-    expect(first.loss.mlm).toBeGreaterThan(h);
+    expect(first.mlmUnigram).toBeGreaterThan(h);
+    expect(first.loss.mlm).toBeGreaterThan(first.mlmUnigram ?? Infinity);
+    // An id the captions never use: finite (smoothed), and dearer than any seen one.
+    expect(Number.isFinite(unigram.loss(-5))).toBe(true);
+    expect(unigram.loss(-5)).toBeGreaterThan(unigram.loss(tokenizer.encodeContent('lesion')[0] ?? -5) - 1e-12);
     // Other parameters give other figures (the evaluation reads the model, not a cache).
     const other = createModel(config, { seed: 8 });
     try {

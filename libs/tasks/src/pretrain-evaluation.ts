@@ -37,6 +37,8 @@ export const ITM_CHANCE = 0.5;
 export interface HeldOutEvaluation {
   /** Pairs evaluated. */
   pairs: number;
+  /** With a `unigram` model: its mean loss (nats) on the same masked tokens — the MLM loss to get below. */
+  mlmUnigram?: number;
   /** Mean per masked token (nats), per masked patch, per pair. */
   loss: { mlm: number; mim: number; itm: number };
   /** Masked-token and matching accuracy (0–1). */
@@ -58,7 +60,10 @@ export function heldOutIndices(size: number, samples: number): number[] {
  * only with the parameters). The pairs form one global batch (exactly half matched); ITM negatives come from the
  * held-out set itself. Sums are taken in a fixed order over batches of {@link HELD_OUT_BATCH}.
  */
-export async function heldOutEvaluation(model: M3AEModel, o: { dataset: BatchDataset; tokenizer: TextTokenizer; seed: number; samples: number }): Promise<HeldOutEvaluation> {
+export async function heldOutEvaluation(
+  model: M3AEModel,
+  o: { dataset: BatchDataset; tokenizer: TextTokenizer; seed: number; samples: number; unigram?: UnigramBaseline },
+): Promise<HeldOutEvaluation> {
   const c = model.config;
   if (o.dataset.size < 2) throw new RangeError(`the held-out dataset has ${o.dataset.size} pair(s); expected at least 2 (ITM negatives come from it)`);
   const indices = heldOutIndices(o.dataset.size, o.samples);
@@ -66,6 +71,7 @@ export async function heldOutEvaluation(model: M3AEModel, o: { dataset: BatchDat
   const sums = { mlm: 0, mim: 0, itm: 0 };
   const counts = { mlm: 0, mim: 0, itm: 0 };
   const correct = { mlm: 0, itm: 0 };
+  let unigramSum = 0;
   for (let s = 0; s < G; s += HELD_OUT_BATCH) {
     const part = indices.slice(s, s + HELD_OUT_BATCH);
     const batch = await buildPretrainBatch({
@@ -82,6 +88,7 @@ export async function heldOutEvaluation(model: M3AEModel, o: { dataset: BatchDat
       mimMaskRatio: c.mimMaskRatio,
       numPatches: numPatches(c),
     });
+    if (o.unigram) for (const l of batch.mlmLabels) if (l !== -100) unigramSum += o.unigram.loss(l);
     const t = await computeLosses(model, batch, { training: false });
     for (const k of ['mlm', 'mim', 'itm'] as const) {
       sums[k] += t.sums[k];
@@ -93,6 +100,7 @@ export async function heldOutEvaluation(model: M3AEModel, o: { dataset: BatchDat
   const mean = (x: number, n: number): number => (n > 0 ? x / n : NaN);
   return {
     pairs: G,
+    ...(o.unigram && c.objectives.mlm.enabled ? { mlmUnigram: mean(unigramSum, counts.mlm) } : {}),
     loss: { mlm: mean(sums.mlm, counts.mlm), mim: mean(sums.mim, counts.mim), itm: mean(sums.itm, counts.itm) },
     accuracy: { mlm: mean(correct.mlm, counts.mlm), itm: mean(correct.itm, counts.itm) },
     counts,
@@ -100,23 +108,39 @@ export async function heldOutEvaluation(model: M3AEModel, o: { dataset: BatchDat
 }
 
 /**
- * The unigram entropy (nats per token) of a dataset's caption tokens — the MLM baseline: predicting every masked token
- * from the corpus' token frequencies alone has this cross-entropy, so a held-out MLM loss below it uses the context.
- * Counts the content tokens of the first `maxTextLength − 2` positions of each caption (what a model sees).
+ * The MLM baseline: a unigram model of the training captions' tokens (the content tokens of the first
+ * `maxTextLength − 2` positions of each caption, what a model sees). `entropy`: its entropy in nats per token (the
+ * training MLM loss of predicting every masked token from frequencies alone); `loss(id)`: −ln p(id) with add-one
+ * smoothing over the vocabulary, so that its mean over held-out masked tokens is the loss an MLM head below which
+ * uses the context.
  */
-export async function unigramEntropy(dataset: Pick<ShardDataset, 'size' | 'getRecord'>, tokenizer: Pick<TextTokenizer, 'encodeContent'>, maxTextLength: number): Promise<number> {
-  const freq = new Map<number, number>();
-  let total = 0;
-  for (let i = 0; i < dataset.size; i++) {
-    const ids = tokenizer.encodeContent((await dataset.getRecord(i)).text);
-    const n = Math.min(ids.length, Math.max(0, maxTextLength - 2));
-    for (let k = 0; k < n; k++) freq.set(ids[k] as number, (freq.get(ids[k] as number) ?? 0) + 1);
-    total += n;
+export class UnigramBaseline {
+  private constructor(
+    private readonly freq: ReadonlyMap<number, number>,
+    private readonly total: number,
+    private readonly vocabSize: number,
+    readonly entropy: number,
+  ) {}
+
+  static async of(dataset: Pick<ShardDataset, 'size' | 'getRecord'>, tokenizer: Pick<TextTokenizer, 'encodeContent' | 'vocabSize'>, maxTextLength: number): Promise<UnigramBaseline> {
+    const freq = new Map<number, number>();
+    let total = 0;
+    for (let i = 0; i < dataset.size; i++) {
+      const ids = tokenizer.encodeContent((await dataset.getRecord(i)).text);
+      const n = Math.min(ids.length, Math.max(0, maxTextLength - 2));
+      for (let k = 0; k < n; k++) freq.set(ids[k] as number, (freq.get(ids[k] as number) ?? 0) + 1);
+      total += n;
+    }
+    if (total === 0) throw new RangeError(`UnigramBaseline: the dataset's ${dataset.size} captions hold no token`);
+    let h = 0;
+    for (const f of freq.values()) h -= (f / total) * Math.log(f / total);
+    return new UnigramBaseline(freq, total, tokenizer.vocabSize, h);
   }
-  if (total === 0) throw new RangeError(`unigramEntropy: the dataset's ${dataset.size} captions hold no token`);
-  let h = 0;
-  for (const f of freq.values()) h -= (f / total) * Math.log(f / total);
-  return h;
+
+  /** −ln p(id), p smoothed: (count + 1) / (tokens + vocabulary size). */
+  loss(id: number): number {
+    return -Math.log(((this.freq.get(id) ?? 0) + 1) / (this.total + this.vocabSize));
+  }
 }
 
 /** R@1/5/10 a ranking drawn at random reaches in expectation, both ways, for this caption–image relation. */

@@ -51,7 +51,8 @@ export interface EvaluationObservation {
   loss: { mlm: number; mim: number; itm: number };
   /** In [0, 1]. */
   accuracy: { mlm: number; itm: number };
-  baseline: { unigramEntropy: number; itmChance: number };
+  /** The unigram entropy of the training captions, a unigram model's loss on the held-out masked tokens, ITM chance. */
+  baseline: { unigramEntropy: number; unigramHeldOut: number; itmChance: number };
 }
 
 export interface CheckpointObservation {
@@ -258,6 +259,7 @@ export class CoordinatorMetrics extends BaseMetrics {
     for (const [o, v] of Object.entries(obs.accuracy)) this.m.heldOutAccuracy.set({ objective: o }, v);
     this.m.heldOutStep.set(obs.step);
     this.m.heldOutBaseline.set({ baseline: 'unigram_entropy' }, obs.baseline.unigramEntropy);
+    if (Number.isFinite(obs.baseline.unigramHeldOut)) this.m.heldOutBaseline.set({ baseline: 'unigram_heldout' }, obs.baseline.unigramHeldOut);
     this.m.heldOutBaseline.set({ baseline: 'itm_chance' }, obs.baseline.itmChance);
   }
 

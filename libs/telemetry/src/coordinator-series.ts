@@ -226,7 +226,7 @@ function heldOutSeries(registers: Registry[]): HeldOutSeries {
     heldOutStep: new Gauge({ name: 'm3ae_heldout_step', help: 'Pre-training: the step of the last held-out evaluation.', registers }),
     heldOutBaseline: new Gauge({
       name: 'm3ae_heldout_baseline',
-      help: 'Pre-training: what the held-out figures are read against: unigram_entropy (nats per token of the training captions; an MLM loss below it uses context), itm_chance (0.5).',
+      help: 'Pre-training: what the held-out figures are read against: unigram_heldout (a unigram model of the training captions on the same held-out masked tokens, nats: an MLM loss below it uses context), unigram_entropy (of the training captions, nats per token), itm_chance (0.5).',
       labelNames: ['baseline'],
       registers,
     }),

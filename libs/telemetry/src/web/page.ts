@@ -45,7 +45,7 @@ export function runPageHtml(options: { pollMs: number }): string {
   <figure><figcaption>accuracy (MLM, ITM)</figcaption><svg id="accuracy-chart" class="chart" role="img" aria-label="accuracy"></svg></figure>
   <figure><figcaption>throughput (samples/s)</figcaption><svg id="throughput-chart" class="chart" role="img" aria-label="throughput"></svg></figure>
   <figure><figcaption>step time (s)</figcaption><svg id="step-time-chart" class="chart" role="img" aria-label="step time"></svg></figure>
-  <figure><figcaption>held-out loss (MLM against the unigram entropy, dashed; MIM; ITM)</figcaption><svg id="heldout-loss-chart" class="chart" role="img" aria-label="held-out loss"></svg></figure>
+  <figure><figcaption>held-out loss (MLM against a unigram model on the same tokens, dashed; MIM; ITM)</figcaption><svg id="heldout-loss-chart" class="chart" role="img" aria-label="held-out loss"></svg></figure>
   <figure><figcaption>held-out accuracy (MLM; ITM against chance, dashed)</figcaption><svg id="heldout-accuracy-chart" class="chart" role="img" aria-label="held-out accuracy"></svg></figure>
 </section>
 <p id="heldout-summary" class="hint">no held-out evaluation</p>
@@ -284,7 +284,7 @@ export const RUN_PAGE_JS = String.raw`
     function series(group, o) { return points.map(function (p) { return [p.step, p[group][o]]; }); }
     function flat(v) { return points.length ? [[points[0].step, v], [points[points.length - 1].step, v]] : []; }
     var loss = ['mlm', 'mim', 'itm'].map(function (o) { return { name: 'heldout-' + o, label: o.toUpperCase(), color: COLORS[o], values: series('loss', o) }; });
-    if (base && points.length) loss.push({ name: 'unigram-entropy', label: 'unigram entropy', color: COLORS.mlm, dash: true, values: flat(base.unigramEntropy) });
+    if (base && points.length && finite(base.unigramHeldOut)) loss.push({ name: 'unigram-model', label: 'unigram model', color: COLORS.mlm, dash: true, values: flat(base.unigramHeldOut) });
     drawChart($('heldout-loss-chart'), loss, { zero: true, empty: empty });
     var acc = ['mlm', 'itm'].map(function (o) { return { name: 'heldout-' + o, label: o.toUpperCase(), color: COLORS[o], values: series('accuracy', o) }; });
     if (base && points.length) acc.push({ name: 'itm-chance', label: 'ITM chance', color: COLORS.itm, dash: true, values: flat(base.itmChance) });
@@ -293,8 +293,9 @@ export const RUN_PAGE_JS = String.raw`
     if (!base || !last) { setText('heldout-summary', empty); return; }
     var pct = function (v) { return finite(v) ? (100 * v).toFixed(1) + '%' : '–'; };
     setText('heldout-summary', 'held-out after step ' + last.step + ': ITM accuracy ' + pct(last.accuracy.itm) + ' (chance ' + pct(base.itmChance) + ', ' +
-      (last.accuracy.itm > base.itmChance ? 'above' : 'not above') + '); MLM loss ' + num(last.loss.mlm) + ' nats (unigram entropy ' + num(base.unigramEntropy) + ', ' +
-      (last.loss.mlm < base.unigramEntropy ? 'below' : 'not below') + '), MLM accuracy ' + pct(last.accuracy.mlm) + '; MIM loss ' + num(last.loss.mim));
+      (last.accuracy.itm > base.itmChance ? 'above' : 'not above') + '); MLM loss ' + num(last.loss.mlm) + ' nats (unigram model ' + num(base.unigramHeldOut) + ', ' +
+      (finite(base.unigramHeldOut) ? (last.loss.mlm < base.unigramHeldOut ? 'below' : 'not below') : 'unknown') + '; unigram entropy of the training captions ' + num(base.unigramEntropy) +
+      '), MLM accuracy ' + pct(last.accuracy.mlm) + '; MIM loss ' + num(last.loss.mim));
   }
 
   function renderBreakdown(b) {

@@ -244,13 +244,13 @@ export class RunHistory {
     step: number;
     loss: { mlm: number; mim: number; itm: number };
     accuracy: { mlm: number; itm: number };
-    baseline: { unigramEntropy: number; itmChance: number };
+    baseline: { unigramEntropy: number; unigramHeldOut: number; itmChance: number };
   }): void {
     requireInt('recordEvaluation step', e.step);
     const f = (v: number): number | null => (Number.isFinite(v) ? v : null);
     const point: RunEvaluationPoint = { step: e.step, t: this.now(), loss: { mlm: f(e.loss.mlm), mim: f(e.loss.mim), itm: f(e.loss.itm) }, accuracy: { mlm: f(e.accuracy.mlm), itm: f(e.accuracy.itm) } };
     this.evaluations = [...this.evaluations.filter((p) => p.step !== e.step), point].sort((a, b) => a.step - b.step);
-    this.evaluationBaseline = { unigramEntropy: e.baseline.unigramEntropy, itmChance: e.baseline.itmChance };
+    this.evaluationBaseline = { unigramEntropy: e.baseline.unigramEntropy, unigramHeldOut: f(e.baseline.unigramHeldOut), itmChance: e.baseline.itmChance };
   }
 
   /** Heartbeats read from Redis (see `readWorkerHeartbeats`); newer beats replace older ones. */

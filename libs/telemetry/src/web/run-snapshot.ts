@@ -92,8 +92,9 @@ export interface RunSnapshot {
   checkpoint: { step: number; file: string; at: number; durationMs: number } | null;
   grid: { step: number; at: number } | null;
   /**
-   * Held-out evaluations (every one kept, sent whole) and what they are read against: the unigram entropy of the
-   * training captions (an MLM loss below it uses context) and ITM chance. Null baseline: the run evaluates nothing.
+   * Held-out evaluations (every one kept, sent whole) and what they are read against: a unigram model's loss on the
+   * same held-out masked tokens (an MLM loss below it uses context; null when unknown), the unigram entropy of the
+   * training captions, and ITM chance. Null baseline: the run evaluates nothing.
    */
-  evaluation: { points: RunEvaluationPoint[]; baseline: { unigramEntropy: number; itmChance: number } | null };
+  evaluation: { points: RunEvaluationPoint[]; baseline: { unigramEntropy: number; unigramHeldOut: number | null; itmChance: number } | null };
 }

@@ -58,7 +58,7 @@ export async function modelSetup(config: RunConfig, options: ModelSetupOptions =
     throw e;
   }
   if (evaluator) {
-    options.log?.(`held-out evaluation every ${config.evaluation.every} steps on ${config.evaluation.data}; baselines: unigram entropy of the training captions ${evaluator.unigramEntropy.toFixed(4)} nats/token (MLM), ITM chance 50%`);
+    options.log?.(`held-out evaluation every ${config.evaluation.every} steps on ${config.evaluation.data}; baselines: a unigram model of the training captions (entropy ${evaluator.unigram.entropy.toFixed(4)} nats/token; its loss on the held-out masked tokens is logged with each evaluation) for MLM, chance (50%) for ITM`);
   }
   const schedule = pretrainSchedule(config);
   const manifest = modelManifest(model);
