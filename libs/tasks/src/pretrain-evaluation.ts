@@ -186,8 +186,9 @@ export interface ZeroShotRetrieval {
 
 /**
  * Zero-shot retrieval on `pairs` held-out image–caption pairs (spread evenly over the dataset): every (image, caption)
- * is scored by the ITM head (`retrievalScores`), then image→text and text→image R@1/5/10 (`recallAtK`). Identical
- * captions (several images of one case share one) are ranked once, correct for each of their images.
+ * is scored by the ITM head (`retrievalScores`), then image→text and text→image R@1/5/10 (`recallAtK`). Captions that
+ * are identical as the model reads them (the same `textLength` token ids: several images of one case share one caption,
+ * and long captions may agree in their first tokens) are ranked once, correct for each of their images.
  */
 export async function zeroShotRetrieval(model: DownstreamModel, o: { dataset: ShardDataset; tokenizer: TextTokenizer; pairs: number; textLength?: number }): Promise<ZeroShotRetrieval> {
   const c = model.config;
