@@ -4,10 +4,10 @@ import { modelSetup, type ModelSetupOptions } from './model-setup.js';
 import { taskSetup, type TaskSetupOptions } from './task-setup.js';
 import { syntheticSetup, type TrainingSetup } from './training-setup.js';
 
-/** The training setup a run configuration asks for: M3AE pre-training on shards, a downstream task, or the synthetic workload. */
 /** Options of either setup: lines to log, a task's validations, a pre-training run's held-out evaluations. */
 export type SetupOptions = TaskSetupOptions & ModelSetupOptions;
 
+/** The training setup a run configuration asks for: M3AE pre-training on shards, a downstream task, or the synthetic workload. */
 export async function createSetup(config: RunConfig, options: SetupOptions = {}): Promise<TrainingSetup> {
   if (config.compute.kind === 'synthetic') return syntheticSetup(config);
   return isTaskRun(config) ? await taskSetup(config, options) : await modelSetup(config, options);
