@@ -44,7 +44,7 @@ describe('ModelComputer (tiny preset, phantom shards)', () => {
       normalizers,
       manifestHash: setup.manifest.hash,
       datasetHash: setup.datasetHash,
-      params: { key: 'm3ae:model-compute:params:v0', encoding: 'f32', elements: params.length, bytes: params.length * 4, chunkBytes: 4194304, chunks: 1, stores: 1, checksum: `crc32:0000000${version}` },
+      params: [{ key: 'm3ae:model-compute:params:v0', encoding: 'f32', elements: params.length, bytes: params.length * 4, chunkBytes: 4194304, chunks: 1, stores: 1, checksum: `crc32:0000000${version}` }],
       gradEncoding: 'f32',
     });
     const first = await computer.compute(job(0, 0, [0, 1], [0, 1]), params);

@@ -13,6 +13,8 @@ import {
   syntheticCounts,
   syntheticGradients,
   syntheticManifest,
+  shardRanges,
+  type BlobRef,
   type Contribution,
   type MicroBatchJob,
   type TensorEncoding,
@@ -87,8 +89,8 @@ describe('distributed training orchestration (synthetic compute)', () => {
       const good = syntheticGradients(job.indices, pretrainTotals(job.normalizers), params);
       const counts = syntheticCounts(job.indices);
       const push = async (over: Partial<Contribution>, grads: Float32Array = good.grads, corrupt?: (key: string) => Promise<void>, encoding: TensorEncoding = 'f32'): Promise<void> => {
-        const ref = await blobs.putEncoded(keys.grad(job.step, job.jobIndex, 'forger', randomBytes(4).toString('hex')), encodeTensor(grads, encoding), encoding, grads.length);
-        if (corrupt) await corrupt(ref.key);
+        const refs = await blobs.putShards(keys.grad(job.step, job.jobIndex, 'forger', randomBytes(4).toString('hex')), encodeTensor(grads, encoding), encoding, shardRanges(grads.length, 1));
+        if (corrupt) await corrupt((refs[0] as BlobRef).key);
         const c: Contribution = {
           protocol: PROTOCOL_VERSION,
           runId: config.runId,
@@ -99,11 +101,12 @@ describe('distributed training orchestration (synthetic compute)', () => {
           copy: 0,
           workerId: 'forger',
           manifestHash: job.manifestHash,
-          grad: ref,
+          grads: refs,
           sums: good.sums,
           counts,
           correct: good.correct,
           timings: { fetchMs: 0, computeMs: 1, encodeMs: 0, uploadMs: 0, totalMs: 1 },
+          transfer: { readBytes: 0, writtenBytes: 0 },
           ...over,
         };
         await redis.rpush(keys.results, JSON.stringify(c));

@@ -57,7 +57,7 @@ export function serialReference(config: RunConfig, steps = pretrainTraining(conf
   const training = pretrainTraining(config);
   const params = syntheticInitialParams(spec.paramCount, config.seed);
   const sampler = new EpochSampler({ size: spec.datasetSize, seed: config.seed, globalBatchSize: training.globalBatch });
-  const optimizer = adamwFor(syntheticManifest(spec.paramCount), training);
+  const optimizer = adamwFor({ layout: syntheticManifest(spec.paramCount), training });
   const m = training.microBatch;
   for (let step = 0; step < steps; step++) {
     const batch = sampler.batchAt(step);
@@ -76,7 +76,8 @@ export function serialReference(config: RunConfig, steps = pretrainTraining(conf
       for (const s of slices) quantizeInto(fixed, syntheticGradients(s, normalizers, params).grads);
       fixedToF32(fixed, acc);
     } else for (const s of slices) addEncodedInto(acc, encodeTensor(syntheticGradients(s, normalizers, params).grads, encoding), encoding);
-    optimizer.update(params, acc, step);
+    if (optimizer.step !== step) throw new Error(`the reference optimizer is at ${optimizer.step}; step ${step}`);
+    optimizer.update(params, acc);
   }
   return sha256OfFloats(params);
 }

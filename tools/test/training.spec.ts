@@ -104,23 +104,29 @@ class Proc {
   }
 }
 
-describe('m3ae train --local: jobs of several micro-batches (fx53, tiny preset, real compute)', () => {
-  it('1, 2 and 3 workers × 1 or 4 micro-batches per job: bitwise-identical parameters', async () => {
+describe('m3ae train --local: shards and jobs of several micro-batches (fx53, tiny preset, real compute)', () => {
+  it('1, 2 and 3 workers × 1 or 3 shards × 1 or 4 micro-batches per job: bitwise-identical parameters', async () => {
     const hashes = new Map<string, string>();
-    for (const perJob of [1, 4]) {
-      for (const workers of [1, 2, 3]) {
-        // 24 samples a step in micro-batches of 2: 12 jobs, or 3 jobs of 4 micro-batches summed on the worker.
-        const r = await train(workers, ['--grad-encoding', 'fx53', '--micro-batches-per-job', String(perJob), '--global-batch', '24', '--checkpoint-dir', join(work, `ckpt-fx-${perJob}-${workers}`)], { M3AE_LOG_LEVEL: 'info' });
-        expect(r.steps).toBe(3);
-        if (workers > 1) expect(computedBy(r)).toBeGreaterThan(1);
-        hashes.set(`${workers} workers × ${perJob}`, r.paramsSha256);
+    for (const shards of [1, 3]) {
+      for (const perJob of [1, 4]) {
+        for (const workers of [1, 2, 3]) {
+          // 24 samples a step in micro-batches of 2: 12 jobs, or 3 jobs of 4 micro-batches summed on the worker; the
+          // parameters and gradients travel as 1 or 3 blobs, reduced and updated by 1 or 3 coordinator shards.
+          const args = ['--grad-encoding', 'fx53', '--micro-batches-per-job', String(perJob), '--shards', String(shards), '--global-batch', '24'];
+          const r = await train(workers, [...args, '--checkpoint-dir', join(work, `ckpt-fx-${shards}-${perJob}-${workers}`)], { M3AE_LOG_LEVEL: 'info' });
+          expect(r.steps).toBe(3);
+          if (workers > 1) expect(computedBy(r)).toBeGreaterThan(1);
+          hashes.set(`${workers} workers × ${shards} shards × ${perJob}`, r.paramsSha256);
+        }
       }
     }
+    expect(hashes.size).toBe(12);
     expect(new Set(hashes.values()).size, JSON.stringify([...hashes])).toBe(1);
     // Not the f32 run's parameters: the exact sum rounds differently from f32 in job order somewhere.
     const f32 = await train(1, ['--global-batch', '24', '--checkpoint-dir', join(work, 'ckpt-fx-f32')]);
     expect(f32.paramsSha256).not.toBe([...hashes.values()][0]);
-  });
+    // Thirteen short runs (each a few seconds on an idle machine): room for a loaded one.
+  }, 600_000);
 });
 
 describe('faults with real processes (synthetic compute)', () => {
@@ -144,10 +150,10 @@ describe('faults with real processes (synthetic compute)', () => {
     return p;
   };
 
-  // f32 in job order, and exact fixed point with jobs of 2 micro-batches summed on the worker (the serial reference sums
-  // every micro-batch exactly, so it is the reference for any grouping).
+  // f32 in job order reduced by 3 coordinator shards (threads), and exact fixed point with jobs of 2 micro-batches summed
+  // on the worker (the serial reference sums every micro-batch exactly, so it is the reference for any grouping).
   for (const [label, grads] of [
-    ['f32', {}],
+    ['f32, 3 shards', { shards: 3 }],
     ['fx53, 2 micro-batches per job', { gradEncoding: 'fx53', microBatchesPerJob: 2 }],
   ] as const) {
     it(`a worker killed with SIGKILL mid-step: its job is redelivered and the result is exact (${label})`, async () => {

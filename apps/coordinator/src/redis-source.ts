@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import {
   BlobError,
   BlobStore,
+  FixedPointError,
   blobEndpoints,
   connectRedis,
   JOB_QUEUE_NAME,
@@ -19,7 +20,7 @@ import {
   type ObjectiveTotals,
   type RunConfig,
 } from '@m3ae/protocol';
-import { OrderedReducer, StopRequested, type GatherStats, type GradientSource, type PlannedJob, type StepWork } from '@m3ae/training';
+import { StopRequested, type BlobTransport, type GatherStats, type GradientSource, type PlannedJob, type StepReduction, type StepWork } from '@m3ae/training';
 import { assertNoEviction } from './redis-policy.js';
 
 /** Why a contribution was refused (a label of `m3ae_jobs_rejected_total`). */
@@ -83,12 +84,12 @@ interface JobCopy {
 interface StepState {
   step: number;
   version: number;
-  paramsRef: BlobRef;
+  paramsRefs: BlobRef[];
   jobs: PlannedJob[];
   jobCount: number;
   expected: ObjectiveTotals[];
   copies: JobCopy[][];
-  reducer: OrderedReducer;
+  reducer: StepReduction;
   acceptedTimings: Contribution['timings'][];
   workers: Set<string>;
   tally: { enqueued: number; rejected: number; duplicates: number; backups: number; retried: number };
@@ -113,7 +114,6 @@ export class RedisGradientSource implements GradientSource {
   private blobs!: BlobStore;
   private queue!: Queue;
   private queueEvents: QueueEvents | undefined;
-  private params: Float32Array | undefined;
   private current: StepState | undefined;
   private stopRequested = false;
 
@@ -121,6 +121,11 @@ export class RedisGradientSource implements GradientSource {
     this.config = options.config;
     this.keys = new RunKeys(this.config.runId);
     this.log = options.logger;
+  }
+
+  /** The shards of the coordinator's reduction read the workers' gradient blobs from the run's blob Redis instances. */
+  get blobTransport(): BlobTransport {
+    return { endpoints: blobEndpoints(this.config), options: { chunkBytes: this.config.redis.chunkBytes, checksum: this.config.redis.checksum } };
   }
 
   private get incarnation(): string {
@@ -221,9 +226,9 @@ export class RedisGradientSource implements GradientSource {
     });
   }
 
-  private async publishParams(version: number): Promise<BlobRef> {
-    if (!this.params) throw new CoordinatorError('no parameters to publish');
-    return await this.blobs.putTensor(this.keys.params(version), this.params, 'f32');
+  /** Version v of the parameters, one blob per shard, each written by its shard. */
+  private async publishParams(reducer: StepReduction, version: number): Promise<BlobRef[]> {
+    return await reducer.publish(this.keys.params(version));
   }
 
   private async enqueue(state: StepState, jobIndex: number, kind: JobCopy['kind']): Promise<boolean> {
@@ -231,7 +236,7 @@ export class RedisGradientSource implements GradientSource {
     if (copies.length >= this.config.coordinator.maxCopies) return false;
     const copy = copies.length;
     const id = `s${state.step}-j${jobIndex}-c${copy}`;
-    const data: MicroBatchJob = { ...(state.jobs[jobIndex] as PlannedJob), copy, params: state.paramsRef };
+    const data: MicroBatchJob = { ...(state.jobs[jobIndex] as PlannedJob), copy, params: state.paramsRefs };
     await this.queue.add('microbatch', data, { jobId: id, ...(kind === 'backup' ? { lifo: true } : {}) });
     copies.push({ id, copy, kind, enqueuedAt: Date.now(), goneChecks: 0 });
     state.tally.enqueued++;
@@ -241,16 +246,15 @@ export class RedisGradientSource implements GradientSource {
     return true;
   }
 
-  async gather(work: StepWork, params: Float32Array, reducer: OrderedReducer, shouldStop: () => boolean): Promise<GatherStats> {
+  async gather(work: StepWork, reducer: StepReduction, shouldStop: () => boolean): Promise<GatherStats> {
     const t0 = performance.now();
-    this.params = params;
     await this.redis.hset(this.keys.coordinator, 'step', String(work.step));
-    const paramsRef = await this.publishParams(work.version);
+    const paramsRefs = await this.publishParams(reducer, work.version);
     const tPublished = performance.now();
     const state: StepState = {
       step: work.step,
       version: work.version,
-      paramsRef,
+      paramsRefs,
       jobs: work.jobs,
       jobCount: work.jobs.length,
       expected: work.expected,
@@ -259,7 +263,7 @@ export class RedisGradientSource implements GradientSource {
       acceptedTimings: [],
       workers: new Set(),
       tally: { enqueued: 0, rejected: 0, duplicates: 0, backups: 0, retried: 0 },
-      bytes: { params: paramsRef.bytes, grads: 0 },
+      bytes: { params: paramsRefs.reduce((a, r) => a + r.bytes, 0), grads: 0 },
       backupsOf: new Set(),
       recoveries: 0,
     };
@@ -298,7 +302,7 @@ export class RedisGradientSource implements GradientSource {
     const state = this.current;
     if (!state) return;
     await this.queue.drain(true);
-    await this.blobs.delete(state.paramsRef);
+    for (const ref of state.paramsRefs) await this.blobs.delete(ref);
     this.current = undefined;
   }
 
@@ -308,11 +312,14 @@ export class RedisGradientSource implements GradientSource {
     this.options.events?.onReject?.(reason, { step: state.step, ...(c ? { jobIndex: c.jobIndex, workerId: c.workerId } : {}), message });
   }
 
-  /** Deletes a contribution's gradient blob if it lies in this run's blob space (never trust a foreign key). */
-  private async discard(ref: unknown): Promise<void> {
-    const r = ref as Partial<BlobRef> | undefined;
-    if (r && typeof r.key === 'string' && typeof r.chunks === 'number' && this.keys.ownsBlob(r.key) && r.chunks >= 0 && r.chunks < 1_000_000) {
-      await this.blobs.delete({ key: r.key, chunks: r.chunks }).catch(() => undefined);
+  /** Deletes a contribution's gradient blobs that lie in this run's blob space (never trust a foreign key). */
+  private async discard(refs: unknown): Promise<void> {
+    if (!Array.isArray(refs)) return;
+    for (const ref of refs.slice(0, 64) as unknown[]) {
+      const r = ref as Partial<BlobRef> | undefined;
+      if (r && typeof r.key === 'string' && typeof r.chunks === 'number' && this.keys.ownsBlob(r.key) && r.chunks >= 0 && r.chunks < 1_000_000) {
+        await this.blobs.delete({ key: r.key, chunks: r.chunks }).catch(() => undefined);
+      }
     }
   }
 
@@ -329,7 +336,7 @@ export class RedisGradientSource implements GradientSource {
       c = parseContribution(data);
     } catch (e) {
       this.reject(state, 'malformed', (e as Error).message);
-      await this.discard((data as { grad?: unknown } | null)?.grad);
+      await this.discard((data as { grads?: unknown } | null)?.grads);
       return;
     }
     const who = { jobIndex: c.jobIndex, workerId: c.workerId };
@@ -352,23 +359,27 @@ export class RedisGradientSource implements GradientSource {
       }
       if (![...Object.values(c.sums), ...Object.values(c.correct)].every(Number.isFinite)) return await bad('non-finite-loss', `loss sums ${JSON.stringify(c.sums)}`);
       // A step's contributions are summed in one encoding (fx53 exactly, the others in job order).
-      if (c.grad.encoding !== this.config.training.gradEncoding) return await bad('encoding', `gradient encoded ${c.grad.encoding}; expected ${this.config.training.gradEncoding} (training.gradEncoding)`);
-      let bytes: Uint8Array;
+      const wrongEncoding = c.grads.find((g) => g.encoding !== this.config.training.gradEncoding);
+      if (wrongEncoding) return await bad('encoding', `gradient encoded ${wrongEncoding.encoding}; expected ${this.config.training.gradEncoding} (training.gradEncoding)`);
+      const shards = state.reducer.shards.length;
+      if (c.grads.length !== shards) return await bad('layout', `gradient in ${c.grads.length} shard blob(s); this run has ${shards} (training.shards)`);
+      const readBefore = state.reducer.stats.readBytes;
       try {
-        bytes = await this.blobs.getEncoded(c.grad, { expectElements: this.options.paramCount, requireFinite: true });
+        // Every shard reads and verifies its own blob (length, checksum, finite values); the job counts in all or none.
+        await state.reducer.add(c.jobIndex, { gradient: { refs: c.grads }, sums: c.sums, counts: c.counts, correct: c.correct, tokens: c.tokens });
       } catch (e) {
+        if (e instanceof FixedPointError) throw e;
         if (e instanceof BlobError) return await bad(e.fault, e.message);
         // A read that failed for another reason (a connection dropped mid-transfer): compute it again.
         return await bad('unreadable', e instanceof Error ? e.message : String(e));
       }
-      state.bytes.grads += bytes.byteLength;
+      state.bytes.grads += state.reducer.stats.readBytes - readBefore;
       const copy = state.copies[c.jobIndex]?.[c.copy];
       if (copy?.kind === 'backup') this.options.events?.onBackupWon?.({ step: state.step, jobIndex: c.jobIndex });
-      state.reducer.add(c.jobIndex, { bytes, encoding: c.grad.encoding, sums: c.sums, counts: c.counts, correct: c.correct, tokens: c.tokens });
       state.acceptedTimings.push(c.timings);
       state.workers.add(c.workerId);
     } finally {
-      await this.discard(c.grad);
+      await this.discard(c.grads);
     }
   }
 
@@ -453,7 +464,7 @@ export class RedisGradientSource implements GradientSource {
     this.options.events?.onRecover?.({ step: state.step, reason });
     await assertNoEviction(this.redis);
     await this.writeSentinel(state.step);
-    state.paramsRef = await this.publishParams(state.version);
+    state.paramsRefs = await this.publishParams(state.reducer, state.version);
     for (const k of state.reducer.missing()) {
       for (const c of state.copies[k] as JobCopy[]) c.goneChecks = 0;
       if (!(await this.enqueue(state, k, 'retry'))) throw new CoordinatorError(`step ${state.step}: micro-batch ${k} exceeded ${this.config.coordinator.maxCopies} copies while recovering`);

@@ -15,6 +15,7 @@ import {
   syntheticInitialParams,
   syntheticManifest,
   toBf16,
+  type BlobRef,
   type MicroBatchJob,
 } from '@m3ae/protocol';
 import { computeThreadPath, SyntheticComputer, ThreadedComputer } from '@m3ae/training';
@@ -69,7 +70,7 @@ describe('TrainingWorker (real Redis and BullMQ, hand-made jobs)', () => {
       positions: [0, 1],
       normalizers,
       manifestHash: manifest.hash,
-      params: paramsRef,
+      params: [paramsRef],
       gradEncoding: 'bf16',
     };
 
@@ -116,10 +117,12 @@ describe('TrainingWorker (real Redis and BullMQ, hand-made jobs)', () => {
       expect(Math.abs(numeric - (expected.grads[i] as number))).toBeLessThan(1e-6 * Math.max(1e-3, Math.abs(numeric)) + 1e-12);
     }
     expect(c.counts).toEqual(syntheticCounts(indices));
-    const got = await blobs.getEncoded(c.grad);
+    expect(c.grads).toHaveLength(1);
+    expect(c.transfer).toEqual({ readBytes: params.length * 4, writtenBytes: params.length * 2 });
+    const got = await blobs.getEncoded(c.grads[0] as BlobRef);
     const want = new Uint16Array(expected.grads.length);
     toBf16(expected.grads, want);
     expect(Buffer.from(got)).toEqual(Buffer.from(want.buffer));
-    await blobs.delete(c.grad);
+    await blobs.delete(c.grads[0] as BlobRef);
   });
 });

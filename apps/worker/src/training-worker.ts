@@ -11,6 +11,8 @@ import {
   parseMicroBatchJob,
   PayloadError,
   PROTOCOL_VERSION,
+  paramsIdentity,
+  shardRanges,
   queueEndpoint,
   redisOptions,
   RunKeys,
@@ -228,7 +230,7 @@ export class TrainingWorker {
     await this.pinBackend().catch(async (e: unknown) => await refuse(e instanceof Error ? e : new Error(String(e))));
     try {
       const tf = performance.now();
-      const hit = this.paramsVersion?.version === payload.version && this.paramsVersion.checksum === payload.params.checksum;
+      const hit = this.paramsVersion?.version === payload.version && this.paramsVersion.checksum === paramsIdentity(payload.params);
       const params = hit ? (this.params as Float32Array) : await this.fetchParams(payload);
       timings.fetchMs = performance.now() - tf;
 
@@ -252,9 +254,12 @@ export class TrainingWorker {
 
       const tu = performance.now();
       const nonce = randomBytes(4).toString('hex');
-      const ref = await this.blobs.putEncoded(this.keys.grad(payload.step, payload.jobIndex, this.id, nonce), computed.bytes, computed.encoding, computed.elements, {
+      // One blob per shard of the job's parameters: each coordinator shard reads only its own.
+      const refs = await this.blobs.putShards(this.keys.grad(payload.step, payload.jobIndex, this.id, nonce), computed.bytes, computed.encoding, shardRanges(computed.elements, payload.params.length), {
         ttlSeconds: this.options.config.redis.gradTtlSeconds,
       });
+      const gradBytes = refs.reduce((a, r) => a + r.bytes, 0);
+      const paramBytes = hit ? 0 : payload.params.reduce((a, r) => a + r.bytes, 0);
       timings.uploadMs = performance.now() - tu;
       timings.totalMs = performance.now() - t0;
       const contribution: Contribution = {
@@ -267,16 +272,17 @@ export class TrainingWorker {
         copy: payload.copy,
         workerId: this.id,
         manifestHash: this.computer.manifestHash,
-        grad: ref,
+        grads: refs,
         sums: computed.sums,
         counts: computed.counts,
         correct: computed.correct,
         ...(computed.tokens !== undefined ? { tokens: computed.tokens } : {}),
         timings,
+        transfer: { readBytes: paramBytes, writtenBytes: gradBytes },
       };
       await this.redis.rpush(this.keys.results, JSON.stringify(contribution));
       this.stats.completed++;
-      this.emit({ ...base, ...(computed.tokens !== undefined ? { tokens: computed.tokens } : {}), outcome: 'completed', timings, paramCacheHit: hit, paramBytes: hit ? 0 : payload.params.bytes, gradBytes: ref.bytes });
+      this.emit({ ...base, ...(computed.tokens !== undefined ? { tokens: computed.tokens } : {}), outcome: 'completed', timings, paramCacheHit: hit, paramBytes, gradBytes });
       return { outcome: 'completed' };
     } catch (e) {
       if (e instanceof WaitingError) throw e;
@@ -299,8 +305,9 @@ export class TrainingWorker {
     const n = this.computer.paramCount;
     this.params ??= new Float32Array(new SharedArrayBuffer(n * 4));
     this.paramsVersion = undefined; // the buffer is being overwritten
-    await this.blobs.getEncoded(payload.params, { expectElements: n, into: new Uint8Array(this.params.buffer, this.params.byteOffset, this.params.byteLength) });
-    this.paramsVersion = { version: payload.version, checksum: payload.params.checksum };
+    // Every shard's blob at its range, all in flight at once.
+    await this.blobs.getShardsInto(payload.params, shardRanges(n, payload.params.length), new Uint8Array(this.params.buffer, this.params.byteOffset, this.params.byteLength));
+    this.paramsVersion = { version: payload.version, checksum: paramsIdentity(payload.params) };
     this.stats.paramFetches++;
     return this.params;
   }

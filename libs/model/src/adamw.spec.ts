@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { AdamW } from './adamw.js';
+import { GRADIENT_BLOCK } from '@m3ae/protocol';
+import { AdamW, gradientSquares } from './adamw.js';
 import { buildManifest, type ParamSpec } from './params.js';
 
 const spec = (name: string, n: number): ParamSpec => ({ name, shape: [n], init: { kind: 'zeros' }, trainable: true });
@@ -66,6 +67,40 @@ describe('AdamW', () => {
     expect(grads[0]).toBeCloseTo(0.6, 5);
     expect(grads[1]).toBeCloseTo(0.8, 5);
     expect(() => opt.update(new Float32Array(10), new Float32Array(10).fill(Number.NaN))).toThrow(/gradient norm is NaN/);
+  });
+
+  it('one plan, ranges updated separately (in any order, moments shared): the bits of one whole update', () => {
+    // Three gradient blocks and a bit; the layout's groups (×5 head, no decay on LayerNorm) straddle the cuts.
+    const n = 3 * GRADIENT_BLOCK + 5;
+    const big = buildManifest([
+      spec('language_encoder.encoder.layer.0.intermediate.dense.weight', GRADIENT_BLOCK + 3),
+      spec('itm_head.fc.weight', GRADIENT_BLOCK),
+      spec('multi_modal_language_layers.0.output.LayerNorm.weight', n - 2 * GRADIENT_BLOCK - 3),
+    ]);
+    const grads = (t: number): Float32Array => new Float32Array(n).map((_, i) => Math.sin(i * 3 + t) * 10 ** ((i % 7) - 3));
+    const whole = new AdamW(big, { totalSteps: 4, clipNorm: 1 });
+    const pw = new Float32Array(n).map((_, i) => Math.cos(i) * 0.02);
+    const memory = { m: new Float32Array(n), v: new Float32Array(n) };
+    const planner = new AdamW(big, { totalSteps: 4, clipNorm: 1 }, memory);
+    const worker = new AdamW(big, { totalSteps: 4, clipNorm: 1 }, memory); // another shard's copy over the same moments
+    const ps = pw.slice();
+    const cuts = [0, GRADIENT_BLOCK, 3 * GRADIENT_BLOCK, n];
+    for (let t = 0; t < 3; t++) {
+      const info = whole.update(pw, grads(t));
+      const g = grads(t);
+      const parts = [0, 1, 2].map((s) => gradientSquares(g, cuts[s] as number, cuts[s + 1] as number));
+      const plan = planner.plan(Float64Array.from(parts.flatMap((x) => [...x])));
+      expect(plan.gradNorm).toBe(info.gradNorm);
+      expect(plan.clipped).toBe(true);
+      for (const s of [2, 0, 1]) {
+        const [a, b] = [cuts[s] as number, cuts[s + 1] as number];
+        worker.applyRange(ps, g.slice(a, b), a, b, plan, a);
+      }
+    }
+    expect(Buffer.from(ps.buffer).equals(Buffer.from(pw.buffer))).toBe(true);
+    expect(() => planner.plan(new Float64Array(2))).toThrow(`AdamW.plan: got 2 block sums; expected 4 (one per ${GRADIENT_BLOCK} gradients)`);
+    expect(() => gradientSquares(grads(0), 5, 10)).toThrow(`gradientSquares: start 5 is not a multiple of ${GRADIENT_BLOCK}`);
+    expect(() => worker.applyRange(ps, new Float32Array(4), 0, 8, planner.plan(new Float64Array(4)), 0)).toThrow('AdamW.applyRange: elements [0, 8) are not in the given gradients [0, 4)');
   });
 
   it('restores its state exactly', () => {

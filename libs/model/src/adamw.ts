@@ -1,4 +1,4 @@
-import type { OptimizerState } from '@m3ae/protocol';
+import { GRADIENT_BLOCK, type OptimizerState } from '@m3ae/protocol';
 import { hasWeightDecay, lrGroup, shapeSize, type ParamManifest } from './params.js';
 
 /**
@@ -47,6 +47,34 @@ export interface AdamWStepInfo {
   clipped: boolean;
 }
 
+/** One update as {@link AdamW.plan} fixes it for every range: structured-cloneable (sent to shard threads). */
+export interface AdamWPlan extends AdamWStepInfo {
+  /** The factor the gradient is multiplied by (1 when not clipped). */
+  clipCoef: number;
+  /** Updates taken including this one (the bias corrections' exponent). */
+  updates: number;
+}
+
+/**
+ * The squared L2 norm of `grads[start, end)` by {@link GRADIENT_BLOCK} (each block's squares summed in element order
+ * in double precision): `start` must be a block boundary. The whole vector's blocks, in order, are what
+ * {@link AdamW.plan} sums, so a norm computed shard by shard has the same bits as one computed at once.
+ */
+export function gradientSquares(grads: Float32Array, start: number, end: number): Float64Array {
+  if (start % GRADIENT_BLOCK !== 0) throw new Error(`gradientSquares: start ${start} is not a multiple of ${GRADIENT_BLOCK}`);
+  const out = new Float64Array(Math.ceil((end - start) / GRADIENT_BLOCK));
+  for (let b = 0; b < out.length; b++) {
+    const to = Math.min(end, start + (b + 1) * GRADIENT_BLOCK);
+    let ss = 0;
+    for (let i = start + b * GRADIENT_BLOCK; i < to; i++) {
+      const g = grads[i] as number;
+      ss += g * g;
+    }
+    out[b] = ss;
+  }
+  return out;
+}
+
 interface Segment {
   start: number;
   end: number;
@@ -59,11 +87,11 @@ export class AdamW {
   readonly warmupSteps: number;
   readonly size: number;
   private readonly segments: Segment[];
-  private m: Float32Array;
-  private v: Float32Array;
+  private readonly m: Float32Array;
+  private readonly v: Float32Array;
   private stepCount = 0;
 
-  constructor(manifest: ParamManifest, options: AdamWOptions) {
+  constructor(manifest: ParamManifest, options: AdamWOptions, memory?: { m: Float32Array; v: Float32Array }) {
     const o = {
       learningRate: options.learningRate ?? 1e-5,
       totalSteps: options.totalSteps,
@@ -101,9 +129,20 @@ export class AdamW {
         decay: hasWeightDecay(e.name),
       });
     }
-    this.m = new Float32Array(this.size);
-    this.v = new Float32Array(this.size);
+    // The moments: in shared memory when given (the shard threads of one run update their ranges in place).
+    const moments = (name: string, given: Float32Array | undefined): Float32Array => {
+      if (given && given.length !== this.size) throw new Error(`AdamW: the given ${name} holds ${given.length} values; expected ${this.size}`);
+      return given ?? new Float32Array(this.size);
+    };
+    this.m = moments('m', memory?.m);
+    this.v = moments('v', memory?.v);
   }
+
+  /** Steps taken and the first and second moments, live (shared memory when given): copy them to keep them. */
+  get moments(): { m: Float32Array; v: Float32Array } {
+    return { m: this.m, v: this.v };
+  }
+
 
   /** Optimizer steps taken so far. */
   get step(): number {
@@ -126,37 +165,57 @@ export class AdamW {
     if (params.length !== this.size || grads.length !== this.size) {
       throw new Error(`AdamW.update: got ${params.length} parameters and ${grads.length} gradients; expected ${this.size} each`);
     }
-    let ss = 0;
-    for (let i = 0; i < grads.length; i++) {
-      const g = grads[i] as number;
-      ss += g * g;
+    const plan = this.plan(gradientSquares(grads, 0, grads.length));
+    this.applyRange(params, grads, 0, this.size, plan);
+    return plan;
+  }
+
+  /**
+   * Takes update number `step` from the gradient's squared norm by block ({@link gradientSquares} of the whole vector,
+   * in block order): the norm, the clipping factor and the learning-rate factor every range of this update uses. A
+   * sharded reducer calls this once per step, then {@link applyRange} on every shard (in any order, in parallel).
+   */
+  plan(blockSquares: ArrayLike<number>): AdamWPlan {
+    if (blockSquares.length !== Math.ceil(this.size / GRADIENT_BLOCK)) {
+      throw new Error(`AdamW.plan: got ${blockSquares.length} block sums; expected ${Math.ceil(this.size / GRADIENT_BLOCK)} (one per ${GRADIENT_BLOCK} gradients)`);
     }
+    let ss = 0;
+    for (let b = 0; b < blockSquares.length; b++) ss += blockSquares[b] as number;
     const gradNorm = Math.sqrt(ss);
     if (!Number.isFinite(gradNorm)) throw new Error(`AdamW.update: gradient norm is ${gradNorm}; refusing to update`);
-    let clipped = false;
     const maxNorm = this.options.clipNorm;
-    if (maxNorm > 0) {
-      const coef = maxNorm / (gradNorm + 1e-6);
-      if (coef < 1) {
-        for (let i = 0; i < grads.length; i++) grads[i] = (grads[i] as number) * coef;
-        clipped = true;
-      }
-    }
+    const coef = maxNorm > 0 ? maxNorm / (gradNorm + 1e-6) : 1;
     const factor = this.lrFactor(this.stepCount);
     this.stepCount++;
+    return { lrFactor: factor, learningRate: this.options.learningRate * factor, gradNorm, clipped: coef < 1, clipCoef: coef < 1 ? coef : 1, updates: this.stepCount };
+  }
+
+  /**
+   * Applies a planned update to elements [start, end) of `params` (in place), clipping that range of `grads` in place
+   * when the plan clips. Every element's arithmetic depends only on its own values and the plan, so ranges can be
+   * updated separately — by other threads holding this optimizer's moments in shared memory — with the same bits.
+   * `grads` may hold only the range: `gradsStart` is the vector index of `grads[0]`.
+   */
+  applyRange(params: Float32Array, grads: Float32Array, start: number, end: number, plan: AdamWPlan, gradsStart = 0): void {
+    if (start < gradsStart || end - gradsStart > grads.length) throw new Error(`AdamW.applyRange: elements [${start}, ${end}) are not in the given gradients [${gradsStart}, ${gradsStart + grads.length})`);
+    const o = gradsStart;
+    if (plan.clipped) for (let i = start - o; i < end - o; i++) grads[i] = (grads[i] as number) * plan.clipCoef;
     const [b1, b2] = this.options.betas;
     const eps = this.options.eps;
     const wd = this.options.weightDecay;
-    const bc1 = 1 - b1 ** this.stepCount;
-    const bc2 = 1 - b2 ** this.stepCount;
+    const bc1 = 1 - b1 ** plan.updates;
+    const bc2 = 1 - b2 ** plan.updates;
     const m = this.m;
     const v = this.v;
     for (const s of this.segments) {
-      const lr = this.options.learningRate * s.lrMultiplier * factor;
+      const from = Math.max(s.start, start);
+      const to = Math.min(s.end, end);
+      if (from >= to) continue;
+      const lr = this.options.learningRate * s.lrMultiplier * plan.lrFactor;
       const stepSize = (lr * Math.sqrt(bc2)) / bc1;
       const decay = s.decay && wd > 0 ? lr * wd : 0;
-      for (let i = s.start; i < s.end; i++) {
-        const g = grads[i] as number;
+      for (let i = from; i < to; i++) {
+        const g = grads[i - o] as number;
         const mi = b1 * (m[i] as number) + (1 - b1) * g;
         const vi = b2 * (v[i] as number) + (1 - b2) * g * g;
         m[i] = mi;
@@ -167,7 +226,6 @@ export class AdamW {
         params[i] = p;
       }
     }
-    return { lrFactor: factor, learningRate: this.options.learningRate * factor, gradNorm, clipped };
   }
 
   /** A copy of the state (for checkpoints). */
@@ -182,7 +240,8 @@ export class AdamW {
       throw new Error(`AdamW.setState: got m of ${state.m.length} and v of ${state.v.length} values; expected ${this.size} each`);
     }
     this.stepCount = state.step;
-    this.m = Float32Array.from(state.m);
-    this.v = Float32Array.from(state.v);
+    // Into the existing moments: they may be shared with the threads that update the shards.
+    this.m.set(state.m);
+    this.v.set(state.v);
   }
 }

@@ -2,6 +2,7 @@ import type { Redis, RedisOptions } from 'ioredis';
 import { Checksum, bytesPerElement, checksumAlgorithm, countNonFinite, decodeTensor, encodeTensor, type ChecksumAlgorithm, type TensorEncoding } from './encoding.js';
 import { BlobError, ProtocolError } from './errors.js';
 import type { BlobRef } from './job.js';
+import type { ShardRange } from './shards.js';
 import { connectRedis, type RedisEndpoint } from './redis-connection.js';
 
 export const DEFAULT_CHUNK_BYTES = 4 * 2 ** 20;
@@ -181,6 +182,37 @@ export class BlobStore {
     this.stats.getBytes += ref.bytes;
     this.stats.gets++;
     return out;
+  }
+
+  /**
+   * Stores encoded bytes of a whole vector as one blob per shard (`<key>:shard<s>`, elements [start, end) of each
+   * range), all shards in flight at once: a shard's reducer reads only its own blob.
+   */
+  async putShards(key: string, bytes: Uint8Array, encoding: TensorEncoding, ranges: readonly ShardRange[], options: PutOptions = {}): Promise<BlobRef[]> {
+    const bpe = bytesPerElement(encoding);
+    const elements = bytes.byteLength / bpe;
+    const last = ranges[ranges.length - 1];
+    if (!last || last.end !== elements) throw new ProtocolError(`putShards(${key}): ${elements} ${encoding} values; the shard ranges cover ${last?.end ?? 0}`);
+    return await Promise.all(ranges.map(async (r) => this.putEncoded(BlobStore.shardKey(key, r.index), bytes.subarray(r.start * bpe, r.end * bpe), encoding, r.end - r.start, options)));
+  }
+
+  /**
+   * Reads the shard blobs of one vector into `into` (its encoded bytes, every shard at its range), verifying each
+   * (element count of its range, chunks, checksum, finiteness when asked); all shards in flight at once.
+   */
+  async getShardsInto(refs: readonly BlobRef[], ranges: readonly ShardRange[], into: Uint8Array, options: Omit<GetOptions, 'into' | 'expectElements'> = {}): Promise<void> {
+    if (refs.length !== ranges.length) throw new BlobError('layout', `${refs.length} shard blob(s); this run cuts its vectors into ${ranges.length} shard(s) (training.shards)`);
+    await Promise.all(
+      refs.map(async (ref, s) => {
+        const r = ranges[s] as ShardRange;
+        const bpe = bytesPerElement(ref.encoding);
+        await this.getEncoded(ref, { ...options, expectElements: r.end - r.start, into: into.subarray(r.start * bpe, r.end * bpe) });
+      }),
+    );
+  }
+
+  static shardKey(key: string, shard: number): string {
+    return `${key}:shard${shard}`;
   }
 
   /** Reads, verifies and decodes a tensor. */

@@ -6,6 +6,7 @@ import { CHECKSUM_ALGORITHMS, TENSOR_ENCODINGS } from './encoding.js';
 import { ConfigError } from './errors.js';
 import { formatIssues } from './issues.js';
 import { RUN_ID_PATTERN } from './keys.js';
+import { MAX_SHARDS } from './shards.js';
 import { DEFAULT_REDIS_URL, redactRedisUrl } from './redis-url.js';
 import { DEFAULT_REDIS_TIMEOUT_SECONDS } from './redis-reachable.js';
 import type { RedisEndpoint } from './redis-connection.js';
@@ -98,6 +99,12 @@ export const RunConfigSchema = z
          * (fewer bytes per sample). Above 1 it needs `gradEncoding: fx53`, whose sums do not depend on the grouping.
          */
         microBatchesPerJob: positiveInt.default(1),
+        /**
+         * Shards of the parameter vector (`shardRanges`): each shard's gradient is summed and its AdamW update applied on
+         * its own — several shards in coordinator threads side by side, each reading its own gradient blobs from Redis.
+         * Any number of shards gives the same parameter bits.
+         */
+        shards: positiveInt.max(MAX_SHARDS).default(1),
         learningRate: z.number().positive().optional(),
         /** ×learningRate of the heads (the official lr_multiplier_head). */
         lrMultiplierHead: z.number().positive().optional(),
@@ -221,6 +228,10 @@ export const RunConfigSchema = z
     message: 'expected evaluation.data (a held-out shard dataset, disjoint from data.dir) when evaluation.every > 0',
     path: ['evaluation', 'data'],
   })
+  .refine((c) => c.training.gradEncoding !== 'fx53' || c.redis.chunkBytes % 8 === 0, {
+    message: 'expected a multiple of 8 with gradEncoding fx53 (a chunk must hold whole 8-byte values)',
+    path: ['redis', 'chunkBytes'],
+  })
   .refine((c) => c.task.name !== 'pretrain' || (c.training.globalBatch ?? PRETRAIN_TRAINING.globalBatch) % (c.training.microBatch ?? PRETRAIN_TRAINING.microBatch) === 0, {
     message: 'expected globalBatch to be a multiple of microBatch',
     path: ['training', 'globalBatch'],
@@ -284,6 +295,7 @@ export const ENV_OVERRIDES: readonly { env: string; field: string; kind: EnvKind
   { env: 'M3AE_GLOBAL_BATCH', field: 'training.globalBatch', kind: 'int' },
   { env: 'M3AE_MICRO_BATCH', field: 'training.microBatch', kind: 'int' },
   { env: 'M3AE_MICRO_BATCHES_PER_JOB', field: 'training.microBatchesPerJob', kind: 'int' },
+  { env: 'M3AE_SHARDS', field: 'training.shards', kind: 'int' },
   { env: 'M3AE_LEARNING_RATE', field: 'training.learningRate', kind: 'number' },
   { env: 'M3AE_GRAD_ENCODING', field: 'training.gradEncoding', kind: 'string' },
   { env: 'M3AE_EVAL_EVERY', field: 'evaluation.every', kind: 'int' },

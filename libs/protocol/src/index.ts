@@ -11,3 +11,4 @@ export * from './local-redis.js';
 export * from './synthetic.js';
 export * from './shapes.js';
 export * from './redis-reachable.js';
+export * from './shards.js';

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { bytesPerElement, CHECKSUM_ALGORITHMS, TENSOR_ENCODINGS } from './encoding.js';
 import { PayloadError } from './errors.js';
+import { MAX_SHARDS } from './shards.js';
 import { formatIssues } from './issues.js';
 
 /**
@@ -8,8 +9,10 @@ import { formatIssues } from './issues.js';
  * 2: loss totals keyed by objective name (pre-training's mlm / mim / itm, or one downstream task's objective).
  * 3: a job may carry several micro-batches (`microBatch`: samples per micro-batch), and gradients may travel as
  *    `fx53` (exact fixed point): a version-2 worker must refuse such jobs by their version, not by a field it lacks.
+ * 4: parameters and gradients travel as one blob per shard (`params`, `grads`: `training.shards` blob references, by
+ *    `shardRanges`), and a contribution says how many bytes its worker moved for it (`transfer`).
  */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 const count = z.number().int().nonnegative();
 const nonNegative = z.number().nonnegative();
@@ -93,7 +96,8 @@ export const MicroBatchJobSchema = z
     normalizers: ObjectiveTotalsSchema,
     manifestHash: hex64,
     datasetHash: z.string().optional(),
-    params: BlobRefSchema,
+    /** The parameters of `version`, one f32 blob per shard (`shardRanges(paramCount, params.length)`). */
+    params: z.array(BlobRefSchema).min(1).max(MAX_SHARDS),
     gradEncoding: z.enum(TENSOR_ENCODINGS),
     /**
      * Present when the job carries several micro-batches: samples per micro-batch. The computer computes
@@ -106,7 +110,7 @@ export const MicroBatchJobSchema = z
   .refine((j) => j.indices.length === j.positions.length, { message: 'positions must have one entry per index', path: ['positions'] })
   .refine((j) => j.jobIndex < j.jobCount, { message: 'jobIndex must be below jobCount', path: ['jobIndex'] })
   .refine((j) => j.positions.every((p) => p < j.globalBatchSize), { message: 'every position must be below globalBatchSize', path: ['positions'] })
-  .refine((j) => j.params.encoding === 'f32', { message: 'parameters travel as f32', path: ['params', 'encoding'] });
+  .refine((j) => j.params.every((p) => p.encoding === 'f32'), { message: 'parameters travel as f32', path: ['params'] });
 export type MicroBatchJob = z.infer<typeof MicroBatchJobSchema>;
 
 /** Wall-clock milliseconds a worker spent on the parts of one job (for the step-time breakdown). */
@@ -131,13 +135,16 @@ export const ContributionSchema = z
     copy: count,
     workerId: z.string().min(1).max(200),
     manifestHash: hex64,
-    grad: BlobRefSchema,
+    /** The gradient, one blob per shard of the job's parameters, in the job's `gradEncoding`. */
+    grads: z.array(BlobRefSchema).min(1).max(MAX_SHARDS),
     sums: ObjectiveTotalsSchema,
     counts: ObjectiveTotalsSchema,
     correct: ObjectiveTotalsSchema,
     /** Real (non-padding) text tokens the micro-batch read, when the computer counts them (throughput). */
     tokens: count.optional(),
     timings: JobTimingsSchema,
+    /** Bytes this worker read from (parameters; 0 when it had them) and wrote to Redis (the gradient) for this job. */
+    transfer: z.object({ readBytes: count, writtenBytes: count }).strict(),
   })
   .strict();
 export type Contribution = z.infer<typeof ContributionSchema>;
@@ -155,6 +162,11 @@ export function parseMicroBatchJob(data: unknown): MicroBatchJob {
 
 export function parseContribution(data: unknown): Contribution {
   return parseWith(ContributionSchema, 'contribution', data);
+}
+
+/** Identifies a parameter vector's content by its shard blobs' checksums (a computer reloads when it changes). */
+export function paramsIdentity(params: readonly Pick<BlobRef, 'checksum'>[]): string {
+  return params.map((p) => p.checksum).join('+');
 }
 
 export function parseBlobRef(data: unknown): BlobRef {

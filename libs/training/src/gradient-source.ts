@@ -1,15 +1,16 @@
 import type { BlobRef, MicroBatchJob, ObjectiveTotals, StepPhases, StepReport } from '@m3ae/protocol';
-import type { OrderedReducer } from './step-reducer.js';
+import type { BlobTransport } from './reduction/shard-host.js';
+import type { StepReduction } from './reduction/sharded-reduction.js';
 
 /** A micro-batch as the trainer plans it: the whole job but its transport (copy number, parameter blob). */
 export type PlannedJob = Omit<MicroBatchJob, 'copy' | 'params'>;
 
 /**
  * What a gradient computer gets of a job: the plan, its copy number (0 in process), and an identifier of the
- * parameter vector's content in `params.checksum` (a computer reloads its model when it changes). A
+ * parameter vector's content in `params` (its shards' checksums; a computer reloads its model when they change). A
  * {@link MicroBatchJob} from the queue is one.
  */
-export type ComputeJob = PlannedJob & { copy: number; params: Pick<BlobRef, 'checksum'> };
+export type ComputeJob = PlannedJob & { copy: number; params: readonly Pick<BlobRef, 'checksum'>[] };
 
 /** One step's work, planned by the trainer and handed to a {@link GradientSource}. */
 export interface StepWork {
@@ -44,17 +45,19 @@ export class StopRequested extends Error {
 /**
  * Where a step's gradient contributions come from — the one seam of the trainer. Two implementations: the
  * BullMQ/Redis workers of a cluster (`@m3ae/coordinator`) and computers in this process (`InProcessSource`, with
- * optional threads). Either way each job's contribution is added to the step's {@link OrderedReducer}, which
+ * optional threads). Either way each job's contribution is added to the step's {@link StepReduction}, which
  * sums in job order: the parameters do not depend on which source computed them.
  */
 export interface GradientSource {
   /** Called once when the trainer's state is loaded (fresh or resumed), before the first step. */
   start(info: { startStep: number }): Promise<void>;
   /**
-   * Computes every job of `work` at `params` and adds each job's contribution to `reducer` until it is complete.
+   * Computes every job of `work` at `reducer.params` and adds each job's contribution to `reducer` until it is complete.
    * Throws {@link StopRequested} when `shouldStop()` turns true before that.
    */
-  gather(work: StepWork, params: Float32Array, reducer: OrderedReducer, shouldStop: () => boolean): Promise<GatherStats>;
+  gather(work: StepWork, reducer: StepReduction, shouldStop: () => boolean): Promise<GatherStats>;
+  /** How the reduction's shards reach the blobs of this source's contributions (a cluster's Redis); absent in process. */
+  readonly blobTransport?: BlobTransport | undefined;
   /** After the optimizer applied the step: drop what the step left in transport. */
   finishStep(work: StepWork): Promise<void>;
 }

@@ -6,7 +6,7 @@ import { computeContribution, type JobContribution } from './compute/job-contrib
 import { ThreadedComputer } from './compute/threaded-computer.js';
 import { StopRequested, type GatherStats, type GradientSource, type StepWork } from './gradient-source.js';
 import type { TrainingSetup } from './setup/training-setup.js';
-import type { OrderedReducer } from './step-reducer.js';
+import type { StepReduction } from './reduction/sharded-reduction.js';
 import { Trainer, type RunSummary, type TrainerEvents } from './trainer.js';
 
 export class InProcessError extends Error {
@@ -58,10 +58,10 @@ export class InProcessSource implements GradientSource {
     // Nothing to set up: the computers exist.
   }
 
-  async gather(work: StepWork, params: Float32Array, reducer: OrderedReducer, shouldStop: () => boolean): Promise<GatherStats> {
+  async gather(work: StepWork, reducer: StepReduction, shouldStop: () => boolean): Promise<GatherStats> {
     if (this.closed) throw new InProcessError('the in-process source is closed');
     const t0 = performance.now();
-    const shared = this.sharedParams(params);
+    const shared = this.sharedParams(reducer.params);
     const n = this.computers.length;
     const timings = { computeMs: 0, encodeMs: 0 };
     let failed = false;
@@ -70,12 +70,12 @@ export class InProcessSource implements GradientSource {
         for (let k = c; k < work.jobs.length && !failed; k += n) {
           if (shouldStop()) throw new StopRequested('stop requested');
           try {
-            const job = { ...(work.jobs[k] as StepWork['jobs'][number]), copy: 0, params: { checksum: `${this.incarnation}:${work.version}` } };
+            const job = { ...(work.jobs[k] as StepWork['jobs'][number]), copy: 0, params: [{ checksum: `${this.incarnation}:${work.version}` }] };
             const r = await computeContribution(computer, job, shared);
             this.check(work, k, r);
             timings.computeMs += r.computeMs;
             timings.encodeMs += r.encodeMs;
-            reducer.add(k, r);
+            await reducer.add(k, { gradient: { bytes: r.bytes, encoding: r.encoding }, sums: r.sums, counts: r.counts, correct: r.correct, tokens: r.tokens });
           } catch (e) {
             failed = true;
             throw e;
@@ -106,7 +106,7 @@ export class InProcessSource implements GradientSource {
 
   /** With threads, the parameters go through one shared buffer (the threads read it, nothing is copied per job). */
   private sharedParams(params: Float32Array): Float32Array {
-    if (this.computers.length === 1) return params;
+    if (this.computers.length === 1 || params.buffer instanceof SharedArrayBuffer) return params;
     this.params ??= new Float32Array(new SharedArrayBuffer(params.byteLength));
     this.params.set(params);
     return this.params;

@@ -12,5 +12,7 @@ export * from './setup/model-setup.js';
 export * from './setup/setups.js';
 export * from './setup/task-setup.js';
 export * from './setup/training-setup.js';
-export * from './step-reducer.js';
+export * from './reduction/shard-host.js';
+export * from './reduction/shard-reducer.js';
+export * from './reduction/sharded-reduction.js';
 export * from './trainer.js';

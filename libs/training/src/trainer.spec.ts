@@ -44,6 +44,25 @@ describe('Trainer with the in-process source', () => {
     expect(bf16.paramsSha256).not.toBe(one.paramsSha256);
   });
 
+  it('1 or 3 shards (reduced and updated in shard threads), 1 or 3 compute threads: bitwise the same parameters, also resumed', async () => {
+    // 200,000 parameters: 4 gradient blocks, so 3 shards of whole blocks.
+    const big = (training: Record<string, unknown> = {}): RunConfig => {
+      const c = run({ training });
+      return { ...c, compute: { ...c.compute, synthetic: { ...c.compute.synthetic, paramCount: 200_000 } } };
+    };
+    const one = await train(big());
+    const hashes = new Set([one.paramsSha256]);
+    for (const [shards, threads] of [[3, 1], [3, 3], [2, 1]] as const) hashes.add((await train(big({ shards }), { threads })).paramsSha256);
+    expect(hashes.size).toBe(1);
+    // Stopped after step 3 and resumed with 3 shards: the checkpoint holds the shards' parameters and moments.
+    const config = big({ shards: 3 });
+    const stopped = await train(config, { onStep: (r, stop) => (r.step === 2 ? stop() : undefined) });
+    expect(stopped.stopped).toBe(true);
+    const resumed = await train(config, { resume: true });
+    expect(resumed.startStep).toBe(3);
+    expect(resumed.paramsSha256).toBe(one.paramsSha256);
+  });
+
   it('fx53 gradients: the same parameters for 1 and 3 compute threads, not those of the f32 sum', async () => {
     const one = await train(run({ training: { gradEncoding: 'fx53' } }));
     const three = await train(run({ training: { gradEncoding: 'fx53' } }), { threads: 3 });

@@ -3,9 +3,8 @@ import { EpochSampler } from '@m3ae/data';
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint } from '@m3ae/model';
 import { addTotals, jobsPerStep, objectivesOf, samplesPerJob, PROTOCOL_VERSION, redactConfig, sha256OfFloats, type ObjectiveTotals, type RunConfig, type StepReport } from '@m3ae/protocol';
 import { StopRequested, type GradientSource, type PlannedJob, type StepWork } from './gradient-source.js';
-import type { FlatOptimizer } from './optimizer.js';
+import { ShardedReduction, type StepReduction } from './reduction/sharded-reduction.js';
 import type { TrainingSetup } from './setup/training-setup.js';
-import { OrderedReducer } from './step-reducer.js';
 
 export interface TrainerEvents {
   /** State loaded (fresh or from a checkpoint), the source started: training starts at `startStep`. */
@@ -60,7 +59,7 @@ export class Trainer {
   private readonly log: Logger;
   private readonly config: RunConfig;
   private readonly setup: TrainingSetup;
-  private optimizer!: FlatOptimizer;
+  private reduction: ShardedReduction | undefined;
   private sampler!: EpochSampler;
   private params!: Float32Array;
   private stopRequested = false;
@@ -87,6 +86,15 @@ export class Trainer {
   }
 
   async run(): Promise<RunSummary> {
+    try {
+      return await this.train();
+    } finally {
+      await this.reduction?.close();
+      this.reduction = undefined;
+    }
+  }
+
+  private async train(): Promise<RunSummary> {
     const started = performance.now();
     const { setup, options } = this;
     let step = await this.initState();
@@ -158,12 +166,12 @@ export class Trainer {
   /** Parameters, optimizer and sampler: fresh, or from the latest checkpoint. Returns the first step to run. */
   private async initState(): Promise<number> {
     const { config, setup } = this;
-    this.optimizer = setup.createOptimizer();
     this.sampler = new EpochSampler({ size: setup.datasetSize, seed: config.seed, globalBatchSize: setup.schedule.globalBatch, dropLast: setup.schedule.dropLast });
     const latest = this.options.resume ? await latestCheckpoint(config.checkpoint.dir) : undefined;
     if (!latest) {
-      this.params = setup.initialParams();
-      if (this.params.length !== setup.manifest.size) throw new TrainerError(`initial parameters have ${this.params.length} values; the manifest has ${setup.manifest.size}`);
+      const initial = setup.initialParams();
+      if (initial.length !== setup.manifest.size) throw new TrainerError(`initial parameters have ${initial.length} values; the manifest has ${setup.manifest.size}`);
+      await this.startReduction(initial);
       return 0;
     }
     const loaded = await loadCheckpoint(latest.path, setup.manifest);
@@ -173,15 +181,23 @@ export class Trainer {
     }
     if (meta['sampler']) this.sampler.restore(JSON.parse(meta['sampler']) as { step: number });
     setup.restore?.(meta);
-    this.params = loaded.params;
-    if (loaded.optimizer) this.optimizer.setState(loaded.optimizer);
+    const reduction = await this.startReduction(loaded.params);
+    if (loaded.optimizer) reduction.setOptimizerState(loaded.optimizer);
     this.log.info({ checkpoint: latest.path, step: loaded.step }, 'resuming from checkpoint');
     return loaded.step;
   }
 
+  /** The sharded reduction over `initial` (`training.shards` shards): from now on it holds the parameters. */
+  private async startReduction(initial: Float32Array): Promise<ShardedReduction> {
+    const reduction = await ShardedReduction.create({ spec: this.setup.optimizer, shards: this.config.training.shards, initial, blobs: this.options.source.blobTransport });
+    this.reduction = reduction;
+    this.params = reduction.params;
+    return reduction;
+  }
+
   private async checkpoint(step: number): Promise<string> {
     const t = performance.now();
-    const opt = this.optimizer.getState();
+    const opt = this.requireReduction().getOptimizerState();
     this.sampler.restore({ step });
     const saved = await saveCheckpoint(
       this.config.checkpoint.dir,
@@ -190,14 +206,14 @@ export class Trainer {
         manifest: this.setup.manifest,
         params: this.params,
         ...(this.setup.fixedParams ? { fixedParams: this.setup.fixedParams } : {}),
-        ...(opt ? { optimizer: opt } : {}),
+        optimizer: opt,
         config: this.setup.modelConfig,
         metadata: {
           run_id: this.config.runId,
           sampler: JSON.stringify(this.sampler.state()),
           dataset_hash: this.setup.datasetHash,
           run_config: JSON.stringify(redactConfig(this.config)),
-          optimizer: this.optimizer.name,
+          optimizer: 'adamw',
           ...this.setup.checkpointMetadata?.(),
         },
       },
@@ -207,6 +223,11 @@ export class Trainer {
     this.log.info({ step, path: saved.path, ms: Math.round(durationMs) }, 'checkpoint written');
     this.options.events?.onCheckpoint?.({ step, path: saved.path, durationMs, bytes: saved.bytes });
     return saved.path;
+  }
+
+  private requireReduction(): ShardedReduction {
+    if (!this.reduction) throw new TrainerError('the trainer is not running');
+    return this.reduction;
   }
 
   /** One line per step, once the step is applied and its checkpoint (if one was due) written. */
@@ -271,10 +292,11 @@ export class Trainer {
     const t0 = performance.now();
     const work = await this.planStep(step);
     const tPlanned = performance.now();
-    const reducer = new OrderedReducer(work.jobs.length, this.setup.manifest.size);
-    const stats = await this.options.source.gather(work, this.params, reducer, () => this.stopRequested);
+    const reduction = this.requireReduction();
+    const reducer = await reduction.begin(work.jobs.length);
+    const stats = await this.options.source.gather(work, reducer, () => this.stopRequested);
     const tReduced = performance.now();
-    const { learningRate, gradientNorm } = this.optimizer.update(this.params, reducer.sum, step);
+    const { learningRate, gradientNorm } = await reduction.update(step, reducer.stats);
     const tOptimized = performance.now();
     await this.options.source.finishStep(work);
     const { losses, accuracy } = stepLosses(this.setup.objectiveWeights, work.normalizers, reducer);
@@ -299,7 +321,7 @@ export class Trainer {
 }
 
 /** The step's normalised losses per trained objective, their weighted total, and accuracies (not for MIM, a regression). */
-export function stepLosses(weights: ObjectiveTotals, normalizers: ObjectiveTotals, r: OrderedReducer): Pick<StepReport, 'losses' | 'accuracy'> {
+export function stepLosses(weights: ObjectiveTotals, normalizers: ObjectiveTotals, r: Pick<StepReduction, 'sums' | 'correct'>): Pick<StepReport, 'losses' | 'accuracy'> {
   const losses: StepReport['losses'] = { total: 0 };
   const accuracy: ObjectiveTotals = {};
   for (const o of objectivesOf(normalizers)) {

@@ -17,6 +17,7 @@ export interface RunFlags {
   globalBatch?: string;
   microBatch?: string;
   microBatchesPerJob?: string;
+  shards?: string;
   checkpointDir?: string;
   data?: string;
   tokenizer?: string;
@@ -35,6 +36,7 @@ const FLAG_FIELDS: readonly [keyof RunFlags, string, string, 'int' | 'string'][]
   ['globalBatch', 'training.globalBatch', '--global-batch', 'int'],
   ['microBatch', 'training.microBatch', '--micro-batch', 'int'],
   ['microBatchesPerJob', 'training.microBatchesPerJob', '--micro-batches-per-job', 'int'],
+  ['shards', 'training.shards', '--shards', 'int'],
   ['checkpointDir', 'checkpoint.dir', '--checkpoint-dir', 'string'],
   ['data', 'data.dir', '--data', 'string'],
   ['tokenizer', 'data.tokenizer', '--tokenizer', 'string'],
@@ -67,6 +69,7 @@ export function addRunFlags(cmd: Command): Command {
     .option('--global-batch <n>', 'samples per step over all workers')
     .option('--micro-batch <n>', 'samples per micro-batch (one forward/backward pass)')
     .option('--micro-batches-per-job <n>', 'micro-batches a job carries, summed on the worker (above 1: needs gradEncoding fx53)')
+    .option('--shards <n>', 'shards of the parameter vector, reduced and updated in parallel coordinator threads (same parameters for any number)')
     .option('--checkpoint-dir <dir>', 'checkpoint directory')
     .option('--data <dir>', 'shard dataset directory (m3ae prepare output)')
     .option('--tokenizer <file>', 'tokenizer.json (default: the one m3ae prepare kept with the shards)')

@@ -15,7 +15,7 @@ export interface MicroBatchResult {
 /**
  * The compute seam of workers and of the in-process trainer: real M3AE gradients with TensorFlow.js (pre-training
  * or a downstream task), or the synthetic workload. `params` is the parameter vector of `job.version`, passed again
- * for every job of that version; `job.params.checksum` identifies its content (implementations may keep what they
+ * for every job of that version; `paramsIdentity(job.params)` identifies its content (implementations may keep what they
  * derived from it until it changes).
  */
 export interface GradientComputer {

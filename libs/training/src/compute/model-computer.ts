@@ -1,6 +1,6 @@
 import { buildPretrainBatch, loadTokenizer, openShardDataset, type ShardDataset, type TextTokenizer } from '@m3ae/data';
 import { chooseBackend, computeGradients, createModel, numPatches, setParamsFromFlat, trainingTextLength, type M3AEConfig, type M3AEModel } from '@m3ae/model';
-import { ConfigError, pretrainTotals, type RunConfig } from '@m3ae/protocol';
+import { ConfigError, paramsIdentity, pretrainTotals, type RunConfig } from '@m3ae/protocol';
 import { runModelConfig, runTokenizerPath } from '../setup/model-setup.js';
 import { realTokens, type GradientComputer, type MicroBatchResult } from './gradient-computer.js';
 import type { ComputeJob } from '../gradient-source.js';
@@ -41,9 +41,9 @@ export class ModelComputer implements GradientComputer {
     if (job.datasetHash !== undefined && job.datasetHash !== this.dataset.datasetHash) {
       throw new Error(`job ${job.step}/${job.jobIndex} is for dataset ${job.datasetHash.slice(0, 16)}…; this worker reads ${this.dataset.datasetHash.slice(0, 16)}… from ${this.run.data.dir}`);
     }
-    if (this.loadedVersion?.version !== job.version || this.loadedVersion.checksum !== job.params.checksum) {
+    if (this.loadedVersion?.version !== job.version || this.loadedVersion.checksum !== paramsIdentity(job.params)) {
       setParamsFromFlat(this.model, params);
-      this.loadedVersion = { version: job.version, checksum: job.params.checksum };
+      this.loadedVersion = { version: job.version, checksum: paramsIdentity(job.params) };
     }
     const batch = await buildPretrainBatch({
       dataset: this.dataset,

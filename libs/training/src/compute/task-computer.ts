@@ -1,5 +1,5 @@
 import { chooseBackend, computeTaskGradients, setDownstreamFromFlat, type DownstreamModel } from '@m3ae/model';
-import type { RunConfig } from '@m3ae/protocol';
+import { paramsIdentity, type RunConfig } from '@m3ae/protocol';
 import { buildTrainBatch, createTaskModel, finetuneOptionsFromRun, planFinetune, taskObjective, type FinetunePlan } from '@m3ae/tasks';
 import { realTokens, type GradientComputer, type MicroBatchResult } from './gradient-computer.js';
 import type { ComputeJob } from '../gradient-source.js';
@@ -43,9 +43,9 @@ export class TaskComputer implements GradientComputer {
     }
     const n = job.normalizers[this.objective];
     if (n === undefined) throw new Error(`job ${job.step}/${job.jobIndex} has no ${this.objective} normalizer (normalizers ${JSON.stringify(job.normalizers)}); is the coordinator training another task?`);
-    if (this.loadedVersion?.version !== job.version || this.loadedVersion.checksum !== job.params.checksum) {
+    if (this.loadedVersion?.version !== job.version || this.loadedVersion.checksum !== paramsIdentity(job.params)) {
       setDownstreamFromFlat(this.model, params);
-      this.loadedVersion = { version: job.version, checksum: job.params.checksum };
+      this.loadedVersion = { version: job.version, checksum: paramsIdentity(job.params) };
     }
     const batch = await buildTrainBatch(this.plan, [...job.indices], job.step);
     const r = await computeTaskGradients(this.model, batch, { normalizer: n, training: true });

@@ -1,7 +1,6 @@
 import { loadTokenizer, openShardDataset, pretrainCounts, shardTokenizer, type ShardDataset, type TextTokenizer } from '@m3ae/data';
 import { initialValues, modelManifest, numPatches, parameterSpecs, resolveConfig, trainingTextLength, type M3AEConfig } from '@m3ae/model';
 import { ConfigError, pretrainTraining, type LossTriple, type RunConfig } from '@m3ae/protocol';
-import { adamwFor } from '../optimizer.js';
 import { formatEvaluation, HeldOutEvaluator, type EvaluationEntry } from './held-out.js';
 import { pretrainSchedule, type TrainingSetup } from './training-setup.js';
 
@@ -107,7 +106,7 @@ export async function modelSetup(config: RunConfig, options: ModelSetupOptions =
       // A disabled objective counts nothing (as the model's own batchCounts).
       return { mlm: enabled('mlm') ? c.mlm : 0, mim: enabled('mim') ? c.mim : 0, itm: enabled('itm') ? c.itm : 0 };
     },
-    createOptimizer: () => adamwFor(manifest, pretrainTraining(config)),
+    optimizer: { layout: manifest, training: pretrainTraining(config) },
     ...(evaluator
       ? {
           afterStep: async (done: number, params: Float32Array): Promise<void> => {

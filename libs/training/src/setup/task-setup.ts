@@ -2,7 +2,6 @@ import { resolve } from 'node:path';
 import { chooseBackend, flattenDownstream, setDownstreamFromFlat } from '@m3ae/model';
 import { ConfigError, type ObjectiveTotals, type RunConfig, type TrainingSettings } from '@m3ae/protocol';
 import { createTaskModel, finetuneMetadata, finetuneOptionsFromRun, ModelSelection, planFinetune, splitSize, taskObjective, type FinetunePlan, type HistoryEntry } from '@m3ae/tasks';
-import { adamwFor } from '../optimizer.js';
 import type { TrainingSetup } from './training-setup.js';
 
 export interface TaskSetupOptions {
@@ -47,7 +46,7 @@ export async function taskSetup(config: RunConfig, options: TaskSetupOptions = {
     schedule: { steps: plan.settings.steps, globalBatch: plan.settings.globalBatch, microBatch: plan.settings.microBatch, microBatchesPerJob: config.training.microBatchesPerJob, dropLast: false },
     initialParams: () => initial.slice(),
     counts: async (slice): Promise<ObjectiveTotals> => ({ [objective]: slice.indices.length }),
-    createOptimizer: () => adamwFor(model.manifest, taskTraining(config, plan)),
+    optimizer: { layout: model.manifest, training: taskTraining(config, plan) },
     checkpointMetadata: () => ({ ...finetuneMetadata(plan), selection: JSON.stringify(selection.state()) }),
     restore: (metadata) => {
       if (metadata['task'] !== undefined && metadata['task'] !== taskMeta) {

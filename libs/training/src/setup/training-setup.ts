@@ -1,5 +1,5 @@
 import { pretrainTraining, syntheticCounts, syntheticInitialParams, syntheticManifest, type ObjectiveTotals, type ParamLayout, type RunConfig } from '@m3ae/protocol';
-import { adamwFor, type FlatOptimizer } from '../optimizer.js';
+import type { OptimizerSpec } from '../optimizer.js';
 
 export interface MicroBatchSlice {
   step: number;
@@ -47,7 +47,8 @@ export interface TrainingSetup {
   initialParams(): Float32Array;
   /** Exact item counts (masked tokens, masked patches, pairs; a task's examples) of a micro-batch, as its worker will count them. */
   counts(slice: MicroBatchSlice): Promise<ObjectiveTotals>;
-  createOptimizer(): FlatOptimizer;
+  /** The run's optimizer (AdamW over this layout with the resolved `training`). */
+  readonly optimizer: OptimizerSpec;
   /** Metadata the setup adds to every checkpoint (a task's description and model-selection state). */
   checkpointMetadata?(): Record<string, string>;
   /** Restores the setup's state from a checkpoint's metadata (on resume). */
@@ -71,6 +72,6 @@ export function syntheticSetup(config: RunConfig): TrainingSetup {
     schedule: pretrainSchedule(config),
     initialParams: () => syntheticInitialParams(spec.paramCount, config.seed),
     counts: async (slice) => syntheticCounts(slice.indices),
-    createOptimizer: () => adamwFor(manifest, pretrainTraining(config)),
+    optimizer: { layout: manifest, training: pretrainTraining(config) },
   };
 }
