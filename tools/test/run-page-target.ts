@@ -15,6 +15,7 @@ import {
 import { loadRunConfig, redactConfig } from '@m3ae/protocol';
 import { ValidationGridRenderer } from '@m3ae/qualitative';
 import { makeQualitativeFixture } from '@m3ae/qualitative/testing';
+import { heldOutEvaluation, ITM_CHANCE } from '@m3ae/tasks';
 import { CoordinatorMetrics, createRunPageHandler, RunHistory, startTelemetryServer } from '@m3ae/telemetry';
 
 /** Where the run page of a run is, and how to end that run. */
@@ -130,6 +131,11 @@ export async function startInProcessRun(workDir: string, options: { steps?: numb
         workers: [worker],
       });
       if (step === 0 || (step + 1) % gridEvery === 0) history.recordGrid((await renderer.render(step + 1, params)).step);
+      // A held-out evaluation as a pre-training run's `evaluation.every` makes one (here on the training shards, for the page only).
+      if ((step + 1) % gridEvery === 0) {
+        const e = await heldOutEvaluation(model, { dataset, tokenizer: fx.tokenizer, seed: 0, samples: 8 });
+        history.recordEvaluation({ ...e, step: step + 1, baseline: { unigramEntropy: 4, unigramHeldOut: 5, itmChance: ITM_CHANCE } });
+      }
       await new Promise((res) => setTimeout(res, options.stepDelayMs ?? 150));
     }
     if (!stopped) history.finish();

@@ -105,6 +105,17 @@ for (const kind of ['local-train', 'in-process'] as const) {
       }
       for (const o of ['mlm', 'mim', 'itm']) expect(await page.$(`#loss-chart polyline[data-series="${o}"]`)).not.toBeNull();
       expect(Number(await page.getAttribute('#throughput-chart', 'data-points'))).toBeGreaterThanOrEqual(2);
+      if (control) {
+        // Held-out evaluations: curves with their baselines (dashed), and a line saying where they stand.
+        await page.waitForFunction(() => Number(document.querySelector('#heldout-accuracy-chart')?.getAttribute('data-points')) >= 2, undefined, { timeout: 60_000 });
+        expect(await page.getAttribute('#heldout-accuracy-chart polyline[data-series="itm-chance"]', 'stroke-dasharray')).toBe('6,4');
+        expect(await page.$('#heldout-loss-chart polyline[data-series="unigram-model"]')).not.toBeNull();
+        expect(await page.textContent('#heldout-summary')).toMatch(
+          /^held-out after step \d+: ITM accuracy [\d.]+% \(chance 50\.0%, (above|not above)\); MLM loss .* nats \(unigram model 5\.000, (below|not below); unigram entropy of the training captions 4\.000\)/,
+        );
+      } else {
+        expect(await page.textContent('#heldout-summary')).toBe('no held-out evaluation (evaluation.every = 0)');
+      }
 
       // The newest reconstruction grid, decoded by the browser.
       await page.waitForFunction(

@@ -38,6 +38,16 @@ describe('run configuration', () => {
     expect(errorOf(() => loadRunConfig({ base: { task: { name: 'slake', data: '/x' }, model: { preset: 'small' } }, env: {} })).message).toContain('model.preset = "small": applies to pre-training only');
   });
 
+  it('evaluation: every / data / samples from the file, M3AE_EVAL_* and flags; data required when on; pre-training only', () => {
+    expect(loadRunConfig({ env: {} }).evaluation).toEqual({ every: 0, samples: 256 });
+    const c = loadRunConfig({ base: { evaluation: { every: 50 } }, env: { M3AE_EVAL_DATA: '/held-out', M3AE_EVAL_SAMPLES: '64' }, overrides: { 'evaluation.every': { value: 25, source: '--eval-every' } } });
+    expect(c.evaluation).toEqual({ every: 25, data: '/held-out', samples: 64 });
+    expect(errorOf(() => loadRunConfig({ env: { M3AE_EVAL_EVERY: '10' } })).message).toContain('evaluation.data');
+    expect(errorOf(() => loadRunConfig({ env: { M3AE_EVAL_EVERY: '-1' } })).message).toContain('evaluation.every');
+    const misplaced = errorOf(() => loadRunConfig({ base: { task: { name: 'slake', data: '/x' }, evaluation: { every: 5, data: '/h' } }, env: {} }));
+    expect(misplaced.message).toContain('evaluation.every = 5: applies to pre-training only');
+  });
+
   it('fills every default from nothing', () => {
     const c = loadRunConfig({ env: {} });
     expect(c.runId).toBe('m3ae');

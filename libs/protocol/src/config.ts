@@ -130,6 +130,21 @@ export const RunConfigSchema = z
       })
       .strict()
       .prefault({}),
+    /**
+     * Pre-training only: the held-out evaluation (ITM accuracy, MLM accuracy, MIM loss) the coordinator runs every
+     * `every` steps (and after the last) on `data`, a shard dataset disjoint from `data.dir` (e.g. MedPix's `dev`
+     * split prepared with `m3ae prepare --split dev`); 0: none.
+     */
+    evaluation: z
+      .object({
+        every: nonNegativeInt.default(0),
+        /** The held-out shard dataset (`m3ae prepare` output); required when `every` > 0. */
+        data: z.string().min(1).optional(),
+        /** Held-out pairs evaluated (spread evenly over `data`; all of them when it has fewer). */
+        samples: positiveInt.default(256),
+      })
+      .strict()
+      .prefault({}),
     compute: z
       .object({
         /** `model`: real M3AE gradients; `synthetic`: fixed work and deterministic fake gradients (orchestration tests, `bench scaling`). */
@@ -211,6 +226,10 @@ export const RunConfigSchema = z
     message: 'expected gradEncoding fx53 when a job carries several micro-batches (only exact fixed-point sums make the parameters independent of the grouping)',
     path: ['training', 'microBatchesPerJob'],
   })
+  .refine((c) => c.evaluation.every === 0 || c.evaluation.data !== undefined, {
+    message: 'expected evaluation.data (a held-out shard dataset, disjoint from data.dir) when evaluation.every > 0',
+    path: ['evaluation', 'data'],
+  })
   .refine((c) => c.training.gradEncoding !== 'fx53' || c.redis.chunkBytes % 8 === 0, {
     message: 'expected a multiple of 8 with gradEncoding fx53 (a chunk must hold whole 8-byte values)',
     path: ['redis', 'chunkBytes'],
@@ -282,6 +301,9 @@ export const ENV_OVERRIDES: readonly { env: string; field: string; kind: EnvKind
   { env: 'M3AE_SHARDS', field: 'training.shards', kind: 'int' },
   { env: 'M3AE_LEARNING_RATE', field: 'training.learningRate', kind: 'number' },
   { env: 'M3AE_GRAD_ENCODING', field: 'training.gradEncoding', kind: 'string' },
+  { env: 'M3AE_EVAL_EVERY', field: 'evaluation.every', kind: 'int' },
+  { env: 'M3AE_EVAL_DATA', field: 'evaluation.data', kind: 'string' },
+  { env: 'M3AE_EVAL_SAMPLES', field: 'evaluation.samples', kind: 'int' },
   { env: 'M3AE_COMPUTE', field: 'compute.kind', kind: 'string' },
   { env: 'M3AE_BACKEND', field: 'compute.backend', kind: 'string' },
   { env: 'M3AE_CHECKPOINT_DIR', field: 'checkpoint.dir', kind: 'string' },
@@ -430,6 +452,8 @@ function misplacedFields(raw: Record<string, unknown>, sources: ReadonlyMap<stri
   const overrides = fieldAt(raw, 'model.overrides');
   if (preset !== undefined && preset !== 'tiny') out.push(`model.preset = ${JSON.stringify(preset)}${from('model.preset')}: applies to pre-training only; ${backbone}`);
   if (typeof overrides === 'object' && overrides !== null && Object.keys(overrides).length > 0) out.push(`model.overrides: applies to pre-training only; ${backbone}`);
+  const every = fieldAt(raw, 'evaluation.every');
+  if (typeof every === 'number' && every > 0) out.push(`evaluation.every = ${every}${from('evaluation.every')}: applies to pre-training only; a fine-tuning run validates every task.evalEvery steps`);
   return out;
 }
 

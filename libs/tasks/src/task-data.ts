@@ -32,7 +32,6 @@ import {
   finetuneTextLength,
   latestCheckpoint,
   loadCheckpoint,
-  loadPretrained,
   modelManifest,
   readCheckpointInfo,
   recallAtK,
@@ -40,7 +39,6 @@ import {
   resolveConfig,
   retrievalScores,
   setDownstreamFromFlat,
-  unflatten,
   vqaMetrics,
   accuracy,
   type AccuracyCell,
@@ -51,6 +49,7 @@ import {
   type RetrievalMetrics,
   type VqaMetrics,
 } from '@m3ae/model';
+import { ZERO_SHOT_HEAD, zeroShotRetrievalModel } from './pretrain-evaluation.js';
 
 /**
  * A downstream task's data and evaluation: what a fine-tuned checkpoint records about its task, reading a task's
@@ -293,15 +292,8 @@ export async function loadTaskModel(dirOrFile: string, task: DownstreamTaskName)
   if (task !== 'retrieval') {
     throw new TaskError(`${path} is a pre-training checkpoint (no metadata task); fine-tune it first with m3ae finetune ${task} (only retrieval is evaluated zero-shot)`);
   }
-  const head: HeadSpec = { kind: 'retrieval', outputs: 1 };
-  const model = createDownstreamModel(config, head);
-  try {
-    const loaded = await loadCheckpoint(path, modelManifest(config));
-    loadPretrained(model, { config, params: unflatten(modelManifest(config), loaded.params) });
-  } catch (e) {
-    model.dispose();
-    throw e;
-  }
+  const head = ZERO_SHOT_HEAD;
+  const model = zeroShotRetrievalModel(config, (await loadCheckpoint(path, modelManifest(config))).params);
   const meta: TaskMeta = { name: 'retrieval', head, textLength: finetuneTextLength(config, FINETUNE_DEFAULTS.retrieval), imageSize: config.imageSize };
   return { model, meta, path, info, zeroShot: true };
 }

@@ -44,6 +44,17 @@ export interface RunInfo {
   startStep?: number;
 }
 
+/** One held-out evaluation of a pre-training run (structurally part of @m3ae/training's `EvaluationEntry`). */
+export interface EvaluationObservation {
+  step: number;
+  /** Mean per masked token (nats), per masked patch, per pair. */
+  loss: { mlm: number; mim: number; itm: number };
+  /** In [0, 1]. */
+  accuracy: { mlm: number; itm: number };
+  /** The unigram entropy of the training captions, a unigram model's loss on the held-out masked tokens, ITM chance. */
+  baseline: { unigramEntropy: number; unigramHeldOut: number; itmChance: number };
+}
+
 export interface CheckpointObservation {
   step: number;
   durationSeconds: number;
@@ -236,6 +247,20 @@ export class CoordinatorMetrics extends BaseMetrics {
     this.m.validationStep.set({ model: 'last' }, obs.step);
     this.m.validationScore.set({ model: 'best' }, obs.best.score);
     this.m.validationStep.set({ model: 'best' }, obs.best.step);
+  }
+
+  /** A pre-training run evaluated its parameters after `step` steps on held-out pairs. */
+  observeEvaluation(obs: EvaluationObservation): void {
+    requireCount('observeEvaluation step', obs.step);
+    for (const [o, v] of Object.entries(obs.accuracy)) {
+      if (!(v >= 0 && v <= 1)) throw new RangeError(`observeEvaluation accuracy.${o}: got ${String(v)}; expected a ratio in [0, 1]`);
+    }
+    for (const [o, v] of Object.entries(obs.loss)) if (Number.isFinite(v)) this.m.heldOutLoss.set({ objective: o }, v);
+    for (const [o, v] of Object.entries(obs.accuracy)) this.m.heldOutAccuracy.set({ objective: o }, v);
+    this.m.heldOutStep.set(obs.step);
+    this.m.heldOutBaseline.set({ baseline: 'unigram_entropy' }, obs.baseline.unigramEntropy);
+    if (Number.isFinite(obs.baseline.unigramHeldOut)) this.m.heldOutBaseline.set({ baseline: 'unigram_heldout' }, obs.baseline.unigramHeldOut);
+    this.m.heldOutBaseline.set({ baseline: 'itm_chance' }, obs.baseline.itmChance);
   }
 
   observeCheckpoint(obs: CheckpointObservation): void {

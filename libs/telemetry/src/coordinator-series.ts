@@ -43,8 +43,16 @@ export interface CheckpointSeries {
   checkpointTimestamp: Gauge;
 }
 
+/** Pre-training's held-out evaluation (`evaluation.every`): the objectives on pairs it never trains on, and their baselines. */
+export interface HeldOutSeries {
+  heldOutLoss: Gauge<'objective'>;
+  heldOutAccuracy: Gauge<'objective'>;
+  heldOutStep: Gauge;
+  heldOutBaseline: Gauge<'baseline'>;
+}
+
 /** The coordinator's Prometheus series (names, help, labels, buckets): what dashboards and alerts read. */
-export type CoordinatorSeries = TrainingSeries & JobSeries & CheckpointSeries;
+export type CoordinatorSeries = TrainingSeries & JobSeries & CheckpointSeries & HeldOutSeries;
 
 const CHECKPOINT_BUCKETS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
 
@@ -200,7 +208,32 @@ function checkpointSeries(registers: Registry[], checkpointAge: () => number): C
   return series;
 }
 
+/** Registers the held-out evaluation series. */
+function heldOutSeries(registers: Registry[]): HeldOutSeries {
+  return {
+    heldOutLoss: new Gauge({
+      name: 'm3ae_heldout_loss',
+      help: 'Pre-training: mean loss per objective (mlm per masked token in nats, mim per masked patch, itm per pair) of the last held-out evaluation.',
+      labelNames: ['objective'],
+      registers,
+    }),
+    heldOutAccuracy: new Gauge({
+      name: 'm3ae_heldout_accuracy_ratio',
+      help: 'Pre-training: masked-token (mlm) and image-text matching (itm) accuracy (0–1) of the last held-out evaluation.',
+      labelNames: ['objective'],
+      registers,
+    }),
+    heldOutStep: new Gauge({ name: 'm3ae_heldout_step', help: 'Pre-training: the step of the last held-out evaluation.', registers }),
+    heldOutBaseline: new Gauge({
+      name: 'm3ae_heldout_baseline',
+      help: 'Pre-training: what the held-out figures are read against: unigram_heldout (a unigram model of the training captions on the same held-out masked tokens, nats: an MLM loss below it uses context), unigram_entropy (of the training captions, nats per token), itm_chance (0.5).',
+      labelNames: ['baseline'],
+      registers,
+    }),
+  };
+}
+
 /** Registers the coordinator's series in `registers`, in this order (the scrape's order). */
 export function coordinatorSeries(registers: Registry[], options: { stepBuckets: number[]; checkpointAge: () => number }): CoordinatorSeries {
-  return { ...trainingSeries(registers, options.stepBuckets), ...jobSeries(registers), ...checkpointSeries(registers, options.checkpointAge) };
+  return { ...trainingSeries(registers, options.stepBuckets), ...jobSeries(registers), ...checkpointSeries(registers, options.checkpointAge), ...heldOutSeries(registers) };
 }

@@ -53,6 +53,28 @@ describe('CoordinatorMetrics', () => {
   });
 
 
+  it('exports a pre-training run\'s held-out evaluation with its baselines; refuses an accuracy out of [0, 1]', async () => {
+    const m = new CoordinatorMetrics({ run: 'run-pt' });
+    const obs = { step: 50, loss: { mlm: 5.25, mim: 0.75, itm: 0.625 }, accuracy: { mlm: 0.125, itm: 0.625 }, baseline: { unigramEntropy: 6.5, unigramHeldOut: 7.25, itmChance: 0.5 } };
+    m.observeEvaluation(obs);
+    m.observeEvaluation({ ...obs, step: 100, accuracy: { mlm: 0.25, itm: 0.75 } });
+    const text = await m.metrics();
+    const exp = parseExposition(text);
+    const v = (name: string, labels: Record<string, string> = {}) => sampleValue(exp, name, { run: 'run-pt', ...labels });
+    expect(v('m3ae_heldout_step')).toBe(100);
+    expect(v('m3ae_heldout_accuracy_ratio', { objective: 'itm' })).toBe(0.75);
+    expect(v('m3ae_heldout_accuracy_ratio', { objective: 'mlm' })).toBe(0.25);
+    expect(v('m3ae_heldout_loss', { objective: 'mlm' })).toBe(5.25);
+    expect(v('m3ae_heldout_loss', { objective: 'mim' })).toBe(0.75);
+    expect(v('m3ae_heldout_baseline', { baseline: 'unigram_entropy' })).toBe(6.5);
+    expect(v('m3ae_heldout_baseline', { baseline: 'unigram_heldout' })).toBe(7.25);
+    expect(v('m3ae_heldout_baseline', { baseline: 'itm_chance' })).toBe(0.5);
+    expect(() => m.observeEvaluation({ ...obs, accuracy: { mlm: 12.5, itm: 0.5 } })).toThrow('observeEvaluation accuracy.mlm: got 12.5; expected a ratio in [0, 1]');
+    const check = await promtoolCheckMetrics(text);
+    expect(check.output).toBe('');
+    expect(check.code).toBe(0);
+  });
+
   it('exports every training series with the run label, and promtool accepts the whole scrape', async () => {
     let clock = 1_000_000;
     const m = new CoordinatorMetrics({ run: 'run-a', now: () => clock, tensorMemory: () => ({ numTensors: 42, numBytes: 4096 }) });

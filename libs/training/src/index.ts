@@ -7,6 +7,7 @@ export * from './compute/job-contribution.js';
 export * from './gradient-source.js';
 export * from './in-process-source.js';
 export * from './optimizer.js';
+export * from './setup/held-out.js';
 export * from './setup/model-setup.js';
 export * from './setup/setups.js';
 export * from './setup/task-setup.js';

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { readFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -18,6 +19,7 @@ import {
 import {
   chooseBackend,
   createModel,
+  flattenParams,
   loadCheckpoint,
   presetConfig,
   setParamsFromFlat,
@@ -28,8 +30,8 @@ import {
   type VqaMetrics,
 } from '@m3ae/model';
 import { loadRunConfig, type StepReport } from '@m3ae/protocol';
-import { evaluatePhantom, HEAD_BIASES, type HeadBias } from '@m3ae/tasks';
-import { modelSetup, runModelConfig, trainInProcess } from '@m3ae/training';
+import { evaluatePhantom, HEAD_BIASES, heldOutEvaluation, zeroShotRetrieval, zeroShotRetrievalModel, type HeadBias, type ZeroShotRetrieval } from '@m3ae/tasks';
+import { formatEvaluation, modelSetup, runModelConfig, trainInProcess, type EvaluationEntry } from '@m3ae/training';
 import { runEval } from '../commands/eval.js';
 import { runFinetune, type FinetuneOptions, type FinetuneResult } from '../commands/finetune.js';
 import { registerBenchArea, type BenchOptions } from './areas.js';
@@ -49,13 +51,17 @@ import { machineInfo, type BenchRow } from './report.js';
  *     table and the majority answer. Selection on validation only; the held-out split is read once per model.
  * (s) From scratch, no pre-training: a model fine-tuned on VQA-RAD from random initialisation against the same
  *     model trained question-only, the answer table and the majority answer (issue 13).
+ * (r) Held-out pairs (issue 13): pre-training on the MedPix 2.0 train pairs with the held-out evaluation
+ *     (`evaluation.every`) on MedPix dev (other cases), ITM / MLM accuracy and MIM loss against ITM chance, a
+ *     unigram model of the training captions and the untrained model; then zero-shot retrieval by ITM ranking on the dev pairs, R@1/5/10 of
+ *     the pre-trained model against the same model at its random initialisation (the run's step 0) and chance.
  *
  * Sizes are flags (`--size key=value,...`, see SIZE_DEFAULTS) so that the run fits the machine.
  */
 const workspaceRoot = resolve(import.meta.dirname, '../../..');
 
 const SIZE_DEFAULTS = {
-  /** Parts to run: a (phantom), b (real data), s (VQA-RAD from scratch; not in the default). */
+  /** Parts to run: a (phantom), b (real data), s (VQA-RAD from scratch), r (held-out evaluation and retrieval); s and r are not in the default. */
   parts: 'a,b',
   // (a) phantom corpus: `tiny` widened to 64; at these sizes the cross-modal gap appears (ITM leaves chance after
   // ~600 steps; with lr 1e-3 nothing image-related is learnt, with 5e-4 and 1,024 images the text is memorised).
@@ -99,6 +105,18 @@ const SIZE_DEFAULTS = {
   'scratch-lr': 1e-3,
   /** The head's initial last-layer bias (`--head-bias`): `prior`, the training answers' log frequencies (issue 13, third reading). */
   'scratch-head-bias': 'prior',
+  // (r) held-out evaluation and zero-shot retrieval: the preset (0 width: the preset's), image side, text length,
+  // schedule, evaluation period and size, retrieval pairs (MedPix dev has 196 images).
+  'r-preset': 'tiny',
+  'r-hidden': 64,
+  'r-px': 64,
+  'r-text': 40,
+  'r-steps': 300,
+  'r-batch': 16,
+  'r-lr': 5e-4,
+  'r-eval-every': 50,
+  'r-eval-samples': 196,
+  'r-pairs': 196,
 } as const;
 
 const QUICK: Partial<Record<keyof typeof SIZE_DEFAULTS, number | string>> = {
@@ -114,6 +132,12 @@ const QUICK: Partial<Record<keyof typeof SIZE_DEFAULTS, number | string>> = {
   vocab: 1000,
   'scratch-epochs': 1,
   'scratch-px': 16,
+  'r-px': 32,
+  'r-steps': 4,
+  'r-batch': 4,
+  'r-eval-every': 2,
+  'r-eval-samples': 8,
+  'r-pairs': 8,
 };
 
 type Sizes = { -readonly [K in keyof typeof SIZE_DEFAULTS]: (typeof SIZE_DEFAULTS)[K] extends string ? string : number };
@@ -141,6 +165,8 @@ export interface PretrainRun {
   samples: number;
   /** Mean per-step losses over the last tenth of the steps. */
   last: { mlm: number; mim: number; itm: number; itmAccuracy: number };
+  /** The held-out evaluations, when asked for. */
+  evaluations: EvaluationEntry[];
 }
 
 /** Per-step losses of a window of steps, averaged. */
@@ -179,6 +205,8 @@ export async function pretrainInProcess(o: {
   seed: number;
   threads?: number;
   backend?: string | undefined;
+  /** The held-out evaluation (`evaluation` of the run configuration); its entries are logged and returned. */
+  evaluation?: { every: number; data: string; samples: number };
   log: (line: string) => void;
 }): Promise<PretrainRun> {
   const t0 = performance.now();
@@ -191,10 +219,12 @@ export async function pretrainInProcess(o: {
       training: { steps: o.steps, globalBatch: o.batch, microBatch: Math.min(o.micro, o.batch), learningRate: o.learningRate, warmupFraction: 0.1, clipNorm: 1 },
       compute: { backend: o.backend ?? 'auto' },
       checkpoint: { dir: o.output, every: 0, keep: 1 },
+      ...(o.evaluation ? { evaluation: o.evaluation } : {}),
     },
     env: {},
   });
-  const setup = await modelSetup(config);
+  const evaluations: EvaluationEntry[] = [];
+  const setup = await modelSetup(config, { log: o.log, onEvaluate: (e) => evaluations.push(e) });
   let win = new LossWindow();
   const tail = new LossWindow();
   const logEvery = Math.max(1, Math.floor(o.steps / 10));
@@ -213,7 +243,7 @@ export async function pretrainInProcess(o: {
     const loaded = await loadCheckpoint(summary.checkpoint as string, model.manifest);
     setParamsFromFlat(model, loaded.params);
     const last = tail.mean();
-    return { model, checkpoint: summary.checkpoint as string, seconds: (performance.now() - t0) / 1000, samples: summary.steps * o.batch, last: { mlm: last.mlm, mim: last.mim, itm: last.itm, itmAccuracy: last.itmAccuracy } };
+    return { model, checkpoint: summary.checkpoint as string, seconds: (performance.now() - t0) / 1000, samples: summary.steps * o.batch, last: { mlm: last.mlm, mim: last.mim, itm: last.itm, itmAccuracy: last.itmAccuracy }, evaluations };
   } finally {
     await setup.close?.();
   }
@@ -312,21 +342,32 @@ function vqaRow(measure: string, m: VqaMetrics, baseline: number | undefined, ba
 
 type PartResult = { rows: BenchRow[]; figures: Record<string, number | string | boolean>; notes: string[] };
 
-/** (b) step 1: a BPE vocabulary on the real text, MedPix shards, and `small` pre-trained on them. */
-async function pretrainOnMedPix(s: Sizes, work: string, data: string, log: Log, backend: string | undefined): Promise<{ run: PretrainRun; tokPath: string; vocabSize: number; pairs: number }> {
+/**
+ * The real pre-training corpus: a BPE vocabulary on the MedPix, ROCO and IU X-ray text (trained once per work folder)
+ * and MedPix 2.0 shards of one split at `px`.
+ */
+async function medpixShards(s: Sizes, work: string, data: string, log: Log, split: 'train' | 'dev', px: number): Promise<{ shards: string; tokPath: string; tok: Awaited<ReturnType<typeof loadTokenizer>>; pairs: number }> {
   const medpix = join(data, 'medpix2');
   const tokPath = join(work, 'tokenizer.json');
-  log(`tokenizer: BPE ${s.vocab} on MedPix, ROCO and IU X-ray text`);
-  await trainTokenizer({
-    sources: [{ kind: 'medpix', path: medpix }, { kind: 'roco', path: join(data, 'roco') }, { kind: 'iu-xray', path: join(data, 'iu_xray_reports', 'annotation.json') }],
-    vocabSize: s.vocab,
-    output: tokPath,
-    agreementSamples: 50,
-  });
+  if (!existsSync(tokPath)) {
+    log(`tokenizer: BPE ${s.vocab} on MedPix, ROCO and IU X-ray text`);
+    await trainTokenizer({
+      sources: [{ kind: 'medpix', path: medpix }, { kind: 'roco', path: join(data, 'roco') }, { kind: 'iu-xray', path: join(data, 'iu_xray_reports', 'annotation.json') }],
+      vocabSize: s.vocab,
+      output: tokPath,
+      agreementSamples: 50,
+    });
+  }
   const tok = await loadTokenizer(tokPath);
-  const shards = join(work, 'medpix-shards');
-  await prepareShards({ source: 'medpix', input: medpix, split: 'train', output: shards, imageSize: s['pretrain-px'], tokenizer: tok });
+  const shards = join(work, `medpix-${split}-${px}px`);
+  if (!existsSync(join(shards, 'dataset.json'))) await prepareShards({ source: 'medpix', input: medpix, split, output: shards, imageSize: px, tokenizer: tok });
   const pairs = await openShardDataset(shards).then(async (d) => (await d.close(), d.size));
+  return { shards, tokPath, tok, pairs };
+}
+
+/** (b) step 1: a BPE vocabulary on the real text, MedPix shards, and `small` pre-trained on them. */
+async function pretrainOnMedPix(s: Sizes, work: string, data: string, log: Log, backend: string | undefined): Promise<{ run: PretrainRun; tokPath: string; vocabSize: number; pairs: number }> {
+  const { shards, tokPath, tok, pairs } = await medpixShards(s, work, data, log, 'train', s['pretrain-px']);
   const overrides = { imageSize: s['pretrain-px'], maxTextLength: s['pretrain-text'], vocabSize: Math.max(tok.vocabSize, presetConfig('small').vocabSize), padTokenId: tok.special.pad };
   log(`pre-training small (${s['pretrain-px']} px, text ${s['pretrain-text']}) on ${pairs} MedPix pairs: ${s['pretrain-steps']} steps × ${s['pretrain-batch']}`);
   const run = await pretrainInProcess({
@@ -556,6 +597,113 @@ async function scratchPart(s: Sizes, work: string, log: Log, backend: string | u
   return { rows, figures, notes };
 }
 
+/** One direction's R@1/5/10 as a row (percentages), against a baseline's R@10. */
+function recallRows(name: string, r: ZeroShotRetrieval, baseline: ZeroShotRetrieval | undefined, baselineIs: string): BenchRow[] {
+  return (['i2t', 't2i'] as const).map((d) => ({
+    part: 'r MedPix retrieval',
+    measure: `${name}, ${d === 'i2t' ? 'image→text' : 'text→image'} R@10 (R@1 / R@5)`,
+    value: 100 * r.metrics[d].r10,
+    baseline: baseline ? 100 * baseline.metrics[d].r10 : 100 * r.chance[d].r10,
+    'baseline is': baselineIs,
+    n: d === 'i2t' ? r.metrics.images : r.metrics.texts,
+    'R@1 %': 100 * r.metrics[d].r1,
+    'R@5 %': 100 * r.metrics[d].r5,
+  }));
+}
+
+/**
+ * (r) Pre-training on the MedPix train pairs with the held-out evaluation on MedPix dev (disjoint cases), then zero-shot
+ * retrieval (ITM ranking) on the dev pairs: the pre-trained model against the same model at its random initialisation.
+ */
+async function retrievalPart(s: Sizes, work: string, log: Log, backend: string | undefined): Promise<PartResult> {
+  const data = sharedDataDir(workspaceRoot);
+  if (!data) throw new Error('bench learning (r) needs the real MedPix data: set M3AE_SHARED_DATA or provide ../shared/data');
+  const px = s['r-px'];
+  const train = await medpixShards(s, work, data, log, 'train', px);
+  const dev = await medpixShards(s, work, data, log, 'dev', px);
+  const preset = s['r-preset'];
+  const width = s['r-hidden'] > 0 ? { hiddenSize: s['r-hidden'], numHeads: Math.max(1, Math.round(s['r-hidden'] / 16)) } : {};
+  const overrides = { imageSize: px, maxTextLength: s['r-text'], vocabSize: Math.max(train.tok.vocabSize, presetConfig(preset).vocabSize), padTokenId: train.tok.special.pad, ...width };
+  const config = presetConfig(preset, overrides);
+  log(`(r) ${preset}${s['r-hidden'] > 0 ? ` (width ${s['r-hidden']})` : ''} at ${px} px on ${train.pairs} MedPix train pairs, ${s['r-steps']} steps × ${s['r-batch']}; held-out: ${dev.pairs} MedPix dev pairs every ${s['r-eval-every']} steps`);
+  const devData = await openShardDataset(dev.shards);
+  try {
+    // The run's step 0: the same seeded initial values the trainer starts from.
+    const initial = createModel(config, { seed: s.seed });
+    const initialParams = await flattenParams(initial);
+    const untrained = await heldOutEvaluation(initial, { dataset: devData, tokenizer: train.tok, seed: s.seed, samples: s['r-eval-samples'] });
+    initial.dispose();
+    const run = await pretrainInProcess({
+      preset,
+      overrides,
+      shards: train.shards,
+      tokenizer: train.tokPath,
+      output: join(work, 'pretrain-r'),
+      steps: s['r-steps'],
+      batch: s['r-batch'],
+      micro: s.micro,
+      learningRate: s['r-lr'],
+      seed: s.seed,
+      threads: s.threads,
+      backend,
+      evaluation: { every: s['r-eval-every'], data: dev.shards, samples: s['r-eval-samples'] },
+      log,
+    });
+    const pretrainedParams = await flattenParams(run.model);
+    run.model.dispose();
+    const retrieval = async (params: Float32Array): Promise<ZeroShotRetrieval> => {
+      const m = zeroShotRetrievalModel(config, params);
+      try {
+        return await zeroShotRetrieval(m, { dataset: devData, tokenizer: train.tok, pairs: s['r-pairs'] });
+      } finally {
+        m.dispose();
+      }
+    };
+    const pre = await retrieval(pretrainedParams);
+    const rand = await retrieval(initialParams);
+    const last = run.evaluations.at(-1);
+    if (!last) throw new Error('bench learning (r): the run made no held-out evaluation');
+    const h = last.baseline.unigramEntropy;
+    const u = last.baseline.unigramHeldOut;
+    const rows: BenchRow[] = [
+      { part: 'r MedPix held-out', measure: `ITM accuracy after step ${last.step} (%)`, value: 100 * last.accuracy.itm, baseline: 100 * last.baseline.itmChance, 'baseline is': 'chance', n: last.counts.itm },
+      { part: 'r MedPix held-out', measure: `MLM loss after step ${last.step} (nats)`, value: last.loss.mlm, baseline: u, 'baseline is': 'unigram model, same tokens', n: last.counts.mlm },
+      { part: 'r MedPix held-out', measure: `MLM accuracy after step ${last.step} (%)`, value: 100 * last.accuracy.mlm, baseline: 100 * untrained.accuracy.mlm, 'baseline is': 'untrained model', n: last.counts.mlm },
+      { part: 'r MedPix held-out', measure: `MIM loss after step ${last.step}`, value: last.loss.mim, baseline: untrained.loss.mim, 'baseline is': 'untrained model', n: last.counts.mim },
+      ...recallRows('pre-trained', pre, rand, 'random init (step 0)'),
+      ...recallRows('random init (step 0)', rand, undefined, 'chance'),
+    ];
+    const figures = {
+      r_heldout_pairs: last.pairs,
+      r_heldout_itm_accuracy_pct: 100 * last.accuracy.itm,
+      r_heldout_mlm_loss: last.loss.mlm,
+      r_unigram_model_heldout_loss: u,
+      r_unigram_entropy_train: h,
+      r_heldout_mlm_accuracy_pct: 100 * last.accuracy.mlm,
+      r_heldout_mim_loss: last.loss.mim,
+      r_untrained_mim_loss: untrained.loss.mim,
+      r_retrieval_pairs: pre.pairs,
+      r_retrieval_captions: pre.texts,
+      r_pretrained_i2t_r10_pct: 100 * pre.metrics.i2t.r10,
+      r_random_i2t_r10_pct: 100 * rand.metrics.i2t.r10,
+      r_pretrained_t2i_r10_pct: 100 * pre.metrics.t2i.r10,
+      r_random_t2i_r10_pct: 100 * rand.metrics.t2i.r10,
+      r_chance_i2t_r10_pct: 100 * pre.chance.i2t.r10,
+      r_chance_t2i_r10_pct: 100 * pre.chance.t2i.r10,
+      r_pretrain_seconds: Math.round(run.seconds),
+    };
+    const pct = (x: number): string => `${(100 * x).toFixed(1)}%`;
+    const notes = [
+      `(r) ${preset}${s['r-hidden'] > 0 ? ` (width ${s['r-hidden']})` : ''} at ${px} px, text ${s['r-text']}: ${s['r-steps']} steps × ${s['r-batch']} = ${run.samples} MedPix train samples (${run.seconds.toFixed(0)} s), lr ${s['r-lr']}; last-10% training losses MLM ${run.last.mlm.toFixed(3)}, MIM ${run.last.mim.toFixed(3)}, ITM ${run.last.itm.toFixed(3)} (acc ${pct(run.last.itmAccuracy)}).`,
+      `(r) held-out (MedPix dev, ${last.pairs} pairs, masks fixed at seed ${s.seed}): untrained MLM loss ${untrained.loss.mlm.toFixed(3)}, acc ${pct(untrained.accuracy.mlm)}, ITM acc ${pct(untrained.accuracy.itm)}, MIM ${untrained.loss.mim.toFixed(3)}; then ${run.evaluations.map((e) => formatEvaluation(e).replace(/^held-out evaluation /, '')).join(' | ')}`,
+      `(r) zero-shot retrieval on ${pre.pairs} MedPix dev images and their ${pre.texts} distinct captions: pre-trained vs random init R@10 image→text ${pct(pre.metrics.i2t.r10)} vs ${pct(rand.metrics.i2t.r10)}, text→image ${pct(pre.metrics.t2i.r10)} vs ${pct(rand.metrics.t2i.r10)} (chance ${pct(pre.chance.i2t.r10)} / ${pct(pre.chance.t2i.r10)}).`,
+    ];
+    return { rows, figures, notes };
+  } finally {
+    await devData.close();
+  }
+}
+
 registerBenchArea('learning', {
   description: 'does pre-training learn (phantom MLM gap, MIM vs patch mean) and help (VQA-RAD after MedPix pre-training vs random init and a question prior)?',
   async run(options: BenchOptions) {
@@ -572,6 +720,7 @@ registerBenchArea('learning', {
         ['a', () => phantomPart(sizes, work, log)],
         ['b', () => realPart(sizes, work, log, options.backend)],
         ['s', () => scratchPart(sizes, work, log, options.backend)],
+        ['r', () => retrievalPart(sizes, work, log, options.backend)],
       ] as const) {
         if (!parts.includes(name)) continue;
         const t0 = performance.now();

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { Coordinator, type CoordinatorEvents } from '@m3ae/coordinator';
-import { createSetup, type RunSummary, type StepSchedule } from '@m3ae/training';
+import { createSetup, type EvaluationEntry, type RunSummary, type StepSchedule } from '@m3ae/training';
 import { connectRedis, jobsPerStep, loadRunConfig, queueEndpoint, redactConfig, type RunConfig } from '@m3ae/protocol';
 import { coordinatorEvents, CoordinatorMetrics, createLogger, mergeEventHandlers, metricsPortFromEnv, startTelemetryServer, type Logger } from '@m3ae/telemetry';
 import { prepareRunPage } from '../run-page.js';
@@ -21,6 +21,9 @@ export interface RunFlags {
   checkpointDir?: string;
   data?: string;
   tokenizer?: string;
+  evalEvery?: string;
+  evalData?: string;
+  evalSamples?: string;
 }
 
 const FLAG_FIELDS: readonly [keyof RunFlags, string, string, 'int' | 'string'][] = [
@@ -37,6 +40,9 @@ const FLAG_FIELDS: readonly [keyof RunFlags, string, string, 'int' | 'string'][]
   ['checkpointDir', 'checkpoint.dir', '--checkpoint-dir', 'string'],
   ['data', 'data.dir', '--data', 'string'],
   ['tokenizer', 'data.tokenizer', '--tokenizer', 'string'],
+  ['evalEvery', 'evaluation.every', '--eval-every', 'int'],
+  ['evalData', 'evaluation.data', '--eval-data', 'string'],
+  ['evalSamples', 'evaluation.samples', '--eval-samples', 'int'],
 ];
 
 /** The run configuration: file ← environment ← flags (errors name the flag a bad value came from). */
@@ -66,7 +72,10 @@ export function addRunFlags(cmd: Command): Command {
     .option('--shards <n>', 'shards of the parameter vector, reduced and updated in parallel coordinator threads (same parameters for any number)')
     .option('--checkpoint-dir <dir>', 'checkpoint directory')
     .option('--data <dir>', 'shard dataset directory (m3ae prepare output)')
-    .option('--tokenizer <file>', 'tokenizer.json (default: the one m3ae prepare kept with the shards)');
+    .option('--tokenizer <file>', 'tokenizer.json (default: the one m3ae prepare kept with the shards)')
+    .option('--eval-every <n>', 'pre-training: held-out ITM/MLM accuracy and MIM loss every n steps and after the last (0: none; needs --eval-data)')
+    .option('--eval-data <dir>', 'pre-training: held-out shard dataset, disjoint from --data (e.g. m3ae prepare --source medpix --split dev)')
+    .option('--eval-samples <n>', 'pre-training: held-out pairs per evaluation (spread evenly over --eval-data; default 256)');
 }
 
 /** The coordinator's observability: Prometheus metrics, /healthz /readyz /status, and the live run page. */
@@ -77,7 +86,14 @@ async function startCoordinatorTelemetry(
   host: string | undefined,
   resume: boolean,
   logger: Logger,
-): Promise<{ events: CoordinatorEvents; metrics: CoordinatorMetrics; url: string; ended(o: { stopped: boolean } | { error: unknown }): void; close(): Promise<void> }> {
+): Promise<{
+  events: CoordinatorEvents;
+  metrics: CoordinatorMetrics;
+  url: string;
+  observeEvaluation(e: EvaluationEntry): void;
+  ended(o: { stopped: boolean } | { error: unknown }): void;
+  close(): Promise<void>;
+}> {
   const metrics = new CoordinatorMetrics({ run: config.runId });
   metrics.setRunInfo({ totalSteps: schedule.steps, jobsPerStep: jobsPerStep(schedule.globalBatch, schedule), globalBatchSize: schedule.globalBatch });
   const page = await prepareRunPage(config, { status: () => metrics.status(), resume, logger, schedule });
@@ -96,6 +112,10 @@ async function startCoordinatorTelemetry(
     events: mergeEventHandlers(mergeEventHandlers(started, coordinatorEvents(metrics)), page.events),
     metrics,
     url: server.url,
+    observeEvaluation: (e) => {
+      metrics.observeEvaluation(e);
+      page.history.recordEvaluation(e);
+    },
     ended: (o) => page.ended(o),
     close: async () => {
       await page.close();
@@ -126,11 +146,14 @@ export interface CoordinatorRunOptions {
 
 /** Runs a coordinator to the end (or to SIGTERM/SIGINT, after which it writes a checkpoint). */
 export async function runCoordinator(config: RunConfig, options: CoordinatorRunOptions): Promise<RunSummary> {
-  // A fine-tuning run's validations go to the metrics (m3ae_validation_score) once they exist.
+  // A fine-tuning run's validations go to the metrics (m3ae_validation_score) once they exist; a pre-training run's
+  // held-out evaluations to the metrics (m3ae_heldout_*) and the run page.
   let onValidate: ((e: { step: number; score: number; best: { step: number; score: number } }) => void) | undefined;
-  const setup = await createSetup(config, { log: options.setupLog ?? ((line) => options.logger.info(line)), onValidate: (e) => onValidate?.(e) });
+  let onEvaluate: ((e: EvaluationEntry) => void) | undefined;
+  const setup = await createSetup(config, { log: options.setupLog ?? ((line) => options.logger.info(line)), onValidate: (e) => onValidate?.(e), onEvaluate: (e) => onEvaluate?.(e) });
   const telemetry = options.metricsPort === false ? undefined : await startCoordinatorTelemetry(config, setup.schedule, options.metricsPort ?? metricsPortFromEnv(), options.metricsHost, options.resume, options.logger);
   if (telemetry) onValidate = (e) => telemetry.metrics.observeValidation(e);
+  if (telemetry) onEvaluate = (e) => telemetry.observeEvaluation(e);
   if (telemetry) options.onMetrics?.(telemetry.metrics);
   const events = telemetry ? mergeEventHandlers(options.events ?? {}, telemetry.events) : (options.events ?? {});
   const coordinator = new Coordinator({ config, setup, resume: options.resume, logger: options.logger, events });

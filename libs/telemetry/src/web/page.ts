@@ -45,7 +45,10 @@ export function runPageHtml(options: { pollMs: number }): string {
   <figure><figcaption>accuracy (MLM, ITM)</figcaption><svg id="accuracy-chart" class="chart" role="img" aria-label="accuracy"></svg></figure>
   <figure><figcaption>throughput (samples/s)</figcaption><svg id="throughput-chart" class="chart" role="img" aria-label="throughput"></svg></figure>
   <figure><figcaption>step time (s)</figcaption><svg id="step-time-chart" class="chart" role="img" aria-label="step time"></svg></figure>
+  <figure><figcaption>held-out loss (MLM against a unigram model on the same tokens, dashed; MIM; ITM)</figcaption><svg id="heldout-loss-chart" class="chart" role="img" aria-label="held-out loss"></svg></figure>
+  <figure><figcaption>held-out accuracy (MLM; ITM against chance, dashed)</figcaption><svg id="heldout-accuracy-chart" class="chart" role="img" aria-label="held-out accuracy"></svg></figure>
 </section>
+<p id="heldout-summary" class="hint">no held-out evaluation</p>
 <section>
   <h2>Step-time breakdown <small id="breakdown-window"></small></h2>
   <svg id="breakdown-bar" class="breakdown" role="img" aria-label="step-time breakdown"></svg>
@@ -243,7 +246,9 @@ export const RUN_PAGE_JS = String.raw`
           var xy = r[0].split(',');
           svg.appendChild(el('circle', { cx: xy[0], cy: xy[1], r: 2.5, fill: sr.color, class: 'dot', 'data-series': sr.name }));
         } else {
-          svg.appendChild(el('polyline', { points: r.join(' '), stroke: sr.color, class: 'series', 'data-series': sr.name }));
+          var line = { points: r.join(' '), stroke: sr.color, class: 'series', 'data-series': sr.name };
+          if (sr.dash) line['stroke-dasharray'] = '6,4';
+          svg.appendChild(el('polyline', line));
         }
       });
       if (drawn === 0 || series.length < 2) return;
@@ -270,6 +275,27 @@ export const RUN_PAGE_JS = String.raw`
     }), { zero: true, max: 1, empty: 'no step yet' });
     drawChart($('throughput-chart'), [{ name: 'samples', color: COLORS.samples, values: pts(function (p) { return p.samplesPerSecond; }) }], { zero: true, empty: 'no step yet' });
     drawChart($('step-time-chart'), [{ name: 'step', color: COLORS.step, values: pts(function (p) { return p.durationMs / 1000; }) }], { zero: true, empty: 'no step yet' });
+  }
+
+  // Held-out evaluations (pre-training with evaluation.every): each figure with its baseline as a dashed line.
+  function renderHeldOut(ev) {
+    var points = ev.points, base = ev.baseline;
+    var empty = base ? 'no held-out evaluation yet' : 'no held-out evaluation (evaluation.every = 0)';
+    function series(group, o) { return points.map(function (p) { return [p.step, p[group][o]]; }); }
+    function flat(v) { return points.length ? [[points[0].step, v], [points[points.length - 1].step, v]] : []; }
+    var loss = ['mlm', 'mim', 'itm'].map(function (o) { return { name: 'heldout-' + o, label: o.toUpperCase(), color: COLORS[o], values: series('loss', o) }; });
+    if (base && points.length && finite(base.unigramHeldOut)) loss.push({ name: 'unigram-model', label: 'unigram model', color: COLORS.mlm, dash: true, values: flat(base.unigramHeldOut) });
+    drawChart($('heldout-loss-chart'), loss, { zero: true, empty: empty });
+    var acc = ['mlm', 'itm'].map(function (o) { return { name: 'heldout-' + o, label: o.toUpperCase(), color: COLORS[o], values: series('accuracy', o) }; });
+    if (base && points.length) acc.push({ name: 'itm-chance', label: 'ITM chance', color: COLORS.itm, dash: true, values: flat(base.itmChance) });
+    drawChart($('heldout-accuracy-chart'), acc, { zero: true, max: 1, empty: empty });
+    var last = points[points.length - 1];
+    if (!base || !last) { setText('heldout-summary', empty); return; }
+    var pct = function (v) { return finite(v) ? (100 * v).toFixed(1) + '%' : '–'; };
+    setText('heldout-summary', 'held-out after step ' + last.step + ': ITM accuracy ' + pct(last.accuracy.itm) + ' (chance ' + pct(base.itmChance) + ', ' +
+      (last.accuracy.itm > base.itmChance ? 'above' : 'not above') + '); MLM loss ' + num(last.loss.mlm) + ' nats (unigram model ' + num(base.unigramHeldOut) + ', ' +
+      (finite(base.unigramHeldOut) ? (last.loss.mlm < base.unigramHeldOut ? 'below' : 'not below') : 'unknown') + '; unigram entropy of the training captions ' + num(base.unigramEntropy) +
+      '), MLM accuracy ' + pct(last.accuracy.mlm) + '; MIM loss ' + num(last.loss.mim));
   }
 
   function renderBreakdown(b) {
@@ -413,6 +439,7 @@ export const RUN_PAGE_JS = String.raw`
     setText('learning-rate', latest ? num(latest.learningRate) : '–');
     setText('gradient-norm', latest ? num(latest.gradientNorm) : '–');
     renderCharts();
+    renderHeldOut(doc.evaluation);
     renderBreakdown(doc.breakdown);
     renderJobs(doc.jobs, doc.checkpoint, now);
     renderGrid(doc.image, doc.grid);

@@ -148,6 +148,21 @@ describe('RunHistory', () => {
     expect(() => h.setRun({ runId: 'r', totalSteps: 1.5 })).toThrow(/setRun totalSteps is 1.5/);
   });
 
+  it('keeps every held-out evaluation in step order with its baselines (a repeated step replaces the point)', () => {
+    const h = new RunHistory();
+    expect(h.snapshot().evaluation).toEqual({ points: [], baseline: null });
+    const e = (step: number, itm: number) => ({ step, loss: { mlm: 6 - step / 100, mim: 0.9, itm: 0.69 }, accuracy: { mlm: 0.1, itm }, baseline: { unigramEntropy: 5.5, unigramHeldOut: 6.25, itmChance: 0.5 } });
+    h.recordEvaluation(e(100, 0.55));
+    h.recordEvaluation(e(50, 0.5));
+    h.recordEvaluation(e(100, 0.6));
+    h.recordEvaluation({ ...e(150, 0.7), loss: { mlm: NaN, mim: 0.8, itm: 0.6 } });
+    const ev = h.snapshot().evaluation;
+    expect(ev.baseline).toEqual({ unigramEntropy: 5.5, unigramHeldOut: 6.25, itmChance: 0.5 });
+    expect(ev.points.map((p) => [p.step, p.accuracy.itm])).toEqual([[50, 0.5], [100, 0.6], [150, 0.7]]);
+    expect(ev.points[2]?.loss.mlm).toBeNull(); // a diverged loss is a gap, as on the training curves
+    expect(() => h.recordEvaluation(e(-1, 0.5))).toThrow('run history: recordEvaluation step is -1; expected an integer ≥ 0');
+  });
+
   it('starts its step count at the resumed step', () => {
     const h = new RunHistory();
     h.setRun({ runId: 'r', totalSteps: 20, startStep: 12 });

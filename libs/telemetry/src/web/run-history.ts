@@ -1,6 +1,6 @@
 import { scrubSecrets, scrubValue } from '../redact.js';
 import { RecentSteps } from './recent-steps.js';
-import type { RunPhase, RunPoint, RunRejectView, RunSnapshot, RunWorkerView } from './run-snapshot.js';
+import type { RunEvaluationPoint, RunPhase, RunPoint, RunRejectView, RunSnapshot, RunWorkerView } from './run-snapshot.js';
 
 /**
  * What the run page shows, kept by the coordinator itself (no Prometheus needed): the run's description, a
@@ -124,6 +124,8 @@ export class RunHistory {
   private rejects: RunRejectView[] = [];
   private checkpoint: RunSnapshot['checkpoint'] = null;
   private grid: RunSnapshot['grid'] = null;
+  private evaluations: RunEvaluationPoint[] = [];
+  private evaluationBaseline: RunSnapshot['evaluation']['baseline'] = null;
   private phase: RunPhase = 'waiting';
   private message: string | null = null;
   private phaseSince: number;
@@ -234,6 +236,23 @@ export class RunHistory {
     this.grid = { step, at: this.now() };
   }
 
+  /**
+   * A held-out evaluation after `step` steps (a pre-training run's `onEvaluate`), with its baselines. A repeated step
+   * (a resumed run) replaces the earlier point.
+   */
+  recordEvaluation(e: {
+    step: number;
+    loss: { mlm: number; mim: number; itm: number };
+    accuracy: { mlm: number; itm: number };
+    baseline: { unigramEntropy: number; unigramHeldOut: number; itmChance: number };
+  }): void {
+    requireInt('recordEvaluation step', e.step);
+    const f = (v: number): number | null => (Number.isFinite(v) ? v : null);
+    const point: RunEvaluationPoint = { step: e.step, t: this.now(), loss: { mlm: f(e.loss.mlm), mim: f(e.loss.mim), itm: f(e.loss.itm) }, accuracy: { mlm: f(e.accuracy.mlm), itm: f(e.accuracy.itm) } };
+    this.evaluations = [...this.evaluations.filter((p) => p.step !== e.step), point].sort((a, b) => a.step - b.step);
+    this.evaluationBaseline = { unigramEntropy: e.baseline.unigramEntropy, unigramHeldOut: f(e.baseline.unigramHeldOut), itmChance: e.baseline.itmChance };
+  }
+
   /** Heartbeats read from Redis (see `readWorkerHeartbeats`); newer beats replace older ones. */
   recordHeartbeats(beats: readonly WorkerHeartbeat[]): void {
     for (const b of beats) {
@@ -328,6 +347,7 @@ export class RunHistory {
       jobs: { ...this.tally, rejectedByReason: Object.fromEntries(this.byReason), recentRejects: this.rejects.slice().reverse() },
       checkpoint: this.checkpoint,
       grid: this.grid,
+      evaluation: { points: this.evaluations.slice(), baseline: this.evaluationBaseline },
     };
   }
 

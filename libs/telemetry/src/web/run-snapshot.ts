@@ -20,6 +20,15 @@ export interface RunPoint {
   readonly durationMs: number;
 }
 
+/** One held-out evaluation of a pre-training run (`evaluation.every`). */
+export interface RunEvaluationPoint {
+  /** Steps applied to the evaluated parameters. */
+  readonly step: number;
+  readonly t: number;
+  readonly loss: { mlm: number | null; mim: number | null; itm: number | null };
+  readonly accuracy: { mlm: number | null; itm: number | null };
+}
+
 export interface RunWorkerView {
   id: string;
   backend: string | null;
@@ -82,4 +91,10 @@ export interface RunSnapshot {
   };
   checkpoint: { step: number; file: string; at: number; durationMs: number } | null;
   grid: { step: number; at: number } | null;
+  /**
+   * Held-out evaluations (every one kept, sent whole) and what they are read against: a unigram model's loss on the
+   * same held-out masked tokens (an MLM loss below it uses context; null when unknown), the unigram entropy of the
+   * training captions, and ITM chance. Null baseline: the run evaluates nothing.
+   */
+  evaluation: { points: RunEvaluationPoint[]; baseline: { unigramEntropy: number; unigramHeldOut: number | null; itmChance: number } | null };
 }

@@ -40,6 +40,7 @@ export async function exportedSeries(): Promise<Map<string, Set<string>>> {
   coordinator.observeCheckpoint({ step: 1, durationSeconds: 1 });
   coordinator.observeCheckpoint({ step: 1, durationSeconds: 1, ok: false });
   coordinator.observeValidation({ step: 1, score: 0.5, best: { step: 1, score: 0.5 } });
+  coordinator.observeEvaluation({ step: 1, loss: { mlm: 1, mim: 1, itm: 1 }, accuracy: { mlm: 0.5, itm: 0.5 }, baseline: { unigramEntropy: 1, unigramHeldOut: 1, itmChance: 0.5 } });
 
   const worker = new WorkerMetrics({ run: 'catalog', worker: 'w', backend: 'wasm', tensorMemory: () => ({ numTensors: 1, numBytes: 1 }) });
   worker.observeJob({ durationSeconds: 1, samples: 1, tokens: 1, step: 1, phases: { fetch: 1, compute: 1, encode: 1, upload: 1 } });

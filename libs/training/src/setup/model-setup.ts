@@ -1,7 +1,14 @@
 import { loadTokenizer, openShardDataset, pretrainCounts, shardTokenizer, type ShardDataset, type TextTokenizer } from '@m3ae/data';
 import { initialValues, modelManifest, numPatches, parameterSpecs, resolveConfig, trainingTextLength, type M3AEConfig } from '@m3ae/model';
 import { ConfigError, pretrainTraining, type LossTriple, type RunConfig } from '@m3ae/protocol';
+import { formatEvaluation, HeldOutEvaluator, type EvaluationEntry } from './held-out.js';
 import { pretrainSchedule, type TrainingSetup } from './training-setup.js';
+
+export interface ModelSetupOptions {
+  log?: (line: string) => void;
+  /** After each held-out evaluation (`evaluation.every` steps and the last step; none when `evaluation.every` is 0). */
+  onEvaluate?: (entry: EvaluationEntry) => void;
+}
 
 /** The model configuration of a run: the preset with the run's overrides (validated by @m3ae/model). */
 export function runModelConfig(config: RunConfig): M3AEConfig {
@@ -36,11 +43,23 @@ export async function openRunData(config: RunConfig, model: M3AEConfig): Promise
 /**
  * The real M3AE setup: parameter manifest and seeded initial values of the configured model (computed in
  * plain JavaScript: the trainer needs no TensorFlow.js), the shard dataset, exact normalizers from
- * `pretrainCounts`, and the model's AdamW.
+ * `pretrainCounts`, and the model's AdamW. With `evaluation.every` > 0, a {@link HeldOutEvaluator} runs after every
+ * `evaluation.every` steps and the last (with TensorFlow.js, in this process), logged and passed to `onEvaluate`.
  */
-export async function modelSetup(config: RunConfig): Promise<TrainingSetup> {
+export async function modelSetup(config: RunConfig, options: ModelSetupOptions = {}): Promise<TrainingSetup> {
   const model = runModelConfig(config);
   const { dataset, tokenizer } = await openRunData(config, model);
+  let evaluator: HeldOutEvaluator | undefined;
+  try {
+    if (config.evaluation.every > 0) evaluator = await HeldOutEvaluator.open(config, model, dataset, tokenizer);
+  } catch (e) {
+    await dataset.close();
+    throw e;
+  }
+  if (evaluator) {
+    options.log?.(`held-out evaluation every ${config.evaluation.every} steps on ${config.evaluation.data}; baselines: a unigram model of the training captions (entropy ${evaluator.unigram.entropy.toFixed(4)} nats/token; its loss on the held-out masked tokens is logged with each evaluation) for MLM, chance (50%) for ITM`);
+  }
+  const schedule = pretrainSchedule(config);
   const manifest = modelManifest(model);
   const specs = parameterSpecs(model);
   const fixedParams = new Map<string, Float32Array>();
@@ -60,7 +79,7 @@ export async function modelSetup(config: RunConfig): Promise<TrainingSetup> {
       mim: enabled('mim') ? model.objectives.mim.weight : 0,
       itm: enabled('itm') ? model.objectives.itm.weight : 0,
     },
-    schedule: pretrainSchedule(config),
+    schedule,
     initialParams: () => {
       const flat = new Float32Array(manifest.size);
       // Specs and manifest entries are index-aligned (the manifest is built from the specs).
@@ -88,6 +107,19 @@ export async function modelSetup(config: RunConfig): Promise<TrainingSetup> {
       return { mlm: enabled('mlm') ? c.mlm : 0, mim: enabled('mim') ? c.mim : 0, itm: enabled('itm') ? c.itm : 0 };
     },
     optimizer: { layout: manifest, training: pretrainTraining(config) },
-    close: async () => dataset.close(),
+    ...(evaluator
+      ? {
+          afterStep: async (done: number, params: Float32Array): Promise<void> => {
+            if (!evaluator.due(done, schedule.steps)) return;
+            const entry = await evaluator.evaluate(done, params);
+            options.log?.(formatEvaluation(entry));
+            options.onEvaluate?.(entry);
+          },
+        }
+      : {}),
+    close: async () => {
+      await evaluator?.close();
+      await dataset.close();
+    },
   };
 }
