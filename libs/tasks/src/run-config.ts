@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import { RETRIEVAL_SOURCES, type RetrievalSource } from '@m3ae/data';
 import { DOWNSTREAM_TASKS, TASK_INPUTS, VQA_LOSSES, type DownstreamTaskName, type TaskInputs, type VqaLoss } from '@m3ae/model';
-import { ConfigError, loadRunConfig, type RunConfig } from '@m3ae/protocol';
+import { ConfigError, loadRunConfig, type RunConfig, type TensorEncoding } from '@m3ae/protocol';
 import { HEAD_BIASES, type FinetuneOptions, type HeadBias } from './finetune.js';
 
 /** Whether a run configuration fine-tunes a downstream task (rather than pre-training). */
@@ -72,6 +72,10 @@ export interface FinetuneRunOptions extends FinetuneOptions {
   checkpointEvery?: number | undefined;
   /** The Redis of a run on workers (default: the environment's). */
   redisUrl?: string | undefined;
+  /** How gradients are exchanged and reduced (`training.gradEncoding`, `microBatchesPerJob`, `shards`): never the result's meaning. */
+  gradEncoding?: TensorEncoding | undefined;
+  microBatchesPerJob?: number | undefined;
+  shards?: number | undefined;
 }
 
 /**
@@ -117,6 +121,9 @@ export function finetuneRunConfig(o: FinetuneRunOptions, env: NodeJS.ProcessEnv 
       warmupFraction: o.warmupFraction,
       weightDecay: o.weightDecay,
       clipNorm: o.clipNorm,
+      gradEncoding: o.gradEncoding,
+      microBatchesPerJob: o.microBatchesPerJob,
+      shards: o.shards,
     }),
     compute: { backend: o.backend ?? 'auto' },
     checkpoint: { dir: resolve(o.output), every: o.checkpointEvery ?? 100, keep: 1 },

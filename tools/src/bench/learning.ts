@@ -35,6 +35,7 @@ import { formatEvaluation, modelSetup, runModelConfig, trainInProcess, type Eval
 import { runEval } from '../commands/eval.js';
 import { runFinetune, type FinetuneOptions, type FinetuneResult } from '../commands/finetune.js';
 import { registerBenchArea, type BenchOptions } from './areas.js';
+import { parseSizeSpec, type Sizes as BenchSizes } from './sizes.js';
 import { machineInfo, type BenchRow } from './report.js';
 
 /**
@@ -140,21 +141,11 @@ const QUICK: Partial<Record<keyof typeof SIZE_DEFAULTS, number | string>> = {
   'r-pairs': 8,
 };
 
-type Sizes = { -readonly [K in keyof typeof SIZE_DEFAULTS]: (typeof SIZE_DEFAULTS)[K] extends string ? string : number };
+type Sizes = BenchSizes<typeof SIZE_DEFAULTS>;
 
 /** `--size a=1,b=2` (repeatable) over the defaults; unknown keys and non-numbers are errors naming them. */
 export function parseSizes(spec: string | undefined, quick: boolean): Sizes {
-  const out = { ...SIZE_DEFAULTS, ...(quick ? QUICK : {}) } as Record<string, number | string>;
-  for (const part of (spec ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
-    const [k, v] = part.split('=') as [string, string | undefined];
-    if (!(k in SIZE_DEFAULTS) || v === undefined) throw new Error(`--size ${part}: expected key=value with key one of ${Object.keys(SIZE_DEFAULTS).join(', ')}`);
-    if (typeof SIZE_DEFAULTS[k as keyof typeof SIZE_DEFAULTS] === 'number') {
-      const n = Number(v);
-      if (!Number.isFinite(n) || n < 0) throw new Error(`--size ${k}=${v}: expected a number >= 0`);
-      out[k] = n;
-    } else out[k] = v;
-  }
-  return out as Sizes;
+  return parseSizeSpec(SIZE_DEFAULTS, spec, quick ? QUICK : undefined);
 }
 
 export interface PretrainRun {

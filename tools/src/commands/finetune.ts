@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { fraction, nonNegativeInt, nonNegativeNumber, oneOf, positiveInt, positiveNumber } from '../flags.js';
 import { DEFAULT_VQA_RAD_CARVE, RETRIEVAL_SOURCES, type CarveSpec, type RetrievalSource } from '@m3ae/data';
 import { DOWNSTREAM_TASKS, FINETUNE_DEFAULTS, TASK_INPUTS, VQA_LOSSES, type DownstreamTaskName, type TaskInputs, type VqaLoss } from '@m3ae/model';
-import type { StepReport } from '@m3ae/protocol';
+import { TENSOR_ENCODINGS, type StepReport, type TensorEncoding } from '@m3ae/protocol';
 import { finetuneRunConfig, HEAD_BIASES, splitSize, type HeadBias, type FinetuneRunOptions, type HistoryEntry, type ResolvedSettings, type TaskMeta, type TaskMetrics } from '@m3ae/tasks';
 import { taskSetup, trainInProcess } from '@m3ae/training';
 import { addRestartFlags, restartPolicyFrom } from './local-cluster.js';
@@ -143,6 +143,9 @@ interface FinetuneCliOptions {
   workers?: number;
   redisUrl?: string;
   checkpointEvery?: number;
+  gradEncoding?: TensorEncoding;
+  microBatchesPerJob?: number;
+  shards?: number;
   maxRestarts?: string;
   restartWindow?: string;
 }
@@ -194,6 +197,9 @@ export function registerFinetune(program: Command): void {
     .option('--workers <n>', 'run on the coordinator and n worker processes of this machine (same result as in one process)', positiveInt('--workers'))
     .option('--redis-url <url>', 'with --workers: the Redis to use (default REDIS_URL, else a private redis-server)')
     .option('--checkpoint-every <n>', 'with --workers: also write the latest checkpoint every n steps (default 100)', positiveInt('--checkpoint-every'))
+    .option('--grad-encoding <enc>', `gradients on the wire: ${TENSOR_ENCODINGS.join(', ')} (fx53: exact fixed point; default f32)`, oneOf('--grad-encoding', TENSOR_ENCODINGS))
+    .option('--micro-batches-per-job <n>', 'micro-batches a job carries, summed on its computer (above 1: needs --grad-encoding fx53)', positiveInt('--micro-batches-per-job'))
+    .option('--shards <n>', 'shards of the parameter vector, reduced and updated side by side (same parameters for any number)', positiveInt('--shards'))
     .action(async (task: DownstreamTaskName, opts: FinetuneCliOptions) => {
       const ac = new AbortController();
       const onSignal = (): void => ac.abort();
@@ -237,6 +243,9 @@ export function registerFinetune(program: Command): void {
           vqaLoss: opts.vqaLoss,
           inputs: opts.inputs,
           headBias: opts.headBias,
+          gradEncoding: opts.gradEncoding,
+          microBatchesPerJob: opts.microBatchesPerJob,
+          shards: opts.shards,
           resume: opts.resume,
           backend: opts.backend,
           log: (line: string) => void process.stderr.write(line + '\n'),
