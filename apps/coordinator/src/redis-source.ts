@@ -21,7 +21,7 @@ import {
   type ProcessTransfer,
   type RunConfig,
 } from '@m3ae/protocol';
-import { StopRequested, type BlobTransport, type GatherStats, type GradientSource, type PlannedJob, type StepReduction, type StepWork } from '@m3ae/training';
+import { ShardThreadError, StopRequested, type BlobTransport, type GatherStats, type GradientSource, type PlannedJob, type StepReduction, type StepWork } from '@m3ae/training';
 import { assertNoEviction } from './redis-policy.js';
 
 /** Why a contribution was refused (a label of `m3ae_jobs_rejected_total`). */
@@ -381,7 +381,8 @@ export class RedisGradientSource implements GradientSource {
         // Every shard reads and verifies its own blob (length, checksum, finite values); the job counts in all or none.
         await state.reducer.add(c.jobIndex, { gradient: { refs: c.grads }, sums: c.sums, counts: c.counts, correct: c.correct, tokens: c.tokens });
       } catch (e) {
-        if (e instanceof FixedPointError) throw e;
+        // An fx53 sum out of range, or a shard thread that died: no recomputation helps — the step fails with the cause.
+        if (e instanceof FixedPointError || e instanceof ShardThreadError) throw e;
         if (e instanceof BlobError) return await bad(e.fault, e.message);
         // A read that failed for another reason (a connection dropped mid-transfer): compute it again.
         return await bad('unreadable', e instanceof Error ? e.message : String(e));

@@ -46,6 +46,11 @@ export type ShardRequest = { id: number } & (
   | { type: 'publish'; key: string }
 );
 
+/** A shard thread died (or was closed): the reduction cannot go on, and no retry of a contribution can help. */
+export class ShardThreadError extends Error {
+  override readonly name = 'ShardThreadError';
+}
+
 /** An error as it crosses the thread boundary: the blob faults and fixed-point errors keep their kind. */
 export interface ShardFailure {
   message: string;
@@ -179,12 +184,12 @@ export class ThreadShardHost extends HostBase {
       else p.reject(fromFailure(msg.error));
     });
     const fail = (e: Error): void => {
-      this.dead ??= e;
+      this.dead ??= new ShardThreadError(`shard thread ${range.index} failed: ${e.message} (the coordinator stops; restart it with --resume)`);
       for (const p of this.pending.values()) p.reject(this.dead);
       this.pending.clear();
     };
     thread.on('error', fail);
-    thread.on('exit', (code) => fail(new Error(`shard thread ${range.index} exited with code ${code}`)));
+    thread.on('exit', (code) => fail(new Error(`it exited with code ${code}`)));
   }
 
   static async start(init: ShardInit, threadPath = shardThreadPath()): Promise<ThreadShardHost> {
@@ -229,7 +234,7 @@ export class ThreadShardHost extends HostBase {
   }
 
   async close(): Promise<void> {
-    this.dead ??= new Error(`shard thread ${this.range.index} was closed`);
+    this.dead ??= new ShardThreadError(`shard thread ${this.range.index} was closed`);
     await this.thread.terminate();
   }
 }

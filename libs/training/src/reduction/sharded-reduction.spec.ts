@@ -1,3 +1,6 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { AdamW } from '@m3ae/model';
@@ -18,6 +21,7 @@ import {
   type TrainingSettings,
 } from '@m3ae/protocol';
 import { adamwFor, type OptimizerSpec } from '../optimizer.js';
+import { ShardThreadError, ThreadShardHost } from './shard-host.js';
 import { ShardReducer } from './shard-reducer.js';
 import { ShardedReduction, type StepContribution } from './sharded-reduction.js';
 
@@ -177,6 +181,20 @@ describe('ShardedReduction', () => {
     } finally {
       await red.close();
     }
+  });
+
+  it('a shard thread that dies fails every call with the cause, at once and for good (never a hang)', async () => {
+    // A stand-in thread that says it is ready, then exits on its first request.
+    const dir = mkdtempSync(join(tmpdir(), 'm3ae-shard-thread-'));
+    const path = join(dir, 'dies.mjs');
+    writeFileSync(path, "import { parentPort } from 'node:worker_threads';\nparentPort.postMessage({ type: 'ready' });\nparentPort.on('message', () => process.exit(3));\n");
+    const m = new Float32Array(new SharedArrayBuffer(n * 4));
+    const host = await ThreadShardHost.start({ range: { index: 1, start: 0, end: n }, params: m, m, v: m, optimizer: spec(n) }, path);
+    const failure = await host.begin(2).catch((e: unknown) => e);
+    expect(failure).toBeInstanceOf(ShardThreadError);
+    expect((failure as Error).message).toBe('shard thread 1 failed: it exited with code 3 (the coordinator stops; restart it with --resume)');
+    await expect(host.commit(0)).rejects.toThrow(ShardThreadError);
+    await host.close();
   });
 
   describe('with Redis', () => {
