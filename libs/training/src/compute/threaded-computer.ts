@@ -1,9 +1,8 @@
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import type { RunConfig } from '@m3ae/protocol';
 import type { GradientComputer, MicroBatchResult } from './gradient-computer.js';
 import type { ComputeJob } from '../gradient-source.js';
+import { startThread, threadEntry } from '../thread-start.js';
 
 export type ThreadRequest = { type: 'compute'; id: number; job: ComputeJob; params?: Float32Array };
 export type ThreadReply =
@@ -12,13 +11,9 @@ export type ThreadReply =
   | { type: 'result'; id: number; result: MicroBatchResult }
   | { type: 'error'; id: number; message: string };
 
-/**
- * The compiled thread entry (`dist/compute/compute-thread.js`): next to this module when it runs compiled, in the
- * library's `dist/` when it runs from TypeScript sources (tests; the library must be built).
- */
+/** The compiled thread entry (`dist/compute/compute-thread.js`). */
 export function computeThreadPath(): string {
-  const here = import.meta.url;
-  return fileURLToPath(here.endsWith('.ts') ? new URL('../../dist/compute/compute-thread.js', here) : new URL('./compute-thread.js', here));
+  return threadEntry(import.meta.url, 'compute/compute-thread.js');
 }
 
 /**
@@ -58,36 +53,8 @@ export class ThreadedComputer implements GradientComputer {
 
   /** Starts the thread and waits until it has built its computer (model, backend). */
   static async start(config: RunConfig, threadPath = computeThreadPath()): Promise<ThreadedComputer> {
-    if (!existsSync(threadPath)) throw new Error(`compute thread ${threadPath} does not exist (build @m3ae/training first: npx nx run @m3ae/training:build)`);
-    // The thread runs compiled code: drop resolution conditions a test runner may have set (`@m3ae/source`
-    // would point package imports at TypeScript sources).
-    const execArgv = process.execArgv.filter((a, i, all) => !a.startsWith('--conditions') && all[i - 1] !== '--conditions' && !a.startsWith('-C'));
-    const thread = new Worker(threadPath, { workerData: { config }, execArgv });
-    let onMessage: ((msg: ThreadReply) => void) | undefined;
-    let onError: ((e: Error) => void) | undefined;
-    let onExit: ((code: number) => void) | undefined;
-    try {
-      const ready = await new Promise<Extract<ThreadReply, { type: 'ready' }>>((resolve, reject) => {
-        onMessage = (msg: ThreadReply): void => {
-          if (msg.type === 'ready') resolve(msg);
-          else if (msg.type === 'failed') reject(new Error(msg.message));
-        };
-        onError = reject;
-        onExit = (code: number): void => reject(new Error(`compute thread exited with code ${code} before it was ready`));
-        thread.on('message', onMessage);
-        thread.once('error', onError);
-        thread.once('exit', onExit);
-      });
-      return new ThreadedComputer(thread, ready.manifestHash, ready.paramCount, ready.backend);
-    } catch (e) {
-      await thread.terminate();
-      throw e;
-    } finally {
-      // Only our own listeners: Worker keeps internal ones (they ref its message port).
-      if (onMessage) thread.off('message', onMessage);
-      if (onError) thread.off('error', onError);
-      if (onExit) thread.off('exit', onExit);
-    }
+    const { thread, ready } = await startThread<Omit<Extract<ThreadReply, { type: 'ready' }>, 'type'>>(threadPath, { config }, 'compute thread');
+    return new ThreadedComputer(thread, ready.manifestHash, ready.paramCount, ready.backend);
   }
 
   async compute(job: ComputeJob, params: Float32Array): Promise<MicroBatchResult> {

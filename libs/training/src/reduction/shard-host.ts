@@ -1,9 +1,8 @@
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import type { AdamWPlan } from '@m3ae/model/adamw';
 import { BlobError, BlobStore, FixedPointError, type BlobFault, type BlobRef, type BlobStoreOptions, type RedisEndpoint, type ShardRange } from '@m3ae/protocol';
 import { adamwFor, type OptimizerSpec } from '../optimizer.js';
+import { startThread, threadEntry } from '../thread-start.js';
 import { ShardReducer, type ShardSource, type StageCost } from './shard-reducer.js';
 
 /** How a shard reaches Redis: the blob endpoints and the store's options (plain data: a thread opens its own connections). */
@@ -155,13 +154,9 @@ export class LocalShardHost extends HostBase {
   }
 }
 
-/**
- * The compiled thread entry (`dist/reduction/shard-thread.js`): next to this module when it runs compiled, in the
- * library's `dist/` when it runs from TypeScript sources (tests; the library must be built).
- */
+/** The compiled thread entry (`dist/reduction/shard-thread.js`). */
 export function shardThreadPath(): string {
-  const here = import.meta.url;
-  return fileURLToPath(here.endsWith('.ts') ? new URL('../../dist/reduction/shard-thread.js', here) : new URL('./shard-thread.js', here));
+  return threadEntry(import.meta.url, 'reduction/shard-thread.js');
 }
 
 /** A shard reduced in a `worker_threads` thread of its own, with its own Redis connections. */
@@ -193,34 +188,7 @@ export class ThreadShardHost extends HostBase {
   }
 
   static async start(init: ShardInit, threadPath = shardThreadPath()): Promise<ThreadShardHost> {
-    if (!existsSync(threadPath)) throw new Error(`shard thread ${threadPath} does not exist (build @m3ae/training first: npx nx run @m3ae/training:build)`);
-    // Compiled code in the thread: drop resolution conditions a test runner may have set (`@m3ae/source`).
-    const execArgv = process.execArgv.filter((a, i, all) => !a.startsWith('--conditions') && all[i - 1] !== '--conditions' && !a.startsWith('-C'));
-    const thread = new Worker(threadPath, { workerData: init, execArgv });
-    let onMessage: ((msg: ShardReply) => void) | undefined;
-    let onError: ((e: Error) => void) | undefined;
-    let onExit: ((code: number) => void) | undefined;
-    try {
-      await new Promise<void>((resolve, reject) => {
-        onMessage = (msg: ShardReply): void => {
-          if (msg.type === 'ready') resolve();
-          else if (msg.type === 'failed') reject(new Error(`shard thread ${init.range.index}: ${msg.message}`));
-        };
-        onError = reject;
-        onExit = (code: number): void => reject(new Error(`shard thread ${init.range.index} exited with code ${code} before it was ready`));
-        thread.on('message', onMessage);
-        thread.once('error', onError);
-        thread.once('exit', onExit);
-      });
-    } catch (e) {
-      await thread.terminate();
-      throw e;
-    } finally {
-      // Only our own listeners: the thread's port needs its internal ones.
-      if (onMessage) thread.off('message', onMessage);
-      if (onError) thread.off('error', onError);
-      if (onExit) thread.off('exit', onExit);
-    }
+    const { thread } = await startThread(threadPath, init, `shard thread ${init.range.index}`);
     return new ThreadShardHost(init.range, thread);
   }
 
