@@ -17,6 +17,7 @@ import {
   type BlobRef,
   type Contribution,
   type MicroBatchJob,
+  type StepReport,
   type TensorEncoding,
 } from '@m3ae/protocol';
 import { ManifestMismatchError, TrainingWorker } from '@m3ae/worker';
@@ -50,6 +51,25 @@ describe('distributed training orchestration (synthetic compute)', () => {
       if (n > 1) expect(workers.filter((w) => w.stats.completed > 0).length).toBeGreaterThan(1);
     }
     expect(new Set(shas).size).toBe(1);
+  });
+
+  it('with 3 reducer processes: the serial parameters, and no gradient byte through the coordinator', async () => {
+    const config = syntheticRun({ training: { shards: 3, steps: 3 }, compute: { synthetic: { paramCount: 200_000 } }, coordinator: { reducers: 'processes' } });
+    const workers = await startWorkers(config, 2);
+    const reports: StepReport[] = [];
+    const { summary } = await runCoordinator(config, { onStep: (r) => reports.push(r) });
+    await stopWorkers(workers);
+    expect(summary.paramsSha256).toBe(serialReference(config));
+    for (const r of reports) {
+      const by = new Map(r.processes.map((p) => [p.id, p]));
+      expect(by.get('coordinator')).toMatchObject({ readBytes: 0, writtenBytes: 0 });
+      // Each reducer read its range of the 4 gradients and wrote its range of the parameters.
+      const reducers = r.processes.filter((p) => p.role === 'reducer');
+      expect(reducers).toHaveLength(3);
+      expect(reducers.reduce((a, p) => a + p.writtenBytes, 0)).toBe(200_000 * 4);
+      expect(reducers.reduce((a, p) => a + p.readBytes, 0)).toBe(4 * 200_000 * 4);
+    }
+    expect(await runKeys(config.runId)).toEqual([]);
   });
 
   it('with bf16 gradients: still identical across worker counts, and different from f32', async () => {

@@ -150,15 +150,15 @@ describe('faults with real processes (synthetic compute)', () => {
     return p;
   };
 
-  // f32 in job order reduced by 3 coordinator shards (threads), and exact fixed point with jobs of 2 micro-batches summed
+  // f32 in job order reduced by 3 reducer processes (they exit with a SIGKILLed coordinator), and exact fixed point with jobs of 2 micro-batches summed
   // on the worker (the serial reference sums every micro-batch exactly, so it is the reference for any grouping).
   // (200,000 parameters: 4 gradient blocks, room for 3 shards.)
-  for (const [label, grads, paramCount] of [
-    ['f32, 3 shards', { shards: 3 }, 200_000],
-    ['fx53, 2 micro-batches per job', { gradEncoding: 'fx53', microBatchesPerJob: 2 }, 30_000],
+  for (const [label, grads, paramCount, reducers] of [
+    ['f32, 3 shards in reducer processes', { shards: 3 }, 200_000, 'processes'],
+    ['fx53, 2 micro-batches per job', { gradEncoding: 'fx53', microBatchesPerJob: 2 }, 30_000, 'threads'],
   ] as const) {
     it(`a worker killed with SIGKILL mid-step: its job is redelivered and the result is exact (${label})`, async () => {
-      const config = syntheticRun({ training: { steps: 5, ...grads }, compute: { synthetic: { workMsPerSample: 250, paramCount } }, worker: { lockDurationMs: 1500 } }, redis.url);
+      const config = syntheticRun({ training: { steps: 5, ...grads }, compute: { synthetic: { workMsPerSample: 250, paramCount } }, worker: { lockDurationMs: 1500 }, coordinator: { reducers } }, redis.url);
       const file = configFile(config, `kill-worker-${label.replace(/\W+/g, '-')}`);
       const w1 = start(['worker', '--config', file, '--id', 'victim']);
       const w2 = start(['worker', '--config', file, '--id', 'survivor']);
@@ -177,7 +177,7 @@ describe('faults with real processes (synthetic compute)', () => {
     });
 
     it(`the coordinator killed with SIGKILL and restarted with --resume: cleared, resumed, exact (${label})`, async () => {
-      const config = syntheticRun({ training: { steps: 6, ...grads }, checkpoint: { every: 1 }, compute: { synthetic: { workMsPerSample: 60, paramCount } } }, redis.url);
+      const config = syntheticRun({ training: { steps: 6, ...grads }, checkpoint: { every: 1 }, compute: { synthetic: { workMsPerSample: 60, paramCount } }, coordinator: { reducers } }, redis.url);
       const file = configFile(config, `kill-coordinator-${label.replace(/\W+/g, '-')}`);
       const workers = [start(['worker', '--config', file]), start(['worker', '--config', file])];
       const first = start(['coordinator', '--config', file]);

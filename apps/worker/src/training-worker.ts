@@ -81,6 +81,8 @@ export class TrainingWorker {
   private readonly log: Logger;
   private bull: BullWorker | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
+  /** The last heartbeat's write (awaited before the key is removed, so that it cannot land after the removal). */
+  private beating: Promise<unknown> = Promise.resolve();
   private params: Float32Array | undefined;
   private paramsVersion: { version: number; checksum: string } | undefined;
   private closing: Promise<void> | undefined;
@@ -178,7 +180,7 @@ export class TrainingWorker {
     });
     this.bull.on('error', (e) => this.log.warn({ err: e.message }, 'queue connection error (retrying)'));
     const beat = (): void => {
-      this.redis
+      this.beating = this.redis
         .set(this.keys.worker(this.id), JSON.stringify({ id: this.id, backend: this.computer.backend, pid: process.pid, at: Date.now() }), 'EX', config.worker.heartbeatSeconds * 3)
         .catch(() => undefined);
     };
@@ -324,6 +326,9 @@ export class TrainingWorker {
       } finally {
         clearTimeout(grace);
       }
+      // No heartbeat may land after the key is removed: stop them, let the last one finish, then remove it.
+      if (this.heartbeat) clearInterval(this.heartbeat);
+      await this.beating;
       await this.redis.del(this.keys.worker(this.id)).catch(() => undefined);
       await this.forgetEndedRun().catch(() => undefined);
       await this.disconnect();

@@ -206,6 +206,13 @@ export const RunConfigSchema = z
         maxCopies: positiveInt.default(8),
         /** How often to look at job states, stragglers and the Redis sentinel. */
         checkIntervalMs: positiveInt.default(500),
+        /**
+         * Where the `training.shards` shards are reduced and updated: `threads` of the coordinator (parameters shared, no
+         * copy), or reducer `processes` that hold their range and read their gradient blobs themselves, so no gradient
+         * byte passes through the coordinator's process (the coordinator gathers the parameters only to checkpoint,
+         * to validate and at the end). Same parameters either way.
+         */
+        reducers: z.enum(['threads', 'processes']).default('threads'),
       })
       .strict()
       .prefault({}),
@@ -299,6 +306,7 @@ export const ENV_OVERRIDES: readonly { env: string; field: string; kind: EnvKind
   { env: 'M3AE_MICRO_BATCH', field: 'training.microBatch', kind: 'int' },
   { env: 'M3AE_MICRO_BATCHES_PER_JOB', field: 'training.microBatchesPerJob', kind: 'int' },
   { env: 'M3AE_SHARDS', field: 'training.shards', kind: 'int' },
+  { env: 'M3AE_REDUCERS', field: 'coordinator.reducers', kind: 'string' },
   { env: 'M3AE_LEARNING_RATE', field: 'training.learningRate', kind: 'number' },
   { env: 'M3AE_GRAD_ENCODING', field: 'training.gradEncoding', kind: 'string' },
   { env: 'M3AE_EVAL_EVERY', field: 'evaluation.every', kind: 'int' },

@@ -56,7 +56,7 @@ export interface StepPhases {
 /** Bytes one process moved through Redis in one step (measured by that process). */
 export interface ProcessTransfer {
   id: string;
-  role: 'coordinator' | 'worker';
+  role: 'coordinator' | 'reducer' | 'worker';
   readBytes: number;
   writtenBytes: number;
   /** Contributions it sent this step (workers). */
@@ -82,8 +82,8 @@ export interface StepReport {
   /** Bytes moved through Redis for this step by the coordinator (published parameters, gradients read); 0 in process. */
   bytes: { params: number; grads: number };
   /**
-   * Bytes each process moved through Redis for this step, as it counted them: the coordinator (its shards' gradient
-   * reads and parameter writes) and every worker that sent a contribution (its parameter fetch, 0 when cached, and its
+   * Bytes each process moved through Redis for this step, as it counted them: the coordinator (its shard threads'
+   * gradient reads and parameter writes) or each reducer process (`coordinator.reducers: processes`), and every worker that sent a contribution (its parameter fetch, 0 when cached, and its
    * gradient upload — for rejected and duplicate copies too). Job messages and bookkeeping (a few KB) are not counted.
    */
   processes: ProcessTransfer[];

@@ -1,9 +1,9 @@
 import { pino, type Logger } from 'pino';
 import { EpochSampler } from '@m3ae/data';
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint } from '@m3ae/model';
-import { addTotals, jobsPerStep, objectivesOf, samplesPerJob, PROTOCOL_VERSION, redactConfig, sha256OfFloats, type ObjectiveTotals, type RunConfig, type StepReport } from '@m3ae/protocol';
+import { addTotals, jobsPerStep, objectivesOf, samplesPerJob, PROTOCOL_VERSION, redactConfig, sha256OfFloats, type ObjectiveTotals, type ProcessTransfer, type RunConfig, type StepReport } from '@m3ae/protocol';
 import { StopRequested, type GradientSource, type PlannedJob, type StepWork } from './gradient-source.js';
-import { ShardedReduction, type StepReduction } from './reduction/sharded-reduction.js';
+import { ShardedReduction, type ReductionStats, type ShardHosting, type StepReduction } from './reduction/sharded-reduction.js';
 import type { TrainingSetup } from './setup/training-setup.js';
 
 export interface TrainerEvents {
@@ -121,7 +121,10 @@ export class Trainer {
         stopped = true;
         break;
       }
-      await setup.afterStep?.(step + 1, this.params, report);
+      if (setup.afterStep) {
+        await this.requireReduction().sync();
+        await setup.afterStep(step + 1, this.params, report);
+      }
       if (every > 0 && (step + 1) % every === 0 && step + 1 < totalSteps) {
         const t = performance.now();
         lastCheckpoint = await this.checkpoint(step + 1);
@@ -144,6 +147,7 @@ export class Trainer {
       }
     }
     if (lastSavedStep !== step) lastCheckpoint = await this.checkpoint(step);
+    await this.requireReduction().sync();
     const durationMs = performance.now() - started;
     return {
       runId: this.config.runId,
@@ -182,14 +186,16 @@ export class Trainer {
     if (meta['sampler']) this.sampler.restore(JSON.parse(meta['sampler']) as { step: number });
     setup.restore?.(meta);
     const reduction = await this.startReduction(loaded.params);
-    if (loaded.optimizer) reduction.setOptimizerState(loaded.optimizer);
+    if (loaded.optimizer) await reduction.setOptimizerState(loaded.optimizer);
     this.log.info({ checkpoint: latest.path, step: loaded.step }, 'resuming from checkpoint');
     return loaded.step;
   }
 
   /** The sharded reduction over `initial` (`training.shards` shards): from now on it holds the parameters. */
   private async startReduction(initial: Float32Array): Promise<ShardedReduction> {
-    const reduction = await ShardedReduction.create({ spec: this.setup.optimizer, shards: this.config.training.shards, initial, blobs: this.options.source.blobTransport });
+    const { config } = this;
+    const hosting = config.coordinator.reducers === 'processes' ? ('processes' as const) : undefined;
+    const reduction = await ShardedReduction.create({ spec: this.setup.optimizer, shards: config.training.shards, initial, blobs: this.options.source.blobTransport, hosting });
     this.reduction = reduction;
     this.params = reduction.params;
     return reduction;
@@ -197,7 +203,9 @@ export class Trainer {
 
   private async checkpoint(step: number): Promise<string> {
     const t = performance.now();
-    const opt = this.requireReduction().getOptimizerState();
+    const reduction = this.requireReduction();
+    await reduction.sync();
+    const opt = reduction.getOptimizerState();
     this.sampler.restore({ step });
     const saved = await saveCheckpoint(
       this.config.checkpoint.dir,
@@ -312,7 +320,7 @@ export class Trainer {
       phases: { ...stats.phases, enqueueMs: stats.phases.enqueueMs + (tPlanned - t0), optimizerMs: tOptimized - tReduced, checkpointMs: 0 },
       worker: stats.worker,
       bytes: stats.bytes,
-      processes: [{ id: 'coordinator', role: 'coordinator' as const, readBytes: reducer.stats.readBytes, writtenBytes: reducer.stats.writtenBytes, jobs: 0 }, ...stats.workerTransfers],
+      processes: [...reductionTransfers(reduction.hosting, reducer.stats), ...stats.workerTransfers],
       reduction: { fetchMs: reducer.stats.fetchMs, addMs: reducer.stats.addMs, applyMs: reducer.stats.applyMs },
       jobs: { count: work.jobs.length, ...stats.jobs },
       workers: [...stats.workers].sort(),
@@ -320,6 +328,15 @@ export class Trainer {
     };
     return report;
   }
+}
+
+/**
+ * Who moved the reduction's bytes: the coordinator's process (its shard threads), or — with reducer processes — each
+ * reducer, the coordinator moving no gradient byte through Redis.
+ */
+function reductionTransfers(hosting: ShardHosting, stats: ReductionStats): ProcessTransfer[] {
+  if (hosting !== 'processes') return [{ id: 'coordinator', role: 'coordinator', readBytes: stats.readBytes, writtenBytes: stats.writtenBytes, jobs: 0 }];
+  return [{ id: 'coordinator', role: 'coordinator', readBytes: 0, writtenBytes: 0, jobs: 0 }, ...stats.shards.map((x, s): ProcessTransfer => ({ id: `reducer-${s}`, role: 'reducer', readBytes: x.readBytes, writtenBytes: x.writtenBytes, jobs: 0 }))];
 }
 
 /** The step's normalised losses per trained objective, their weighted total, and accuracies (not for MIM, a regression). */

@@ -32,6 +32,7 @@ const QUICK = { 'p-params': 1_000_000, 'p-workers': '1,2', 'p-steps': 2, 'b-para
 interface Measured {
   workers: number;
   shards: number;
+  reducers: 'threads' | 'processes';
   params: number;
   stepMs: number;
   reports: StepReport[];
@@ -40,7 +41,7 @@ interface Measured {
 const mean = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
 
 /** One run on real processes: `workers` `m3ae worker` processes and the coordinator in this process (runLocalCluster). */
-async function measure(redisUrl: string, o: { params: number; workers: number; shards: number; globalBatch: number; microBatch: number; workMs: number; steps: number }): Promise<Measured> {
+async function measure(redisUrl: string, o: { params: number; workers: number; shards: number; globalBatch: number; microBatch: number; workMs: number; steps: number; reducers?: 'threads' | 'processes' }): Promise<Measured> {
   const workDir = mkdtempSync(join(tmpdir(), 'm3ae-bench-scaling-'));
   const config: RunConfig = loadRunConfig({
     base: {
@@ -50,7 +51,7 @@ async function measure(redisUrl: string, o: { params: number; workers: number; s
       training: { steps: o.steps + 1, globalBatch: o.globalBatch, microBatch: o.microBatch, learningRate: 1e-3, shards: o.shards },
       checkpoint: { dir: join(workDir, 'ckpt'), every: 0 },
       redis: { url: redisUrl },
-      coordinator: { checkIntervalMs: 200, backupMinMs: 600_000 },
+      coordinator: { checkIntervalMs: 200, backupMinMs: 600_000, reducers: o.reducers ?? 'threads' },
       worker: { heartbeatSeconds: 5 },
     },
     env: {},
@@ -58,20 +59,21 @@ async function measure(redisUrl: string, o: { params: number; workers: number; s
   const reports: StepReport[] = [];
   await runLocalCluster(config, { workers: o.workers, workDir, redisUrl, resume: false, metricsPort: false, logLevel: 'warn', onStep: (r) => reports.push(r) });
   const measured = reports.slice(1);
-  return { workers: o.workers, shards: o.shards, params: o.params, stepMs: mean(measured.map((r) => r.durationMs)), reports: measured };
+  return { workers: o.workers, shards: o.shards, reducers: o.reducers ?? 'threads', params: o.params, stepMs: mean(measured.map((r) => r.durationMs)), reports: measured };
 }
 
 /** The measured time split and bytes per process of a run (means over its measured steps). */
 function split(m: Measured): BenchRow {
   const r = m.reports;
   const paramBytes = m.params * 4;
-  const coordinator = r.map((x) => x.processes.find((p) => p.role === 'coordinator'));
-  const workerTotals = r.map((x) => x.processes.filter((p) => p.role === 'worker').map((p) => p.readBytes + p.writtenBytes));
-  const coordBytes = mean(coordinator.map((c) => (c?.readBytes ?? 0) + (c?.writtenBytes ?? 0)));
-  const busiestWorker = mean(workerTotals.map((w) => Math.max(0, ...w)));
+  const moved = (roles: readonly string[]): number => mean(r.map((x) => Math.max(0, ...x.processes.filter((p) => roles.includes(p.role)).map((p) => p.readBytes + p.writtenBytes))));
+  const coordBytes = moved(['coordinator']);
+  const busiestReducer = moved(['reducer']);
+  const busiestWorker = moved(['worker']);
   return {
     workers: m.workers,
     shards: m.shards,
+    reducers: m.reducers,
     'step ms': m.stepMs,
     'coord publish ms': mean(r.map((x) => x.phases.publishMs)),
     'coord enqueue ms': mean(r.map((x) => x.phases.enqueueMs)),
@@ -86,8 +88,9 @@ function split(m: Measured): BenchRow {
     'worker encode ms': mean(r.map((x) => x.worker.encodeMs)),
     'worker upload ms': mean(r.map((x) => x.worker.uploadMs)),
     'coord MB read+written': coordBytes / 1e6,
+    'busiest reducer MB': busiestReducer / 1e6,
     'busiest worker MB': busiestWorker / 1e6,
-    'busiest process / param bytes': Math.max(coordBytes, busiestWorker) / paramBytes,
+    'busiest process / param bytes': Math.max(coordBytes, busiestReducer, busiestWorker) / paramBytes,
   };
 }
 
@@ -125,15 +128,19 @@ registerBenchArea('scaling', {
         const full = totalmem() >= 96 * 2 ** 30;
         const params = s['b-params'] > 0 ? s['b-params'] : full ? BASE_PARAMS : Math.round(BASE_PARAMS / 8);
         const w = s['b-workers'];
-        const b = await measure(redis.url, { params, workers: w, shards: s['b-shards'], globalBatch: w, microBatch: 1, workMs: s['b-work-ms'], steps: s['b-steps'] });
-        const row = split(b);
-        const exchange = b.stepMs - (row['worker compute ms'] as number);
-        rows.push({ part: 'b', ...row, 'exchange+reduce+optimizer+publish ms': exchange });
         figures['b_params'] = params;
-        figures['b_exchange_ms'] = exchange;
-        figures['b_busiest_over_param_bytes'] = row['busiest process / param bytes'] as number;
+        // The shards in coordinator threads (every gradient byte through the coordinator's process), then in reducer
+        // processes (none through it).
+        for (const reducers of ['threads', 'processes'] as const) {
+          const b = await measure(redis.url, { params, workers: w, shards: s['b-shards'], globalBatch: w, microBatch: 1, workMs: s['b-work-ms'], steps: s['b-steps'], reducers });
+          const row = split(b);
+          const exchange = b.stepMs - (row['worker compute ms'] as number);
+          rows.push({ part: 'b', ...row, 'exchange+reduce+optimizer+publish ms': exchange });
+          figures[`b_exchange_ms_${reducers}`] = exchange;
+          figures[`b_busiest_over_param_bytes_${reducers}`] = row['busiest process / param bytes'] as number;
+        }
         notes.push(
-          `(b) ${params.toLocaleString('en')} parameters (${params === BASE_PARAMS ? 'the base size' : `${(params / BASE_PARAMS).toFixed(3)} × base: this machine has ${Math.round(totalmem() / 2 ** 30)} GiB`}), ${w} workers each computing one job of one sample a step (${s['b-work-ms']} ms fixed delay + the synthetic gradient's arithmetic: "worker compute ms"), ${s['b-shards']} shards; exchange+reduce+optimizer+publish = step ms − worker compute ms`,
+          `(b) ${params.toLocaleString('en')} parameters (${params === BASE_PARAMS ? 'the base size' : `${(params / BASE_PARAMS).toFixed(3)} × base: this machine has ${Math.round(totalmem() / 2 ** 30)} GiB`}), ${w} workers each computing one job of one sample a step (${s['b-work-ms']} ms fixed delay + the synthetic gradient's arithmetic: "worker compute ms"), ${s['b-shards']} shards in coordinator threads, then in reducer processes; exchange+reduce+optimizer+publish = step ms − worker compute ms`,
         );
       }
       notes.push(

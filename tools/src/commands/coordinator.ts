@@ -18,6 +18,7 @@ export interface RunFlags {
   microBatch?: string;
   microBatchesPerJob?: string;
   shards?: string;
+  reducers?: string;
   checkpointDir?: string;
   data?: string;
   tokenizer?: string;
@@ -37,6 +38,7 @@ const FLAG_FIELDS: readonly [keyof RunFlags, string, string, 'int' | 'string'][]
   ['microBatch', 'training.microBatch', '--micro-batch', 'int'],
   ['microBatchesPerJob', 'training.microBatchesPerJob', '--micro-batches-per-job', 'int'],
   ['shards', 'training.shards', '--shards', 'int'],
+  ['reducers', 'coordinator.reducers', '--reducers', 'string'],
   ['checkpointDir', 'checkpoint.dir', '--checkpoint-dir', 'string'],
   ['data', 'data.dir', '--data', 'string'],
   ['tokenizer', 'data.tokenizer', '--tokenizer', 'string'],
@@ -70,6 +72,7 @@ export function addRunFlags(cmd: Command): Command {
     .option('--micro-batch <n>', 'samples per micro-batch (one forward/backward pass)')
     .option('--micro-batches-per-job <n>', 'micro-batches a job carries, summed on the worker (above 1: needs gradEncoding fx53)')
     .option('--shards <n>', 'shards of the parameter vector, reduced and updated in parallel coordinator threads (same parameters for any number)')
+    .option('--reducers <where>', 'threads (default) or processes: reducer processes that read their own gradient blobs (no gradient byte through the coordinator)')
     .option('--checkpoint-dir <dir>', 'checkpoint directory')
     .option('--data <dir>', 'shard dataset directory (m3ae prepare output)')
     .option('--tokenizer <file>', 'tokenizer.json (default: the one m3ae prepare kept with the shards)')

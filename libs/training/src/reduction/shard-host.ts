@@ -1,6 +1,8 @@
+import { fork, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import type { Worker } from 'node:worker_threads';
 import type { AdamWPlan } from '@m3ae/model/adamw';
-import { BlobError, BlobStore, FixedPointError, type BlobFault, type BlobRef, type BlobStoreOptions, type RedisEndpoint, type ShardRange } from '@m3ae/protocol';
+import { BlobError, BlobStore, FixedPointError, type BlobFault, type BlobRef, type BlobStoreOptions, type ParamLayout, type ParamLayoutEntry, type RedisEndpoint, type ShardRange } from '@m3ae/protocol';
 import { adamwFor, type OptimizerSpec } from '../optimizer.js';
 import { startThread, threadEntry } from '../thread-start.js';
 import { ShardReducer, type ShardSource, type StageCost } from './shard-reducer.js';
@@ -14,7 +16,10 @@ export interface BlobTransport {
 /** Everything a shard needs, as plain data and shared memory (what a shard thread receives). */
 export interface ShardInit {
   range: ShardRange;
-  /** The run's parameters and AdamW moments, whole vectors in shared memory: the shard updates its range in place. */
+  /**
+   * The run's parameters and AdamW moments: whole vectors in shared memory (a thread updates its range in place), or
+   * only the shard's range (a reducer process holds its own; `pull` sends them back).
+   */
   params: Float32Array;
   m: Float32Array;
   v: Float32Array;
@@ -32,6 +37,10 @@ export interface ShardHost {
   finish(): Promise<Float64Array>;
   apply(plan: AdamWPlan): Promise<number>;
   publish(key: string): Promise<{ ref: BlobRef; writtenBytes: number }>;
+  /** The shard's parameters and moments (copies of its range). */
+  pull(): Promise<ShardState>;
+  /** Sets the shard's parameters and moments (its range). */
+  push(state: ShardState): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -43,9 +52,18 @@ export type ShardRequest = { id: number } & (
   | { type: 'finish' }
   | { type: 'apply'; plan: AdamWPlan }
   | { type: 'publish'; key: string }
+  | { type: 'pull' }
+  | { type: 'push'; state: ShardState }
 );
 
-/** A shard thread died (or was closed): the reduction cannot go on, and no retry of a contribution can help. */
+/** A shard's own parameters and moments (what a reducer process holds; the coordinator pulls them to checkpoint). */
+export interface ShardState {
+  params: Float32Array;
+  m: Float32Array;
+  v: Float32Array;
+}
+
+/** A shard thread or reducer process died (or was closed): the reduction cannot go on, and no retry of a contribution can help. */
 export class ShardThreadError extends Error {
   override readonly name = 'ShardThreadError';
 }
@@ -77,8 +95,33 @@ export function buildShard(init: ShardInit, redis: ConstructorParameters<typeof 
     ? BlobStore.connect(init.blobs.endpoints, { ...init.blobs.options, ...redis }, { connectionName: `m3ae-shard-${init.range.index}`, retryStrategy: (times: number) => Math.min(times * 50, 2000) })
     : undefined;
   for (const s of blobs?.stores ?? []) s.on('error', () => undefined); // reconnects on its own; a read that fails is reported by the call
-  const optimizer = adamwFor(init.optimizer, { m: init.m, v: init.v });
-  return { reducer: new ShardReducer(init.range, init.params, optimizer, blobs), blobs };
+  const { range } = init;
+  const length = range.end - range.start;
+  if (init.params.length === init.optimizer.layout.size) {
+    const optimizer = adamwFor(init.optimizer, { m: init.m, v: init.v });
+    return { reducer: new ShardReducer(range, init.params, optimizer, blobs), blobs };
+  }
+  // Only the range is held: the shard is elements [0, length) of its own vectors, under the layout cut to the range.
+  if (init.params.length !== length) throw new Error(`shard ${range.index}: ${init.params.length} parameters given; expected ${init.optimizer.layout.size} (the whole vector) or ${length} (the shard's range)`);
+  const optimizer = adamwFor({ layout: sliceLayout(init.optimizer.layout, range.start, range.end), training: init.optimizer.training }, { m: init.m, v: init.v });
+  return { reducer: new ShardReducer({ index: range.index, start: 0, end: length }, init.params, optimizer, blobs), blobs };
+}
+
+/**
+ * The layout of elements [start, end) of a vector, as a vector of its own: every trainable entry that overlaps the
+ * range, clipped to it and shifted to offset − start (the optimizer's groups follow the names, so the update of each
+ * element is the one it gets in the whole vector).
+ */
+export function sliceLayout(layout: ParamLayout, start: number, end: number): ParamLayout {
+  const entries: ParamLayoutEntry[] = [];
+  for (const e of layout.entries) {
+    if (e.offset === null) continue;
+    const size = e.shape.reduce((a, b) => a * b, 1);
+    const from = Math.max(e.offset, start);
+    const to = Math.min(e.offset + size, end);
+    if (from < to) entries.push({ name: e.name, shape: [to - from], offset: from - start, trainable: true });
+  }
+  return { entries, size: end - start, hash: `${layout.hash}[${start}:${end}]` };
 }
 
 /** Answers one request with the shard's reducer (the same code in this thread and in a shard thread). */
@@ -101,6 +144,10 @@ export async function serve(reducer: ShardReducer, r: ShardRequest): Promise<unk
     }
     case 'publish':
       return await reducer.publish(r.key);
+    case 'pull':
+      return reducer.state();
+    case 'push':
+      return reducer.restore(r.state);
   }
 }
 
@@ -132,6 +179,12 @@ abstract class HostBase implements ShardHost {
   async publish(key: string): Promise<{ ref: BlobRef; writtenBytes: number }> {
     return (await this.call({ type: 'publish', key })) as { ref: BlobRef; writtenBytes: number };
   }
+  async pull(): Promise<ShardState> {
+    return (await this.call({ type: 'pull' })) as ShardState;
+  }
+  async push(state: ShardState): Promise<void> {
+    await this.call({ type: 'push', state });
+  }
 }
 
 /** The shard reduced in the caller's thread (one shard: nothing to parallelise). */
@@ -159,32 +212,56 @@ export function shardThreadPath(): string {
   return threadEntry(import.meta.url, 'reduction/shard-thread.js');
 }
 
-/** A shard reduced in a `worker_threads` thread of its own, with its own Redis connections. */
-export class ThreadShardHost extends HostBase {
+/** A shard answered by another thread or process: requests by id, replies matched; its death fails every call. */
+abstract class RemoteHost extends HostBase {
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  private dead: Error | undefined;
+  protected dead: Error | undefined;
 
+  constructor(
+    range: ShardRange,
+    protected readonly what: string,
+  ) {
+    super(range);
+  }
+
+  protected onReply(msg: ShardReply): void {
+    if (msg.type !== 'done' && msg.type !== 'error') return;
+    const p = this.pending.get(msg.id);
+    if (!p) return;
+    this.pending.delete(msg.id);
+    if (msg.type === 'done') p.resolve(msg.value);
+    else p.reject(fromFailure(msg.error));
+  }
+
+  protected fail(cause: string): void {
+    this.dead ??= new ShardThreadError(`${this.what} failed: ${cause} (the coordinator stops; restart it with --resume)`);
+    for (const p of this.pending.values()) p.reject(this.dead);
+    this.pending.clear();
+  }
+
+  protected abstract post(msg: ShardRequest, transfer: ArrayBuffer[]): void;
+
+  protected call(req: Call, transfer: ArrayBuffer[] = []): Promise<unknown> {
+    if (this.dead) return Promise.reject(this.dead);
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.post({ ...req, id } as ShardRequest, transfer);
+    });
+  }
+}
+
+/** A shard reduced in a `worker_threads` thread of its own, with its own Redis connections. */
+export class ThreadShardHost extends RemoteHost {
   private constructor(
     range: ShardRange,
     private readonly thread: Worker,
   ) {
-    super(range);
-    thread.on('message', (msg: ShardReply) => {
-      if (msg.type !== 'done' && msg.type !== 'error') return;
-      const p = this.pending.get(msg.id);
-      if (!p) return;
-      this.pending.delete(msg.id);
-      if (msg.type === 'done') p.resolve(msg.value);
-      else p.reject(fromFailure(msg.error));
-    });
-    const fail = (e: Error): void => {
-      this.dead ??= new ShardThreadError(`shard thread ${range.index} failed: ${e.message} (the coordinator stops; restart it with --resume)`);
-      for (const p of this.pending.values()) p.reject(this.dead);
-      this.pending.clear();
-    };
-    thread.on('error', fail);
-    thread.on('exit', (code) => fail(new Error(`it exited with code ${code}`)));
+    super(range, `shard thread ${range.index}`);
+    thread.on('message', (msg: ShardReply) => this.onReply(msg));
+    thread.on('error', (e) => this.fail(e.message));
+    thread.on('exit', (code) => this.fail(`it exited with code ${code}`));
   }
 
   static async start(init: ShardInit, threadPath = shardThreadPath()): Promise<ThreadShardHost> {
@@ -192,17 +269,70 @@ export class ThreadShardHost extends HostBase {
     return new ThreadShardHost(init.range, thread);
   }
 
-  protected call(req: Call, transfer: ArrayBuffer[] = []): Promise<unknown> {
-    if (this.dead) return Promise.reject(this.dead);
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.thread.postMessage({ ...req, id }, transfer);
-    });
+  protected post(msg: ShardRequest, transfer: ArrayBuffer[]): void {
+    this.thread.postMessage(msg, transfer);
   }
 
   async close(): Promise<void> {
-    this.dead ??= new ShardThreadError(`shard thread ${this.range.index} was closed`);
+    this.dead ??= new ShardThreadError(`${this.what} was closed`);
     await this.thread.terminate();
+  }
+}
+
+/** The compiled reducer-process entry (`dist/reduction/shard-process.js`). */
+export function shardProcessPath(): string {
+  return threadEntry(import.meta.url, 'reduction/shard-process.js');
+}
+
+/**
+ * A shard reduced in a process of its own (`coordinator.reducers: processes`): it holds its range of the parameters
+ * and moments and reads its gradient blobs with its own connections, so no gradient byte passes through the
+ * coordinator's process. It exits when the coordinator does (its IPC channel closes).
+ */
+export class ProcessShardHost extends RemoteHost {
+  private constructor(
+    range: ShardRange,
+    private readonly child: ChildProcess,
+  ) {
+    super(range, `shard process ${range.index} (pid ${child.pid})`);
+    child.on('message', (msg: ShardReply) => this.onReply(msg));
+    child.on('error', (e) => this.fail(e.message));
+    child.on('exit', (code, signal) => this.fail(signal ? `it was killed by ${signal}` : `it exited with code ${code}`));
+  }
+
+  /** Forks the reducer process with the shard's range of `init` (copies) and waits until it is ready. */
+  static async start(init: ShardInit, path = shardProcessPath()): Promise<ProcessShardHost> {
+    const what = `shard process ${init.range.index}`;
+    if (!existsSync(path)) throw new Error(`${what} ${path} does not exist (build @m3ae/training first: npx nx run @m3ae/training:build)`);
+    const { start, end } = init.range;
+    const local: ShardInit = { ...init, params: init.params.slice(start, end), m: init.m.slice(start, end), v: init.v.slice(start, end) };
+    const execArgv = process.execArgv.filter((a, i, all) => !a.startsWith('--conditions') && all[i - 1] !== '--conditions' && !a.startsWith('-C'));
+    const child = fork(path, [], { serialization: 'advanced', execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.once('message', (msg: ShardReply) => (msg.type === 'ready' ? resolve() : reject(new Error(`${what}: ${msg.type === 'failed' ? msg.message : 'unexpected first message'}`))));
+        child.once('error', reject);
+        child.once('exit', (code, signal) => reject(new Error(`${what} exited (${signal ?? `code ${code}`}) before it was ready`)));
+        child.send({ type: 'init', init: local });
+      });
+    } catch (e) {
+      child.kill('SIGKILL');
+      throw e;
+    }
+    child.removeAllListeners();
+    return new ProcessShardHost(init.range, child);
+  }
+
+  protected post(msg: ShardRequest): void {
+    this.child.send(msg);
+  }
+
+  async close(): Promise<void> {
+    this.dead ??= new ShardThreadError(`${this.what} was closed`);
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const exited = new Promise<void>((r) => this.child.once('exit', () => r()));
+    this.child.kill('SIGTERM');
+    await Promise.race([exited, new Promise<void>((r) => setTimeout(r, 5_000).unref())]);
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
   }
 }

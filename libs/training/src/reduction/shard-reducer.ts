@@ -112,6 +112,23 @@ export class ShardReducer {
     this.optimizer.applyRange(this.params, this.sum, this.range.start, this.range.end, plan, this.range.start);
   }
 
+  /** Copies of the shard's range of the parameters and moments. */
+  state(): { params: Float32Array; m: Float32Array; v: Float32Array } {
+    const { start, end } = this.range;
+    const { m, v } = this.optimizer.moments;
+    return { params: this.params.slice(start, end), m: m.slice(start, end), v: v.slice(start, end) };
+  }
+
+  /** Sets the shard's range of the parameters and moments. */
+  restore(state: { params: Float32Array; m: Float32Array; v: Float32Array }): void {
+    const { start, end } = this.range;
+    for (const [name, x] of Object.entries(state)) if (x.length !== end - start) throw new Error(`shard ${this.range.index}: ${name} of ${x.length} values; expected ${end - start}`);
+    const { m, v } = this.optimizer.moments;
+    this.params.set(state.params, start);
+    m.set(state.m, start);
+    v.set(state.v, start);
+  }
+
   /** Stores this shard's parameters as the blob `key` (f32); returns its reference and the bytes written. */
   async publish(key: string): Promise<{ ref: BlobRef; writtenBytes: number }> {
     if (!this.blobs) throw new Error(`shard ${this.range.index}: cannot publish parameters without a Redis connection`);

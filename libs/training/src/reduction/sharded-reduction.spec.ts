@@ -21,7 +21,7 @@ import {
   type TrainingSettings,
 } from '@m3ae/protocol';
 import { adamwFor, type OptimizerSpec } from '../optimizer.js';
-import { ShardThreadError, ThreadShardHost } from './shard-host.js';
+import { ProcessShardHost, ShardThreadError, ThreadShardHost } from './shard-host.js';
 import { ShardReducer } from './shard-reducer.js';
 import { ShardedReduction, type StepContribution } from './sharded-reduction.js';
 
@@ -136,7 +136,7 @@ describe('ShardedReduction', () => {
         [3, false],
         [3, true],
       ] as const) {
-        const red = await ShardedReduction.create({ spec: spec(n), shards, initial: initial(n), threads });
+        const red = await ShardedReduction.create({ spec: spec(n), shards, initial: initial(n), hosting: threads ? 'threads' : 'local' });
         try {
           expect(red.ranges).toHaveLength(shards);
           for (let step = 0; step < steps; step++) {
@@ -164,7 +164,7 @@ describe('ShardedReduction', () => {
   }
 
   it('counts a job once, in job order, and says which are missing', async () => {
-    const red = await ShardedReduction.create({ spec: spec(n), shards: 3, initial: initial(n), threads: true });
+    const red = await ShardedReduction.create({ spec: spec(n), shards: 3, initial: initial(n), hosting: 'threads' });
     try {
       const r = await red.begin(3);
       await r.add(2, contribution(2, n, 'f32'));
@@ -181,6 +181,20 @@ describe('ShardedReduction', () => {
     } finally {
       await red.close();
     }
+  });
+
+  it('a reducer process killed by a signal fails every call with the cause, and is needed for in-process runs only with Redis', async () => {
+    await expect(ShardedReduction.create({ spec: spec(n), shards: 2, initial: initial(n), hosting: 'processes' })).rejects.toThrow('reducer processes read their gradient blobs from Redis');
+    const m = new Float32Array(n);
+    const host = await ProcessShardHost.start({ range: { index: 0, start: 0, end: n }, params: initial(n), m, v: m, optimizer: spec(n), blobs: { endpoints: [{ url: 'redis://127.0.0.1:6379' }], options: {} } });
+    await host.begin(1);
+    const pid = (host as unknown as { child: { pid: number } }).child.pid;
+    process.kill(pid, 'SIGKILL');
+    const failure = await host.finish().catch((e: unknown) => e);
+    expect(failure).toBeInstanceOf(ShardThreadError);
+    expect((failure as Error).message).toBe(`shard process 0 (pid ${pid}) failed: it was killed by SIGKILL (the coordinator stops; restart it with --resume)`);
+    await expect(host.begin(1)).rejects.toThrow(ShardThreadError);
+    await host.close();
   });
 
   it('a shard thread that dies fails every call with the cause, at once and for good (never a hang)', async () => {
@@ -206,9 +220,10 @@ describe('ShardedReduction', () => {
       redis.disconnect();
     });
 
-    it('each shard thread reads its own blob; a contribution one shard cannot read counts in none', async () => {
+    for (const hosting of ['threads', 'processes'] as const) {
+    it(`each shard (${hosting}) reads its own blob; a contribution one shard cannot read counts in none`, async () => {
       const transport = { endpoints: [{ url: 'redis://127.0.0.1:6379' }], options: { chunkBytes: 64 * 1024 } };
-      const red = await ShardedReduction.create({ spec: spec(n), shards: 3, initial: initial(n), blobs: transport });
+      const red = await ShardedReduction.create({ spec: spec(n), shards: 3, initial: initial(n), blobs: transport, hosting });
       const ranges = shardRanges(n, 3);
       try {
         // The parameters, published shard by shard, read back whole.
@@ -242,11 +257,22 @@ describe('ShardedReduction', () => {
           const g = grad(k, n);
           for (let i = 0; i < n; i++) acc[i] = (acc[i] as number) + (g[i] as number);
         }
-        adamwFor(spec(n)).update(ref, acc);
+        const serialOptimizer = adamwFor(spec(n));
+        serialOptimizer.update(ref, acc);
+        // Reducer processes hold the new parameters and moments until the coordinator asks for them.
+        if (hosting === 'processes') expect(() => red.getOptimizerState()).toThrow('sync() first');
+        await red.sync();
         expect(sha256OfFloats(red.params)).toBe(sha256OfFloats(ref));
+        const state = red.getOptimizerState();
+        expect(sha256OfFloats(state.m)).toBe(sha256OfFloats(serialOptimizer.getState().m));
+        expect(sha256OfFloats(state.v)).toBe(sha256OfFloats(serialOptimizer.getState().v));
+        // Each shard's reader counted its own bytes.
+        expect(r.stats.shards.map((x) => x.writtenBytes)).toEqual(ranges.map((x) => (x.end - x.start) * 4));
+        expect(r.stats.shards.reduce((a, x) => a + x.readBytes, 0)).toBe(r.stats.readBytes);
       } finally {
         await red.close();
       }
     });
+    }
   });
 });

@@ -1,8 +1,11 @@
 import type { AdamW } from '@m3ae/model/adamw';
 import { addTotals, bytesPerElement, shardRanges, type BlobRef, type ObjectiveTotals, type OptimizerState, type ShardRange, type TensorEncoding } from '@m3ae/protocol';
 import { adamwFor, type OptimizerSpec } from '../optimizer.js';
-import { LocalShardHost, ThreadShardHost, type BlobTransport, type ShardHost, type ShardInit } from './shard-host.js';
+import { LocalShardHost, ProcessShardHost, ThreadShardHost, type BlobTransport, type ShardHost, type ShardInit } from './shard-host.js';
 import type { ShardSource } from './shard-reducer.js';
+
+/** Where a run's shards are reduced: this thread (all of them, one after the other), coordinator threads, or reducer processes. */
+export type ShardHosting = 'local' | 'threads' | 'processes';
 
 /** A job's contribution as a source hands it over: its gradient (whole, in memory, or one blob per shard) and loss totals. */
 export interface StepContribution {
@@ -17,6 +20,8 @@ export interface StepContribution {
 export interface ReductionStats {
   /** Gradient bytes the shards read from Redis. */
   readBytes: number;
+  /** The same per shard: what each shard's reader (a reducer process, when they are processes) moved. */
+  shards: { readBytes: number; writtenBytes: number }[];
   /** Parameter bytes the shards wrote to Redis. */
   writtenBytes: number;
   /** Reading and verifying gradient parts, per shard, summed. */
@@ -43,14 +48,22 @@ export class ShardedReduction {
     readonly params: Float32Array,
     /** Plans every update and holds the step count; its moments are the shared ones the shards update. */
     private readonly optimizer: AdamW,
-    readonly threaded: boolean,
+    /** Where the shards run: `local` (this thread, one shard), `threads`, or `processes` (reducer processes). */
+    readonly hosting: ShardHosting,
   ) {}
+
+  /** Whether the shards run outside this thread (their parts of a gradient are copied to them). */
+  get threaded(): boolean {
+    return this.hosting !== 'local';
+  }
+
+  private stale = false;
 
   /**
    * Starts the shards over a copy of `initial` (`threads`: default, one thread per shard when there are several).
    * `blobs`: how the shards reach Redis (a cluster's source); without it, contributions come as bytes in memory.
    */
-  static async create(o: { spec: OptimizerSpec; shards: number; initial: Float32Array; blobs?: BlobTransport | undefined; threads?: boolean | undefined }): Promise<ShardedReduction> {
+  static async create(o: { spec: OptimizerSpec; shards: number; initial: Float32Array; blobs?: BlobTransport | undefined; hosting?: ShardHosting | undefined }): Promise<ShardedReduction> {
     const n = o.spec.layout.size;
     if (o.initial.length !== n) throw new Error(`ShardedReduction: ${o.initial.length} initial parameters; the layout has ${n}`);
     const ranges = shardRanges(n, o.shards);
@@ -59,12 +72,13 @@ export class ShardedReduction {
     params.set(o.initial);
     const m = shared();
     const v = shared();
-    const threaded = o.threads ?? ranges.length > 1;
+    const hosting: ShardHosting = o.hosting ?? (ranges.length > 1 ? 'threads' : 'local');
+    if (hosting === 'processes' && !o.blobs) throw new Error('reducer processes read their gradient blobs from Redis: they need a cluster (a blob transport), not an in-process run');
     // The threads start side by side; if one cannot, the others are closed again.
     const started = await Promise.allSettled(
       ranges.map(async (range) => {
         const init: ShardInit = { range, params, m, v, optimizer: o.spec, blobs: o.blobs };
-        return threaded ? await ThreadShardHost.start(init) : LocalShardHost.create(init);
+        return hosting === 'threads' ? await ThreadShardHost.start(init) : hosting === 'processes' ? await ProcessShardHost.start(init) : LocalShardHost.create(init);
       }),
     );
     const hosts = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
@@ -73,7 +87,7 @@ export class ShardedReduction {
       await Promise.all(hosts.map(async (h) => h.close()));
       throw failed.reason;
     }
-    return new ShardedReduction(ranges, hosts, params, adamwFor(o.spec, { m, v }), threaded);
+    return new ShardedReduction(ranges, hosts, params, adamwFor(o.spec, { m, v }), hosting);
   }
 
   /** Updates taken so far. */
@@ -81,12 +95,39 @@ export class ShardedReduction {
     return this.optimizer.step;
   }
 
+  /** The optimizer's state (after {@link sync}: reducer processes hold theirs). */
   getOptimizerState(): OptimizerState {
+    if (this.stale) throw new Error('the reducer processes hold newer parameters and moments: sync() first');
     return this.optimizer.getState();
   }
 
-  setOptimizerState(state: OptimizerState): void {
+  /** Restores the optimizer's state (and sends every reducer process its range of it and of the parameters). */
+  async setOptimizerState(state: OptimizerState): Promise<void> {
     this.optimizer.setState(state);
+    await this.pushToProcesses();
+  }
+
+  /**
+   * Makes {@link params} and the moments current: reducer processes send back their ranges (P values of parameters and
+   * 2P of moments through IPC); a no-op for shards in this process. Call before reading the parameters.
+   */
+  async sync(): Promise<void> {
+    if (!this.stale) return;
+    const { m, v } = this.optimizer.moments;
+    const states = await Promise.all(this.hosts.map(async (h) => h.pull()));
+    states.forEach((st, i) => {
+      const start = (this.ranges[i] as ShardRange).start;
+      this.params.set(st.params, start);
+      m.set(st.m, start);
+      v.set(st.v, start);
+    });
+    this.stale = false;
+  }
+
+  private async pushToProcesses(): Promise<void> {
+    if (this.hosting !== 'processes') return;
+    const { m, v } = this.optimizer.moments;
+    await Promise.all(this.hosts.map(async (h) => h.push({ params: this.params.slice(h.range.start, h.range.end), m: m.slice(h.range.start, h.range.end), v: v.slice(h.range.start, h.range.end) })));
   }
 
   /** Starts the reduction of one step of `jobCount` jobs (the previous one must be finished). */
@@ -111,13 +152,17 @@ export class ShardedReduction {
     const plan = this.optimizer.plan(blocks);
     const ms = await Promise.all(this.hosts.map(async (h) => h.apply(plan)));
     stats.applyMs += ms.reduce((a, b) => a + b, 0);
+    if (this.hosting === 'processes') this.stale = true;
     return { learningRate: plan.learningRate, gradientNorm: plan.gradNorm };
   }
 
   /** Publishes the current parameters, one f32 blob per shard (`<key>:shard<s>`), every shard writing its own. */
   async publish(key: string, stats: ReductionStats): Promise<BlobRef[]> {
     const out = await Promise.all(this.hosts.map(async (h) => h.publish(`${key}:shard${h.range.index}`)));
-    for (const o of out) stats.writtenBytes += o.writtenBytes;
+    out.forEach((o, s) => {
+      stats.writtenBytes += o.writtenBytes;
+      (stats.shards[s] as ReductionStats['shards'][number]).writtenBytes += o.writtenBytes;
+    });
     return out.map((o) => o.ref);
   }
 
@@ -138,7 +183,7 @@ export class StepReduction {
   readonly correct: ObjectiveTotals = {};
   /** Real text tokens of the counted jobs (undefined when a contribution did not count them). */
   tokens: number | undefined = 0;
-  readonly stats: ReductionStats = { readBytes: 0, writtenBytes: 0, fetchMs: 0, addMs: 0, applyMs: 0 };
+  readonly stats: ReductionStats;
   private readonly accepted: boolean[];
   private readonly adding = new Set<number>();
   private readonly totals = new Map<number, Omit<StepContribution, 'gradient'>>();
@@ -150,6 +195,7 @@ export class StepReduction {
     readonly jobCount: number,
   ) {
     this.accepted = new Array<boolean>(jobCount).fill(false);
+    this.stats = { readBytes: 0, writtenBytes: 0, fetchMs: 0, addMs: 0, applyMs: 0, shards: hosts.map(() => ({ readBytes: 0, writtenBytes: 0 })) };
   }
 
   /** The parameters the step's gradients are computed at. */
@@ -196,11 +242,12 @@ export class StepReduction {
     this.adding.add(jobIndex);
     try {
       const staged = await Promise.allSettled(this.hosts.map(async (h, s) => h.stage(jobIndex, sources[s] as ShardSource)));
-      for (const r of staged) {
-        if (r.status !== 'fulfilled') continue;
+      staged.forEach((r, s) => {
+        if (r.status !== 'fulfilled') return;
+        (this.stats.shards[s] as ReductionStats['shards'][number]).readBytes += r.value.readBytes;
         this.stats.readBytes += r.value.readBytes;
         this.stats.fetchMs += r.value.fetchMs;
-      }
+      });
       const failed = staged.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failed) {
         await Promise.all(this.hosts.map(async (h) => h.drop(jobIndex)));
