@@ -61,7 +61,7 @@ interface Workload extends K8sObject {
   };
 }
 
-const OVERLAYS = ['gpu', 'webgpu', 'cpu'] as const;
+const OVERLAYS = ['gpu', 'webgpu', 'cpu', 'sharded-blobs'] as const;
 type Overlay = (typeof OVERLAYS)[number];
 const rendered = {} as Record<Overlay | 'base', K8sObject[]>;
 
@@ -405,6 +405,82 @@ describe(`k8s/ rendered with kubectl kustomize (${kubectlVersion()})`, () => {
     const redisCpu = container(find<Workload>(objs, 'StatefulSet', 'm3ae-redis'), 'redis').resources?.limits?.['memory'];
     const redisGpu = container(find<Workload>(rendered.gpu, 'StatefulSet', 'm3ae-redis'), 'redis').resources?.limits?.['memory'];
     expect(bytesOf(String(redisCpu))).toBeLessThan(bytesOf(String(redisGpu)));
+  });
+
+  it('sharded-blobs overlay: the gpu overlay plus one blob Redis per shard group, addressed pod by pod', () => {
+    const objs = rendered['sharded-blobs'];
+    gpuWorker(objs, /m3ae-gpu:/);
+    const queue = find<Workload>(objs, 'StatefulSet', 'm3ae-redis');
+    const blobs = find<Workload>(objs, 'StatefulSet', 'm3ae-redis-blobs');
+    const groups = blobs.spec.replicas ?? 1;
+    expect(groups).toBeGreaterThan(1);
+    // Hardened, authenticated and configured exactly as the queue Redis: same command, config, probes, security.
+    const qc = container(queue, 'redis');
+    const bc = container(blobs, 'redis');
+    for (const k of ['image', 'args', 'ports', 'readinessProbe', 'livenessProbe', 'securityContext', 'volumeMounts'] as const) expect(bc[k], k).toEqual(qc[k]);
+    expect((bc as unknown as { command: string[] }).command).toEqual((qc as unknown as { command: string[] }).command);
+    expect(bc.env?.find((e) => e.name === 'REDIS_PASSWORD')).toEqual(qc.env?.find((e) => e.name === 'REDIS_PASSWORD'));
+    const { spec: qs } = queue.spec.template;
+    const { spec: bs } = blobs.spec.template;
+    expect(bs.securityContext).toEqual(qs.securityContext);
+    expect(bs.automountServiceAccountToken).toBe(false);
+    expect(bs.volumes).toEqual(qs.volumes);
+    expect(blobs.spec.volumeClaimTemplates?.map((v) => v.metadata.name)).toEqual(['data']);
+    // maxmemory below the memory limit.
+    const maxmemory = bc.env?.find((e) => e.name === 'REDIS_MAXMEMORY')?.value ?? '';
+    expect(bytesOf(maxmemory)).toBeLessThan(0.9 * bytesOf(String(bc.resources?.limits?.['memory'])));
+    // The queue Service never selects a blob pod, the blob Service never a queue pod; the blob Service is headless.
+    const svc = (name: string) => find(objs, 'Service', name) as K8sObject & { spec: { clusterIP?: string; selector: Record<string, string>; ports: { targetPort: string }[] } };
+    expect(matches(svc('m3ae-redis').spec.selector, blobs.spec.template.metadata.labels)).toBe(false);
+    expect(matches(svc('m3ae-redis-blobs').spec.selector, queue.spec.template.metadata.labels)).toBe(false);
+    expect(matches(svc('m3ae-redis-blobs').spec.selector, blobs.spec.template.metadata.labels)).toBe(true);
+    expect(svc('m3ae-redis-blobs').spec.clusterIP).toBe('None');
+    expect((blobs.spec as { serviceName?: string }).serviceName).toBe('m3ae-redis-blobs');
+    expect(svc('m3ae-redis-blobs').spec.ports.map((p) => p.targetPort)).toEqual(bc.ports?.map((p) => p.name));
+    // Coordinator and workers: the same blob URLs, one per pod of the StatefulSet in order, and the same shards.
+    const serviceName = (blobs.spec as { serviceName?: string }).serviceName;
+    const port = svc(serviceName ?? '').spec.ports[0] as unknown as { port: number };
+    // <statefulset>-<ordinal>.<headless service>: the stable DNS name of pod <ordinal>, one per group, in order.
+    const pods = Array.from({ length: groups }, (_, i) => `redis://${blobs.metadata.name}-${i}.${serviceName}:${port.port}`);
+    const configs = ['m3ae-coordinator', 'm3ae-worker'].map((name) => runConfigOf(objs, envOf(find<Workload>(objs, 'Deployment', name).spec.template.spec.containers[0] as Container)));
+    for (const config of configs) {
+      expect(config.redis.url).toBe('redis://m3ae-redis:6379');
+      expect(config.redis.blobUrls).toEqual(pods);
+      expect(config.training.shards).toBeGreaterThanOrEqual(groups);
+      expect(config.redis.password).toBe('from-secret');
+    }
+    expect(configs[1]?.redis.blobUrls).toEqual(configs[0]?.redis.blobUrls);
+    expect(configs[1]?.training.shards).toBe(configs[0]?.training.shards);
+    // The other overlays keep everything on the one Redis.
+    for (const overlay of ['gpu', 'webgpu', 'cpu'] as const) {
+      expect(rendered[overlay].some((o) => o.metadata.name === 'm3ae-redis-blobs'), overlay).toBe(false);
+      expect(runConfigOf(rendered[overlay]).redis.blobUrls).toEqual([]);
+    }
+  });
+
+  it('sharded-blobs overlay: only the coordinator and the workers reach the blob Redis pods', () => {
+    const objs = rendered['sharded-blobs'];
+    const policy = find(objs, 'NetworkPolicy', 'm3ae-redis-blobs') as K8sObject & {
+      spec: {
+        podSelector: { matchLabels: Record<string, string> };
+        policyTypes: string[];
+        ingress: { from: { podSelector: { matchExpressions: { key: string; operator: string; values: string[] }[] } }[]; ports: { protocol: string; port: number }[] }[];
+      };
+    };
+    const podLabels = (kind: string, name: string) => find<Workload>(objs, kind, name).spec.template.metadata.labels;
+    expect(matches(policy.spec.podSelector.matchLabels, podLabels('StatefulSet', 'm3ae-redis-blobs'))).toBe(true);
+    expect(matches(policy.spec.podSelector.matchLabels, podLabels('StatefulSet', 'm3ae-redis'))).toBe(false);
+    expect(policy.spec.policyTypes).toEqual(['Ingress']);
+    expect(policy.spec.ingress).toHaveLength(1);
+    const rule = policy.spec.ingress[0] as (typeof policy.spec.ingress)[number];
+    expect(rule.ports).toEqual([{ protocol: 'TCP', port: 6379 }]);
+    const admits = (labels: Record<string, string>) =>
+      rule.from.some((f) => f.podSelector.matchExpressions.every((e) => e.operator === 'In' && e.values.includes(labels[e.key] ?? '')));
+    expect(admits(podLabels('Deployment', 'm3ae-coordinator'))).toBe(true);
+    expect(admits(podLabels('Deployment', 'm3ae-worker'))).toBe(true);
+    expect(admits(podLabels('Job', 'm3ae-prepare'))).toBe(false);
+    expect(admits(podLabels('StatefulSet', 'm3ae-redis'))).toBe(false);
+    expect(admits({ 'app.kubernetes.io/name': 'grafana' })).toBe(false);
   });
 
   it('selects the right pods: Services, ServiceMonitor, PodMonitor, PodDisruptionBudget', () => {
