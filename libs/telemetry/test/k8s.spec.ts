@@ -81,6 +81,28 @@ function workloads(objs: readonly K8sObject[]): Workload[] {
   return objs.filter((o) => ['Deployment', 'StatefulSet', 'Job'].includes(o.kind)) as Workload[];
 }
 
+/**
+ * A Redis NetworkPolicy of the rendered manifests, checked for its shape (one ingress rule, Ingress only, TCP 6379),
+ * with the labels of a workload's pods and whether the rule admits pods with given labels.
+ */
+function redisPolicy(objs: readonly K8sObject[], name: string) {
+  const policy = find(objs, 'NetworkPolicy', name) as K8sObject & {
+    spec: {
+      podSelector: { matchLabels: Record<string, string> };
+      policyTypes: string[];
+      ingress: { from: { podSelector: { matchExpressions: { key: string; operator: string; values: string[] }[] } }[]; ports: { protocol: string; port: number }[] }[];
+    };
+  };
+  const podLabels = (kind: string, workload: string): Record<string, string> => find<Workload>(objs, kind, workload).spec.template.metadata.labels;
+  expect(policy.spec.policyTypes).toEqual(['Ingress']);
+  expect(policy.spec.ingress).toHaveLength(1);
+  const rule = policy.spec.ingress[0] as (typeof policy.spec.ingress)[number];
+  expect(rule.ports).toEqual([{ protocol: 'TCP', port: 6379 }]);
+  const admits = (labels: Record<string, string>): boolean =>
+    rule.from.some((f) => f.podSelector.matchExpressions.every((e) => e.operator === 'In' && e.values.includes(labels[e.key] ?? '')));
+  return { policy, podLabels, admits };
+}
+
 function matches(selector: Record<string, string>, labels: Record<string, string> | undefined): boolean {
   return Object.entries(selector).every(([k, v]) => labels?.[k] === v);
 }
@@ -287,21 +309,8 @@ describe(`k8s/ rendered with kubectl kustomize (${kubectlVersion()})`, () => {
   it('lets only the coordinator and the workers reach Redis', () => {
     for (const overlay of OVERLAYS) {
       const objs = rendered[overlay];
-      const policy = find(objs, 'NetworkPolicy', 'm3ae-redis') as K8sObject & {
-        spec: {
-          podSelector: { matchLabels: Record<string, string> };
-          policyTypes: string[];
-          ingress: { from: { podSelector: { matchExpressions: { key: string; operator: string; values: string[] }[] } }[]; ports: { port: number }[] }[];
-        };
-      };
-      const podLabels = (kind: string, name: string) => find<Workload>(objs, kind, name).spec.template.metadata.labels;
+      const { policy, podLabels, admits } = redisPolicy(objs, 'm3ae-redis');
       expect(matches(policy.spec.podSelector.matchLabels, podLabels('StatefulSet', 'm3ae-redis'))).toBe(true);
-      expect(policy.spec.policyTypes).toEqual(['Ingress']);
-      expect(policy.spec.ingress).toHaveLength(1);
-      const rule = policy.spec.ingress[0] as (typeof policy.spec.ingress)[number];
-      expect(rule.ports).toEqual([{ protocol: 'TCP', port: 6379 }]);
-      const admits = (labels: Record<string, string>) =>
-        rule.from.some((f) => f.podSelector.matchExpressions.every((e) => e.operator === 'In' && e.values.includes(labels[e.key] ?? '')));
       expect(admits(podLabels('Deployment', 'm3ae-coordinator'))).toBe(true);
       expect(admits(podLabels('Deployment', 'm3ae-worker'))).toBe(true);
       expect(admits(podLabels('Job', 'm3ae-prepare'))).toBe(false);
@@ -460,22 +469,9 @@ describe(`k8s/ rendered with kubectl kustomize (${kubectlVersion()})`, () => {
 
   it('sharded-blobs overlay: only the coordinator and the workers reach the blob Redis pods', () => {
     const objs = rendered['sharded-blobs'];
-    const policy = find(objs, 'NetworkPolicy', 'm3ae-redis-blobs') as K8sObject & {
-      spec: {
-        podSelector: { matchLabels: Record<string, string> };
-        policyTypes: string[];
-        ingress: { from: { podSelector: { matchExpressions: { key: string; operator: string; values: string[] }[] } }[]; ports: { protocol: string; port: number }[] }[];
-      };
-    };
-    const podLabels = (kind: string, name: string) => find<Workload>(objs, kind, name).spec.template.metadata.labels;
+    const { policy, podLabels, admits } = redisPolicy(objs, 'm3ae-redis-blobs');
     expect(matches(policy.spec.podSelector.matchLabels, podLabels('StatefulSet', 'm3ae-redis-blobs'))).toBe(true);
     expect(matches(policy.spec.podSelector.matchLabels, podLabels('StatefulSet', 'm3ae-redis'))).toBe(false);
-    expect(policy.spec.policyTypes).toEqual(['Ingress']);
-    expect(policy.spec.ingress).toHaveLength(1);
-    const rule = policy.spec.ingress[0] as (typeof policy.spec.ingress)[number];
-    expect(rule.ports).toEqual([{ protocol: 'TCP', port: 6379 }]);
-    const admits = (labels: Record<string, string>) =>
-      rule.from.some((f) => f.podSelector.matchExpressions.every((e) => e.operator === 'In' && e.values.includes(labels[e.key] ?? '')));
     expect(admits(podLabels('Deployment', 'm3ae-coordinator'))).toBe(true);
     expect(admits(podLabels('Deployment', 'm3ae-worker'))).toBe(true);
     expect(admits(podLabels('Job', 'm3ae-prepare'))).toBe(false);

@@ -11,6 +11,19 @@ export function threadEntry(from: string, relative: string): string {
   return fileURLToPath(new URL(from.endsWith('.ts') ? `../../dist/${relative}` : `../${relative}`, from));
 }
 
+/** Refuses a compiled entry that is not there, saying how to build it. */
+export function requireEntry(path: string, what: string): void {
+  if (!existsSync(path)) throw new Error(`${what} ${path} does not exist (build @m3ae/training first: npx nx run @m3ae/training:build)`);
+}
+
+/**
+ * This process's Node options for a thread or child running compiled code: without the resolution conditions a test
+ * runner may have set (`@m3ae/source` would point package imports at TypeScript sources).
+ */
+export function compiledExecArgv(): string[] {
+  return process.execArgv.filter((a, i, all) => !a.startsWith('--conditions') && all[i - 1] !== '--conditions' && !a.startsWith('-C'));
+}
+
 /** The first message a thread of this library posts: ready (with what it reports), or failed with the cause. */
 type Hello<R> = ({ type: 'ready' } & R) | { type: 'failed'; message: string } | { type: string };
 
@@ -20,11 +33,8 @@ type Hello<R> = ({ type: 'ready' } & R) | { type: 'failed'; message: string } | 
  * thread in errors.
  */
 export async function startThread<R extends object>(path: string, workerData: unknown, what: string): Promise<{ thread: Worker; ready: { type: 'ready' } & R }> {
-  if (!existsSync(path)) throw new Error(`${what} ${path} does not exist (build @m3ae/training first: npx nx run @m3ae/training:build)`);
-  // The thread runs compiled code: drop resolution conditions a test runner may have set (`@m3ae/source` would point
-  // package imports at TypeScript sources).
-  const execArgv = process.execArgv.filter((a, i, all) => !a.startsWith('--conditions') && all[i - 1] !== '--conditions' && !a.startsWith('-C'));
-  const thread = new Worker(path, { workerData, execArgv });
+  requireEntry(path, what);
+  const thread = new Worker(path, { workerData, execArgv: compiledExecArgv() });
   let onMessage: ((msg: Hello<R>) => void) | undefined;
   let onError: ((e: Error) => void) | undefined;
   let onExit: ((code: number) => void) | undefined;

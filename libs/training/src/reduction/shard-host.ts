@@ -1,10 +1,9 @@
 import { fork, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import type { Worker } from 'node:worker_threads';
 import type { AdamWPlan } from '@m3ae/model/adamw';
 import { BlobError, BlobStore, FixedPointError, type BlobFault, type BlobRef, type BlobStoreOptions, type ParamLayout, type ParamLayoutEntry, type RedisEndpoint, type ShardRange } from '@m3ae/protocol';
 import { adamwFor, type OptimizerSpec } from '../optimizer.js';
-import { startThread, threadEntry } from '../thread-start.js';
+import { compiledExecArgv, requireEntry, startThread, threadEntry } from '../thread-start.js';
 import { ShardReducer, type ShardSource, type StageCost } from './shard-reducer.js';
 
 /** How a shard reaches Redis: the blob endpoints and the store's options (plain data: a thread opens its own connections). */
@@ -90,9 +89,9 @@ export function fromFailure(f: ShardFailure): Error {
 }
 
 /** The shard's reducer and its own Redis connections, built from plain data (in this thread or in a shard thread). */
-export function buildShard(init: ShardInit, redis: ConstructorParameters<typeof BlobStore>[1] = {}): { reducer: ShardReducer; blobs: BlobStore | undefined } {
+export function buildShard(init: ShardInit): { reducer: ShardReducer; blobs: BlobStore | undefined } {
   const blobs = init.blobs
-    ? BlobStore.connect(init.blobs.endpoints, { ...init.blobs.options, ...redis }, { connectionName: `m3ae-shard-${init.range.index}`, retryStrategy: (times: number) => Math.min(times * 50, 2000) })
+    ? BlobStore.connect(init.blobs.endpoints, init.blobs.options, { connectionName: `m3ae-shard-${init.range.index}`, retryStrategy: (times: number) => Math.min(times * 50, 2000) })
     : undefined;
   for (const s of blobs?.stores ?? []) s.on('error', () => undefined); // reconnects on its own; a read that fails is reported by the call
   const { range } = init;
@@ -303,23 +302,32 @@ export class ProcessShardHost extends RemoteHost {
   /** Forks the reducer process with the shard's range of `init` (copies) and waits until it is ready. */
   static async start(init: ShardInit, path = shardProcessPath()): Promise<ProcessShardHost> {
     const what = `shard process ${init.range.index}`;
-    if (!existsSync(path)) throw new Error(`${what} ${path} does not exist (build @m3ae/training first: npx nx run @m3ae/training:build)`);
+    requireEntry(path, what);
     const { start, end } = init.range;
     const local: ShardInit = { ...init, params: init.params.slice(start, end), m: init.m.slice(start, end), v: init.v.slice(start, end) };
-    const execArgv = process.execArgv.filter((a, i, all) => !a.startsWith('--conditions') && all[i - 1] !== '--conditions' && !a.startsWith('-C'));
-    const child = fork(path, [], { serialization: 'advanced', execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const child = fork(path, [], { serialization: 'advanced', execArgv: compiledExecArgv(), stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    let onMessage: ((msg: ShardReply) => void) | undefined;
+    let onError: ((e: Error) => void) | undefined;
+    let onExit: ((code: number | null, signal: NodeJS.Signals | null) => void) | undefined;
     try {
       await new Promise<void>((resolve, reject) => {
-        child.once('message', (msg: ShardReply) => (msg.type === 'ready' ? resolve() : reject(new Error(`${what}: ${msg.type === 'failed' ? msg.message : 'unexpected first message'}`))));
-        child.once('error', reject);
-        child.once('exit', (code, signal) => reject(new Error(`${what} exited (${signal ?? `code ${code}`}) before it was ready`)));
+        onMessage = (msg: ShardReply): void => (msg.type === 'ready' ? resolve() : reject(new Error(`${what}: ${msg.type === 'failed' ? msg.message : 'unexpected first message'}`)));
+        onError = reject;
+        onExit = (code, signal): void => reject(new Error(`${what} exited (${signal ?? `code ${code}`}) before it was ready`));
+        child.once('message', onMessage);
+        child.once('error', onError);
+        child.once('exit', onExit);
         child.send({ type: 'init', init: local });
       });
     } catch (e) {
       child.kill('SIGKILL');
       throw e;
+    } finally {
+      // Only our own listeners.
+      if (onMessage) child.off('message', onMessage);
+      if (onError) child.off('error', onError);
+      if (onExit) child.off('exit', onExit);
     }
-    child.removeAllListeners();
     return new ProcessShardHost(init.range, child);
   }
 
