@@ -191,6 +191,15 @@ describe('distributed training orchestration (synthetic compute)', () => {
     expect(summary.paramsSha256).toBe(serialReference(config));
   });
 
+  it('a micro-batch that every copy fails ends the run with the workers\' reason, not a bare "lost"', async () => {
+    const config = syntheticRun({ training: { steps: 2 }, coordinator: { maxCopies: 2 } });
+    const workers = await startWorkers(config, 1, {
+      computer: () => new FaultyComputer(config, (j) => (j.step === 0 && j.jobIndex === 1 ? { error: 'device lost: out of memory' } : undefined)),
+    });
+    await expect(runCoordinator(config)).rejects.toThrow(/step 0: micro-batch 1 was lost 2 times \(a worker failed it: .*device lost: out of memory\)/);
+    await stopWorkers(workers);
+  });
+
   it('sends a backup copy for a straggler; the first valid result wins', async () => {
     const config = syntheticRun({ training: { steps: 3 }, coordinator: { backupMinMs: 300, backupFactor: 2 } });
     let backupsWon = 0;

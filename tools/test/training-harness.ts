@@ -131,7 +131,7 @@ export class FaultyComputer implements GradientComputer {
   readonly backend = 'synthetic';
   constructor(
     config: RunConfig,
-    private readonly fault: (job: { step: number; jobIndex: number; copy: number }) => { delayMs?: number; nan?: boolean } | undefined,
+    private readonly fault: (job: { step: number; jobIndex: number; copy: number }) => { delayMs?: number; nan?: boolean; error?: string } | undefined,
   ) {
     this.inner = new SyntheticComputer(config.compute.synthetic);
     this.manifestHash = this.inner.manifestHash;
@@ -141,6 +141,7 @@ export class FaultyComputer implements GradientComputer {
     const [job] = args;
     const f = this.fault(job);
     if (f?.delayMs) await new Promise((r) => setTimeout(r, f.delayMs));
+    if (f?.error !== undefined) throw new Error(f.error);
     const r = await this.inner.compute(...args);
     if (f?.nan) r.grads[7] = Number.NaN;
     return r;

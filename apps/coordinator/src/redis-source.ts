@@ -165,7 +165,8 @@ export class RedisGradientSource implements GradientSource {
       connection: redisOptions(endpoint, { maxRetriesPerRequest: null, connectionName: 'm3ae-coordinator-queue', retryStrategy }),
       prefix: this.keys.bullPrefix,
       streams: { events: { maxLen: 200 } },
-      defaultJobOptions: { removeOnComplete: true, removeOnFail: true, attempts: 3, backoff: { type: 'fixed', delay: 250 } },
+      // Failed jobs are kept (at most 1,000; `close` clears the run) so that their reason reaches the log and the error.
+      defaultJobOptions: { removeOnComplete: true, removeOnFail: { count: 1000 }, attempts: 3, backoff: { type: 'fixed', delay: 250 } },
     });
     this.queue.on('error', (e) => this.log.warn({ err: e.message }, 'queue connection error (retrying)'));
     const onRedeliver = this.options.events?.onRedeliver;
@@ -438,6 +439,11 @@ export class RedisGradientSource implements GradientSource {
       const jobs = await Promise.all(activeIds.map(async (id) => this.queue.getJob(id)));
       for (const j of jobs) if (j?.id && j.processedOn) startedAt.set(j.id, j.processedOn);
     }
+    // Why failed copies failed (a worker's UnrecoverableError: a malformed payload, another run's job): said when the
+    // micro-batch is enqueued again, and in the error that ends the run when it keeps failing.
+    const failedIds = copies.filter((_, i) => states[i] === 'failed').map(({ c }) => c.id);
+    const failedReason = new Map<string, string>();
+    for (const j of await Promise.all(failedIds.map(async (id) => this.queue.getJob(id)))) if (j?.id && j.failedReason) failedReason.set(j.id, j.failedReason);
     for (const k of missing) {
       let live = 0;
       let oldestActiveStart: number | undefined;
@@ -456,8 +462,11 @@ export class RedisGradientSource implements GradientSource {
       const own = state.copies[k] as JobCopy[];
       if (live === 0 && own.every((c) => c.goneChecks >= 2)) {
         // Failed, removed, or completed without a result reaching us: compute it again.
-        this.log.warn({ step: state.step, job: k }, 'micro-batch lost from the queue; enqueueing it again');
-        if (!(await this.enqueue(state, k, 'retry'))) throw new CoordinatorError(`step ${state.step}: micro-batch ${k} was lost ${this.config.coordinator.maxCopies} times`);
+        const reason = own.map((c) => failedReason.get(c.id)).find((r) => r !== undefined);
+        this.log.warn({ step: state.step, job: k, ...(reason ? { reason } : {}) }, 'micro-batch lost from the queue; enqueueing it again');
+        if (!(await this.enqueue(state, k, 'retry'))) {
+          throw new CoordinatorError(`step ${state.step}: micro-batch ${k} was lost ${this.config.coordinator.maxCopies} times${reason ? ` (a worker failed it: ${reason})` : ''}`);
+        }
         continue;
       }
       if (median !== undefined && oldestActiveStart !== undefined && live === 1 && !state.backupsOf.has(k)) {
