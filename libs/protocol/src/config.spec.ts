@@ -89,14 +89,13 @@ describe('run configuration', () => {
     expect(e.issues).toHaveLength(5);
   });
 
-  it('training.microBatchesPerJob: default 1, from the file or M3AE_MICRO_BATCHES_PER_JOB, and above 1 only with fx53', () => {
+  it('training.microBatchesPerJob: default 1, from the file or M3AE_MICRO_BATCHES_PER_JOB, with any gradient encoding', () => {
     expect(loadRunConfig({ env: {} }).training.microBatchesPerJob).toBe(1);
     const c = loadRunConfig({ base: { training: { gradEncoding: 'fx53' } }, env: { M3AE_MICRO_BATCHES_PER_JOB: '4' } });
     expect(c.training.microBatchesPerJob).toBe(4);
     expect(jobsPerStep(16, pretrainTraining(c))).toBe(2);
-    const e = errorOf(() => loadRunConfig({ base: { training: { microBatchesPerJob: 4 } }, env: {} }));
-    expect(e.message).toContain('training.microBatchesPerJob');
-    expect(e.message).toContain('expected gradEncoding fx53 when a job carries several micro-batches');
+    expect(loadRunConfig({ base: { training: { microBatchesPerJob: 4 } }, env: {} }).training).toMatchObject({ microBatchesPerJob: 4, gradEncoding: 'f32' });
+    expect(loadRunConfig({ base: { training: { microBatchesPerJob: 2, gradEncoding: 'bf16' } }, env: {} }).training.microBatchesPerJob).toBe(2);
     expect(errorOf(() => loadRunConfig({ base: { training: { microBatchesPerJob: 0, gradEncoding: 'fx53' } }, env: {} })).message).toContain('training.microBatchesPerJob = 0');
   });
 

@@ -98,7 +98,8 @@ export const RunConfigSchema = z
         microBatch: positiveInt.optional(),
         /**
          * Micro-batches a job carries: its worker computes them one by one and sends their sum as one contribution
-         * (fewer bytes per sample). Above 1 it needs `gradEncoding: fx53`, whose sums do not depend on the grouping.
+         * (fewer bytes per sample). The jobs are fixed by the run, so the parameters do not depend on the worker count
+         * with any encoding; with `gradEncoding: fx53` they do not depend on this number either (exact sums).
          */
         microBatchesPerJob: positiveInt.default(1),
         /**
@@ -229,10 +230,6 @@ export const RunConfigSchema = z
   })
   .strict()
   // A pre-training step is globalBatch / microBatch equal jobs (a fine-tuning epoch's last step may be smaller).
-  .refine((c) => c.training.microBatchesPerJob === 1 || c.training.gradEncoding === 'fx53', {
-    message: 'expected gradEncoding fx53 when a job carries several micro-batches (only exact fixed-point sums make the parameters independent of the grouping)',
-    path: ['training', 'microBatchesPerJob'],
-  })
   .refine((c) => c.evaluation.every === 0 || c.evaluation.data !== undefined, {
     message: 'expected evaluation.data (a held-out shard dataset, disjoint from data.dir) when evaluation.every > 0',
     path: ['evaluation', 'data'],

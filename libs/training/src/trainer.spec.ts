@@ -83,6 +83,18 @@ describe('Trainer with the in-process source', () => {
     expect(hashes.size).toBe(1);
   });
 
+  it('jobs of 2 micro-batches in f32 or bf16 (summed in order on the computer): the same parameters for 1 and 3 threads, not those of 1 per job', async () => {
+    for (const gradEncoding of ['f32', 'bf16'] as const) {
+      const jobs: number[] = [];
+      const one = await train(run({ training: { gradEncoding, microBatchesPerJob: 2 } }), { onStep: (r) => jobs.push(r.jobs.count) });
+      const three = await train(run({ training: { gradEncoding, microBatchesPerJob: 2 } }), { threads: 3 });
+      expect(jobs).toEqual(new Array<number>(6).fill(2));
+      expect(three.paramsSha256).toBe(one.paramsSha256);
+      // Another grouping of the same gradients rounds differently (only fx53 makes the grouping irrelevant).
+      expect(one.paramsSha256).not.toBe((await train(run({ training: { gradEncoding } }))).paramsSha256);
+    }
+  });
+
   it('stops after the step it is in, checkpoints it, and resumes to the parameters of an uninterrupted run', async () => {
     const straight = await train(run());
     const config = run();
