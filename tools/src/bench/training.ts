@@ -100,8 +100,15 @@ export function summariseSteps(reports: readonly StepReport[], workers: number):
   };
 }
 
+/** The two ways the bench cuts its global batch of 8 into jobs: one micro-batch of 2 per job, or two summed on the worker. */
+const LAYOUTS = [
+  { perJob: 2, label: '2 jobs of 2 micro-batches' },
+  { perJob: 1, label: '4 jobs of 1 micro-batch' },
+] as const;
+
 registerBenchArea('training', {
-  description: 'distributed training here: samples/s with 1 and 2 worker processes (small preset), step-time breakdown, blob transport vs raw Redis',
+  description:
+    'distributed training here: samples/s with 1 and 2 worker processes (small preset; global batch 8 in 2 jobs of 2 micro-batches summed on the worker, and in 4 jobs of 1), step-time breakdown, blob transport vs raw Redis',
   async run(options) {
     const preset = options.extra['preset'] ?? 'small';
     const steps = options.quick ? 4 : 7;
@@ -111,64 +118,71 @@ registerBenchArea('training', {
     const rows: BenchRow[] = [];
     const notes: string[] = [];
     try {
-      const runs: BenchRow[] = [];
+      const runs = new Map<string, BenchRow>();
       let paramBytes = 0;
-      for (const workers of [1, 2]) {
-        const reports: StepReport[] = [];
-        const cpu: number[] = [];
-        let last = process.cpuUsage();
-        const report = await trainLocal(
-          {
-            local: true,
-            workers,
-            steps: String(steps),
-            preset,
-            globalBatch: '8',
-            microBatch: '2',
-            workDir: work,
-            checkpointDir: mkdtempSync(join(tmpdir(), 'm3ae-bench-ckpt-')),
-            redisUrl: redis.url,
-            resume: false,
-            synthetic: false,
-            json: true,
-            metrics: false,
-          },
-          {
-            quiet: true,
-            onStep: (r) => {
-              reports.push(r);
-              // CPU the coordinator's process used for this step: what it takes from the workers' cores.
-              const u = process.cpuUsage(last);
-              last = process.cpuUsage();
-              cpu.push((u.user + u.system) / 1000);
+      for (const layout of LAYOUTS) {
+        for (const workers of [1, 2]) {
+          const reports: StepReport[] = [];
+          const cpu: number[] = [];
+          let last = process.cpuUsage();
+          const report = await trainLocal(
+            {
+              local: true,
+              workers,
+              steps: String(steps),
+              preset,
+              globalBatch: '8',
+              microBatch: '2',
+              microBatchesPerJob: String(layout.perJob),
+              workDir: work,
+              checkpointDir: mkdtempSync(join(tmpdir(), 'm3ae-bench-ckpt-')),
+              redisUrl: redis.url,
+              resume: false,
+              synthetic: false,
+              json: true,
+              metrics: false,
             },
-          },
-        );
-        paramBytes = reports[0]?.bytes.params ?? 0;
-        const row = { ...summariseSteps(reports.slice(warmup), workers), 'coordinator CPU ms': cpu.slice(warmup).reduce((a, b) => a + b, 0) / Math.max(1, cpu.length - warmup) };
-        runs.push(row);
-        rows.push({ run: `train ${preset}`, ...row });
-        notes.push(`${workers} worker(s): run ${report.runId}, ${reports.length} steps, first ${warmup} not measured, final loss ${report.finalLosses?.total.toFixed(4) ?? '-'}`);
+            {
+              quiet: true,
+              onStep: (r) => {
+                reports.push(r);
+                // CPU the coordinator's process used for this step: what it takes from the workers' cores.
+                const u = process.cpuUsage(last);
+                last = process.cpuUsage();
+                cpu.push((u.user + u.system) / 1000);
+              },
+            },
+          );
+          paramBytes = reports[0]?.bytes.params ?? 0;
+          const row = { ...summariseSteps(reports.slice(warmup), workers), 'coordinator CPU ms': cpu.slice(warmup).reduce((a, b) => a + b, 0) / Math.max(1, cpu.length - warmup) };
+          runs.set(`${layout.perJob}:${workers}`, row);
+          rows.push({ run: `train ${preset}, ${layout.label}`, ...row });
+          notes.push(`${layout.label}, ${workers} worker(s): run ${report.runId}, ${reports.length} steps, first ${warmup} not measured, final loss ${report.finalLosses?.total.toFixed(4) ?? '-'}, params sha256 ${report.paramsSha256.slice(0, 12)}…`);
+        }
       }
       const t = await measureTransport(redis.url, paramBytes, options.quick ? 3 : 8);
       rows.push({ run: `transport ${(t.bytes / 2 ** 20).toFixed(1)} MiB`, 'raw SET GB/s': t.rawPutGBs, 'raw GET GB/s': t.rawGetGBs, 'blob put GB/s': t.blobPutGBs, 'blob get GB/s': t.blobGetGBs, 'blob get+finite GB/s': t.blobGetFiniteGBs, 'bf16 put GB/s': t.bf16PutGBs, 'bf16 get GB/s': t.bf16GetGBs });
-      const one = runs[0] as BenchRow;
-      const two = runs[1] as BenchRow;
-      notes.push(`load average ${loadavg().map((x) => x.toFixed(1)).join(' ')} at the end (2 cores shared with other work: compute per job with 2 workers vs 1 shows how much of a second core the second worker got: ${((two['job compute ms'] as number) / (one['job compute ms'] as number)).toFixed(2)}×)`);
+      const fig = (perJob: number, workers: number, column: string): number => (runs.get(`${perJob}:${workers}`) as BenchRow)[column] as number;
+      const speedup = (perJob: number): number => fig(perJob, 2, 'samples/s') / fig(perJob, 1, 'samples/s');
+      notes.push(`load average ${loadavg().map((x) => x.toFixed(1)).join(' ')} at the end (2 cores shared with other work: compute per job with 2 workers vs 1 shows how much of a second core the second worker got: ${(fig(2, 2, 'job compute ms') / fig(2, 1, 'job compute ms')).toFixed(2)}×)`);
       notes.push('overhead = 1 − (jobs per worker × mean job compute) / step time: everything that is not the compute one worker cannot avoid (transport, reduction, optimizer, queueing, and on this 2-core machine the coordinator and Redis competing with the workers for the cores)');
+      notes.push('2 micro-batches per job: the worker sums them in float32 in order and sends one contribution (half the gradient bytes per sample); the jobs are the run\'s, so 1 and 2 workers end with the same parameters');
       return {
         area: 'training',
         machine: machineInfo('wasm'),
         rows,
         figures: {
           preset,
-          samples_per_second_1: one['samples/s'] as number,
-          samples_per_second_2: two['samples/s'] as number,
-          speedup: (two['samples/s'] as number) / (one['samples/s'] as number),
+          samples_per_second_1: fig(2, 1, 'samples/s'),
+          samples_per_second_2: fig(2, 2, 'samples/s'),
+          speedup: speedup(2),
+          speedup_1_micro_batch_per_job: speedup(1),
           transport_vs_raw: t.transportVsRaw,
-          overhead_fraction: two.overhead as number,
-          overhead_fraction_1_worker: one.overhead as number,
-          coordinator_cpu_ms_per_step: two['coordinator CPU ms'] as number,
+          overhead_fraction: fig(2, 2, 'overhead'),
+          overhead_fraction_1_worker: fig(2, 1, 'overhead'),
+          overhead_fraction_1_micro_batch_per_job: fig(1, 2, 'overhead'),
+          coordinator_cpu_ms_per_step: fig(2, 2, 'coordinator CPU ms'),
+          coordinator_cpu_ms_per_step_1_micro_batch_per_job: fig(1, 2, 'coordinator CPU ms'),
           param_bytes: paramBytes,
           blob_put_gbs: t.blobPutGBs,
           blob_get_gbs: t.blobGetGBs,
