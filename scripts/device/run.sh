@@ -4,7 +4,8 @@
 # Every part is time-boxed and never stops the others; results land in $OUT (run.log, parts.jsonl, one file a part).
 #   DEVICE_BUDGET  seconds for everything (default 540: a call may last 600)
 #   DEVICE_QUICK=1 tiny sizes, to try the script on a machine without a GPU (with VK_DRIVER_FILES at lavapipe)
-#   DEVICE_PARTS   default "env small train base"
+#   DEVICE_PARTS   default "env small train base" (issue 14); "env scaling wasm8" gives issue 12's 16-core figures
+#                  (a second call: the two sets do not fit one 600 s call together)
 set -u
 T0=$(date +%s)
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -52,7 +53,9 @@ export M3AE_LOG_LEVEL=warn
 log "node $("$NODE" --version); python $PY; $(nvidia-smi -L 2>/dev/null | head -1 || echo 'no nvidia-smi')"
 
 if [ "$QUICK" = 1 ]; then SMALL=(--preset tiny --batch 8); BASE=(--preset tiny --batch 16 --quick); TRAIN=(--steps 2 --global-batch 4 --micro-batch 2)
-else SMALL=(--preset small --batch 128); BASE=(--preset base --batch 32 --quick); TRAIN=(--preset small --steps 3 --global-batch 64 --micro-batch 32); fi
+  SCALING=(--quick); WASM8=(--preset tiny --steps 2 --global-batch 16 --micro-batch 2); WASM8_WORKERS="1 2"
+else SMALL=(--preset small --batch 128); BASE=(--preset base --batch 32 --quick); TRAIN=(--preset small --steps 3 --global-batch 64 --micro-batch 32)
+  SCALING=(); WASM8=(--preset small --steps 4 --global-batch 16 --micro-batch 2); WASM8_WORKERS="1 8"; fi
 
 part env "$(limit 60 400)" bash -c "nvidia-smi 2>&1 | head -20; ${M3AE[*]} doctor --backend webgpu 2>&1"
 # `small` at the issue's batch: samples/s, dispatch/device/readback, TFLOP/s, kernels per step, PyTorch fp32 on CUDA and the ratio.
@@ -60,4 +63,9 @@ part small "$(limit 200 240)" "${M3AE[@]}" bench model --backend webgpu "${SMALL
 # Whole runs on the GPU: 1 and 2 worker processes must end with the same params sha256.
 part train "$(limit 120 150)" bash -c "for w in 1 2; do M3AE_BACKEND=webgpu ${M3AE[*]} train --local --workers \$w ${TRAIN[*]} --work-dir $W/train-\$w --json --no-metrics | tail -1; done"
 part base "$(limit 300 10)" "${M3AE[@]}" bench model --backend webgpu "${BASE[@]}" --pytorch "$PY" --json "$OUT/base.json"
+# Issue 12 on 16 cores: the sharded exchange (synthetic compute; the full 365.6 M-parameter base exchange with 8
+# workers where memory allows), then `small` with real wasm workers, 1 and 8 (the issue's 8-over-1 figure; each run's
+# JSON line has samplesPerSecond and the params sha256, which must be equal).
+part scaling "$(limit 330 150)" "${M3AE[@]}" bench scaling "${SCALING[@]}" --json "$OUT/scaling.json"
+part wasm8 "$(limit 240 10)" bash -c "for w in $WASM8_WORKERS; do M3AE_BACKEND=wasm ${M3AE[*]} train --local --workers \$w ${WASM8[*]} --work-dir $W/wasm8-\$w --json --no-metrics | tail -1; done"
 log "done in $(($(date +%s) - T0))s; results in $OUT"
