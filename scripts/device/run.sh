@@ -4,8 +4,9 @@
 # Every part is time-boxed and never stops the others; results land in $OUT (run.log, parts.jsonl, one file a part).
 #   DEVICE_BUDGET  seconds for everything (default 540: a call may last 600)
 #   DEVICE_QUICK=1 tiny sizes, to try the script on a machine without a GPU (with VK_DRIVER_FILES at lavapipe)
-#   DEVICE_PARTS   default "env small train base" (issue 14); "env scaling wasm8" gives issue 12's 16-core figures
-#                  (a second call: the two sets do not fit one 600 s call together)
+#   DEVICE_PARTS   default "env small train base" (issue 14); "env scaling wasm8" gives issue 12's 16-core figures;
+#                  "env learning" issue 13's GPU recipe (needs .device/data: node scripts/device/pack-data.mjs). Each
+#                  set is its own call; a session has 15 device minutes in all, so the default set comes first.
 set -u
 T0=$(date +%s)
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -53,9 +54,9 @@ export M3AE_LOG_LEVEL=warn
 log "node $("$NODE" --version); python $PY; $(nvidia-smi -L 2>/dev/null | head -1 || echo 'no nvidia-smi')"
 
 if [ "$QUICK" = 1 ]; then SMALL=(--preset tiny --batch 8); BASE=(--preset tiny --batch 16 --quick); TRAIN=(--steps 2 --global-batch 4 --micro-batch 2)
-  SCALING=(--quick); WASM8=(--preset tiny --steps 2 --global-batch 16 --micro-batch 2); WASM8_WORKERS="1 2"
+  SCALING=(--quick); WASM8=(--preset tiny --steps 2 --global-batch 16 --micro-batch 2); WASM8_WORKERS="1 2"; LEARNING=(--quick --size "budget-s=60,out=$W/learning")
 else SMALL=(--preset small --batch 128); BASE=(--preset base --batch 32 --quick); TRAIN=(--preset small --steps 3 --global-batch 64 --micro-batch 32)
-  SCALING=(); WASM8=(--preset small --steps 4 --global-batch 16 --micro-batch 2); WASM8_WORKERS="1 8"; fi
+  SCALING=(); WASM8=(--preset small --steps 4 --global-batch 16 --micro-batch 2); WASM8_WORKERS="1 8"; LEARNING=(--size "out=$W/learning"); fi
 
 part env "$(limit 60 400)" bash -c "nvidia-smi 2>&1 | head -20; ${M3AE[*]} doctor --backend webgpu 2>&1"
 # `small` at the issue's batch: samples/s, dispatch/device/readback, TFLOP/s, kernels per step, PyTorch fp32 on CUDA and the ratio.
@@ -68,4 +69,7 @@ part base "$(limit 300 10)" "${M3AE[@]}" bench model --backend webgpu "${BASE[@]
 # JSON line has samplesPerSecond and the params sha256, which must be equal).
 part scaling "$(limit 330 150)" "${M3AE[@]}" bench scaling "${SCALING[@]}" --json "$OUT/scaling.json"
 part wasm8 "$(limit 240 10)" bash -c "for w in $WASM8_WORKERS; do M3AE_BACKEND=wasm ${M3AE[*]} train --local --workers \$w ${WASM8[*]} --work-dir $W/wasm8-\$w --json --no-metrics | tail -1; done"
+# Issue 13 on the GPU: bench learning's webgpu recipe (part b: small pre-trained on MedPix, then VQA-RAD fine-tuned
+# from it, from random initialisation and question-only, sized to its budget), on the packed data.
+part learning "$(limit 540 5)" env M3AE_SHARED_DATA="$ROOT/.device/data" "${M3AE[@]}" bench learning --backend webgpu "${LEARNING[@]}" --json "$OUT/learning.json"
 log "done in $(($(date +%s) - T0))s; results in $OUT"

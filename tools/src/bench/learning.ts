@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { readFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import {
@@ -64,6 +64,14 @@ const workspaceRoot = resolve(import.meta.dirname, '../../..');
 const SIZE_DEFAULTS = {
   /** Parts to run: a (phantom), b (real data), s (VQA-RAD from scratch), r (held-out evaluation and retrieval); s and r are not in the default. */
   parts: 'a,b',
+  /**
+   * (b) seconds for pre-training and the three fine-tunings together (0: the fixed step and epoch counts below). The
+   * bench times a few steps of each first, then sizes the pre-training steps and each fine-tuning's steps to fit
+   * (`planBudget`); the table says what it used.
+   */
+  'budget-s': 0,
+  /** Where the work (pre-training checkpoint, fine-tuned models) stays for `m3ae eval` ('': a temporary folder, removed). */
+  out: '',
   // (a) phantom corpus: `tiny` widened to 64; at these sizes the cross-modal gap appears (ITM leaves chance after
   // ~600 steps; with lr 1e-3 nothing image-related is learnt, with 5e-4 and 1,024 images the text is memorised).
   'phantom-train': 8192,
@@ -141,11 +149,70 @@ const QUICK: Partial<Record<keyof typeof SIZE_DEFAULTS, number | string>> = {
   'r-pairs': 8,
 };
 
+/**
+ * The recipe on a GPU (`--backend webgpu`; explicit `--size` keys still win): part (b) with `small` at 128 px in
+ * batches of 64, sized to a budget that fits one 9-minute device call with room for start-up and evaluation. The
+ * sizes are first guesses from the H200 probe (`small`, B = 128: 57 samples/s at 224 px); a device run replaces them.
+ */
+const GPU: Partial<Record<keyof typeof SIZE_DEFAULTS, number | string>> = {
+  parts: 'b',
+  'budget-s': 420,
+  'pretrain-px': 128,
+  'pretrain-batch': 64,
+  'pretrain-steps': 100_000,
+  micro: 64,
+  'ft-px': 128,
+  'ft-batch': 64,
+  'ft-micro': 64,
+  'ft-epochs': 20,
+  'ft-lr': 1e-4,
+  threads: 1,
+};
+
 type Sizes = BenchSizes<typeof SIZE_DEFAULTS>;
 
+/** Shares of a (b) budget: pre-training, and each of the three fine-tunings (the rest: evaluation and set-up). */
+export const BUDGET_SHARES = { pretrain: 0.45, finetune: 0.15 } as const;
+
+/** Validations of a budgeted fine-tuning: every quarter of its steps (`evalEvery`), so about five with the last. */
+export const BUDGET_VALIDATIONS = 5;
+
+/** A budgeted fine-tuning's held-out evaluation, in validations (460 held-out against 307 validation questions). */
+const HOLDOUT_PER_VALIDATION = 1.5;
+
+/** What the timing runs of a (b) budget measured, in seconds. */
+export interface BudgetTiming {
+  /** Data preparation and the timing runs. */
+  spentS: number;
+  /** A pre-training step after the first. */
+  pretrainStepS: number;
+  /** A fine-tuning step after the first. */
+  finetuneStepS: number;
+  /** One validation of the fine-tuning. */
+  validationS: number;
+  /** A fine-tuning's set-up (data, model) besides its steps and validations. */
+  finetuneSetupS: number;
+}
+
+/**
+ * Steps that fit a (b) budget from measured times: the pre-training gets its share of what the timing runs left; each
+ * fine-tuning gets its share, less its set-up, its validations and its held-out evaluation. At least one step each, at
+ * most the fixed counts.
+ */
+export function planBudget(budgetS: number, t: BudgetTiming, max: { pretrainSteps: number; finetuneSteps: number }): { pretrainSteps: number; finetuneSteps: number } {
+  for (const [k, v] of Object.entries({ budgetS, ...t })) if (!(Number.isFinite(v) && v >= 0)) throw new Error(`planBudget: ${k} = ${v}; expected a finite number >= 0`);
+  const left = Math.max(0, budgetS - t.spentS);
+  const fit = (seconds: number, stepS: number, most: number): number => Math.max(1, Math.min(most, Math.floor(Math.max(0, seconds) / Math.max(stepS, 1e-6))));
+  const finetuneOverheadS = t.finetuneSetupS + (BUDGET_VALIDATIONS + HOLDOUT_PER_VALIDATION) * t.validationS;
+  return {
+    pretrainSteps: fit(BUDGET_SHARES.pretrain * left, t.pretrainStepS, max.pretrainSteps),
+    finetuneSteps: fit(BUDGET_SHARES.finetune * left - finetuneOverheadS, t.finetuneStepS, max.finetuneSteps),
+  };
+}
+
 /** `--size a=1,b=2` (repeatable) over the defaults; unknown keys and non-numbers are errors naming them. */
-export function parseSizes(spec: string | undefined, quick: boolean): Sizes {
-  return parseSizeSpec(SIZE_DEFAULTS, spec, quick ? QUICK : undefined);
+export function parseSizes(spec: string | undefined, quick: boolean, gpu = false): Sizes {
+  return parseSizeSpec(SIZE_DEFAULTS, spec, { ...(gpu ? GPU : {}), ...(quick ? QUICK : {}) });
 }
 
 export interface PretrainRun {
@@ -153,6 +220,8 @@ export interface PretrainRun {
   /** The pre-training checkpoint (the trainer's last), for fine-tuning and `m3ae eval`. */
   checkpoint: string;
   seconds: number;
+  /** Mean seconds of a step after the first (the first compiles kernels and grows memory). */
+  stepSeconds: number;
   samples: number;
   /** Mean per-step losses over the last tenth of the steps. */
   last: { mlm: number; mim: number; itm: number; itmAccuracy: number };
@@ -220,7 +289,9 @@ export async function pretrainInProcess(o: {
   const tail = new LossWindow();
   const logEvery = Math.max(1, Math.floor(o.steps / 10));
   const f = (x: number): string => (Number.isFinite(x) ? x.toFixed(3) : '-');
+  const stepMs: number[] = [];
   const onStep = (r: StepReport): void => {
+    stepMs.push(r.durationMs);
     win.add(r);
     if (r.step >= Math.floor(o.steps * 0.9)) tail.add(r);
     if ((r.step + 1) % logEvery !== 0) return;
@@ -234,7 +305,9 @@ export async function pretrainInProcess(o: {
     const loaded = await loadCheckpoint(summary.checkpoint as string, model.manifest);
     setParamsFromFlat(model, loaded.params);
     const last = tail.mean();
-    return { model, checkpoint: summary.checkpoint as string, seconds: (performance.now() - t0) / 1000, samples: summary.steps * o.batch, last: { mlm: last.mlm, mim: last.mim, itm: last.itm, itmAccuracy: last.itmAccuracy }, evaluations };
+    const later = stepMs.length > 1 ? stepMs.slice(1) : stepMs;
+    const stepSeconds = later.reduce((a, b) => a + b, 0) / Math.max(1, later.length) / 1000;
+    return { model, checkpoint: summary.checkpoint as string, seconds: (performance.now() - t0) / 1000, stepSeconds, samples: summary.steps * o.batch, last: { mlm: last.mlm, mim: last.mim, itm: last.itm, itmAccuracy: last.itmAccuracy }, evaluations };
   } finally {
     await setup.close?.();
   }
@@ -357,17 +430,26 @@ async function medpixShards(s: Sizes, work: string, data: string, log: Log, spli
 }
 
 /** (b) step 1: a BPE vocabulary on the real text, MedPix shards, and `small` pre-trained on them. */
-async function pretrainOnMedPix(s: Sizes, work: string, data: string, log: Log, backend: string | undefined): Promise<{ run: PretrainRun; tokPath: string; vocabSize: number; pairs: number }> {
-  const { shards, tokPath, tok, pairs } = await medpixShards(s, work, data, log, 'train', s['pretrain-px']);
+type MedPixShards = Awaited<ReturnType<typeof medpixShards>>;
+
+async function pretrainOnMedPix(
+  s: Sizes,
+  medpix: MedPixShards,
+  steps: number,
+  output: string,
+  log: Log,
+  backend: string | undefined,
+): Promise<{ run: PretrainRun; vocabSize: number; pairs: number }> {
+  const { shards, tokPath, tok, pairs } = medpix;
   const overrides = { imageSize: s['pretrain-px'], maxTextLength: s['pretrain-text'], vocabSize: Math.max(tok.vocabSize, presetConfig('small').vocabSize), padTokenId: tok.special.pad };
-  log(`pre-training small (${s['pretrain-px']} px, text ${s['pretrain-text']}) on ${pairs} MedPix pairs: ${s['pretrain-steps']} steps × ${s['pretrain-batch']}`);
+  log(`pre-training small (${s['pretrain-px']} px, text ${s['pretrain-text']}) on ${pairs} MedPix pairs: ${steps} steps × ${s['pretrain-batch']}`);
   const run = await pretrainInProcess({
     preset: 'small',
     overrides,
     shards,
     tokenizer: tokPath,
-    output: join(work, 'pretrain'),
-    steps: s['pretrain-steps'],
+    output,
+    steps,
     batch: s['pretrain-batch'],
     micro: s.micro,
     learningRate: s['pretrain-lr'],
@@ -377,8 +459,11 @@ async function pretrainOnMedPix(s: Sizes, work: string, data: string, log: Log, 
     log,
   });
   run.model.dispose();
-  return { run, tokPath, vocabSize: tok.vocabSize, pairs };
+  return { run, vocabSize: tok.vocabSize, pairs };
 }
+
+/** Steps of each timing run of a (b) budget. */
+const BUDGET_TIMING_STEPS = 3;
 
 /** The VQA-RAD carve of (b) and (s): validation (selection) and held-out (reported) splits, by image. */
 const BENCH_CARVE: CarveSpec = { seed: 0, valFraction: 0.1, testFraction: 0.15 };
@@ -470,16 +555,64 @@ async function realPart(s: Sizes, work: string, log: Log, backend: string | unde
   const data = sharedDataDir(workspaceRoot);
   if (!data) throw new Error('bench learning (b) needs the real MedPix and VQA-RAD data: set M3AE_SHARED_DATA or provide ../shared/data (or --size parts=a)');
   const vqaRad = join(data, 'vqa_rad');
-  const { run, tokPath, vocabSize, pairs } = await pretrainOnMedPix(s, work, data, log, backend);
+  const t0 = performance.now();
+  const medpix = await medpixShards(s, work, data, log, 'train', s['pretrain-px']);
+  const ftSettings = { tokenizer: medpix.tokPath, imageSize: s['ft-px'], epochs: s['ft-epochs'], globalBatch: s['ft-batch'], microBatch: s['ft-micro'], learningRate: s['ft-lr'] };
+  // A budget: time a few steps of pre-training and of fine-tuning (from random initialisation: the same cost), then
+  // size both to fit.
+  let pretrainSteps = s['pretrain-steps'];
+  let budgeted: { finetuneSteps: number; timing: BudgetTiming } | undefined;
+  if (s['budget-s'] > 0) {
+    const timing = await pretrainOnMedPix(s, medpix, BUDGET_TIMING_STEPS, join(work, 'timing-pretrain'), log, backend);
+    // The fine-tuning's timing run validates (on the whole validation split) after every step: the time between two
+    // step reports, less the later step, is one validation.
+    const steps: { at: number; ms: number }[] = [];
+    const ft = await runFinetune({
+      task: 'vqa-rad',
+      data: vqaRad,
+      carve: BENCH_CARVE,
+      ...ftSettings,
+      steps: BUDGET_TIMING_STEPS,
+      evalEvery: 1,
+      init: 'random',
+      preset: 'small',
+      augment: false,
+      resume: false,
+      seed: s.seed,
+      threads: s.threads,
+      output: join(work, 'timing-finetune'),
+      vqaLoss: vqaLossSize(s),
+      onStep: (r) => steps.push({ at: performance.now(), ms: r.durationMs }),
+      ...(backend ? { backend } : {}),
+    });
+    const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+    const finetuneStepS = mean(steps.slice(1).map((x) => x.ms)) / 1000;
+    const validationS = Math.max(0, mean(steps.slice(1).map((x, i) => x.at - (steps[i] as { at: number }).at - x.ms)) / 1000);
+    const t: BudgetTiming = {
+      spentS: (performance.now() - t0) / 1000,
+      pretrainStepS: timing.run.stepSeconds,
+      finetuneStepS,
+      validationS,
+      finetuneSetupS: Math.max(0, ft.seconds - steps.reduce((a, x) => a + x.ms, 0) / 1000 - steps.length * validationS),
+    };
+    const plan = planBudget(s['budget-s'], t, { pretrainSteps: s['pretrain-steps'], finetuneSteps: Number.MAX_SAFE_INTEGER });
+    pretrainSteps = plan.pretrainSteps;
+    budgeted = { finetuneSteps: plan.finetuneSteps, timing: t };
+    log(
+      `budget ${s['budget-s']} s: ${t.spentS.toFixed(0)} s of data and timing runs; pre-training ${t.pretrainStepS.toFixed(2)} s a step; fine-tuning ${t.finetuneStepS.toFixed(2)} s a step, ${t.validationS.toFixed(1)} s a validation, ${t.finetuneSetupS.toFixed(0)} s of set-up: pre-training ${pretrainSteps} steps, each fine-tuning ${plan.finetuneSteps} steps`,
+    );
+  }
+  const { run, vocabSize, pairs } = await pretrainOnMedPix(s, medpix, pretrainSteps, join(work, 'pretrain'), log, backend);
   const results = await fineTuneVariants(
     ['pretrained', 'random', 'question-only'],
     s,
     vqaRad,
-    { checkpoint: run.checkpoint, tokenizer: tokPath, imageSize: s['ft-px'], epochs: s['ft-epochs'], globalBatch: s['ft-batch'], microBatch: s['ft-micro'], learningRate: s['ft-lr'] },
+    { checkpoint: run.checkpoint, ...ftSettings, ...(budgeted ? { steps: budgeted.finetuneSteps, evalEvery: Math.max(1, Math.ceil(budgeted.finetuneSteps / (BUDGET_VALIDATIONS - 1))) } : {}) },
     work,
     log,
     backend,
   );
+  const usedS = (performance.now() - t0) / 1000;
   const base = await answerBaselines(s, vqaRad, BENCH_CARVE);
   const [p, r, q] = [tuned(results, 'pretrained'), tuned(results, 'random'), tuned(results, 'question-only')];
   const rows: BenchRow[] = [
@@ -502,11 +635,20 @@ async function realPart(s: Sizes, work: string, log: Log, backend: string | unde
     finetune_seconds_pretrained: Math.round(p.ft.seconds),
     finetune_seconds_random: Math.round(r.ft.seconds),
     finetune_seconds_question_only: Math.round(q.ft.seconds),
+    finetune_steps: p.ft.steps,
+    budget_s: s['budget-s'],
+    used_s: Math.round(usedS),
+    ...(budgeted
+      ? { budget_timing_s: Math.round(budgeted.timing.spentS), pretrain_step_s: budgeted.timing.pretrainStepS, finetune_step_s: budgeted.timing.finetuneStepS, validation_s: budgeted.timing.validationS }
+      : {}),
   };
   const notes = [
     `(b) small at ${s['pretrain-px']} px, text ${s['pretrain-text']}, vocabulary ${vocabSize}: ${s['pretrain-steps']} steps × ${s['pretrain-batch']} = ${run.samples} MedPix samples (${(run.samples / pairs).toFixed(1)} epochs, ${run.seconds.toFixed(0)} s); last-10% losses MLM ${run.last.mlm.toFixed(3)}, MIM ${run.last.mim.toFixed(3)}, ITM ${run.last.itm.toFixed(3)} (acc ${(100 * run.last.itmAccuracy).toFixed(1)}%).`,
     `(b) fine-tuning (all three identical but for init and inputs): ${finetuneSummary(p.ft)}; selected on validation at ${selectedAt(p)} (pre-trained), ${selectedAt(r)} (random), ${selectedAt(q)} (question-only); the held-out split (${p.holdout.overall.total} questions, disjoint images) read once per model.`,
     `(b) held-out answers not in the training vocabulary: ${p.holdout.unseenAnswers} (counted wrong for every row).`,
+    s['budget-s'] > 0
+      ? `(b) time: ${usedS.toFixed(0)} s of a ${s['budget-s']} s budget (data and timing runs ${budgeted?.timing.spentS.toFixed(0)} s; pre-training ${run.seconds.toFixed(0)} s; fine-tuning with its held-out evaluation ${p.ft.seconds.toFixed(0)} / ${r.ft.seconds.toFixed(0)} / ${q.ft.seconds.toFixed(0)} s, ${p.ft.steps} steps each)`
+      : `(b) time: ${usedS.toFixed(0)} s (no budget: the fixed step and epoch counts)`,
   ];
   return { rows, figures, notes };
 }
@@ -698,11 +840,13 @@ async function retrievalPart(s: Sizes, work: string, log: Log, backend: string |
 registerBenchArea('learning', {
   description: 'does pre-training learn (phantom MLM gap, MIM vs patch mean) and help (VQA-RAD after MedPix pre-training vs random init and a question prior)?',
   async run(options: BenchOptions) {
-    const sizes = parseSizes(options.extra['size'], options.quick);
     const choice = await chooseBackend({ backend: options.backend ?? 'auto' });
+    const sizes = parseSizes(options.extra['size'], options.quick, choice.name === 'webgpu');
     const parts = sizes.parts.split(',').map((x) => x.trim());
     const log: Log = (line) => process.stderr.write(`[bench learning] ${line}\n`);
-    const work = await mkdtemp(join(tmpdir(), 'm3ae-bench-learning-'));
+    const keep = sizes.out !== '';
+    const work = keep ? resolve(sizes.out) : await mkdtemp(join(tmpdir(), 'm3ae-bench-learning-'));
+    if (keep) await mkdir(work, { recursive: true });
     const rows: BenchRow[] = [];
     const figures: Record<string, number | string | boolean> = {};
     const notes: string[] = [`sizes: ${JSON.stringify(sizes)}`];
@@ -720,8 +864,9 @@ registerBenchArea('learning', {
         Object.assign(figures, r.figures, { [`part_${name}_seconds`]: Math.round((performance.now() - t0) / 1000) });
         notes.push(...r.notes);
       }
+      if (keep) notes.push(`kept in ${work} for m3ae eval: pre-training checkpoints under pretrain/, fine-tuned models under ft-<variant>/best (and the timing runs' under timing-*)`);
     } finally {
-      await rm(work, { recursive: true, force: true });
+      if (!keep) await rm(work, { recursive: true, force: true });
     }
     return { area: 'learning', machine: machineInfo(choice.name), rows, figures, notes };
   },

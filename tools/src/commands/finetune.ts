@@ -33,6 +33,8 @@ export interface FinetuneOptions extends FinetuneRunOptions {
   /** Stops after the current step; a checkpoint is written first. */
   signal?: AbortSignal | undefined;
   log?: ((line: string) => void) | undefined;
+  /** Each step's report, as the trainer gives it (in-process runs). */
+  onStep?: ((r: StepReport) => void) | undefined;
 }
 
 export interface FinetuneResult {
@@ -67,7 +69,7 @@ export async function runFinetune(o: FinetuneOptions): Promise<FinetuneResult> {
   const setup = await taskSetup(config, { log });
   const { plan, selection } = setup;
   try {
-    const summary = await trainInProcess(config, setup, { threads: o.threads, resume: o.resume, signal: o.signal, events: { onStep: progressLog(plan.settings, log, t0) } });
+    const summary = await trainInProcess(config, setup, { threads: o.threads, resume: o.resume, signal: o.signal, events: { onStep: withStep(progressLog(plan.settings, log, t0), o.onStep) } });
     const best = selection.best;
     return {
       output: resolve(o.output),
@@ -89,6 +91,10 @@ export async function runFinetune(o: FinetuneOptions): Promise<FinetuneResult> {
   } finally {
     await setup.close?.();
   }
+}
+
+function withStep(progress: (r: StepReport) => void, onStep: ((r: StepReport) => void) | undefined): (r: StepReport) => void {
+  return onStep ? (r) => (progress(r), onStep(r)) : progress;
 }
 
 /** Progress lines within an epoch (five per epoch), between the validations the selection logs. */
