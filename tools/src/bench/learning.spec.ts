@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { BUDGET_SHARES, BUDGET_VALIDATIONS, parseSizes, planBudget, type BudgetTiming } from './learning.js';
 
-const timing: BudgetTiming = { spentS: 20, pretrainStepS: 0.5, finetuneStepS: 0.25, validationS: 2, finetuneSetupS: 10 };
+const timing: BudgetTiming = { spentS: 20, pretrainStepS: 0.5, finetuneStepS: 0.25, validationS: 2, finetuneSetupS: 10, holdoutPerValidation: 1.5 };
 const unbounded = { pretrainSteps: 100_000, finetuneSteps: 100_000 };
 
 describe('bench learning sizes and budget', () => {

@@ -99,6 +99,8 @@ const SIZE_DEFAULTS = {
   /** The VQA answer loss of every fine-tuning here (`--vqa-loss`): softmax for these small models (BENCHMARKS.md, issue 13). */
   'ft-vqa-loss': 'softmax',
   'ft-train-limit': 0,
+  /** Validate on the first n validation questions (0: all 307). */
+  'ft-val-limit': 0,
   /** Examples per forward/backward pass in fine-tuning (speed only: the gradients are exact). */
   'ft-micro': 16,
   micro: 8,
@@ -138,6 +140,7 @@ const QUICK: Partial<Record<keyof typeof SIZE_DEFAULTS, number | string>> = {
   'ft-px': 32,
   'ft-epochs': 1,
   'ft-train-limit': 64,
+  'ft-val-limit': 32,
   vocab: 1000,
   'scratch-epochs': 1,
   'scratch-px': 16,
@@ -177,9 +180,6 @@ export const BUDGET_SHARES = { pretrain: 0.45, finetune: 0.15 } as const;
 /** Validations of a budgeted fine-tuning: every quarter of its steps (`evalEvery`), so about five with the last. */
 export const BUDGET_VALIDATIONS = 5;
 
-/** A budgeted fine-tuning's held-out evaluation, in validations (460 held-out against 307 validation questions). */
-const HOLDOUT_PER_VALIDATION = 1.5;
-
 /** What the timing runs of a (b) budget measured, in seconds. */
 export interface BudgetTiming {
   /** Data preparation and the timing runs. */
@@ -192,6 +192,8 @@ export interface BudgetTiming {
   validationS: number;
   /** A fine-tuning's set-up (data, model) besides its steps and validations. */
   finetuneSetupS: number;
+  /** The held-out evaluation after each fine-tuning, in validations (held-out questions / validation questions). */
+  holdoutPerValidation: number;
 }
 
 /**
@@ -203,7 +205,7 @@ export function planBudget(budgetS: number, t: BudgetTiming, max: { pretrainStep
   for (const [k, v] of Object.entries({ budgetS, ...t })) if (!(Number.isFinite(v) && v >= 0)) throw new Error(`planBudget: ${k} = ${v}; expected a finite number >= 0`);
   const left = Math.max(0, budgetS - t.spentS);
   const fit = (seconds: number, stepS: number, most: number): number => Math.max(1, Math.min(most, Math.floor(Math.max(0, seconds) / Math.max(stepS, 1e-6))));
-  const finetuneOverheadS = t.finetuneSetupS + (BUDGET_VALIDATIONS + HOLDOUT_PER_VALIDATION) * t.validationS;
+  const finetuneOverheadS = t.finetuneSetupS + (BUDGET_VALIDATIONS + t.holdoutPerValidation) * t.validationS;
   return {
     pretrainSteps: fit(BUDGET_SHARES.pretrain * left, t.pretrainStepS, max.pretrainSteps),
     finetuneSteps: fit(BUDGET_SHARES.finetune * left - finetuneOverheadS, t.finetuneStepS, max.finetuneSteps),
@@ -499,6 +501,7 @@ async function fineTuneVariants(
     vqaLoss: vqaLossSize(s),
     seed: s.seed,
     ...(s['ft-train-limit'] > 0 ? { trainLimit: s['ft-train-limit'] } : {}),
+    ...(s['ft-val-limit'] > 0 ? { valLimit: s['ft-val-limit'] } : {}),
     threads: s.threads,
     ...own,
   };
@@ -564,7 +567,7 @@ async function realPart(s: Sizes, work: string, log: Log, backend: string | unde
   let budgeted: { finetuneSteps: number; timing: BudgetTiming } | undefined;
   if (s['budget-s'] > 0) {
     const timing = await pretrainOnMedPix(s, medpix, BUDGET_TIMING_STEPS, join(work, 'timing-pretrain'), log, backend);
-    // The fine-tuning's timing run validates (on the whole validation split) after every step: the time between two
+    // The fine-tuning's timing run validates (the validation split, or its first ft-val-limit questions) after every step: the time between two
     // step reports, less the later step, is one validation.
     const steps: { at: number; ms: number }[] = [];
     const ft = await runFinetune({
@@ -572,8 +575,12 @@ async function realPart(s: Sizes, work: string, log: Log, backend: string | unde
       data: vqaRad,
       carve: BENCH_CARVE,
       ...ftSettings,
+      // Enough epochs for the steps even where one epoch is one step.
+      epochs: BUDGET_TIMING_STEPS,
       steps: BUDGET_TIMING_STEPS,
       evalEvery: 1,
+      ...(s['ft-train-limit'] > 0 ? { trainLimit: s['ft-train-limit'] } : {}),
+      ...(s['ft-val-limit'] > 0 ? { valLimit: s['ft-val-limit'] } : {}),
       init: 'random',
       preset: 'small',
       augment: false,
@@ -581,11 +588,13 @@ async function realPart(s: Sizes, work: string, log: Log, backend: string | unde
       seed: s.seed,
       threads: s.threads,
       output: join(work, 'timing-finetune'),
+      log: (l) => log(`[timing] ${l}`),
       vqaLoss: vqaLossSize(s),
       onStep: (r) => steps.push({ at: performance.now(), ms: r.durationMs }),
       ...(backend ? { backend } : {}),
     });
     const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+    if (steps.length < 2) throw new Error(`bench learning: the fine-tuning's timing run made ${steps.length} step(s); expected ${BUDGET_TIMING_STEPS}`);
     const finetuneStepS = mean(steps.slice(1).map((x) => x.ms)) / 1000;
     const validationS = Math.max(0, mean(steps.slice(1).map((x, i) => x.at - (steps[i] as { at: number }).at - x.ms)) / 1000);
     const t: BudgetTiming = {
@@ -594,6 +603,7 @@ async function realPart(s: Sizes, work: string, log: Log, backend: string | unde
       finetuneStepS,
       validationS,
       finetuneSetupS: Math.max(0, ft.seconds - steps.reduce((a, x) => a + x.ms, 0) / 1000 - steps.length * validationS),
+      holdoutPerValidation: (await readVqaTaskSplit('vqa-rad', vqaRad, 'holdout', { skipLog: new SkipLog(), carve: BENCH_CARVE })).length / Math.max(1, ft.valExamples),
     };
     const plan = planBudget(s['budget-s'], t, { pretrainSteps: s['pretrain-steps'], finetuneSteps: Number.MAX_SAFE_INTEGER });
     pretrainSteps = plan.pretrainSteps;
@@ -643,7 +653,7 @@ async function realPart(s: Sizes, work: string, log: Log, backend: string | unde
       : {}),
   };
   const notes = [
-    `(b) small at ${s['pretrain-px']} px, text ${s['pretrain-text']}, vocabulary ${vocabSize}: ${s['pretrain-steps']} steps × ${s['pretrain-batch']} = ${run.samples} MedPix samples (${(run.samples / pairs).toFixed(1)} epochs, ${run.seconds.toFixed(0)} s); last-10% losses MLM ${run.last.mlm.toFixed(3)}, MIM ${run.last.mim.toFixed(3)}, ITM ${run.last.itm.toFixed(3)} (acc ${(100 * run.last.itmAccuracy).toFixed(1)}%).`,
+    `(b) small at ${s['pretrain-px']} px, text ${s['pretrain-text']}, vocabulary ${vocabSize}: ${run.samples / s['pretrain-batch']} steps × ${s['pretrain-batch']} = ${run.samples} MedPix samples (${(run.samples / pairs).toFixed(1)} epochs, ${run.seconds.toFixed(0)} s); last-10% losses MLM ${run.last.mlm.toFixed(3)}, MIM ${run.last.mim.toFixed(3)}, ITM ${run.last.itm.toFixed(3)} (acc ${(100 * run.last.itmAccuracy).toFixed(1)}%).`,
     `(b) fine-tuning (all three identical but for init and inputs): ${finetuneSummary(p.ft)}; selected on validation at ${selectedAt(p)} (pre-trained), ${selectedAt(r)} (random), ${selectedAt(q)} (question-only); the held-out split (${p.holdout.overall.total} questions, disjoint images) read once per model.`,
     `(b) held-out answers not in the training vocabulary: ${p.holdout.unseenAnswers} (counted wrong for every row).`,
     s['budget-s'] > 0
