@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { dropoutMask } from './kernels/device.js';
+import { deviceKernel, DROPOUT, fusedDropout, keyedMask, type MaskKeys } from './kernels/device.js';
 import { hashWords } from './random.js';
 
 /**
@@ -34,16 +34,37 @@ export class Dropout {
    * Always advances the site counter so numbering does not depend on `active`.
    */
   mask(perSample: readonly number[], canonical: readonly number[] = perSample): tf.Tensor | undefined {
-    const site = this.site++;
-    if (!this.active || !this.seeds) return undefined;
-    const keys = Int32Array.from(this.seeds, (seed) => hashWords(seed, this.pass, site));
-    const threshold = Math.round(this.rate * 16777216);
-    return tf.tidy(() => tf.reshape(dropoutMask(keys, { shape: perSample, canonical }, threshold, 1 / (1 - this.rate)), [keys.length, ...perSample]));
+    const k = this.lazyMask(perSample, canonical);
+    return k && keyedMask(k);
   }
 
-  /** x · mask for x of shape [B·rows, cols] (mask drawn as [B, rows, cols]). */
+  /** The mask of `mask` not yet made: what makes it (`keyedMask`, or a device kernel that uses its values); the same site numbering. */
+  lazyMask(perSample: readonly number[], canonical: readonly number[] = perSample): MaskKeys | undefined {
+    const site = this.site++;
+    if (!this.active || !this.seeds) return undefined;
+    return { keys: this.keys(site), shape: [...perSample], canonical: [...canonical], threshold: this.threshold, keep: 1 / (1 - this.rate) };
+  }
+
+  /**
+   * x · mask for x of shape [B·rows, cols] (mask drawn as [B, rows, cols]); the mask made inside one kernel each way
+   * where the backend has it (`fusedDropout`: the same values and products).
+   */
   apply2d(x: tf.Tensor2D, batch: number): tf.Tensor2D {
+    if (deviceKernel(DROPOUT)) {
+      const site = this.site++;
+      return this.active ? fusedDropout(x, this.keys(site), this.threshold, 1 / (1 - this.rate)) : x;
+    }
     const m = this.mask([x.shape[0] / batch, x.shape[1]]);
     return m ? tf.mul(x, tf.reshape(m, x.shape)) : x;
+  }
+
+  /** The per-sample keys of a site (call only when active). */
+  private keys(site: number): Int32Array {
+    return Int32Array.from(this.seeds ?? [], (seed) => hashWords(seed, this.pass, site));
+  }
+
+  /** Drop where a 24-bit uniform is below this. */
+  private get threshold(): number {
+    return Math.round(this.rate * 16777216);
   }
 }

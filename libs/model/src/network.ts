@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { attentionSpan, type M3AEConfig } from './config.js';
 import type { Dropout } from './dropout.js';
-import { attend, dense, linearScaled, gatherRows, gelu, layerNorm, linear, mergeHeads, quickGelu, splitHeads, type Params } from './ops.js';
+import { dense, linearScaled, gatherRows, gelu, layerNorm, linear, multiHeadAttention, quickGelu, residualAdd, type Params } from './ops.js';
 
 /**
  * The M3AE network as functions of (params, inputs), named after the official modules
@@ -21,12 +21,12 @@ const CLIP_LN_EPS = 1e-5;
 export function clipBlock(ctx: Ctx, prefix: string, x: tf.Tensor2D, tokens: number, heads: number): tf.Tensor2D {
   const { p, batch } = ctx;
   const h1 = layerNorm(p, `${prefix}.ln_1`, x, CLIP_LN_EPS);
-  const q = splitHeads(linearScaled(p, `${prefix}.attn.q_proj`, h1, (x.shape[1] / heads) ** -0.5), batch, tokens, heads);
-  const k = splitHeads(linear(p, `${prefix}.attn.k_proj`, h1), batch, tokens, heads, true);
-  const v = splitHeads(linear(p, `${prefix}.attn.v_proj`, h1), batch, tokens, heads);
-  const x1: tf.Tensor2D = tf.add(x, linear(p, `${prefix}.attn.out_proj`, mergeHeads(attend(q, k, v))));
+  const q = linearScaled(p, `${prefix}.attn.q_proj`, h1, (x.shape[1] / heads) ** -0.5);
+  const k = linear(p, `${prefix}.attn.k_proj`, h1);
+  const v = linear(p, `${prefix}.attn.v_proj`, h1);
+  const x1 = residualAdd(x, linear(p, `${prefix}.attn.out_proj`, multiHeadAttention(q, k, v, { batch, tq: tokens, tk: tokens, heads })));
   const h2 = layerNorm(p, `${prefix}.ln_2`, x1, CLIP_LN_EPS);
-  return tf.add(x1, linear(p, `${prefix}.mlp.c_proj`, quickGelu(linear(p, `${prefix}.mlp.c_fc`, h2))));
+  return residualAdd(x1, linear(p, `${prefix}.mlp.c_proj`, quickGelu(linear(p, `${prefix}.mlp.c_fc`, h2))));
 }
 
 /**
@@ -62,15 +62,15 @@ export function bertAttention(ctx: Ctx, prefix: string, x: tf.Tensor2D, tq: numb
   const heads = c.numHeads;
   const tk = kv ? kv.tokens : tq;
   const source = kv ? kv.x : x;
-  const q = splitHeads(linearScaled(p, `${prefix}.self.query`, x, (c.hiddenSize / heads) ** -0.5), batch, tq, heads);
-  const k = splitHeads(linear(p, `${prefix}.self.key`, source), batch, tk, heads, true);
-  const v = splitHeads(linear(p, `${prefix}.self.value`, source), batch, tk, heads);
+  const q = linearScaled(p, `${prefix}.self.query`, x, (c.hiddenSize / heads) ** -0.5);
+  const k = linear(p, `${prefix}.self.key`, source);
+  const v = linear(p, `${prefix}.self.value`, source);
   // Indexed in the model's longest [span, span] so the mask of a (query, key) pair does not depend on the lengths.
   const span = attentionSpan(c);
-  const probsMask = drop.mask([heads, tq, tk], [heads, span, span]);
-  const context = mergeHeads(attend(q, k, v, keyBias, probsMask));
+  const probsMask = drop.lazyMask([heads, tq, tk], [heads, span, span]);
+  const context = multiHeadAttention(q, k, v, { batch, tq, tk, heads }, keyBias, probsMask);
   const out = drop.apply2d(linear(p, `${prefix}.output.dense`, context), batch);
-  return layerNorm(p, `${prefix}.output.LayerNorm`, tf.add(out, x), eps);
+  return layerNorm(p, `${prefix}.output.LayerNorm`, residualAdd(out, x), eps);
 }
 
 /** HF BertIntermediate + BertOutput (GELU erf FFN, dropout, residual, post-LN). */
@@ -78,7 +78,7 @@ export function bertFeedForward(ctx: Ctx, prefix: string, x: tf.Tensor2D, eps: n
   const { p, batch, drop } = ctx;
   const h = gelu(linear(p, `${prefix}.intermediate.dense`, x));
   const out = drop.apply2d(linear(p, `${prefix}.output.dense`, h), batch);
-  return layerNorm(p, `${prefix}.output.LayerNorm`, tf.add(out, x), eps);
+  return layerNorm(p, `${prefix}.output.LayerNorm`, residualAdd(out, x), eps);
 }
 
 export interface TextInputs {

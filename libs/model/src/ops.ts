@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs';
 import { nativeTransposedProducts } from './backend.js';
 import { batchMatMul } from './kernels/bmm.js';
-import { ATTENTION_PROBS, deviceKernel, fusedAttentionProbs, fusedGelu, fusedLayerNorm, GELU, LAYER_NORM, scatterAddRows } from './kernels/device.js';
+import { ATTENTION, ATTENTION_PROBS, DENSE, deviceKernel, fusedAttention, fusedAttentionProbs, fusedDense, fusedGelu, fusedLayerNorm, fusedQuickGelu, fusedReshapeTranspose, fusedResidualAdd, GELU, HEADS, keyedMask, LAYER_NORM, QUICK_GELU, RESIDUAL_ADD, scatterAddRows, type MaskKeys } from './kernels/device.js';
 
 /**
  * Small functional building blocks. Activations are 2-D [rows, features] (rows = batch × tokens) except
@@ -69,6 +69,8 @@ function weightTranspose(w: tf.Tensor2D): tf.Tensor2D {
 }
 
 export function dense(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor, inputGrad = true): tf.Tensor2D {
+  // The same products in fewer kernels where the backend has them (`fusedDense`).
+  if (deviceKernel(DENSE)) return fusedDense(x, w, b, inputGrad);
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [xi, wi] = args as [tf.Tensor2D, tf.Tensor2D];
     const save = args[args.length - 1] as tf.GradSaveFunc;
@@ -109,6 +111,8 @@ export function linear(p: Params, prefix: string, x: tf.Tensor2D, bias = true): 
  * attention queries' 1/√dh.
  */
 export function linearScaled(p: Params, prefix: string, x: tf.Tensor2D, s: number): tf.Tensor2D {
+  // The scaling inside the product's kernels where the backend has them (`fusedDense`).
+  if (deviceKernel(DENSE)) return fusedDense(x, p.get(`${prefix}.weight`) as tf.Tensor2D, p.get(`${prefix}.bias`), true, s);
   return dense(x, tf.mul(p.get(`${prefix}.weight`), s) as tf.Tensor2D, tf.mul(p.get(`${prefix}.bias`), s));
 }
 
@@ -165,8 +169,15 @@ export function gelu(x: tf.Tensor2D): tf.Tensor2D {
   return op(x) as tf.Tensor2D;
 }
 
-/** CLIP's QuickGELU: x · σ(1.702 x). */
+/** a + b of one shape (a residual connection); one kernel each way where the backend has it (`fusedResidualAdd`). */
+export function residualAdd(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
+  if (deviceKernel(RESIDUAL_ADD)) return fusedResidualAdd(a, b);
+  return tf.add(a, b);
+}
+
+/** CLIP's QuickGELU: x · σ(1.702 x); the device's fused kernels where the backend has them (`fusedQuickGelu`). */
 export function quickGelu(x: tf.Tensor2D): tf.Tensor2D {
+  if (deviceKernel(QUICK_GELU)) return fusedQuickGelu(x);
   return tf.mul(x, tf.sigmoid(tf.mul(x, 1.702)));
 }
 
@@ -199,12 +210,17 @@ export function gatherRows(table: tf.Tensor2D, indices: tf.Tensor1D, gradRowMask
  */
 export function splitHeads(x: tf.Tensor2D, batch: number, tokens: number, heads: number, transposed = false): tf.Tensor4D {
   const dh = x.shape[1] / heads;
-  return tf.transpose(tf.reshape(x, [batch, tokens, heads, dh]), transposed ? [0, 2, 3, 1] : [0, 2, 1, 3]);
+  const shape: [number, number, number, number] = [batch, tokens, heads, dh];
+  const perm = transposed ? [0, 2, 3, 1] : [0, 2, 1, 3];
+  // One kernel each way where the backend has it (`fusedReshapeTranspose`).
+  if (deviceKernel(HEADS)) return fusedReshapeTranspose(x, shape, perm, perm.map((p) => shape[p] as number)) as tf.Tensor4D;
+  return tf.transpose(tf.reshape(x, shape), perm);
 }
 
 /** [B, h, T, dh] → [B·T, h·dh]. */
 export function mergeHeads(x: tf.Tensor4D): tf.Tensor2D {
   const [b, h, t, dh] = x.shape;
+  if (deviceKernel(HEADS)) return fusedReshapeTranspose(x, [b, h, t, dh], [0, 2, 1, 3], [b * t, h * dh]) as tf.Tensor2D;
   return tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [b * t, h * dh]);
 }
 
@@ -222,4 +238,16 @@ export function attend(q: tf.Tensor4D, kT: tf.Tensor4D, v: tf.Tensor4D, keyBias?
   let probs: tf.Tensor4D = tf.softmax(scores);
   if (probsMask) probs = tf.mul(probs, probsMask);
   return batchMatMul(probs, v);
+}
+
+/**
+ * Multi-head attention from [B·Tq, D] queries (already scaled by 1/√dh, see linearScaled) and [B·Tk, D] keys and
+ * values to the [B·Tq, D] context: `splitHeads`, `attend` (keyBias as there; the dropout mask of `probsMask`, a
+ * `Dropout.lazyMask`) and `mergeHeads`; one kernel each way, the mask made inside, where the backend has it
+ * (`fusedAttention`).
+ */
+export function multiHeadAttention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, dims: { batch: number; tq: number; tk: number; heads: number }, keyBias?: tf.Tensor, probsMask?: MaskKeys): tf.Tensor2D {
+  if (deviceKernel(ATTENTION)) return fusedAttention(q, k, v, dims, keyBias, probsMask);
+  const { batch, tq, tk, heads } = dims;
+  return mergeHeads(attend(splitHeads(q, batch, tq, heads), splitHeads(k, batch, tk, heads, true), splitHeads(v, batch, tk, heads), keyBias, probsMask && keyedMask(probsMask)));
 }

@@ -6,6 +6,7 @@ import { Dropout } from './dropout.js';
 import { keyBiasFromMask, mimShuffle, mimTargets, patchesForEmbedding, robertaPositionIds } from './inputs.js';
 import type { M3AEModel } from './model.js';
 import { crossEntropySum, fusion, gatherRows, itmHead, mimDecoder, mimPredict, mlmHead, pooler, textEncoder, visionEncoder, type Ctx, type TextInputs } from './network.js';
+import { flatConcat } from './kernels/device.js';
 import { paramsFromMap, withWeightTransposeCache, type Params } from './ops.js';
 
 /** Global counts N_o the summed losses are divided by (see `computeGradients`); > 0 for every enabled objective. */
@@ -301,9 +302,9 @@ export async function computeGradients(model: M3AEModel, batch: PretrainBatch, o
           for (const e of model.manifest.entries) {
             if (e.offset === null) continue;
             const v = model.param(e.name);
-            parts.push(tf.reshape(result.grads[v.name] ?? zerosOf(v.shape), [-1]));
+            parts.push(result.grads[v.name] ?? zerosOf(v.shape));
           }
-          const g = tf.concat(parts) as tf.Tensor1D;
+          const g = flatConcat(parts);
           return flat ? tf.add<tf.Tensor1D>(flat, g) : g;
         });
         flat?.dispose();
@@ -337,7 +338,7 @@ export async function computeGradients(model: M3AEModel, batch: PretrainBatch, o
 
 /** One transfer: `head` then every tensor of `tail` flattened, as float32 (the stats are small integers or sums). */
 async function readFlat(head: tf.Tensor1D, tail: readonly tf.Tensor[]): Promise<Float32Array> {
-  const all = tf.tidy(() => tf.concat([head, ...tail.map((t) => tf.reshape(t, [-1]))]));
+  const all = tf.tidy(() => flatConcat([head, ...tail]));
   try {
     return (await all.data()) as Float32Array;
   } finally {

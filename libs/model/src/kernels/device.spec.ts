@@ -4,8 +4,8 @@ import { chooseBackend } from '../backend.js';
 import { Dropout } from '../dropout.js';
 import { useLavapipe } from '../lavapipe.js';
 import { HashStream, hashWords } from '../random.js';
-import { attend, gelu, layerNormOp } from '../ops.js';
-import { DROPOUT_MASK, GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD, SCATTER_ADD_ROWS, dropoutMask, dropoutValue, scatterAddRows } from './device.js';
+import { attend, dense, gelu, layerNormOp, quickGelu, linearScaled, mergeHeads, multiHeadAttention, paramsFromMap, residualAdd, splitHeads } from '../ops.js';
+import { ATTENTION, ATTENTION_GRAD, DENSE, DENSE_GRAD, DROPOUT, DROPOUT_MASK, FLAT_CONCAT, flatConcat, RESIDUAL_ADD, GELU, GELU_GRAD, HEADS, keyedMask, LAYER_NORM, LAYER_NORM_GRAD, QUICK_GELU, QUICK_GELU_GRAD, SCATTER_ADD_ROWS, dropoutMask, dropoutValue, scatterAddRows, type MaskKeys } from './device.js';
 
 // The device kernels on the webgpu backend (Mesa's lavapipe in CI) against their portable definitions on cpu.
 const icd = useLavapipe();
@@ -86,6 +86,16 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
     expect(tf.getKernel(LAYER_NORM_GRAD, 'webgpu')).toBeDefined();
     expect(tf.getKernel(GELU, 'webgpu')).toBeDefined();
     expect(tf.getKernel(GELU_GRAD, 'webgpu')).toBeDefined();
+    expect(tf.getKernel(DENSE, 'webgpu')).toBeDefined();
+    expect(tf.getKernel(DENSE_GRAD, 'webgpu')).toBeDefined();
+    expect(tf.getKernel(HEADS, 'webgpu')).toBeDefined();
+    expect(tf.getKernel(DROPOUT, 'webgpu')).toBeDefined();
+    expect(tf.getKernel(FLAT_CONCAT, 'webgpu')).toBeDefined();
+    expect(tf.getKernel(RESIDUAL_ADD, 'webgpu')).toBeDefined();
+    expect(tf.getKernel(ATTENTION, 'webgpu')).toBeDefined();
+    expect(tf.getKernel(ATTENTION_GRAD, 'webgpu')).toBeDefined();
+    expect(tf.getKernel(QUICK_GELU, 'webgpu')).toBeDefined();
+    expect(tf.getKernel(QUICK_GELU_GRAD, 'webgpu')).toBeDefined();
   }, 120_000);
 
   it('scatterAddRows: the same bits as the cpu scatter, every run', async () => {
@@ -179,6 +189,28 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
     expect(bitDifferences(again[1] as Float32Array, gpu[1] as Float32Array)).toBe(0);
   }, 120_000);
 
+  it('fused QuickGELU: value and gradient as the composite on cpu (1e-6 / 1e-5), the same bits every run', async () => {
+    const n = 3000;
+    const x = normals(n, 91).map((v) => 4 * v); // well into both tails
+    const w = normals(n, 92);
+    const run = async (backend: string): Promise<Float32Array[]> => {
+      await chooseBackend({ backend });
+      const [xt, wt] = [tf.tensor2d(x, [30, 100]), tf.tensor2d(w, [30, 100])];
+      const y = quickGelu(xt);
+      const g = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(quickGelu(a as tf.Tensor2D), wt)))(xt);
+      const out = [(await y.data()) as Float32Array, (await g.data()) as Float32Array];
+      tf.dispose([xt, wt, y, g]);
+      return out;
+    };
+    const cpu = await run('cpu');
+    const gpu = await run('webgpu');
+    const again = await run('webgpu');
+    expect(relL2(gpu[0] as Float32Array, cpu[0] as Float32Array)).toBeLessThan(1e-6);
+    expect(relL2(gpu[1] as Float32Array, cpu[1] as Float32Array)).toBeLessThan(1e-5);
+    expect(bitDifferences(again[0] as Float32Array, gpu[0] as Float32Array)).toBe(0);
+    expect(bitDifferences(again[1] as Float32Array, gpu[1] as Float32Array)).toBe(0);
+  }, 120_000);
+
   it('fused attention probabilities (key bias, softmax, dropout mask): attention and its gradients as on cpu (1e-5)', async () => {
     const [B, h, tq, tk, dh] = [2, 3, 5, 70, 4]; // keys past one workgroup (64)
     const q = normals(B * h * tq * dh, 31);
@@ -209,5 +241,228 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
         expect(bitDifferences(again[i] as Float32Array, a), `${name} repeat`).toBe(0);
       });
     }
+  }, 120_000);
+
+  it('regrouped dense (M3aeDense, M3aeDenseGrad): as the composite on cpu (1e-5), and the same bits as tfjs\'s own kernels on webgpu', async () => {
+    // Shapes past one 32×32 tile in every dimension, a bias-less and a data-input (no dx) case, and scaled weights
+    // (linearScaled: the attention queries' 1/√dh, and a scale that is no power of two).
+    // Weights as model variables too (read where they are, not saved).
+    const cases: [number, number, number, boolean, boolean, number?, boolean?][] = [[70, 40, 33, true, true], [5, 3, 2, true, true], [70, 40, 33, false, true], [34, 48, 32, true, false], [34, 32, 32, true, true, 0.25], [70, 40, 33, true, true, 0.3], [70, 40, 33, true, true, undefined, true], [34, 32, 32, true, true, 0.3, true]];
+    for (const [m, k, n, hasBias, inputGrad, scale, variables] of cases) {
+      const x = normals(m * k, m + k);
+      const w = normals(k * n, k + n);
+      const b = normals(n, n + 1);
+      const up = normals(m * n, m + n + 2);
+      const label = `${m}×${k}·${k}×${n}, bias ${hasBias}, dx ${inputGrad}, scale ${scale ?? 'none'}, variables ${variables === true}`;
+      /** y, dx, dW (, db) through `op`. */
+      const run = async (backend: string, op: (x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor) => tf.Tensor2D): Promise<Float32Array[]> => {
+        await chooseBackend({ backend });
+        const [xt, ut] = [tf.tensor2d(x, [m, k]), tf.tensor2d(up, [m, n])];
+        const [wt, bt] = variables === true ? tf.tidy(() => [tf.variable(tf.tensor2d(w, [k, n])), tf.variable(tf.tensor1d(b))]) : [tf.tensor2d(w, [k, n]), tf.tensor1d(b)];
+        const y = hasBias ? op(xt, wt, bt) : op(xt, wt);
+        const f = (...a: tf.Tensor[]): tf.Scalar => tf.sum(tf.mul(op(a[0] as tf.Tensor2D, a[1] as tf.Tensor2D, a[2]), ut));
+        const grads = tf.grads(f)(hasBias ? [xt, wt, bt] : [xt, wt]);
+        const out = await Promise.all([y, ...grads].map(async (t) => (await t.data()) as Float32Array));
+        tf.dispose([xt, wt, bt, ut, y, ...grads]);
+        return out;
+      };
+      const ours = (a: tf.Tensor2D, ww: tf.Tensor2D, bb?: tf.Tensor): tf.Tensor2D =>
+        scale === undefined ? dense(a, ww, bb, inputGrad) : linearScaled(paramsFromMap(new Map([['l.weight', ww], ['l.bias', bb as tf.Tensor]])), 'l', a, scale);
+      // What `dense` ran on webgpu before the regrouping: tfjs's fused.matMul forward, two products and a sum back.
+      const unscaled = (a: tf.Tensor2D, ww: tf.Tensor2D, bb?: tf.Tensor): tf.Tensor2D =>
+        tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+          const [xi, wi] = args as [tf.Tensor2D, tf.Tensor2D];
+          (args[args.length - 1] as tf.GradSaveFunc)([xi, wi]);
+          return {
+            value: bb ? (tf.fused.matMul({ a: xi, b: wi, bias: args[2] as tf.Tensor }) as tf.Tensor2D) : tf.matMul(xi, wi),
+            gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+              const [xs, ws] = saved as [tf.Tensor2D, tf.Tensor2D];
+              const dx = inputGrad ? tf.matMul(dy as tf.Tensor2D, ws, false, true) : tf.zerosLike(xs);
+              const dw = tf.matMul(xs, dy as tf.Tensor2D, true, false);
+              return bb ? [dx, dw, tf.sum(dy, 0)] : [dx, dw];
+            },
+          };
+        })(...(bb ? [a, ww, bb] : [a, ww])) as tf.Tensor2D;
+      const before = (a: tf.Tensor2D, ww: tf.Tensor2D, bb?: tf.Tensor): tf.Tensor2D =>
+        scale === undefined ? unscaled(a, ww, bb) : unscaled(a, tf.mul(ww, scale) as tf.Tensor2D, tf.mul(bb as tf.Tensor, scale));
+      const cpu = await run('cpu', ours);
+      const gpu = await run('webgpu', ours);
+      const again = await run('webgpu', ours);
+      const tfjs = await run('webgpu', before);
+      expect(gpu.length).toBe(hasBias ? 4 : 3);
+      gpu.forEach((a, i) => {
+        const name = ['y', 'dx', 'dW', 'db'][i] as string;
+        if (name === 'dx' && !inputGrad) expect(a.every((v) => v === 0), `${name} of ${label}`).toBe(true);
+        else expect(relL2(a, cpu[i] as Float32Array), `${name} of ${label}`).toBeLessThan(1e-5);
+        expect(bitDifferences(again[i] as Float32Array, a), `${name} repeat, ${label}`).toBe(0);
+        expect(bitDifferences(tfjs[i] as Float32Array, a), `${name} against tfjs's kernels, ${label}`).toBe(0);
+      });
+    }
+  }, 120_000);
+
+  it('heads split and merged in one kernel (M3aeHeads): values and gradients bit-equal to cpu, and fewer kernels', async () => {
+    const [B, T, h, dh] = [2, 7, 3, 5];
+    const x = normals(B * T * h * dh, 41);
+    const up = normals(B * T * h * dh, 42);
+    const run = async (backend: string): Promise<Float32Array[]> => {
+      await chooseBackend({ backend });
+      const [xt, ut] = [tf.tensor2d(x, [B * T, h * dh]), tf.tensor2d(up, [B * T, h * dh])];
+      const q = splitHeads(xt, B, T, h);
+      const kT = splitHeads(xt, B, T, h, true);
+      const merged = mergeHeads(tf.tensor4d(x, [B, h, T, dh]));
+      // Through both ways: the keys' transposed split back through a product-free path to [B, h, T, dh].
+      const f = (a: tf.Tensor): tf.Scalar => tf.sum(tf.mul(tf.add(mergeHeads(splitHeads(a as tf.Tensor2D, B, T, h)), mergeHeads(tf.transpose(splitHeads(a as tf.Tensor2D, B, T, h, true), [0, 1, 3, 2]) as tf.Tensor4D)), ut));
+      const g = tf.grad(f)(xt);
+      const out = await Promise.all([q, kT, merged, g].map(async (t) => (await t.data()) as Float32Array));
+      expect(q.shape).toEqual([B, h, T, dh]);
+      expect(kT.shape).toEqual([B, h, dh, T]);
+      expect(merged.shape).toEqual([B * T, h * dh]);
+      tf.dispose([xt, ut, q, kT, merged, g]);
+      return out;
+    };
+    const cpu = await run('cpu');
+    const gpu = await run('webgpu');
+    ['q', 'kT', 'merged', 'dx'].forEach((name, i) => expect(bitDifferences(gpu[i] as Float32Array, cpu[i] as Float32Array), name).toBe(0));
+    // One tfjs kernel each way on webgpu (a reshape, a transpose and a saved copy otherwise).
+    await chooseBackend({ backend: 'webgpu' });
+    const xt = tf.tensor2d(x, [B * T, h * dh]);
+    const info = await tf.profile(() => {
+      const g = tf.grad((a: tf.Tensor) => tf.sum(mergeHeads(splitHeads(a as tf.Tensor2D, B, T, h))))(xt);
+      g.dispose();
+    });
+    const heads = info.kernels.filter((k) => k.name === HEADS).length;
+    const transposes = info.kernels.filter((k) => k.name === 'Transpose').length;
+    xt.dispose();
+    expect(heads).toBe(4);
+    expect(transposes).toBe(0);
+  }, 120_000);
+
+  it('dropout applied in one kernel (M3aeDropout): value and gradient bit-equal to the mask and product on cpu, and a site the same whatever the kernels', async () => {
+    const [B, rows, cols] = [3, 7, 70];
+    const x = normals(B * rows * cols, 51).map((v, i) => (i % 97 === 0 ? -v * v : v)); // negatives: x·0 is −0
+    const up = normals(B * rows * cols, 52);
+    const run = async (backend: string): Promise<Float32Array[]> => {
+      await chooseBackend({ backend });
+      const [xt, ut] = [tf.tensor2d(x, [B * rows, cols]), tf.tensor2d(up, [B * rows, cols])];
+      const apply = (a: tf.Tensor): tf.Tensor2D => {
+        const d = new Dropout(Int32Array.from([9, -3, 77]), 0.15, 2);
+        d.mask([2, 3]); // site 0 drawn as a mask, site 1 applied
+        return d.apply2d(a as tf.Tensor2D, B);
+      };
+      const y = apply(xt);
+      const g = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(apply(a), ut)))(xt);
+      const out = [(await y.data()) as Float32Array, (await g.data()) as Float32Array];
+      tf.dispose([xt, ut, y, g]);
+      return out;
+    };
+    const cpu = await run('cpu');
+    const gpu = await run('webgpu');
+    const again = await run('webgpu');
+    ['y', 'dx'].forEach((name, i) => {
+      expect(bitDifferences(gpu[i] as Float32Array, cpu[i] as Float32Array), name).toBe(0);
+      expect(bitDifferences(again[i] as Float32Array, gpu[i] as Float32Array), `${name} repeat`).toBe(0);
+    });
+    expect((cpu[0] as Float32Array).filter((v) => v === 0).length).toBeGreaterThan(0);
+  }, 120_000);
+
+  it('tensors flattened and concatenated in one kernel (M3aeFlatConcat): the same bits as on cpu, nothing left behind', async () => {
+    const shapes = [[3, 4], [5], [2, 3, 2], [], [3, 4], [1, 70]];
+    const make = (): tf.Tensor => {
+      const parts = shapes.map((s, i) => tf.tensor(normals(s.reduce((a, b) => a * b, 1), 60 + i), s));
+      const shared = parts[0] as tf.Tensor;
+      const out = flatConcat([...parts, shared]); // a tensor twice, as the shared zeros are
+      tf.dispose(parts);
+      return out;
+    };
+    const cpu = await on('cpu', make);
+    await chooseBackend({ backend: 'webgpu' });
+    const before = tf.memory().numTensors;
+    const gpu = await on('webgpu', make);
+    expect(tf.memory().numTensors).toBe(before);
+    expect(gpu.length).toBe(12 + 5 + 12 + 1 + 12 + 70 + 12);
+    expect(bitDifferences(gpu, cpu)).toBe(0);
+    const info = await tf.profile(() => make().dispose());
+    expect(info.kernels.filter((k) => k.name === 'Reshape' || k.name === 'Concat').length).toBe(0);
+  }, 120_000);
+
+  it('residual add in one kernel each way (M3aeResidualAdd): value and gradients bit-equal to cpu, no saved copies', async () => {
+    const [m, n] = [9, 70];
+    const [a, b, up] = [normals(m * n, 71), normals(m * n, 72), normals(m * n, 73)];
+    const run = async (backend: string): Promise<Float32Array[]> => {
+      await chooseBackend({ backend });
+      const [at, bt, ut] = [tf.tensor2d(a, [m, n]), tf.tensor2d(b, [m, n]), tf.tensor2d(up, [m, n])];
+      const y = residualAdd(at, bt);
+      // a reaches the loss twice (as the residual stream does): its two gradients are summed.
+      const f = (x: tf.Tensor, z: tf.Tensor): tf.Scalar => tf.sum(tf.mul(residualAdd(residualAdd(x as tf.Tensor2D, z as tf.Tensor2D), x as tf.Tensor2D), ut));
+      const grads = tf.grads(f)([at, bt]);
+      const out = await Promise.all([y, ...grads].map(async (t) => (await t.data()) as Float32Array));
+      tf.dispose([at, bt, ut, y, ...grads]);
+      return out;
+    };
+    const cpu = await run('cpu');
+    const gpu = await run('webgpu');
+    ['y', 'da', 'db'].forEach((name, i) => expect(bitDifferences(gpu[i] as Float32Array, cpu[i] as Float32Array), name).toBe(0));
+    await chooseBackend({ backend: 'webgpu' });
+    const [at, bt] = [tf.tensor2d(a, [m, n]), tf.tensor2d(b, [m, n])];
+    const before = tf.memory().numTensors;
+    const info = await tf.profile(() => tf.dispose(tf.grads((x: tf.Tensor, z: tf.Tensor) => tf.sum(residualAdd(x as tf.Tensor2D, z as tf.Tensor2D)))([at, bt])));
+    expect(tf.memory().numTensors).toBe(before);
+    tf.dispose([at, bt]);
+    expect(info.kernels.filter((k) => k.name === RESIDUAL_ADD).length).toBe(1);
+    expect(info.kernels.filter((k) => k.name === 'Add').length).toBe(0);
+  }, 120_000);
+
+  it('multi-head attention in one kernel each way (M3aeAttention, M3aeAttentionGrad): as on cpu (1e-5), the same bits as the split kernels on webgpu and every run', async () => {
+    // Cross-attention shapes (Tq ≠ Tk), keys past one workgroup (64), with and without key bias and dropout mask.
+    const [B, h, tq, tk, dh] = [2, 3, 5, 70, 4];
+    const D = h * dh;
+    const [q, k, v, w] = [normals(B * tq * D, 81), normals(B * tk * D, 82), normals(B * tk * D, 83), normals(B * tq * D, 84)];
+    const bias = Float32Array.from({ length: B * tk }, (_, i) => (i % tk > 60 + (i < tk ? 0 : 5) ? -1e9 : 0));
+    const dims = { batch: B, tq, tk, heads: h };
+    for (const withExtras of [true, false]) {
+      type Attention = (a: tf.Tensor2D, b: tf.Tensor2D, c: tf.Tensor2D, bias?: tf.Tensor, mask?: MaskKeys) => tf.Tensor2D;
+      const ours: Attention = (a, b, c, bt, mask) => multiHeadAttention(a, b, c, dims, bt, mask);
+      // What ran before: a mask tensor, split heads, M3aeAttentionProbs, merged heads.
+      const split: Attention = (a, b, c, bt, mask) => {
+        const m = mask && keyedMask(mask);
+        const out = mergeHeads(attend(splitHeads(a, B, tq, h), splitHeads(b, B, tk, h, true), splitHeads(c, B, tk, h), bt, m));
+        m?.dispose();
+        return out;
+      };
+      const run = async (backend: string, op: Attention): Promise<Float32Array[]> => {
+        await chooseBackend({ backend });
+        const [qt, kt, vt, wt] = [tf.tensor2d(q, [B * tq, D]), tf.tensor2d(k, [B * tk, D]), tf.tensor2d(v, [B * tk, D]), tf.tensor2d(w, [B * tq, D])];
+        const bt = tf.tensor4d(bias, [B, 1, 1, tk]);
+        // Indexed in a larger canonical shape, as the model's masks are ([heads, span, span]).
+        const mask = new Dropout(Int32Array.from([5, 6]), 0.1, 1).lazyMask([h, tq, tk], [h, 80, 80]);
+        const [eb, em] = withExtras ? [bt, mask] : [undefined, undefined];
+        const f = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor): tf.Scalar => tf.sum(tf.mul(op(a as tf.Tensor2D, b as tf.Tensor2D, c as tf.Tensor2D, eb, em), wt));
+        const y = op(qt, kt, vt, eb, em);
+        const grads = tf.grads(f)([qt, kt, vt]);
+        const out = await Promise.all([y, ...grads].map(async (t) => (await t.data()) as Float32Array));
+        tf.dispose([qt, kt, vt, wt, bt, y, ...grads]);
+        return out;
+      };
+      const cpu = await run('cpu', ours);
+      const gpu = await run('webgpu', ours);
+      const again = await run('webgpu', ours);
+      const before = await run('webgpu', split);
+      ['out', 'dq', 'dk', 'dv'].forEach((name, i) => {
+        const a = gpu[i] as Float32Array;
+        expect(relL2(a, cpu[i] as Float32Array), `${name}, bias and mask ${withExtras}`).toBeLessThan(1e-5);
+        expect(bitDifferences(again[i] as Float32Array, a), `${name} repeat`).toBe(0);
+        expect(bitDifferences(before[i] as Float32Array, a), `${name} against the split kernels`).toBe(0);
+      });
+    }
+    // No tensor left behind, one kernel each way.
+    await chooseBackend({ backend: 'webgpu' });
+    const [qt, kt, vt] = [tf.tensor2d(q, [B * tq, D]), tf.tensor2d(k, [B * tk, D]), tf.tensor2d(v, [B * tk, D])];
+    const tensors = tf.memory().numTensors;
+    const keys = new Dropout(Int32Array.from([5, 6]), 0.1, 1).lazyMask([h, tq, tk]);
+    const info = await tf.profile(() => tf.dispose(tf.grads((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.sum(multiHeadAttention(a as tf.Tensor2D, b as tf.Tensor2D, c as tf.Tensor2D, dims, undefined, keys)))([qt, kt, vt])));
+    expect(tf.memory().numTensors).toBe(tensors);
+    tf.dispose([qt, kt, vt]);
+    expect(info.kernels.filter((x) => x.name === ATTENTION || x.name === ATTENTION_GRAD).length).toBe(2);
+    expect(info.kernels.filter((x) => x.name === 'BatchMatMul' || x.name === HEADS || x.name === DROPOUT_MASK).length).toBe(0);
   }, 120_000);
 });

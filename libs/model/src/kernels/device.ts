@@ -15,14 +15,35 @@ import { hash32 } from '../random.js';
  *   per row) uses integer atomics, exact in any order; only rows that repeat search for their next position.
  * - `M3aeDropoutMask`: the inverted-dropout mask of `Dropout` (libs/model/src/dropout.ts) made from per-sample
  *   keys, instead of hashed element by element in JavaScript and uploaded.
+ * - `M3aeDropout`: x · mask with that mask's values made in the kernel itself, forward and backward (dy · mask):
+ *   the same multiplications as `Dropout.apply2d`'s composite, in one kernel each way instead of about 5 and 2.
  *
  * Fused — the same maths in fewer kernels (a GPU step is bound by the number of dispatches); rounding differs from
  * the portable composite in the last bits, reproducibly (fixed reduction orders, no atomics):
  * - `M3aeLayerNorm` / `M3aeLayerNormGrad`: LayerNorm in one kernel forward and five backward, instead of 9 and
  *   about 12 (`layerNormOp` in ops.ts is the portable definition).
  * - `M3aeGelu` / `M3aeGeluGrad`: GELU (erf form) in one kernel each way, instead of 5 and 7 (`gelu` in ops.ts).
+ * - `M3aeQuickGelu` / `M3aeQuickGeluGrad`: CLIP's QuickGELU x·σ(1.702x) in one kernel each way, instead of 3 and
+ *   about 8 (`quickGelu` in ops.ts; σ written as tfjs-backend-webgpu writes it).
  * - `M3aeAttentionProbs` / `M3aeAttentionProbsGrad`: attention probabilities — key bias, softmax over the keys,
  *   dropout mask — in one kernel each way, instead of 3 and about 6 (`attend` in ops.ts).
+ *
+ * Regrouped — the backend's own programs, bit for bit, called from one kernel instead of several (each tfjs kernel
+ * is a JavaScript dispatch: tape, bookkeeping, a tensor; Reshape and Identity cost that too though they move no data):
+ * - `M3aeDense` / `M3aeDenseGrad`: x·W + b as the backend's fused product on the 2-D operands (tfjs's
+ *   `fused.matMul` wraps the same kernel in three Reshapes); dx = dy·Wᵀ, dW = xᵀ·dy and db = Σ_rows dy in one
+ *   kernel instead of three (`dense` in ops.ts).
+ * - `M3aeAttention` / `M3aeAttentionGrad`: multi-head attention from the [B·T, D] queries, keys and values to the
+ *   [B·T, D] context — heads split, scores, `M3aeAttentionProbs`, weighted sum, heads merged — in one kernel each
+ *   way instead of 7 and 9 (the same device programs; the forward kernel also returns the split heads, scores and
+ *   probabilities for the gradient), and the dropout mask on the probabilities made in the row kernels from the
+ *   per-sample keys (M3aeDropoutMask's values: no mask tensor, no mask program) (`multiHeadAttention` in ops.ts).
+ * - `M3aeResidualAdd`: a + b of one shape (residual connections) by the backend's Add, its gradient dy to both
+ *   (one copy): tfjs's Add saves both inputs (two Identity kernels) and reshapes dy twice for its gradient.
+ * - `M3aeFlatConcat`: tensors flattened and concatenated (the step's gradients in manifest order) in one kernel
+ *   instead of a Reshape each and the Concat.
+ * - `M3aeHeads`: reshape → transpose → reshape in one kernel (the attention heads split and merged: `splitHeads`,
+ *   `mergeHeads` in ops.ts), its gradient the same kernel inverted: 2 kernels each way and a saved copy become 1.
  */
 export const SCATTER_ADD_ROWS = 'M3aeScatterAddRows';
 export const DROPOUT_MASK = 'M3aeDropoutMask';
@@ -30,8 +51,18 @@ export const LAYER_NORM = 'M3aeLayerNorm';
 export const LAYER_NORM_GRAD = 'M3aeLayerNormGrad';
 export const GELU = 'M3aeGelu';
 export const GELU_GRAD = 'M3aeGeluGrad';
+export const QUICK_GELU = 'M3aeQuickGelu';
+export const QUICK_GELU_GRAD = 'M3aeQuickGeluGrad';
 export const ATTENTION_PROBS = 'M3aeAttentionProbs';
 export const ATTENTION_PROBS_GRAD = 'M3aeAttentionProbsGrad';
+export const DENSE = 'M3aeDense';
+export const DENSE_GRAD = 'M3aeDenseGrad';
+export const HEADS = 'M3aeHeads';
+export const DROPOUT = 'M3aeDropout';
+export const FLAT_CONCAT = 'M3aeFlatConcat';
+export const RESIDUAL_ADD = 'M3aeResidualAdd';
+export const ATTENTION = 'M3aeAttention';
+export const ATTENTION_GRAD = 'M3aeAttentionGrad';
 
 export function deviceKernel(name: string): boolean {
   return tf.getKernel(name, tf.getBackend()) !== undefined;
@@ -74,6 +105,24 @@ function rank3(m: MaskShape): { a: [number, number, number]; c1: number; c2: num
 }
 
 /**
+ * A dropout site's mask not yet made (`Dropout.lazyMask`): per-sample keys, the shape [B, ...shape] it has and the
+ * canonical shape it is indexed in, the threshold and the kept value. `keyedMask` makes it; the device's attention
+ * kernels make its values where they use them.
+ */
+export interface MaskKeys {
+  keys: Int32Array;
+  shape: number[];
+  canonical: number[];
+  threshold: number;
+  keep: number;
+}
+
+/** The mask tensor [B, ...shape] of `k`, as `Dropout.mask` returns it. */
+export function keyedMask(k: MaskKeys): tf.Tensor {
+  return tf.tidy(() => tf.reshape(dropoutMask(k.keys, { shape: k.shape, canonical: k.canonical }, k.threshold, k.keep), [k.keys.length, ...k.shape]));
+}
+
+/**
  * A float32 mask [keys.length, size of `m.shape`] of values 0 or `keep` (`dropoutValue` of every sample's key at the
  * canonical index of every element), made on the device when the backend has the kernel.
  */
@@ -99,17 +148,31 @@ export function dropoutMask(keys: Int32Array, m: MaskShape, threshold: number, k
 }
 
 /**
+ * Saves `tensors` and `param` for a customGrad's gradient, except a parameter that is a model variable: that one is
+ * read where it is (each save is an Identity kernel; a variable outlives the backward pass, and nothing assigns it
+ * between a forward pass and its gradient). Returns what turns the saved list back into [...tensors, param].
+ */
+function saveUnlessVariable(save: tf.GradSaveFunc, tensors: tf.Tensor[], param: tf.Tensor): (saved: tf.Tensor[]) => tf.Tensor[] {
+  if (param instanceof tf.Variable) {
+    save(tensors);
+    return (saved) => [...saved, param];
+  }
+  save([...tensors, param]);
+  return (saved) => saved;
+}
+
+/**
  * LayerNorm over the last axis through the device's fused kernels (call only where `deviceKernel(LAYER_NORM)`):
  * y = (x − μ)·r·γ + β with r = 1/√(var + eps); the gradient recomputes μ and r from x, as the forward did.
  */
 export function fusedLayerNorm(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor2D {
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [xi, gi, bi] = args as [tf.Tensor2D, tf.Tensor1D, tf.Tensor1D];
-    (args[3] as tf.GradSaveFunc)([xi, gi]);
+    const keep = saveUnlessVariable(args[3] as tf.GradSaveFunc, [xi], gi);
     return {
       value: tf.engine().runKernel(LAYER_NORM, { x: xi, gamma: gi, beta: bi }, { eps }) as tf.Tensor2D,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [xs, gs] = saved as [tf.Tensor2D, tf.Tensor1D];
+        const [xs, gs] = keep(saved) as [tf.Tensor2D, tf.Tensor1D];
         return tf.engine().runKernel(LAYER_NORM_GRAD, { dy, x: xs, gamma: gs }, { eps }) as tf.Tensor[];
       },
     };
@@ -125,6 +188,19 @@ export function fusedGelu(x: tf.Tensor2D): tf.Tensor2D {
     return {
       value: tf.engine().runKernel(GELU, { x: xi }, {}) as tf.Tensor2D,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.engine().runKernel(GELU_GRAD, { dy, x: saved[0] as tf.Tensor }, {}) as tf.Tensor,
+    };
+  });
+  return op(x) as tf.Tensor2D;
+}
+
+/** QuickGELU through the device's fused kernels (call only where `deviceKernel(QUICK_GELU)`): x·σ(1.702x) and its gradient. */
+export function fusedQuickGelu(x: tf.Tensor2D): tf.Tensor2D {
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const xi = args[0] as tf.Tensor2D;
+    (args[1] as tf.GradSaveFunc)([xi]);
+    return {
+      value: tf.engine().runKernel(QUICK_GELU, { x: xi }, {}) as tf.Tensor2D,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.engine().runKernel(QUICK_GELU_GRAD, { dy, x: saved[0] as tf.Tensor }, {}) as tf.Tensor,
     };
   });
   return op(x) as tf.Tensor2D;
@@ -153,6 +229,140 @@ export function fusedAttentionProbs(scores: tf.Tensor4D, keyBias?: tf.Tensor, ma
     };
   });
   return op(scores) as tf.Tensor4D;
+}
+
+/**
+ * x·W (+ b) for x [M, K], W [K, N] through the device's regrouped kernels (call only where `deviceKernel(DENSE)`):
+ * the same products and sum as `dense` in ops.ts on that backend, in fewer kernels. `inputGrad` false: dx is zeros
+ * (inputs that are data). `scale`: x·(s·W) + s·b as `linearScaled` in ops.ts (the scaled weights made inside the
+ * kernel, and again for dx; dW and db scaled there too), instead of two multiplications each way outside it.
+ */
+export function fusedDense(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor | undefined, inputGrad: boolean, scale?: number): tf.Tensor2D {
+  const hasBias = b !== undefined;
+  const scaled: tf.NamedAttrMap = scale === undefined ? {} : { scale };
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [xi, wi] = args as [tf.Tensor2D, tf.Tensor2D];
+    const keep = saveUnlessVariable(args[args.length - 1] as tf.GradSaveFunc, [xi], wi);
+    const inputs: tf.NamedTensorMap = { x: xi, w: wi };
+    if (hasBias) inputs['bias'] = args[2] as tf.Tensor;
+    return {
+      value: tf.engine().runKernel(DENSE, inputs, scaled) as tf.Tensor2D,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [xs, ws] = keep(saved) as [tf.Tensor2D, tf.Tensor2D];
+        const out = tf.engine().runKernel(DENSE_GRAD, { dy, x: xs, w: ws }, { inputGrad, hasBias, ...scaled }) as tf.Tensor[];
+        return inputGrad ? out : [tf.zerosLike(xs), ...out];
+      },
+    };
+  });
+  return (hasBias ? op(x, w, b) : op(x, w)) as tf.Tensor2D;
+}
+
+/**
+ * x · mask for x [B·rows, cols] (per-sample blocks of `per` = rows·cols elements), the mask being `dropoutMask`'s of
+ * shape [rows, cols] for `keys` [B], made inside the device's kernel each way (call only where `deviceKernel(DROPOUT)`).
+ */
+export function fusedDropout(x: tf.Tensor2D, keys: Int32Array, threshold: number, keep: number): tf.Tensor2D {
+  const attrs = { per: x.size / keys.length, threshold, keep };
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
+    value: tf.tidy(() => tf.engine().runKernel(DROPOUT, { x: args[0] as tf.Tensor, keys: tf.tensor1d(keys, 'int32') }, attrs) as tf.Tensor2D),
+    gradFunc: (dy: tf.Tensor) => tf.tidy(() => tf.engine().runKernel(DROPOUT, { x: dy, keys: tf.tensor1d(keys, 'int32') }, attrs) as tf.Tensor),
+  }));
+  return op(x) as tf.Tensor2D;
+}
+
+/**
+ * Every tensor flattened, concatenated in order: [Σ sizes]. One kernel where the backend has it (`FLAT_CONCAT`), else a
+ * Reshape each and a Concat. No gradient (it collects gradients).
+ */
+export function flatConcat(tensors: readonly tf.Tensor[]): tf.Tensor1D {
+  if (deviceKernel(FLAT_CONCAT)) return tf.engine().runKernel(FLAT_CONCAT, [...tensors] as unknown as tf.NamedTensorMap, {}) as tf.Tensor1D;
+  return tf.concat(tensors.map((t) => tf.reshape(t, [-1]))) as tf.Tensor1D;
+}
+
+export interface HeadsShape {
+  batch: number;
+  /** Query and key tokens. */
+  tq: number;
+  tk: number;
+  heads: number;
+}
+
+/**
+ * Multi-head attention through the device's kernels (call only where `deviceKernel(ATTENTION)`): q [B·Tq, D] (already
+ * scaled), k and v [B·Tk, D], keyBias [B,1,1,Tk], probsMask [B,h,Tq,Tk] → context [B·Tq, D]; the same programs as
+ * `splitHeads`, `attend` and `mergeHeads` on that backend.
+ */
+export function fusedAttention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, dims: HeadsShape, keyBias?: tf.Tensor, mask?: MaskKeys): tf.Tensor2D {
+  const attrs: tf.NamedAttrMap = { ...dims, hasBias: keyBias !== undefined, hasMask: mask !== undefined };
+  if (mask) {
+    // The mask's values are made in the kernels from the keys (as M3aeDropoutMask would make them): no mask tensor.
+    const { a, c1, c2 } = rank3({ shape: mask.shape, canonical: mask.canonical });
+    if (a.join() !== [dims.heads, dims.tq, dims.tk].join() || mask.keys.length !== dims.batch) {
+      throw new Error(`attention: a dropout mask of [${mask.keys.length}, ${mask.shape.join(', ')}]; expected [${dims.batch}, ${dims.heads}, ${dims.tq}, ${dims.tk}]`);
+    }
+    Object.assign(attrs, { c1, c2, threshold: mask.threshold, keep: mask.keep });
+  }
+  const named = ([qi, ki, vi, ...rest]: tf.Tensor[]): tf.NamedTensorMap => {
+    const m: tf.NamedTensorMap = { q: qi as tf.Tensor, k: ki as tf.Tensor, v: vi as tf.Tensor };
+    if (keyBias) m['bias'] = rest.shift() as tf.Tensor;
+    if (mask) m['keys'] = tf.tensor1d(mask.keys, 'int32');
+    return m;
+  };
+  // The forward kernel also returns the split heads, the scores and the probabilities, which the gradient uses (saved
+  // instead of recomputed: the same device programs as the split kernels ran). The bias is data, not an input: it
+  // goes through save() only to outlive the forward pass's tidy.
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const inputs = named([args[0], args[1], args[2], ...(keyBias ? [keyBias] : [])] as tf.Tensor[]);
+    const [context, ...inner] = tf.engine().runKernel(ATTENTION, inputs, attrs) as tf.Tensor[];
+    inputs['keys']?.dispose();
+    (args[3] as tf.GradSaveFunc)([...inner, ...(keyBias ? [keyBias] : [])]);
+    return {
+      value: context as tf.Tensor2D,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+        tf.tidy(() => {
+          const [q4, kT4, v4, scores, probs, bias] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor?];
+          const g: tf.NamedTensorMap = { dy, q4, kT4, v4, scores, probs };
+          if (bias) g['bias'] = bias;
+          if (mask) g['keys'] = tf.tensor1d(mask.keys, 'int32');
+          return tf.engine().runKernel(ATTENTION_GRAD, g, attrs) as tf.Tensor[];
+        }),
+    };
+  });
+  return op(q, k, v) as tf.Tensor2D;
+}
+
+/** a + b for a and b of one shape through the device's kernel (call only where `deviceKernel(RESIDUAL_ADD)`). */
+export function fusedResidualAdd<T extends tf.Tensor>(a: T, b: T): T {
+  if (a.shape.join() !== b.shape.join()) throw new Error(`residual add: shapes [${a.shape.join(', ')}] and [${b.shape.join(', ')}] differ`);
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
+    value: tf.engine().runKernel(RESIDUAL_ADD, { a: args[0] as tf.Tensor, b: args[1] as tf.Tensor }, {}) as tf.Tensor,
+    // Two tensors: the gradients of two inputs are accumulated (and disposed) separately.
+    gradFunc: (dy: tf.Tensor) => [dy, tf.clone(dy)],
+  }));
+  return op(a, b) as T;
+}
+
+/** Inverse of a permutation. */
+function inversePerm(perm: readonly number[]): number[] {
+  const inv = new Array<number>(perm.length);
+  perm.forEach((p, i) => (inv[p] = i));
+  return inv;
+}
+
+/**
+ * reshape(transpose(reshape(x, shape), perm), outShape) through the device's one kernel (call only where
+ * `deviceKernel(HEADS)`); the gradient is the same kernel inverted.
+ */
+export function fusedReshapeTranspose(x: tf.Tensor, shape: number[], perm: number[], outShape: number[]): tf.Tensor {
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const xi = args[0] as tf.Tensor;
+    return {
+      value: tf.engine().runKernel(HEADS, { x: xi }, { shape, perm, outShape }) as tf.Tensor,
+      gradFunc: (dy: tf.Tensor) =>
+        tf.engine().runKernel(HEADS, { x: dy }, { shape: perm.map((p) => shape[p] as number), perm: inversePerm(perm), outShape: [...xi.shape] }) as tf.Tensor,
+    };
+  });
+  return op(x);
 }
 
 // ---- WebGPU definitions (tfjs-backend-webgpu's program interface; registered once, used only on that backend) ----
@@ -191,7 +401,7 @@ function flatProgram(outputShape: number[], shaderKey: string, variableNames: st
 
 /** Rows handled by one workgroup each (2-D grid past WebGPU's 65,535 per dimension); `row` clamped, `live` false beyond. */
 const ROW = 64;
-function rowProgram(rows: number, outputShape: number[], shaderKey: string, variableNames: string[], uniforms: string, body: string): WebGPUProgram {
+function rowProgram(rows: number, outputShape: number[], shaderKey: string, variableNames: string[], uniforms: string, body: string, helpers = ''): WebGPUProgram {
   // Over the workgroup in a fixed tree (every invocation must call it: it holds barriers).
   const reduce = (name: string, combine: string): string => `
       fn ${name}(v : f32, lid : u32) -> f32 {
@@ -217,6 +427,7 @@ function rowProgram(rows: number, outputShape: number[], shaderKey: string, vari
       var<workgroup> red : array<f32, ${ROW}>;
       ${reduce('rowSum', 'a + b')}
       ${reduce('rowMax', 'max(a, b)')}
+      ${helpers}
       fn main(index : i32) {
         let lid = localId.x;
         let rowId = i32(workgroupId.y * numWorkgroups.x + workgroupId.x);
@@ -248,6 +459,16 @@ const NORMAL_CDF = `
         let erf = sign(z) * (1.0 - (((((${tf.backend_util.ERF_A5} * t + ${tf.backend_util.ERF_A4}) * t) + ${tf.backend_util.ERF_A3}) * t + ${tf.backend_util.ERF_A2}) * t + ${tf.backend_util.ERF_A1}) * t * exp(-za * za));
         let cdf = 0.5 * erf + 0.5;`;
 
+/** WGSL: `dropoutValue(keys[b], i, threshold, keep)` as "m" (u32 arithmetic wraps as Math.imul does). */
+const DROPOUT_VALUE = `
+          var x = bitcast<u32>(keys[b]) ^ (u32(i) * 0x9e3779b9u);
+          x = x ^ (x >> 16u);
+          x = x * 0x7feb352du;
+          x = x ^ (x >> 15u);
+          x = x * 0x846ca68bu;
+          x = x ^ (x >> 16u);
+          let m = select(uniforms.keep, 0.0, (x >> 8u) < u32(uniforms.threshold));`;
+
 type Uniforms = Parameters<WebGPUBackend['runWebGPUProgram']>[3];
 type Run = (program: WebGPUProgram, inputs: tf.TensorInfo[], dtype: tf.DataType, uniforms: Uniforms, output?: tf.TensorInfo) => tf.TensorInfo;
 
@@ -258,6 +479,33 @@ function runner(backend: object): Run {
 
 function lnUniforms(rows: number, d: number, eps: number): Uniforms {
   return [{ type: 'int32', data: [rows] }, { type: 'int32', data: [d] }, { type: 'float32', data: [eps] }];
+}
+
+/** A kernel of the backend's own, called from inside one of ours (no tfjs dispatch of its own). */
+function backendKernel(name: string, backend: object, inputs: Record<string, tf.TensorInfo | undefined>, attrs: Record<string, unknown>): tf.TensorInfo {
+  const k = tf.getKernel(name, 'webgpu');
+  if (!k) throw new Error(`the webgpu backend has no ${name} kernel`);
+  return k.kernelFunc({ inputs: inputs as tf.NamedTensorInfoMap, backend: backend as tf.KernelBackend, attrs: attrs as tf.NamedAttrMap }) as tf.TensorInfo;
+}
+
+/**
+ * Multiplication by a scalar with the backend's own Multiply (what `tf.mul(t, s)` runs); `apply(t)` leaves t alone
+ * without a scale, `apply(t, true)` also frees t. `dispose` frees the scalar and the products of apply(t, false).
+ */
+function scaler(backend: object, scale: number | undefined): { apply(t: tf.TensorInfo, consume?: boolean): tf.TensorInfo; dispose(): void } {
+  if (scale === undefined) return { apply: (t) => t, dispose: () => undefined };
+  const b = backend as WebGPUBackend;
+  const s = b.makeTensorInfo([], 'float32', Float32Array.of(scale));
+  const made: tf.TensorInfo[] = [s];
+  return {
+    apply(t, consume = false) {
+      const r = backendKernel(tf.Multiply, backend, { a: t, b: s }, {});
+      if (consume) b.disposeData(t.dataId);
+      else made.push(r);
+      return r;
+    },
+    dispose: () => made.forEach((t) => b.disposeData(t.dataId)),
+  };
 }
 
 let registered = false;
@@ -423,6 +671,73 @@ export function registerWebGpuKernels(): void {
     },
   });
   tf.registerKernel({
+    kernelName: DENSE,
+    backendName: 'webgpu',
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const { x, w, bias } = inputs as { x: tf.TensorInfo; w: tf.TensorInfo; bias?: tf.TensorInfo };
+      const scaling = scaler(backend, (attrs as { scale?: number }).scale);
+      const [ws, bs] = [scaling.apply(w), bias && scaling.apply(bias)];
+      // The attributes tfjs's fused.matMul passes; on 2-D operands the backend runs the same program it runs on
+      // that op's [1, M, K] and [1, K, N] reshapes, and returns [M, N].
+      const out = bs
+        ? backendKernel(tf._FusedMatMul, backend, { a: x, b: ws, bias: bs }, { transposeA: false, transposeB: false, activation: 'linear', leakyreluAlpha: 0.2 })
+        : backendKernel(tf.BatchMatMul, backend, { a: x, b: ws }, { transposeA: false, transposeB: false });
+      scaling.dispose();
+      return out;
+    },
+  });
+  tf.registerKernel({
+    kernelName: DENSE_GRAD,
+    backendName: 'webgpu',
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const { dy, x, w } = inputs as { dy: tf.TensorInfo; x: tf.TensorInfo; w: tf.TensorInfo };
+      const { inputGrad, hasBias, scale } = attrs as { inputGrad: boolean; hasBias: boolean; scale?: number };
+      const scaling = scaler(backend, scale);
+      // With a scale: dx = dy·(s·W)ᵀ, dW = s·(xᵀ·dy), db = s·Σ_rows dy, as tfjs's Multiply gradient gives them.
+      const out: tf.TensorInfo[] = [];
+      if (inputGrad) out.push(backendKernel(tf.BatchMatMul, backend, { a: dy, b: scaling.apply(w) }, { transposeA: false, transposeB: true }));
+      out.push(scaling.apply(backendKernel(tf.BatchMatMul, backend, { a: x, b: dy }, { transposeA: true, transposeB: false }), true));
+      if (hasBias) out.push(scaling.apply(backendKernel(tf.Sum, backend, { x: dy }, { axis: 0, keepDims: false }), true));
+      scaling.dispose();
+      return out;
+    },
+  });
+  tf.registerKernel({
+    kernelName: RESIDUAL_ADD,
+    backendName: 'webgpu',
+    kernelFunc: ({ inputs, backend }) => backendKernel(tf.Add, backend, inputs as Record<string, tf.TensorInfo>, {}),
+  });
+  tf.registerKernel({
+    kernelName: FLAT_CONCAT,
+    backendName: 'webgpu',
+    kernelFunc: ({ inputs, backend }) => {
+      const b = backend as WebGPUBackend;
+      // The inputs come as an array, as tf.concat's do; flattened by the backend's Reshape (a shared reference each).
+      const flat = (inputs as unknown as tf.TensorInfo[]).map((x) => backendKernel(tf.Reshape, backend, { x }, { shape: [-1] }));
+      const out = backendKernel(tf.Concat, backend, flat as unknown as Record<string, tf.TensorInfo>, { axis: 0 });
+      flat.forEach((t) => b.disposeData(t.dataId));
+      return out;
+    },
+  });
+  const heads = (backend: object, x: tf.TensorInfo, shape: number[], perm: number[], outShape: number[]): tf.TensorInfo => {
+    const b = backend as WebGPUBackend;
+    // Reshapes share the data (a reference each, given back by disposeData); the transpose is the backend's.
+    const shaped = backendKernel(tf.Reshape, backend, { x }, { shape });
+    const moved = backendKernel(tf.Transpose, backend, { x: shaped }, { perm });
+    b.disposeData(shaped.dataId);
+    const out = backendKernel(tf.Reshape, backend, { x: moved }, { shape: outShape });
+    b.disposeData(moved.dataId);
+    return out;
+  };
+  tf.registerKernel({
+    kernelName: HEADS,
+    backendName: 'webgpu',
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const { shape, perm, outShape } = attrs as { shape: number[]; perm: number[]; outShape: number[] };
+      return heads(backend, (inputs as { x: tf.TensorInfo }).x, shape, perm, outShape);
+    },
+  });
+  tf.registerKernel({
     kernelName: GELU,
     backendName: 'webgpu',
     kernelFunc: ({ inputs, backend }) => {
@@ -440,11 +755,38 @@ export function registerWebGpuKernels(): void {
           result[index] = dy[index] * (cdf + a * exp(-0.5 * a * a) * ${1 / Math.sqrt(2 * Math.PI)});`), [dy, x], 'float32', []);
     },
   });
-  const probsProgram = (shape: number[], grad: boolean, hasBias: boolean, hasMask: boolean): WebGPUProgram => {
+  // σ(1.702·a) as "s", as tfjs-backend-webgpu's Sigmoid computes it from tf.mul(x, 1.702).
+  const quickSigmoid = 'let a = x[index]; let s = 1.0 / (1.0 + exp(-1.0 * (a * 1.702)));';
+  tf.registerKernel({
+    kernelName: QUICK_GELU,
+    backendName: 'webgpu',
+    kernelFunc: ({ inputs, backend }) => {
+      const { x } = inputs as { x: tf.TensorInfo };
+      return runner(backend)(flatProgram([...x.shape], 'm3ae_quick_gelu', ['x'], '', `${quickSigmoid}
+          result[index] = a * s;`), [x], 'float32', []);
+    },
+  });
+  tf.registerKernel({
+    kernelName: QUICK_GELU_GRAD,
+    backendName: 'webgpu',
+    kernelFunc: ({ inputs, backend }) => {
+      const { dy, x } = inputs as { dy: tf.TensorInfo; x: tf.TensorInfo };
+      // d(a·s) = dy·s + dy·a·s·(1 − s)·1.702.
+      return runner(backend)(flatProgram([...x.shape], 'm3ae_quick_gelu_grad', ['dy', 'x'], '', `${quickSigmoid}
+          let g = dy[index];
+          result[index] = g * s + g * a * (s * (1.0 - s)) * 1.702;`), [dy, x], 'float32', []);
+    },
+  });
+  /**
+   * mask: none, a mask tensor, or `keyed`: made from per-sample keys at the canonical index (head·c1 + query)·c2 + key,
+   * as M3aeDropoutMask makes it.
+   */
+  const probsProgram = (shape: number[], grad: boolean, hasBias: boolean, mask: 'none' | 'tensor' | 'keyed'): WebGPUProgram => {
     const rows = shape.slice(0, -1).reduce((a, b) => a * b, 1);
     const v = hasBias ? 'scores[base + c] + bias[sample * uniforms.d + c]' : 'scores[base + c]';
-    const m = (e: string): string => (hasMask ? `${e} * mask[base + c]` : e);
-    const names = [...(grad ? ['dy'] : []), 'scores', ...(hasBias ? ['bias'] : []), ...(hasMask ? ['mask'] : [])];
+    const m = (e: string): string => (mask === 'tensor' ? `${e} * mask[base + c]` : mask === 'keyed' ? `${e} * dropMask(sample, mrow + c)` : e);
+    const names = [...(grad ? ['dy'] : []), 'scores', ...(hasBias ? ['bias'] : []), ...(mask === 'tensor' ? ['mask'] : mask === 'keyed' ? ['keys'] : [])];
+    const keyed = mask === 'keyed';
     const tail = grad
       ? `var dot = 0.0;
           for (var c = i32(lid); c < uniforms.d; c = c + ${ROW}) { dot = dot + exp(${v} - mx) / total * ${m('dy[base + c]')}; }
@@ -455,31 +797,130 @@ export function registerWebGpuKernels(): void {
       : `if (live) {
             for (var c = i32(lid); c < uniforms.d; c = c + ${ROW}) { result[base + c] = ${m(`exp(${v} - mx) / total`)}; }
           }`;
-    return rowProgram(rows, shape, `m3ae_attn_probs_${grad}_${hasBias}_${hasMask}`, names, 'rows : i32, d : i32, perSample : i32,', `
+    return rowProgram(
+      rows,
+      shape,
+      `m3ae_attn_probs_${grad}_${hasBias}_${mask}`,
+      names,
+      `rows : i32, d : i32, perSample : i32,${keyed ? ' tq : i32, c1 : i32, c2 : i32, threshold : i32, keep : f32,' : ''}`,
+      `
           let sample = row / uniforms.perSample;
+          ${keyed ? `let within = row - sample * uniforms.perSample;
+          let head = within / uniforms.tq;
+          let mrow = (head * uniforms.c1 + within - head * uniforms.tq) * uniforms.c2;` : ''}
           var mv = -uniforms.INFINITY;
           for (var c = i32(lid); c < uniforms.d; c = c + ${ROW}) { mv = max(mv, ${v}); }
           let mx = rowMax(mv, lid);
           var sv = 0.0;
           for (var c = i32(lid); c < uniforms.d; c = c + ${ROW}) { sv = sv + exp(${v} - mx); }
           let total = rowSum(sv, lid);
-          ${tail}`);
+          ${tail}`,
+      keyed ? `fn dropMask(b : i32, i : i32) -> f32 {${DROPOUT_VALUE}
+          return m;
+        }` : '',
+    );
   };
   const probsKernel = (grad: boolean): tf.KernelFunc => ({ inputs, backend, attrs }) => {
     const { hasBias, hasMask } = attrs as { hasBias: boolean; hasMask: boolean };
     const named = inputs as Record<string, tf.TensorInfo>;
     const scores = named['scores'] as tf.TensorInfo;
     const [, h = 1, tq = 1, tk = 1] = scores.shape;
-    const list = [...(grad ? ['dy'] : []), 'scores', ...(hasBias ? ['bias'] : []), ...(hasMask ? ['mask'] : [])].map((n) => named[n] as tf.TensorInfo);
+    const mask = !hasMask ? 'none' : named['keys'] ? 'keyed' : 'tensor';
+    const list = [...(grad ? ['dy'] : []), 'scores', ...(hasBias ? ['bias'] : []), ...(mask === 'tensor' ? ['mask'] : mask === 'keyed' ? ['keys'] : [])].map((n) => named[n] as tf.TensorInfo);
     const rows = scores.shape.slice(0, -1).reduce((a, b) => a * b, 1);
-    return runner(backend)(probsProgram([...scores.shape], grad, hasBias, hasMask), list, 'float32', [
+    const uniforms: Uniforms = [
       { type: 'int32', data: [rows] },
       { type: 'int32', data: [tk] },
       { type: 'int32', data: [h * tq] },
-    ]);
+    ];
+    if (mask === 'keyed') {
+      const { c1, c2, threshold, keep } = attrs as { c1: number; c2: number; threshold: number; keep: number };
+      uniforms.push(...[tq, c1, c2, threshold].map((x) => ({ type: 'int32', data: [x] })), { type: 'float32', data: [keep] });
+    }
+    return runner(backend)(probsProgram([...scores.shape], grad, hasBias, mask), list, 'float32', uniforms);
   };
   tf.registerKernel({ kernelName: ATTENTION_PROBS, backendName: 'webgpu', kernelFunc: probsKernel(false) });
   tf.registerKernel({ kernelName: ATTENTION_PROBS_GRAD, backendName: 'webgpu', kernelFunc: probsKernel(true) });
+  /**
+   * What `splitHeads` (q, kᵀ, v), `batchMatMul` and `fusedAttentionProbs` run, from the inputs of M3aeAttention:
+   * [q4, kT4, v4, scores, probs].
+   */
+  const attentionForward = (inputs: Record<string, tf.TensorInfo>, backend: object, a: HeadsShape & { hasBias: boolean; hasMask: boolean }): tf.TensorInfo[] => {
+    const { batch, tq, tk, heads: h } = a;
+    const d = (inputs['q'] as tf.TensorInfo).shape[1] as number;
+    const dh = d / h;
+    const q4 = heads(backend, inputs['q'] as tf.TensorInfo, [batch, tq, h, dh], [0, 2, 1, 3], [batch, h, tq, dh]);
+    const kT4 = heads(backend, inputs['k'] as tf.TensorInfo, [batch, tk, h, dh], [0, 2, 3, 1], [batch, h, dh, tk]);
+    const v4 = heads(backend, inputs['v'] as tf.TensorInfo, [batch, tk, h, dh], [0, 2, 1, 3], [batch, h, tk, dh]);
+    const scores = backendKernel(tf.BatchMatMul, backend, { a: q4, b: kT4 }, { transposeA: false, transposeB: false });
+    const probsInputs: Record<string, tf.TensorInfo> = { scores };
+    if (a.hasBias) probsInputs['bias'] = inputs['bias'] as tf.TensorInfo;
+    if (a.hasMask) probsInputs['keys'] = inputs['keys'] as tf.TensorInfo;
+    const probs = probsKernel(false)({ inputs: probsInputs as tf.NamedTensorInfoMap, backend: backend as tf.KernelBackend, attrs: a as unknown as tf.NamedAttrMap }) as tf.TensorInfo;
+    return [q4, kT4, v4, scores, probs];
+  };
+  const free = (backend: object, list: tf.TensorInfo[]): void => list.forEach((t) => (backend as WebGPUBackend).disposeData(t.dataId));
+  tf.registerKernel({
+    kernelName: ATTENTION,
+    backendName: 'webgpu',
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const a = attrs as unknown as HeadsShape & { hasBias: boolean; hasMask: boolean };
+      const inner = attentionForward(inputs as Record<string, tf.TensorInfo>, backend, a);
+      const [, , v4, , probs] = inner as [tf.TensorInfo, tf.TensorInfo, tf.TensorInfo, tf.TensorInfo, tf.TensorInfo];
+      const context = backendKernel(tf.BatchMatMul, backend, { a: probs, b: v4 }, { transposeA: false, transposeB: false });
+      const [, h, tq, dh] = context.shape as [number, number, number, number];
+      const out = heads(backend, context, [a.batch, h, tq, dh], [0, 2, 1, 3], [a.batch * tq, h * dh]);
+      free(backend, [context]);
+      // [context, q4, kT4, v4, scores, probs]: the gradient's inputs besides dy.
+      return [out, ...inner];
+    },
+  });
+  tf.registerKernel({
+    kernelName: ATTENTION_GRAD,
+    backendName: 'webgpu',
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const a = attrs as unknown as HeadsShape & { hasBias: boolean; hasMask: boolean };
+      const named = inputs as Record<string, tf.TensorInfo>;
+      const [q4, kT4, v4, scores, probs] = ['q4', 'kT4', 'v4', 'scores', 'probs'].map((n) => named[n] as tf.TensorInfo) as [tf.TensorInfo, tf.TensorInfo, tf.TensorInfo, tf.TensorInfo, tf.TensorInfo];
+      const { batch, tq, tk, heads: h } = a;
+      const dh = (q4.shape[3] as number);
+      // The gradients of mergeHeads, of the two products (transposed in place, as batchMatMul's), of the
+      // probabilities (M3aeAttentionProbsGrad) and of the three splits, in that order.
+      const dContext = heads(backend, named['dy'] as tf.TensorInfo, [batch, tq, h, dh], [0, 2, 1, 3], [batch, h, tq, dh]);
+      const dProbs = backendKernel(tf.BatchMatMul, backend, { a: dContext, b: v4 }, { transposeA: false, transposeB: true });
+      const dv4 = backendKernel(tf.BatchMatMul, backend, { a: probs, b: dContext }, { transposeA: true, transposeB: false });
+      const gradInputs: Record<string, tf.TensorInfo> = { dy: dProbs, scores };
+      if (a.hasBias) gradInputs['bias'] = named['bias'] as tf.TensorInfo;
+      if (a.hasMask) gradInputs['keys'] = named['keys'] as tf.TensorInfo;
+      const dScores = probsKernel(true)({ inputs: gradInputs as tf.NamedTensorInfoMap, backend: backend as tf.KernelBackend, attrs: a as unknown as tf.NamedAttrMap }) as tf.TensorInfo;
+      const dq4 = backendKernel(tf.BatchMatMul, backend, { a: dScores, b: kT4 }, { transposeA: false, transposeB: true });
+      const dkT4 = backendKernel(tf.BatchMatMul, backend, { a: q4, b: dScores }, { transposeA: true, transposeB: false });
+      const dq = heads(backend, dq4, [batch, h, tq, dh], [0, 2, 1, 3], [batch * tq, h * dh]);
+      const dk = heads(backend, dkT4, [batch, h, dh, tk], [0, 3, 1, 2], [batch * tk, h * dh]);
+      const dv = heads(backend, dv4, [batch, h, tk, dh], [0, 2, 1, 3], [batch * tk, h * dh]);
+      free(backend, [dContext, dProbs, dv4, dScores, dq4, dkT4]);
+      return [dq, dk, dv];
+    },
+  });
+  tf.registerKernel({
+    kernelName: DROPOUT,
+    backendName: 'webgpu',
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const { x: v, keys } = inputs as { x: tf.TensorInfo; keys: tf.TensorInfo };
+      const { per, threshold, keep } = attrs as { per: number; threshold: number; keep: number };
+      // The mask's element i of sample b is element i of the sample's block: shape and canonical shape are one.
+      return runner(backend)(
+        flatProgram([...v.shape], 'm3ae_dropout', ['v', 'keys'], 'per : i32, threshold : i32, keep : f32,', `
+          let b = index / uniforms.per;
+          let i = index - b * uniforms.per;
+          ${DROPOUT_VALUE}
+          result[index] = v[index] * m;`),
+        [v, keys],
+        'float32',
+        [{ type: 'int32', data: [per] }, { type: 'int32', data: [threshold] }, { type: 'float32', data: [keep] }],
+      );
+    },
+  });
   tf.registerKernel({
     kernelName: DROPOUT_MASK,
     backendName: 'webgpu',
@@ -496,13 +937,8 @@ export function registerWebGpuKernels(): void {
           let r = e - i0 * uniforms.a1 * uniforms.a2;
           let i1 = r / uniforms.a2;
           let i = (i0 * uniforms.c1 + i1) * uniforms.c2 + (r - i1 * uniforms.a2);
-          var x = bitcast<u32>(keys[b]) ^ (u32(i) * 0x9e3779b9u);
-          x = x ^ (x >> 16u);
-          x = x * 0x7feb352du;
-          x = x ^ (x >> 15u);
-          x = x * 0x846ca68bu;
-          x = x ^ (x >> 16u);
-          result[index] = select(uniforms.keep, 0.0, (x >> 8u) < u32(uniforms.threshold));`),
+          ${DROPOUT_VALUE}
+          result[index] = m;`),
         [keys],
         'float32',
         [
