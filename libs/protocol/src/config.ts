@@ -63,8 +63,14 @@ export const RunConfigSchema = z
         source: z.string().min(1).optional(),
         labelColumn: z.string().min(1).optional(),
         categories: z.array(z.string().min(1)).min(1).optional(),
-        /** Carve validation (and a held-out split) from the training items, by image. */
+        /** Carve validation (and a held-out split) from the training items, by image (VQA-RAD: or by question, `carveBy`). */
         carve: z.object({ seed: nonNegativeInt.default(0), valFraction: z.number().gt(0).lt(1), testFraction: z.number().min(0).lt(1).default(0) }).strict().optional(),
+        /**
+         * VQA-RAD: what a carve group is, one of @m3ae/data's CARVE_GROUP_BY (checked by @m3ae/tasks): unset or `image`, no
+         * image in two splits; `question`, each question its own group (exact duplicates together), so carved splits share
+         * images as VQA-RAD's official test set shares the training images.
+         */
+        carveBy: z.string().min(1).optional(),
         imageSize: positiveInt.optional(),
         textLength: positiveInt.optional(),
         augment: z.boolean().default(true),
@@ -297,6 +303,7 @@ export const ENV_OVERRIDES: readonly { env: string; field: string; kind: EnvKind
   { env: 'M3AE_TASK_VQA_LOSS', field: 'task.vqaLoss', kind: 'string' },
   { env: 'M3AE_TASK_INPUTS', field: 'task.inputs', kind: 'string' },
   { env: 'M3AE_TASK_HEAD_BIAS', field: 'task.headBias', kind: 'string' },
+  { env: 'M3AE_TASK_CARVE_BY', field: 'task.carveBy', kind: 'string' },
   { env: 'M3AE_TOKENIZER', field: 'data.tokenizer', kind: 'string' },
   { env: 'M3AE_STEPS', field: 'training.steps', kind: 'int' },
   { env: 'M3AE_GLOBAL_BATCH', field: 'training.globalBatch', kind: 'int' },

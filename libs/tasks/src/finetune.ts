@@ -3,11 +3,13 @@ import { resolve } from 'node:path';
 import {
   buildLabeledBatch,
   buildRetrievalBatch,
+  CARVE_GROUP_BY,
   DEFAULT_VQA_RAD_CARVE,
   EpochSampler,
   ImageStore,
   loadTokenizer,
   SkipLog,
+  type CarveGroupBy,
   type CarveSpec,
   type DownstreamBatch,
   type RetrievalSource,
@@ -78,6 +80,13 @@ export interface FinetuneOptions {
   labelColumn?: string | undefined;
   categories?: string[] | undefined;
   carve?: CarveSpec | undefined;
+  /**
+   * VQA-RAD: what a carve group is (`CarveSpec.groupBy`, over `carve` or the default carve): `image` (no image in two
+   * splits) or `question` (each question its own group, exact duplicates together; held-out images also occur in
+   * training, as in VQA-RAD's official test set). Only VQA-RAD carves by question.
+   * @defaultValue 'image'
+   */
+  carveBy?: CarveGroupBy | undefined;
   epochs?: number | undefined;
   /** Examples per optimizer step. @defaultValue the task's official batch size */
   globalBatch?: number | undefined;
@@ -233,6 +242,28 @@ export interface PlanOptions {
   splits?: 'train' | 'train+val';
 }
 
+/**
+ * The carve of a fine-tuning run: `carve` (VQA-RAD: the default carve when unset) grouped as `carveBy` says. `image`,
+ * the default, is left out of the result so that a run's recorded task (and its dataset hash) is what it was before
+ * the option existed.
+ */
+export function resolveCarve(o: Pick<FinetuneOptions, 'task' | 'carve' | 'carveBy'>): CarveSpec | undefined {
+  const groups = CARVE_GROUP_BY as readonly string[];
+  if (o.carveBy !== undefined && !groups.includes(o.carveBy)) throw new TaskError(`carveBy: got ${JSON.stringify(o.carveBy)}; expected one of ${CARVE_GROUP_BY.join(', ')}`);
+  if (o.carve?.groupBy !== undefined && !groups.includes(o.carve.groupBy)) throw new TaskError(`carve.groupBy: got ${JSON.stringify(o.carve.groupBy)}; expected one of ${CARVE_GROUP_BY.join(', ')}`);
+  if (o.carveBy !== undefined && o.carve?.groupBy !== undefined && o.carveBy !== o.carve.groupBy) {
+    throw new TaskError(`carveBy: got ${JSON.stringify(o.carveBy)} with carve.groupBy ${JSON.stringify(o.carve.groupBy)}; expected them to agree (or one of them unset)`);
+  }
+  const groupBy = o.carveBy ?? o.carve?.groupBy ?? 'image';
+  if (groupBy === 'question' && o.task !== 'vqa-rad') {
+    throw new TaskError(`carveBy: got "question" for ${o.task}; expected it only for vqa-rad (the only task whose validation split is carved from questions)`);
+  }
+  const carve = o.carve ?? (o.task === 'vqa-rad' ? DEFAULT_VQA_RAD_CARVE : undefined);
+  if (!carve) return undefined;
+  const rest: CarveSpec = { seed: carve.seed, valFraction: carve.valFraction, ...(carve.testFraction !== undefined ? { testFraction: carve.testFraction } : {}) };
+  return groupBy === 'question' ? { ...rest, groupBy } : rest;
+}
+
 /** Resolves a fine-tuning run (reads the splits' annotations and checks every image decodes). */
 export async function planFinetune(o: FinetuneOptions, p: PlanOptions = {}): Promise<FinetunePlan> {
   for (const [name, v, int] of [
@@ -261,7 +292,7 @@ export async function planFinetune(o: FinetuneOptions, p: PlanOptions = {}): Pro
 
   // Training and validation splits only: the test split is for `m3ae eval`.
   const skipLog = new SkipLog();
-  const carve = o.carve ?? (o.task === 'vqa-rad' ? DEFAULT_VQA_RAD_CARVE : undefined);
+  const carve = resolveCarve(o);
   const src: TaskSource = { data: o.data, source: o.source, labelColumn: o.labelColumn, categories: o.categories, carve };
   const trainRaw = limitSplit(await readRawSplit(o.task, src, 'train', skipLog), o.trainLimit);
   const vocab = vocabularyOf(trainRaw);

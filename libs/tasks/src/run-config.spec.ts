@@ -4,7 +4,7 @@ import { parse as parseYaml } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadRunConfig } from '@m3ae/protocol';
 import { finetuneOptionsFromRun, finetuneRunConfig, isTaskRun } from './run-config.js';
-import { planFinetune } from './finetune.js';
+import { planFinetune, resolveCarve } from './finetune.js';
 
 describe('the run configuration of a fine-tuning run', () => {
   it('reads the Kubernetes example into the options m3ae finetune takes', () => {
@@ -42,6 +42,39 @@ describe('the run configuration of a fine-tuning run', () => {
     const round = finetuneOptionsFromRun(finetuneRunConfig({ task: 'vqa-rad', data: '/d', init: 'random', preset: 'tiny', output: '/tmp/x', headBias: 'prior' }, {}));
     expect(round.headBias).toBe('prior');
     expect(() => finetuneOptionsFromRun(loadRunConfig({ base: { task: { ...base.task, headBias: 'log' } }, env: {} }))).toThrow('task.headBias = "log": expected one of zero, prior');
+  });
+
+  it('carries the carve grouping under one name: task.carveBy / M3AE_TASK_CARVE_BY / --carve-by', () => {
+    const base = { task: { name: 'vqa-rad', data: '/d', init: 'random', preset: 'tiny' } };
+    expect(finetuneOptionsFromRun(loadRunConfig({ base, env: {} })).carveBy).toBeUndefined();
+    expect(finetuneOptionsFromRun(loadRunConfig({ base: { task: { ...base.task, carveBy: 'question' } }, env: {} })).carveBy).toBe('question');
+    expect(finetuneOptionsFromRun(loadRunConfig({ base, env: { M3AE_TASK_CARVE_BY: 'image' } })).carveBy).toBe('image');
+    expect(() => finetuneOptionsFromRun(loadRunConfig({ base: { task: { ...base.task, carveBy: 'caption' } }, env: {} }))).toThrow('task.carveBy = "caption": expected one of image, question');
+    // A carve's groupBy travels as task.carveBy (the file's carve object keeps its three numbers) and comes back the same.
+    const o = { task: 'vqa-rad' as const, data: '/d', init: 'random' as const, preset: 'tiny', output: '/tmp/x' };
+    const withCarve = finetuneRunConfig({ ...o, carve: { seed: 0, valFraction: 0.1, testFraction: 0.15, groupBy: 'question' } }, {});
+    expect(withCarve.task.carve).toEqual({ seed: 0, valFraction: 0.1, testFraction: 0.15 });
+    expect(withCarve.task.carveBy).toBe('question');
+    const round = finetuneOptionsFromRun(withCarve);
+    expect(resolveCarve(round)).toEqual({ seed: 0, valFraction: 0.1, testFraction: 0.15, groupBy: 'question' });
+    expect(finetuneRunConfig({ ...o, carveBy: 'question' }, {}).task).toMatchObject({ carveBy: 'question' });
+    expect(finetuneRunConfig(o, {}).task.carveBy).toBeUndefined();
+  });
+
+  it('resolves the carve: image by default (left out, as before the option), question on request, only for VQA-RAD', () => {
+    expect(resolveCarve({ task: 'vqa-rad' })).toEqual({ seed: 0, valFraction: 0.1, testFraction: 0 });
+    expect(resolveCarve({ task: 'vqa-rad', carveBy: 'image' })).toEqual({ seed: 0, valFraction: 0.1, testFraction: 0 });
+    expect(resolveCarve({ task: 'vqa-rad', carve: { seed: 2, valFraction: 0.2, groupBy: 'image' } })).toEqual({ seed: 2, valFraction: 0.2 });
+    expect(resolveCarve({ task: 'vqa-rad', carveBy: 'question' })).toEqual({ seed: 0, valFraction: 0.1, testFraction: 0, groupBy: 'question' });
+    expect(resolveCarve({ task: 'vqa-rad', carve: { seed: 1, valFraction: 0.1, testFraction: 0.15 }, carveBy: 'question' })).toEqual({ seed: 1, valFraction: 0.1, testFraction: 0.15, groupBy: 'question' });
+    expect(resolveCarve({ task: 'slake' })).toBeUndefined();
+    expect(resolveCarve({ task: 'retrieval', carveBy: 'image' })).toBeUndefined();
+    expect(() => resolveCarve({ task: 'slake', carveBy: 'question' })).toThrow('carveBy: got "question" for slake; expected it only for vqa-rad');
+    expect(() => resolveCarve({ task: 'retrieval', carve: { seed: 0, valFraction: 0.1, groupBy: 'question' } })).toThrow('carveBy: got "question" for retrieval; expected it only for vqa-rad');
+    expect(() => resolveCarve({ task: 'vqa-rad', carveBy: 'caption' as 'image' })).toThrow('carveBy: got "caption"; expected one of image, question');
+    expect(() => resolveCarve({ task: 'vqa-rad', carve: { seed: 0, valFraction: 0.1, groupBy: 'image' }, carveBy: 'question' })).toThrow(
+      'carveBy: got "question" with carve.groupBy "image"; expected them to agree',
+    );
   });
 
   it("m3ae finetune's exchange options reach the run's training section", () => {

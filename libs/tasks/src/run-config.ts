@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
-import { RETRIEVAL_SOURCES, type RetrievalSource } from '@m3ae/data';
+import { CARVE_GROUP_BY, RETRIEVAL_SOURCES, type CarveGroupBy, type CarveSpec, type RetrievalSource } from '@m3ae/data';
 import { DOWNSTREAM_TASKS, TASK_INPUTS, VQA_LOSSES, type DownstreamTaskName, type TaskInputs, type VqaLoss } from '@m3ae/model';
 import { ConfigError, loadRunConfig, type RunConfig, type TensorEncoding } from '@m3ae/protocol';
 import { HEAD_BIASES, type FinetuneOptions, type HeadBias } from './finetune.js';
@@ -27,6 +27,7 @@ export function finetuneOptionsFromRun(config: RunConfig): FinetuneOptions {
   if (t.vqaLoss !== undefined && !(VQA_LOSSES as readonly string[]).includes(t.vqaLoss)) bad('vqaLoss', t.vqaLoss, `one of ${VQA_LOSSES.join(', ')}`);
   if (t.inputs !== undefined && !(TASK_INPUTS as readonly string[]).includes(t.inputs)) bad('inputs', t.inputs, `one of ${TASK_INPUTS.join(', ')}`);
   if (t.headBias !== undefined && !(HEAD_BIASES as readonly string[]).includes(t.headBias)) bad('headBias', t.headBias, `one of ${HEAD_BIASES.join(', ')}`);
+  if (t.carveBy !== undefined && !(CARVE_GROUP_BY as readonly string[]).includes(t.carveBy)) bad('carveBy', t.carveBy, `one of ${CARVE_GROUP_BY.join(', ')}`);
   if (t.init === 'pretrained' && !t.checkpoint) throw new ConfigError('--checkpoint (task.checkpoint) is required: a pre-training checkpoint to fine-tune from (or --init random --preset NAME; task.init: random with task.preset)');
   return {
     task: t.name as DownstreamTaskName,
@@ -39,6 +40,7 @@ export function finetuneOptionsFromRun(config: RunConfig): FinetuneOptions {
     labelColumn: t.labelColumn,
     categories: t.categories,
     carve: t.carve,
+    carveBy: t.carveBy as CarveGroupBy | undefined,
     epochs: tr.epochs,
     globalBatch: tr.globalBatch,
     microBatch: tr.microBatch,
@@ -84,6 +86,9 @@ export interface FinetuneRunOptions extends FinetuneOptions {
  */
 export function finetuneRunConfig(o: FinetuneRunOptions, env: NodeJS.ProcessEnv = process.env): RunConfig {
   const defined = (r: Record<string, unknown>): Record<string, unknown> => Object.fromEntries(Object.entries(r).filter(([, v]) => v !== undefined));
+  // The grouping of a carve travels as task.carveBy (one name in the file, the environment and the flag).
+  const given: Partial<CarveSpec> = o.carve ?? {};
+  const { groupBy, ...carve } = given;
   const task = defined({
     name: o.task,
     data: resolve(o.data),
@@ -94,7 +99,8 @@ export function finetuneRunConfig(o: FinetuneRunOptions, env: NodeJS.ProcessEnv 
     source: o.source,
     labelColumn: o.labelColumn,
     categories: o.categories,
-    carve: o.carve,
+    carve: o.carve ? carve : undefined,
+    carveBy: o.carveBy ?? groupBy,
     imageSize: o.imageSize,
     textLength: o.textLength,
     augment: o.augment,

@@ -13,6 +13,7 @@ import {
   trainTokenizer,
   writePhantomCorpus,
   SkipLog,
+  CARVE_GROUP_BY,
   type CarveSpec,
   type PhantomManifestLine,
 } from '@m3ae/data';
@@ -116,6 +117,12 @@ const SIZE_DEFAULTS = {
   'scratch-lr': 1e-3,
   /** The head's initial last-layer bias (`--head-bias`): `prior`, the training answers' log frequencies (issue 13, third reading). */
   'scratch-head-bias': 'prior',
+  /**
+   * What the carve of (s) keeps together (`--carve-by`): `image` (validation and held-out images never trained on:
+   * the readings so far) or `question` (held-out questions may be about training images, as in VQA-RAD's official
+   * test set; issue 13, fourth reading). The same fractions and seed either way.
+   */
+  'scratch-carve': 'image',
   // (r) held-out evaluation and zero-shot retrieval: the preset (0 width: the preset's), image side, text length,
   // schedule, evaluation period and size, retrieval pairs (MedPix dev has 196 images).
   'r-preset': 'tiny',
@@ -685,11 +692,19 @@ function headBiasSize(s: Sizes): HeadBias {
   return b as HeadBias;
 }
 
+/** The carve of (s): BENCH_CARVE grouped as `scratch-carve` says (`image`: BENCH_CARVE itself). */
+export function scratchCarve(s: Pick<Sizes, 'scratch-carve'>): CarveSpec {
+  const by = s['scratch-carve'];
+  if (!(CARVE_GROUP_BY as readonly string[]).includes(by)) throw new Error(`--size scratch-carve=${by}: expected one of ${CARVE_GROUP_BY.join(', ')}`);
+  return by === 'image' ? BENCH_CARVE : { ...BENCH_CARVE, groupBy: by as CarveSpec['groupBy'] };
+}
+
 async function scratchPart(s: Sizes, work: string, log: Log, backend: string | undefined): Promise<PartResult> {
   const data = sharedDataDir(workspaceRoot);
   if (!data) throw new Error('bench learning (s) needs the real VQA-RAD data: set M3AE_SHARED_DATA or provide ../shared/data');
   const vqaRad = join(data, 'vqa_rad');
-  const train = await readVqaTaskSplit('vqa-rad', vqaRad, 'train', { skipLog: new SkipLog(), carve: BENCH_CARVE });
+  const carve = scratchCarve(s);
+  const train = await readVqaTaskSplit('vqa-rad', vqaRad, 'train', { skipLog: new SkipLog(), carve });
   const questions = join(work, 'scratch-questions.txt');
   await writeFile(questions, train.map((e) => e.question).join('\n') + '\n');
   const tokPath = join(work, 'scratch-tokenizer.json');
@@ -712,12 +727,13 @@ async function scratchPart(s: Sizes, work: string, log: Log, backend: string | u
       lrMultiplierHead: 1,
       lrMultiplierMultiModal: 1,
       headBias: headBiasSize(s),
+      carve,
     },
     work,
     log,
     backend,
   );
-  const base = await answerBaselines(s, vqaRad, BENCH_CARVE);
+  const base = await answerBaselines(s, vqaRad, carve);
   const [r, q] = [tuned(results, 'random'), tuned(results, 'question-only')];
   const rows: BenchRow[] = [
     vqaRow(`held-out acc.: ${preset} from random init, fine-tuned`, r.holdout, q.holdout.overall.accuracy, 'trained question-only model', 's VQA-RAD scratch'),
@@ -725,6 +741,7 @@ async function scratchPart(s: Sizes, work: string, log: Log, backend: string | u
     vqaRow('held-out acc.: question-only answer table', base.prior, base.majority.overall.accuracy, `majority answer "${base.majorityAnswer}"`, 's VQA-RAD scratch'),
   ];
   const figures = {
+    scratch_carve: s['scratch-carve'],
     scratch_holdout_questions: r.holdout.overall.total,
     ...vqaFigures('scratch_random_init', r.holdout),
     ...vqaFigures('scratch_question_only_model', q.holdout),
@@ -735,7 +752,7 @@ async function scratchPart(s: Sizes, work: string, log: Log, backend: string | u
     scratch_finetune_seconds_question_only: Math.round(q.ft.seconds),
   };
   const notes = [
-    `(s) ${preset}, a ${s['scratch-vocab']}-token BPE vocabulary trained on the ${train.length} carved training questions: ${finetuneSummary(r.ft)}, head bias ${r.ft.settings.headBias}; selected on validation at ${selectedAt(r)} (with images) and ${selectedAt(q)} (question-only); the held-out split (${r.holdout.overall.total} questions, disjoint images) read once per model.`,
+    `(s) ${preset}, a ${s['scratch-vocab']}-token BPE vocabulary trained on the ${train.length} carved training questions: ${finetuneSummary(r.ft)}, head bias ${r.ft.settings.headBias}; selected on validation at ${selectedAt(r)} (with images) and ${selectedAt(q)} (question-only); the held-out split (${r.holdout.overall.total} questions, ${carve.groupBy === 'question' ? 'carved by question: its images also occur in training, exact duplicates never on both sides' : 'disjoint images'}) read once per model.`,
   ];
   return { rows, figures, notes };
 }

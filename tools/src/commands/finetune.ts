@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { fraction, nonNegativeInt, nonNegativeNumber, oneOf, positiveInt, positiveNumber } from '../flags.js';
-import { DEFAULT_VQA_RAD_CARVE, RETRIEVAL_SOURCES, type CarveSpec, type RetrievalSource } from '@m3ae/data';
+import { CARVE_GROUP_BY, DEFAULT_VQA_RAD_CARVE, RETRIEVAL_SOURCES, type CarveGroupBy, type CarveSpec, type RetrievalSource } from '@m3ae/data';
 import { DOWNSTREAM_TASKS, FINETUNE_DEFAULTS, TASK_INPUTS, VQA_LOSSES, type DownstreamTaskName, type TaskInputs, type VqaLoss } from '@m3ae/model';
 import { TENSOR_ENCODINGS, type StepReport, type TensorEncoding } from '@m3ae/protocol';
 import { finetuneRunConfig, HEAD_BIASES, splitSize, type HeadBias, type FinetuneRunOptions, type HistoryEntry, type ResolvedSettings, type TaskMeta, type TaskMetrics } from '@m3ae/tasks';
@@ -121,6 +121,7 @@ interface FinetuneCliOptions {
   valFraction?: number;
   holdoutFraction?: number;
   carveSeed: number;
+  carveBy?: CarveGroupBy;
   epochs?: number;
   globalBatch?: number;
   microBatch?: number;
@@ -172,9 +173,14 @@ export function registerFinetune(program: Command): void {
     .option('--source <name>', `retrieval source: ${RETRIEVAL_SOURCES.join(', ')} (default: from the layout)`, oneOf('--source', RETRIEVAL_SOURCES))
     .option('--label-column <name>', 'MELINDA label column (default p_meth_label)')
     .option('--categories <list>', 'VQA-Med 2019 categories, comma separated (default modality,plane,organ)')
-    .option('--val-fraction <x>', 'VQA-RAD / MedPix / manifest: fraction of training items carved out (by image) for validation', fraction('--val-fraction'))
+    .option('--val-fraction <x>', 'VQA-RAD / MedPix / manifest: fraction of training items carved out (by image, or as --carve-by says) for validation', fraction('--val-fraction'))
     .option('--holdout-fraction <x>', 'also carve a held-out split (evaluate it with m3ae eval --split holdout)', fraction('--holdout-fraction'))
     .option('--carve-seed <n>', 'seed of the carve', nonNegativeInt('--carve-seed'), 0)
+    .option(
+      '--carve-by <group>',
+      `VQA-RAD: what the carve keeps together: ${CARVE_GROUP_BY.join(', ')} (default image: no image in two splits; question: held-out questions may be about training images, as in VQA-RAD's official test set; exact duplicates stay together)`,
+      oneOf('--carve-by', CARVE_GROUP_BY),
+    )
     .option('--epochs <n>', `epochs (official: VQA-RAD ${d['vqa-rad'].epochs}, SLAKE ${d.slake.epochs}, VQA-Med ${d['vqa-med-2019'].epochs}, MELINDA ${d.melinda.epochs}, retrieval ${d.retrieval.epochs})`, positiveInt('--epochs'))
     .option('--global-batch <n>', 'examples per optimizer step (official: 64 / 32 / 32 / 16 / 256)', positiveInt('--global-batch'))
     .option('--micro-batch <n>', 'examples per forward/backward pass (memory only; same result)', positiveInt('--micro-batch'))
@@ -228,6 +234,7 @@ export function registerFinetune(program: Command): void {
           labelColumn: opts.labelColumn,
           categories: opts.categories?.split(',').map((s) => s.trim()).filter(Boolean),
           carve,
+          carveBy: opts.carveBy,
           epochs: opts.epochs,
           globalBatch: opts.globalBatch,
           microBatch: opts.microBatch,

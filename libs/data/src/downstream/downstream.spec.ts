@@ -11,12 +11,24 @@ import { LabelVocabulary, normalizeAnswer, VocabularyError } from './answers.js'
 import { QuestionPriorBaseline } from './baselines.js';
 import { buildLabeledBatch, buildRetrievalBatch, retrievalNegatives } from './batches.js';
 import { ImageStore } from './images.js';
-import { carveByGroup, pairComponents, SplitError } from './splits.js';
-import { buildRetrievalSet, limitRetrievalPairs, readClassificationSplit, readRetrievalSplit, readVqaTaskSplit, type VqaExample } from './tasks.js';
+import { carveByGroup, normalizeQuestion, pairComponents, SplitError } from './splits.js';
+import { buildRetrievalSet, limitRetrievalPairs, readClassificationSplit, readRetrievalSplit, readVqaTaskSplit, vqaRadCarveGroup, type VqaExample } from './tasks.js';
 
 const data = sharedDataForTests(resolve(import.meta.dirname, '../../../..'), 'downstream tests on the real VQA-RAD / MedPix files');
 const work = mkdtempSync(join(tmpdir(), 'm3ae-ds-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+describe('question carve groups', () => {
+  it('normalises a question for duplicate detection: case, punctuation and spacing only', () => {
+    expect(normalizeQuestion('Is/are the  lungs normal?')).toBe('is are the lungs normal');
+    expect(normalizeQuestion("Is there a patient's   T2-weighted image?")).toBe('is there a patient s t2 weighted image');
+    expect(normalizeQuestion('Where is the lesion')).not.toBe(normalizeQuestion('Where is a lesion'));
+    const e = (imagePath: string, question: string) => ({ imagePath, question });
+    expect(vqaRadCarveGroup(e('/x/synpic1.jpg', 'Is it normal?'), 'question')).toBe(vqaRadCarveGroup(e('/y/synpic1.jpg', 'is it  normal'), 'question'));
+    expect(vqaRadCarveGroup(e('/x/synpic1.jpg', 'Is it normal?'), 'question')).not.toBe(vqaRadCarveGroup(e('/x/synpic2.jpg', 'Is it normal?'), 'question'));
+    expect(vqaRadCarveGroup(e('/x/synpic1.jpg', 'Is it normal?'), 'image')).toBe('synpic1.jpg');
+  });
+});
 
 describe('answer normalisation (the VQA normalize_word M3AE imports)', () => {
   it('lower-cases, strips punctuation and articles, maps number words, keeps decimals', () => {
@@ -145,6 +157,60 @@ describe.skipIf(!data)('VQA-RAD splits on the real training questions', () => {
     await expect(readVqaTaskSplit('vqa-rad', root, 'test', { skipLog: log })).rejects.toThrow(/testset\.json/);
   });
 
+  it('keeps the image carve of the bench as it was: 2,297 / 307 / 460 questions, the same with groupBy image spelt out', async () => {
+    const log = new SkipLog();
+    const read = (groupBy?: 'image') =>
+      Promise.all((['train', 'val', 'holdout'] as const).map((s) => readVqaTaskSplit('vqa-rad', root, s, { skipLog: log, carve: { seed: 0, valFraction: 0.1, testFraction: 0.15, ...(groupBy ? { groupBy } : {}) } })));
+    const [t, v, h] = await read();
+    expect([t.length, v.length, h.length]).toEqual([2297, 307, 460]);
+    expect([new Set(t.map((e) => basename(e.imagePath))).size, new Set(v.map((e) => basename(e.imagePath))).size, new Set(h.map((e) => basename(e.imagePath))).size]).toEqual([236, 30, 48]);
+    const [t2, v2, h2] = await read('image');
+    expect([t2, v2, h2].map((xs) => xs.map((e) => e.id))).toEqual([t, v, h].map((xs) => xs.map((e) => e.id)));
+  });
+
+  it('carves by question on request: exact duplicates together, held-out images shared with training, deterministic', async () => {
+    const carve = { seed: 0, valFraction: 0.1, testFraction: 0.15, groupBy: 'question' as const };
+    const read = () => Promise.all((['train', 'val', 'holdout'] as const).map((s) => readVqaTaskSplit('vqa-rad', root, s, { skipLog: new SkipLog(), carve })));
+    const [t, v, h] = await read();
+    expect(t.length + v.length + h.length).toBe(3064);
+    expect(new Set([...t, ...v, ...h].map((e) => e.id)).size).toBe(3064);
+    // Question groups are small, so the splits get (nearly) their fractions of the items.
+    expect(v.length).toBeGreaterThanOrEqual(306);
+    expect(v.length).toBeLessThan(306 + 10);
+    expect(h.length).toBeGreaterThanOrEqual(460);
+    expect(h.length).toBeLessThan(460 + 10);
+    // The training file holds exact duplicates (the same normalised question about the same image); each stays in one split.
+    const splitOf = new Map<string, Set<string>>();
+    const sizes = new Map<string, number>();
+    for (const [name, xs] of [['train', t], ['val', v], ['holdout', h]] as const) {
+      for (const e of xs) {
+        // An exact duplicate, spelt out here rather than with the carve's own key: same image, same words.
+        const k = `${basename(e.imagePath)}|${e.question.toLowerCase().replace(/[^a-z0-9]+/g, ' ').trim()}`;
+        splitOf.set(k, (splitOf.get(k) ?? new Set()).add(name));
+        sizes.set(k, (sizes.get(k) ?? 0) + 1);
+      }
+    }
+    expect([...sizes.values()].filter((n) => n > 1).length).toBeGreaterThan(400);
+    for (const [k, names] of splitOf) expect(names.size, k).toBe(1);
+    // Unlike the image carve, held-out (and validation) questions are about images that training also has.
+    const trainImages = new Set(t.map((e) => basename(e.imagePath)));
+    const shared = (xs: VqaExample[]): number => xs.filter((e) => trainImages.has(basename(e.imagePath))).length;
+    expect(shared(h)).toBeGreaterThan(0.9 * h.length);
+    expect(shared(v)).toBeGreaterThan(0.9 * v.length);
+    const [imageTrain, , imageHoldout] = await Promise.all((['train', 'val', 'holdout'] as const).map((s) => readVqaTaskSplit('vqa-rad', root, s, { skipLog: new SkipLog(), carve: { ...carve, groupBy: 'image' } })));
+    const imageTrainImages = new Set(imageTrain.map((e) => basename(e.imagePath)));
+    expect(imageHoldout.filter((e) => imageTrainImages.has(basename(e.imagePath))).length).toBe(0);
+    expect(h.map((e) => e.id)).not.toEqual(imageHoldout.map((e) => e.id));
+    // Deterministic: the same carve again gives the same splits; another seed another one.
+    const [t2, v2, h2] = await read();
+    expect([t2, v2, h2].map((xs) => xs.map((e) => e.id))).toEqual([t, v, h].map((xs) => xs.map((e) => e.id)));
+    const other = await readVqaTaskSplit('vqa-rad', root, 'holdout', { skipLog: new SkipLog(), carve: { ...carve, seed: 1 } });
+    expect(other.map((e) => e.id)).not.toEqual(h.map((e) => e.id));
+    await expect(readVqaTaskSplit('vqa-rad', root, 'val', { skipLog: new SkipLog(), carve: { ...carve, groupBy: 'caption' as 'image' } })).rejects.toThrow(
+      'vqa-rad carve.groupBy: got "caption"; expected one of image, question',
+    );
+  });
+
   it('answers a question-only prior from the training questions (exact question, then its first words)', () => {
     const prior = new QuestionPriorBaseline(train);
     expect(prior.majorityAnswer).toBe('no');
@@ -212,6 +278,9 @@ describe.skipIf(!data)('downstream batches from real images', () => {
     const root = join(data ?? '', 'medpix2');
     const log = new SkipLog();
     const [train, val, test] = await Promise.all((['train', 'val', 'test'] as const).map((s) => readRetrievalSplit('medpix', root, s, { skipLog: log })));
+    await expect(readRetrievalSplit('medpix', root, 'val', { skipLog: log, carve: { seed: 0, valFraction: 0.1, groupBy: 'question' } })).rejects.toThrow(
+      'retrieval carve.groupBy: got "question"; expected image',
+    );
     const trainTexts = new Set(train?.map((p) => p.text));
     const trainImages = new Set(train?.map((p) => p.imagePath));
     for (const p of val ?? []) {

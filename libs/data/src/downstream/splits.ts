@@ -13,7 +13,20 @@ export interface CarveSpec {
   valFraction: number;
   /** Fraction of the items to move into a held-out `test` split. @defaultValue 0 */
   testFraction?: number;
+  /**
+   * What a group is, where a dataset offers a choice (VQA-RAD): `image` (every question about one image; no image
+   * is both trained on and evaluated on) or `question` (each question its own group, exact duplicates — same image,
+   * same normalised question — kept together: the images of held-out questions also occur in training, as in
+   * VQA-RAD's official test set, whose 451 questions are about the training file's images). Retrieval carves by
+   * image–caption component and accepts only `image`.
+   * @defaultValue 'image'
+   */
+  groupBy?: CarveGroupBy;
 }
+
+/** What {@link CarveSpec.groupBy} may be. */
+export const CARVE_GROUP_BY = ['image', 'question'] as const;
+export type CarveGroupBy = (typeof CARVE_GROUP_BY)[number];
 
 export interface Carved<T> {
   train: T[];
@@ -28,6 +41,7 @@ export class SplitError extends Error {
 /** Checks a carve specification; the error names the field, its value and what was expected. */
 export function validateCarveSpec(spec: CarveSpec, where = 'carve'): Required<CarveSpec> {
   const testFraction = spec.testFraction ?? 0;
+  const groupBy = spec.groupBy ?? 'image';
   if (!Number.isSafeInteger(spec.seed) || spec.seed < 0) throw new SplitError(`${where}.seed: got ${String(spec.seed)}; expected a non-negative integer`);
   for (const [field, v] of [['valFraction', spec.valFraction], ['testFraction', testFraction]] as const) {
     if (!(typeof v === 'number' && v >= 0 && v < 1)) throw new SplitError(`${where}.${field}: got ${String(v)}; expected a number in [0, 1)`);
@@ -35,7 +49,21 @@ export function validateCarveSpec(spec: CarveSpec, where = 'carve'): Required<Ca
   if (spec.valFraction + testFraction >= 1) {
     throw new SplitError(`${where}: valFraction + testFraction = ${spec.valFraction + testFraction}; expected less than 1 (training needs items)`);
   }
-  return { seed: spec.seed, valFraction: spec.valFraction, testFraction };
+  if (!(CARVE_GROUP_BY as readonly string[]).includes(groupBy)) {
+    throw new SplitError(`${where}.groupBy: got ${JSON.stringify(groupBy)}; expected one of ${CARVE_GROUP_BY.join(', ')}`);
+  }
+  return { seed: spec.seed, valFraction: spec.valFraction, testFraction, groupBy };
+}
+
+/**
+ * A question as duplicates are recognised by a question carve: lower-cased, every run of characters other than
+ * letters and digits one space, trimmed ("Is/are the lungs normal?" and "is are the lungs normal" are one question).
+ */
+export function normalizeQuestion(q: string): string {
+  return q
+    .toLowerCase()
+    .replace(/[^\p{L}\p{N}]+/gu, ' ')
+    .trim();
 }
 
 function groupRank(seed: number, key: string): string {

@@ -8,12 +8,13 @@ import { DatasetError, type PairRecord, type Provenance, type VqaRecord } from '
 import { readSlake, readVqaMed2019, readVqaRad } from '../readers/vqa.js';
 import type { SkipLog } from '../skip-log.js';
 import { normalizeAnswer } from './answers.js';
-import { carveByGroup, pairComponents, validateCarveSpec, type CarveSpec } from './splits.js';
+import { carveByGroup, normalizeQuestion, pairComponents, SplitError, validateCarveSpec, type CarveSpec } from './splits.js';
 
 /**
  * The downstream datasets as M3AE fine-tunes on them, split honestly: a validation split that is not the test
  * split (the official VQA-RAD "validation" file is a copy of the test file), and — where a dataset ships no test
- * labels here — a held-out split carved from the training file, disjoint by image.
+ * labels here — a held-out split carved from the training file, disjoint by image (or, on request, by question:
+ * `CarveSpec.groupBy`).
  *
  * Split names: `train`, `val` (model selection), `test` (the dataset's test file, read once at the end) and
  * `holdout` (a second carve of the training file, for when the test file is not available).
@@ -46,7 +47,8 @@ export interface TaskReadOptions {
 
 export interface VqaReadOptions extends TaskReadOptions {
   /**
-   * How `val` (and `holdout`) are carved from VQA-RAD's `trainset.json`, by image.
+   * How `val` (and `holdout`) are carved from VQA-RAD's `trainset.json`: by image, or by question with
+   * `groupBy: 'question'` (see {@link vqaRadCarveGroup}).
    * @defaultValue DEFAULT_VQA_RAD_CARVE
    */
   carve?: CarveSpec;
@@ -56,6 +58,16 @@ export interface VqaReadOptions extends TaskReadOptions {
 
 /** VQA-RAD has no validation file of its own: 10% of the training questions, by image, seed 0. */
 export const DEFAULT_VQA_RAD_CARVE: CarveSpec = { seed: 0, valFraction: 0.1, testFraction: 0 };
+
+/**
+ * The carve group of a VQA-RAD question: its image (`groupBy: 'image'`, the default: carved splits share no image), or
+ * its image and normalised question (`'question'`: carved splits share images, as VQA-RAD's official test set shares
+ * the training images, but an exact duplicate — the same question about the same image — is never on both sides).
+ */
+export function vqaRadCarveGroup(e: Pick<VqaExample, 'imagePath' | 'question'>, groupBy: NonNullable<CarveSpec['groupBy']>): string {
+  const image = basename(e.imagePath);
+  return groupBy === 'question' ? `${image}\u0000${normalizeQuestion(e.question)}` : image;
+}
 
 function splitError(task: string, split: string, allowed: readonly string[], why = ''): DatasetError {
   return new DatasetError(`${task}: split must be one of ${allowed.join(', ')}, got ${JSON.stringify(split)}${why ? ` (${why})` : ''}`);
@@ -108,7 +120,7 @@ export async function readVqaTaskSplit(task: VqaTaskName, root: string, split: T
       const carve = validateCarveSpec(options.carve ?? DEFAULT_VQA_RAD_CARVE, 'vqa-rad carve');
       if (split === 'holdout' && carve.testFraction === 0) throw splitError(task, split, ['train', 'val', 'test'], 'holdout needs a carve with testFraction > 0');
       const all = toVqaExamples(await collect(readVqaRad(root, { ...reader, split: 'train' })), log);
-      const carved = carveByGroup(all, (e) => basename(e.imagePath), carve);
+      const carved = carveByGroup(all, (e) => vqaRadCarveGroup(e, carve.groupBy), carve);
       return split === 'holdout' ? carved.test : carved[split];
     }
     case 'slake': {
@@ -184,6 +196,9 @@ export interface RetrievalPair {
 }
 
 function carveRetrieval(pairs: readonly PairRecord[], carve: CarveSpec): { train: PairRecord[]; val: PairRecord[]; test: PairRecord[] } {
+  if ((carve.groupBy ?? 'image') !== 'image') {
+    throw new SplitError(`retrieval carve.groupBy: got ${JSON.stringify(carve.groupBy)}; expected image (retrieval pairs are carved by image–caption component)`);
+  }
   const groups = pairComponents(pairs.map((p) => ({ imageKey: p.imagePath, text: p.text })));
   const keyOf = new Map<PairRecord, string>();
   pairs.forEach((p, i) => keyOf.set(p, groups[i] as string));
