@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs';
 import { nativeTransposedProducts } from './backend.js';
 import { batchMatMul } from './kernels/bmm.js';
-import { ATTENTION, ATTENTION_PROBS, DENSE, deviceKernel, fusedAttention, fusedAttentionProbs, fusedDense, fusedGelu, fusedLayerNorm, fusedQuickGelu, fusedReshapeTranspose, fusedResidualAdd, GELU, HEADS, keyedMask, LAYER_NORM, QUICK_GELU, RESIDUAL_ADD, scatterAddRows, type MaskKeys } from './kernels/device.js';
+import { ATTENTION, ATTENTION_PROBS, DENSE, deviceKernel, fusedAttention, fusedActivation, fusedAttentionProbs, fusedDense, fusedLayerNorm, fusedReshapeTranspose, fusedResidualAdd, GELU, HEADS, keyedMask, LAYER_NORM, QUICK_GELU, RESIDUAL_ADD, scatterAddRows, type MaskKeys } from './kernels/device.js';
 
 /**
  * Small functional building blocks. Activations are 2-D [rows, features] (rows = batch × tokens) except
@@ -149,9 +149,9 @@ export function layerNormOp(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tensor, e
   return op(x, gamma, beta) as tf.Tensor2D;
 }
 
-/** GELU, erf form (HF "gelu"): x · Φ(x); the device's fused kernels where the backend has them (`fusedGelu`). */
+/** GELU, erf form (HF "gelu"): x · Φ(x); the device's fused kernels where the backend has them (`fusedActivation`). */
 export function gelu(x: tf.Tensor2D): tf.Tensor2D {
-  if (deviceKernel(GELU)) return fusedGelu(x);
+  if (deviceKernel(GELU)) return fusedActivation(x, GELU);
   // Hand-written gradient dy · (Φ(x) + x·φ(x)): about half the kernels of differentiating the erf expression.
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const xi = args[0] as tf.Tensor2D;
@@ -175,9 +175,9 @@ export function residualAdd(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
   return tf.add(a, b);
 }
 
-/** CLIP's QuickGELU: x · σ(1.702 x); the device's fused kernels where the backend has them (`fusedQuickGelu`). */
+/** CLIP's QuickGELU: x · σ(1.702 x); the device's fused kernels where the backend has them (`fusedActivation`). */
 export function quickGelu(x: tf.Tensor2D): tf.Tensor2D {
-  if (deviceKernel(QUICK_GELU)) return fusedQuickGelu(x);
+  if (deviceKernel(QUICK_GELU)) return fusedActivation(x, QUICK_GELU);
   return tf.mul(x, tf.sigmoid(tf.mul(x, 1.702)));
 }
 

@@ -167,49 +167,32 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
     }
   }, 120_000);
 
-  it('fused GELU: value and gradient as the composite on cpu (1e-6 / 1e-5), the same bits every run', async () => {
-    const n = 3000;
-    const x = normals(n, 21).map((v) => 3 * v); // well into both tails
-    const w = normals(n, 22);
-    const run = async (backend: string): Promise<Float32Array[]> => {
-      await chooseBackend({ backend });
-      const [xt, wt] = [tf.tensor2d(x, [30, 100]), tf.tensor2d(w, [30, 100])];
-      const y = gelu(xt);
-      const g = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(gelu(a as tf.Tensor2D), wt)))(xt);
-      const out = [(await y.data()) as Float32Array, (await g.data()) as Float32Array];
-      tf.dispose([xt, wt, y, g]);
-      return out;
-    };
-    const cpu = await run('cpu');
-    const gpu = await run('webgpu');
-    const again = await run('webgpu');
-    expect(relL2(gpu[0] as Float32Array, cpu[0] as Float32Array)).toBeLessThan(1e-6);
-    expect(relL2(gpu[1] as Float32Array, cpu[1] as Float32Array)).toBeLessThan(1e-5);
-    expect(bitDifferences(again[0] as Float32Array, gpu[0] as Float32Array)).toBe(0);
-    expect(bitDifferences(again[1] as Float32Array, gpu[1] as Float32Array)).toBe(0);
-  }, 120_000);
-
-  it('fused QuickGELU: value and gradient as the composite on cpu (1e-6 / 1e-5), the same bits every run', async () => {
-    const n = 3000;
-    const x = normals(n, 91).map((v) => 4 * v); // well into both tails
-    const w = normals(n, 92);
-    const run = async (backend: string): Promise<Float32Array[]> => {
-      await chooseBackend({ backend });
-      const [xt, wt] = [tf.tensor2d(x, [30, 100]), tf.tensor2d(w, [30, 100])];
-      const y = quickGelu(xt);
-      const g = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(quickGelu(a as tf.Tensor2D), wt)))(xt);
-      const out = [(await y.data()) as Float32Array, (await g.data()) as Float32Array];
-      tf.dispose([xt, wt, y, g]);
-      return out;
-    };
-    const cpu = await run('cpu');
-    const gpu = await run('webgpu');
-    const again = await run('webgpu');
-    expect(relL2(gpu[0] as Float32Array, cpu[0] as Float32Array)).toBeLessThan(1e-6);
-    expect(relL2(gpu[1] as Float32Array, cpu[1] as Float32Array)).toBeLessThan(1e-5);
-    expect(bitDifferences(again[0] as Float32Array, gpu[0] as Float32Array)).toBe(0);
-    expect(bitDifferences(again[1] as Float32Array, gpu[1] as Float32Array)).toBe(0);
-  }, 120_000);
+  for (const [name, f, seed, scale] of [
+    ['GELU', gelu, 21, 3],
+    ['QuickGELU', quickGelu, 91, 4],
+  ] as const) {
+    it(`fused ${name}: value and gradient as the composite on cpu (1e-6 / 1e-5), the same bits every run`, async () => {
+      const n = 3000;
+      const x = normals(n, seed).map((v) => scale * v); // well into both tails
+      const w = normals(n, seed + 1);
+      const run = async (backend: string): Promise<Float32Array[]> => {
+        await chooseBackend({ backend });
+        const [xt, wt] = [tf.tensor2d(x, [30, 100]), tf.tensor2d(w, [30, 100])];
+        const y = f(xt);
+        const g = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(f(a as tf.Tensor2D), wt)))(xt);
+        const out = [(await y.data()) as Float32Array, (await g.data()) as Float32Array];
+        tf.dispose([xt, wt, y, g]);
+        return out;
+      };
+      const cpu = await run('cpu');
+      const gpu = await run('webgpu');
+      const again = await run('webgpu');
+      expect(relL2(gpu[0] as Float32Array, cpu[0] as Float32Array)).toBeLessThan(1e-6);
+      expect(relL2(gpu[1] as Float32Array, cpu[1] as Float32Array)).toBeLessThan(1e-5);
+      expect(bitDifferences(again[0] as Float32Array, gpu[0] as Float32Array)).toBe(0);
+      expect(bitDifferences(again[1] as Float32Array, gpu[1] as Float32Array)).toBe(0);
+    }, 120_000);
+  }
 
   it('fused attention probabilities (key bias, softmax, dropout mask): attention and its gradients as on cpu (1e-5)', async () => {
     const [B, h, tq, tk, dh] = [2, 3, 5, 70, 4]; // keys past one workgroup (64)

@@ -180,27 +180,18 @@ export function fusedLayerNorm(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tensor
   return op(x, gamma, beta) as tf.Tensor2D;
 }
 
-/** GELU (erf form) through the device's fused kernels (call only where `deviceKernel(GELU)`): x·Φ(x), dy·(Φ(x) + x·φ(x)). */
-export function fusedGelu(x: tf.Tensor2D): tf.Tensor2D {
+/**
+ * An activation through the device's fused kernels, one each way (call only where `deviceKernel(forward)`): GELU
+ * (`GELU`, `GELU_GRAD`: x·Φ(x), dy·(Φ(x) + x·φ(x))) or QuickGELU (`QUICK_GELU`, `QUICK_GELU_GRAD`: x·σ(1.702x)).
+ */
+export function fusedActivation(x: tf.Tensor2D, forward: typeof GELU | typeof QUICK_GELU): tf.Tensor2D {
+  const backward = forward === GELU ? GELU_GRAD : QUICK_GELU_GRAD;
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const xi = args[0] as tf.Tensor2D;
     (args[1] as tf.GradSaveFunc)([xi]);
     return {
-      value: tf.engine().runKernel(GELU, { x: xi }, {}) as tf.Tensor2D,
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.engine().runKernel(GELU_GRAD, { dy, x: saved[0] as tf.Tensor }, {}) as tf.Tensor,
-    };
-  });
-  return op(x) as tf.Tensor2D;
-}
-
-/** QuickGELU through the device's fused kernels (call only where `deviceKernel(QUICK_GELU)`): x·σ(1.702x) and its gradient. */
-export function fusedQuickGelu(x: tf.Tensor2D): tf.Tensor2D {
-  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const xi = args[0] as tf.Tensor2D;
-    (args[1] as tf.GradSaveFunc)([xi]);
-    return {
-      value: tf.engine().runKernel(QUICK_GELU, { x: xi }, {}) as tf.Tensor2D,
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.engine().runKernel(QUICK_GELU_GRAD, { dy, x: saved[0] as tf.Tensor }, {}) as tf.Tensor,
+      value: tf.engine().runKernel(forward, { x: xi }, {}) as tf.Tensor2D,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.engine().runKernel(backward, { dy, x: saved[0] as tf.Tensor }, {}) as tf.Tensor,
     };
   });
   return op(x) as tf.Tensor2D;
