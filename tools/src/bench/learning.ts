@@ -37,7 +37,7 @@ import { runEval } from '../commands/eval.js';
 import { runFinetune, type FinetuneOptions, type FinetuneResult } from '../commands/finetune.js';
 import { registerBenchArea, type BenchOptions } from './areas.js';
 import { parseSizeSpec, type Sizes as BenchSizes } from './sizes.js';
-import { machineInfo, type BenchRow } from './report.js';
+import { machineInfo, mean, type BenchRow } from './report.js';
 
 /**
  * `m3ae bench learning`: does pre-training learn, and does it help downstream?
@@ -314,8 +314,7 @@ export async function pretrainInProcess(o: {
     const loaded = await loadCheckpoint(summary.checkpoint as string, model.manifest);
     setParamsFromFlat(model, loaded.params);
     const last = tail.mean();
-    const later = stepMs.length > 1 ? stepMs.slice(1) : stepMs;
-    const stepSeconds = later.reduce((a, b) => a + b, 0) / Math.max(1, later.length) / 1000;
+    const stepSeconds = mean(stepMs.length > 1 ? stepMs.slice(1) : stepMs) / 1000;
     return { model, checkpoint: summary.checkpoint as string, seconds: (performance.now() - t0) / 1000, stepSeconds, samples: summary.steps * o.batch, last: { mlm: last.mlm, mim: last.mim, itm: last.itm, itmAccuracy: last.itmAccuracy }, evaluations };
   } finally {
     await setup.close?.();
@@ -600,7 +599,6 @@ async function realPart(s: Sizes, work: string, log: Log, backend: string | unde
       onStep: (r) => steps.push({ at: performance.now(), ms: r.durationMs }),
       ...(backend ? { backend } : {}),
     });
-    const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
     if (steps.length < 2) throw new Error(`bench learning: the fine-tuning's timing run made ${steps.length} step(s); expected ${BUDGET_TIMING_STEPS}`);
     const finetuneStepS = mean(steps.slice(1).map((x) => x.ms)) / 1000;
     const validationS = Math.max(0, mean(steps.slice(1).map((x, i) => x.at - (steps[i] as { at: number }).at - x.ms)) / 1000);

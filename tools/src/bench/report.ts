@@ -5,6 +5,9 @@ import { cpus, totalmem, platform, arch } from 'node:os';
 /** What a benchmark row holds: a label column and figures. */
 export type BenchRow = Record<string, string | number>;
 
+/** The mean of some figures (0 for none). */
+export const mean = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+
 export interface MachineInfo {
   cpu: string;
   cpus: number;

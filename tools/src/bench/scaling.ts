@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { LocalRedis, loadRunConfig, type RunConfig, type StepReport } from '@m3ae/protocol';
 import { runLocalCluster } from '../commands/local-cluster.js';
 import { registerBenchArea } from './areas.js';
-import { machineInfo, type BenchRow } from './report.js';
+import { machineInfo, mean, type BenchRow } from './report.js';
 import { parseSizeSpec } from './sizes.js';
 
 /** The parameter count of `base` (M3AE's ViT-B/16 + RoBERTa-base + fusion): the issue's full-size exchange. */
@@ -38,7 +38,6 @@ interface Measured {
   reports: StepReport[];
 }
 
-const mean = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
 
 /** One run on real processes: `workers` `m3ae worker` processes and the coordinator in this process (runLocalCluster). */
 async function measure(redisUrl: string, o: { params: number; workers: number; shards: number; globalBatch: number; microBatch: number; workMs: number; steps: number; reducers?: 'threads' | 'processes' }): Promise<Measured> {

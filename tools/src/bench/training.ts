@@ -7,7 +7,7 @@ import type { StepReport } from '@m3ae/protocol';
 import { BlobStore, LocalRedis } from '@m3ae/protocol';
 import { trainLocal } from '../commands/train.js';
 import { registerBenchArea } from './areas.js';
-import { machineInfo, type BenchRow } from './report.js';
+import { machineInfo, mean, type BenchRow } from './report.js';
 
 export interface TransportFigures {
   bytes: number;
@@ -73,7 +73,6 @@ export async function measureTransport(url: string, bytes: number, reps: number)
   }
 }
 
-const mean = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
 
 /** Mean step figures over the measured steps of one run. */
 export function summariseSteps(reports: readonly StepReport[], workers: number): BenchRow {

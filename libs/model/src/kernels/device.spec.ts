@@ -32,6 +32,20 @@ async function on(backend: string, f: () => tf.Tensor): Promise<Float32Array> {
 }
 
 /** ‖a − b‖ / ‖b‖. */
+/**
+ * On `backend`: f(x) and the gradient of Σ f(x)·w with respect to x, x and w given as [rows, cols] values; every
+ * tensor released.
+ */
+async function valueAndGradient(backend: string, f: (a: tf.Tensor2D) => tf.Tensor2D, x: Float32Array, w: Float32Array, shape: [number, number]): Promise<Float32Array[]> {
+  await chooseBackend({ backend });
+  const [xt, wt] = [tf.tensor2d(x, shape), tf.tensor2d(w, shape)];
+  const y = f(xt);
+  const g = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(f(a as tf.Tensor2D), wt)))(xt);
+  const out = [(await y.data()) as Float32Array, (await g.data()) as Float32Array];
+  tf.dispose([xt, wt, y, g]);
+  return out;
+}
+
 function relL2(a: Float32Array, b: Float32Array): number {
   let dd = 0;
   let bb = 0;
@@ -175,15 +189,7 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
       const n = 3000;
       const x = normals(n, seed).map((v) => scale * v); // well into both tails
       const w = normals(n, seed + 1);
-      const run = async (backend: string): Promise<Float32Array[]> => {
-        await chooseBackend({ backend });
-        const [xt, wt] = [tf.tensor2d(x, [30, 100]), tf.tensor2d(w, [30, 100])];
-        const y = f(xt);
-        const g = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(f(a as tf.Tensor2D), wt)))(xt);
-        const out = [(await y.data()) as Float32Array, (await g.data()) as Float32Array];
-        tf.dispose([xt, wt, y, g]);
-        return out;
-      };
+      const run = async (backend: string): Promise<Float32Array[]> => await valueAndGradient(backend, f, x, w, [30, 100]);
       const cpu = await run('cpu');
       const gpu = await run('webgpu');
       const again = await run('webgpu');
@@ -324,20 +330,12 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
     const [B, rows, cols] = [3, 7, 70];
     const x = normals(B * rows * cols, 51).map((v, i) => (i % 97 === 0 ? -v * v : v)); // negatives: x·0 is −0
     const up = normals(B * rows * cols, 52);
-    const run = async (backend: string): Promise<Float32Array[]> => {
-      await chooseBackend({ backend });
-      const [xt, ut] = [tf.tensor2d(x, [B * rows, cols]), tf.tensor2d(up, [B * rows, cols])];
-      const apply = (a: tf.Tensor): tf.Tensor2D => {
-        const d = new Dropout(Int32Array.from([9, -3, 77]), 0.15, 2);
-        d.mask([2, 3]); // site 0 drawn as a mask, site 1 applied
-        return d.apply2d(a as tf.Tensor2D, B);
-      };
-      const y = apply(xt);
-      const g = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(apply(a), ut)))(xt);
-      const out = [(await y.data()) as Float32Array, (await g.data()) as Float32Array];
-      tf.dispose([xt, ut, y, g]);
-      return out;
+    const apply = (a: tf.Tensor2D): tf.Tensor2D => {
+      const d = new Dropout(Int32Array.from([9, -3, 77]), 0.15, 2);
+      d.mask([2, 3]); // site 0 drawn as a mask, site 1 applied
+      return d.apply2d(a, B);
     };
+    const run = async (backend: string): Promise<Float32Array[]> => await valueAndGradient(backend, apply, x, up, [B * rows, cols]);
     const cpu = await run('cpu');
     const gpu = await run('webgpu');
     const again = await run('webgpu');
