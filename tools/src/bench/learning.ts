@@ -123,6 +123,15 @@ const SIZE_DEFAULTS = {
    * test set; issue 13, fourth reading). The same fractions and seed either way.
    */
   'scratch-carve': 'image',
+  /**
+   * (s) with pre-training (issue 13's second target): steps of pre-training the same preset, at the same image side
+   * and with the part's own vocabulary, on the MedPix 2.0 train pairs before a third fine-tuning from that checkpoint
+   * (0: none, the part as before). The random-initialisation and question-only models then take the checkpoint's
+   * configuration, which is the preset's, so their figures are those of the part without pre-training.
+   */
+  'scratch-pretrain-steps': 0,
+  'scratch-pretrain-batch': 32,
+  'scratch-pretrain-lr': 5e-4,
   // (r) held-out evaluation and zero-shot retrieval: the preset (0 width: the preset's), image side, text length,
   // schedule, evaluation period and size, retrieval pairs (MedPix dev has 196 images).
   'r-preset': 'tiny',
@@ -709,9 +718,10 @@ async function scratchPart(s: Sizes, work: string, log: Log, backend: string | u
   await trainTokenizer({ sources: [{ kind: 'text', path: questions }], vocabSize: s['scratch-vocab'], output: tokPath, agreementSamples: 5 });
   const preset = s['scratch-preset'];
   if (presetConfig(preset).vocabSize < s['scratch-vocab']) throw new Error(`--size scratch-vocab=${s['scratch-vocab']}: expected at most the ${preset} preset's vocabulary (${presetConfig(preset).vocabSize})`);
-  log(`(s) ${preset} from random initialisation at ${s['scratch-px']} px on ${train.length} VQA-RAD training questions: with images, and question-only`);
+  const pretrain = s['scratch-pretrain-steps'] > 0 ? await scratchPretrain(s, data, tokPath, work, log, backend) : undefined;
+  log(`(s) ${preset} from random initialisation at ${s['scratch-px']} px on ${train.length} VQA-RAD training questions: with images, and question-only${pretrain ? ', and from the MedPix pre-training' : ''}`);
   const results = await fineTuneVariants(
-    ['random', 'question-only'],
+    pretrain ? ['pretrained', 'random', 'question-only'] : ['random', 'question-only'],
     s,
     vqaRad,
     {
@@ -726,6 +736,7 @@ async function scratchPart(s: Sizes, work: string, log: Log, backend: string | u
       lrMultiplierMultiModal: 1,
       headBias: headBiasSize(s),
       carve,
+      ...(pretrain ? { checkpoint: pretrain.run.checkpoint } : {}),
     },
     work,
     log,
@@ -733,7 +744,9 @@ async function scratchPart(s: Sizes, work: string, log: Log, backend: string | u
   );
   const base = await answerBaselines(s, vqaRad, carve);
   const [r, q] = [tuned(results, 'random'), tuned(results, 'question-only')];
+  const p = pretrain ? tuned(results, 'pretrained') : undefined;
   const rows: BenchRow[] = [
+    ...(p ? [vqaRow(`held-out acc.: ${preset} pre-trained on MedPix, fine-tuned`, p.holdout, r.holdout.overall.accuracy, 'random init + same fine-tuning', 's VQA-RAD scratch')] : []),
     vqaRow(`held-out acc.: ${preset} from random init, fine-tuned`, r.holdout, q.holdout.overall.accuracy, 'trained question-only model', 's VQA-RAD scratch'),
     vqaRow(`held-out acc.: ${preset} trained question-only (blank images)`, q.holdout, base.prior.overall.accuracy, 'question-only answer table', 's VQA-RAD scratch'),
     vqaRow('held-out acc.: question-only answer table', base.prior, base.majority.overall.accuracy, `majority answer "${base.majorityAnswer}"`, 's VQA-RAD scratch'),
@@ -748,11 +761,56 @@ async function scratchPart(s: Sizes, work: string, log: Log, backend: string | u
     scratch_random_init_minus_question_only_points: 100 * (r.holdout.overall.accuracy - q.holdout.overall.accuracy),
     scratch_finetune_seconds_random: Math.round(r.ft.seconds),
     scratch_finetune_seconds_question_only: Math.round(q.ft.seconds),
+    ...(p && pretrain
+      ? {
+          ...vqaFigures('scratch_pretrained', p.holdout),
+          scratch_pretrained_minus_random_init_points: 100 * (p.holdout.overall.accuracy - r.holdout.overall.accuracy),
+          scratch_finetune_seconds_pretrained: Math.round(p.ft.seconds),
+          scratch_pretrain_samples: pretrain.run.samples,
+          scratch_pretrain_seconds: Math.round(pretrain.run.seconds),
+        }
+      : {}),
   };
   const notes = [
+    ...(p && pretrain
+      ? [
+          `(s) pre-training: ${preset} at ${s['scratch-px']} px with the part's vocabulary, ${s['scratch-pretrain-steps']} steps × ${s['scratch-pretrain-batch']} = ${pretrain.run.samples} MedPix train samples (${(pretrain.run.samples / pretrain.pairs).toFixed(1)} epochs of ${pretrain.pairs} pairs, ${pretrain.run.seconds.toFixed(0)} s), lr ${s['scratch-pretrain-lr']}; last-10% losses MLM ${pretrain.run.last.mlm.toFixed(3)}, MIM ${pretrain.run.last.mim.toFixed(3)}, ITM ${pretrain.run.last.itm.toFixed(3)} (acc ${(100 * pretrain.run.last.itmAccuracy).toFixed(1)}%); fine-tuned as the others, selected on validation at ${selectedAt(p)}.`,
+        ]
+      : []),
     `(s) ${preset}, a ${s['scratch-vocab']}-token BPE vocabulary trained on the ${train.length} carved training questions: ${finetuneSummary(r.ft)}, head bias ${r.ft.settings.headBias}; selected on validation at ${selectedAt(r)} (with images) and ${selectedAt(q)} (question-only); the held-out split (${r.holdout.overall.total} questions, ${carve.groupBy === 'question' ? 'carved by question: its images also occur in training, exact duplicates never on both sides' : 'disjoint images'}) read once per model.`,
   ];
   return { rows, figures, notes };
+}
+
+/**
+ * (s) pre-training: the part's preset at its image side, with the part's vocabulary (trained on the carved VQA-RAD
+ * training questions), on the MedPix 2.0 train pairs tokenized with it. The configuration is the preset's but for the
+ * image side, so the fine-tunings from random initialisation are the same models with or without it.
+ */
+async function scratchPretrain(s: Sizes, data: string, tokPath: string, work: string, log: Log, backend: string | undefined): Promise<{ run: PretrainRun; pairs: number }> {
+  const px = s['scratch-px'];
+  const shards = join(work, `scratch-medpix-train-${px}px`);
+  if (!existsSync(join(shards, 'dataset.json'))) await prepareShards({ source: 'medpix', input: join(data, 'medpix2'), split: 'train', output: shards, imageSize: px, tokenizer: await loadTokenizer(tokPath) });
+  const pairs = await openShardDataset(shards).then(async (d) => (await d.close(), d.size));
+  const preset = s['scratch-preset'];
+  log(`(s) pre-training ${preset} (${px} px) on ${pairs} MedPix train pairs: ${s['scratch-pretrain-steps']} steps × ${s['scratch-pretrain-batch']}`);
+  const run = await pretrainInProcess({
+    preset,
+    overrides: { imageSize: px },
+    shards,
+    tokenizer: tokPath,
+    output: join(work, 'scratch-pretrain'),
+    steps: s['scratch-pretrain-steps'],
+    batch: s['scratch-pretrain-batch'],
+    micro: s['scratch-pretrain-batch'],
+    learningRate: s['scratch-pretrain-lr'],
+    seed: s.seed,
+    threads: s.threads,
+    backend,
+    log,
+  });
+  run.model.dispose();
+  return { run, pairs };
 }
 
 /** One direction's R@1/5/10 as a row (percentages), against a baseline's R@10. */
