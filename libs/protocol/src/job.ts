@@ -76,6 +76,19 @@ export function addTotals(a: ObjectiveTotals, b: ObjectiveTotals): void {
 }
 
 /**
+ * The fields that name a job, first in both the job and the contribution that answers it (which echoes them);
+ * spread rather than extended, so that both keep their field order (and so the order of their parse errors).
+ */
+const jobIdentity = {
+  protocol: z.literal(PROTOCOL_VERSION),
+  runId: z.string().min(1),
+  incarnation: z.string().min(1),
+  step: count,
+  version: count,
+  jobIndex: count,
+};
+
+/**
  * One micro-batch of one step: what a worker needs to compute its gradient, and nothing heavier — sample
  * indices and their positions in the global batch, never tensors and never file paths (the worker reads the
  * dataset named by its own configuration). `copy` numbers redeliveries and backup copies of the same
@@ -83,12 +96,7 @@ export function addTotals(a: ObjectiveTotals, b: ObjectiveTotals): void {
  */
 export const MicroBatchJobSchema = z
   .object({
-    protocol: z.literal(PROTOCOL_VERSION),
-    runId: z.string().min(1),
-    incarnation: z.string().min(1),
-    step: count,
-    version: count,
-    jobIndex: count,
+    ...jobIdentity,
     jobCount: z.number().int().positive(),
     copy: count,
     seed: count,
@@ -128,12 +136,7 @@ export type JobTimings = z.infer<typeof JobTimingsSchema>;
  */
 export const ContributionSchema = z
   .object({
-    protocol: z.literal(PROTOCOL_VERSION),
-    runId: z.string().min(1),
-    incarnation: z.string().min(1),
-    step: count,
-    version: count,
-    jobIndex: count,
+    ...jobIdentity,
     copy: count,
     workerId: z.string().min(1).max(200),
     manifestHash: hex64,
