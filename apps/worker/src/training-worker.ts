@@ -17,8 +17,10 @@ import {
   redisOptions,
   RunKeys,
   type Contribution,
+  type JobOutcome,
   type MicroBatchJob,
   type RunConfig,
+  type WorkerJobEvent,
 } from '@m3ae/protocol';
 import { computeContribution, type GradientComputer } from '@m3ae/training';
 import { workerId as defaultWorkerId } from './identity.js';
@@ -26,26 +28,6 @@ import { workerId as defaultWorkerId } from './identity.js';
 /** This worker's model differs from the run's: it must not compute (its gradients would be wrong). */
 export class ManifestMismatchError extends Error {
   override readonly name = 'ManifestMismatchError';
-}
-
-export type JobOutcome = 'completed' | 'stale' | 'failed' | 'handed-back' | 'refused';
-
-/** One job as this worker handled it (for logs, metrics and tests). */
-export interface WorkerJobEvent {
-  jobId: string;
-  step: number;
-  jobIndex: number;
-  copy: number;
-  outcome: JobOutcome;
-  samples: number;
-  /** Real text tokens of the micro-batch, when the computer counts them. */
-  tokens?: number;
-  /** Milliseconds: parameter fetch (0 on a cache hit), compute, encode, upload, total. */
-  timings: { fetchMs: number; computeMs: number; encodeMs: number; uploadMs: number; totalMs: number };
-  paramCacheHit: boolean;
-  gradBytes: number;
-  paramBytes: number;
-  error?: string;
 }
 
 export interface TrainingWorkerOptions {

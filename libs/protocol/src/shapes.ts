@@ -1,10 +1,10 @@
-import type { ObjectiveTotals } from './job.js';
+import type { JobTimings, ObjectiveTotals } from './job.js';
 
 /*
  * The shapes that cross a process or library boundary and are not wire messages: the batches the data lib builds
  * and the model consumes (libs/data never imports the model), the parameter layout a checkpoint, an optimizer and a
- * gradient agree on, the optimizer state a checkpoint stores, and the step report the trainer emits and telemetry
- * reads. Declared once here (this lib depends on nothing of ours, so every
+ * gradient agree on, the optimizer state a checkpoint stores, the step report the trainer emits and telemetry
+ * reads, and the job event a worker emits and telemetry reads. Declared once here (this lib depends on nothing of ours, so every
  * library can use them); wire messages live in ./job.ts.
  */
 
@@ -78,7 +78,7 @@ export interface StepReport {
   durationMs: number;
   phases: StepPhases;
   /** Mean milliseconds the accepted contributions reported (parameter fetch, compute, encode, upload). */
-  worker: { fetchMs: number; computeMs: number; encodeMs: number; uploadMs: number; totalMs: number };
+  worker: JobTimings;
   /** Bytes moved through Redis for this step by the coordinator (published parameters, gradients read); 0 in process. */
   bytes: { params: number; grads: number };
   /**
@@ -92,6 +92,28 @@ export interface StepReport {
   jobs: { count: number; enqueued: number; rejected: number; duplicates: number; backups: number; retried: number };
   /** Who computed the step's counted contributions (worker ids, or in-process computers). */
   workers: string[];
+}
+
+/** How a worker finished a job. */
+export const JOB_OUTCOMES = ['completed', 'stale', 'failed', 'handed-back', 'refused'] as const;
+export type JobOutcome = (typeof JOB_OUTCOMES)[number];
+
+/** One job as a worker handled it: the worker emits it (`onJob`), logs, metrics (`workerJobListener`) and tests read it. */
+export interface WorkerJobEvent {
+  jobId: string;
+  step: number;
+  jobIndex: number;
+  copy: number;
+  outcome: JobOutcome;
+  samples: number;
+  /** Real text tokens of the micro-batch, when the computer counts them. */
+  tokens?: number;
+  /** Milliseconds: parameter fetch (0 on a cache hit), compute, encode, upload, total. */
+  timings: JobTimings;
+  paramCacheHit: boolean;
+  gradBytes: number;
+  paramBytes: number;
+  error?: string;
 }
 
 /**

@@ -1,12 +1,12 @@
-import type { StepReport } from '@m3ae/protocol';
+import type { StepReport, WorkerJobEvent } from '@m3ae/protocol';
 import type { CoordinatorMetrics } from './coordinator-metrics.js';
-import type { JobOutcome } from './phases.js';
 import type { WorkerMetrics } from './worker-metrics.js';
 
 /*
  * Adapters from the event hooks of the coordinator (`CoordinatorEvents`) and the worker (`onJob`) to the
- * metrics, so that wiring telemetry in is one line each. The step report is @m3ae/protocol's `StepReport` (the
- * trainer's); the other events are declared here structurally (this lib imports no app).
+ * metrics, so that wiring telemetry in is one line each. The step report (`StepReport`, the trainer's) and the worker's
+ * job event (`WorkerJobEvent`) are @m3ae/protocol's; the coordinator's other events are declared here structurally
+ * (this lib imports no app).
  */
 
 export interface CoordinatorEventHandlers {
@@ -74,20 +74,8 @@ export function coordinatorEvents(metrics: CoordinatorMetrics): CoordinatorEvent
   };
 }
 
-/** The part of the worker's `WorkerJobEvent` the metrics read. */
-export interface WorkerJobEventLike {
-  step: number;
-  outcome: JobOutcome;
-  samples: number;
-  tokens?: number;
-  timings: { fetchMs: number; computeMs: number; encodeMs: number; uploadMs: number; totalMs: number };
-  paramCacheHit: boolean;
-  gradBytes: number;
-  paramBytes: number;
-}
-
 /** A listener that records every job a worker handles into `metrics`; pass it as the worker's `onJob`. */
-export function workerJobListener(metrics: WorkerMetrics): (event: WorkerJobEventLike) => void {
+export function workerJobListener(metrics: WorkerMetrics): (event: Omit<WorkerJobEvent, 'jobId' | 'jobIndex' | 'copy' | 'error'>) => void {
   return (e) => {
     metrics.observeJob({
       durationSeconds: e.timings.totalMs / 1000,

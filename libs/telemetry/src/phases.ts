@@ -8,7 +8,3 @@ export type StepPhase = (typeof STEP_PHASES)[number];
 /** Where one micro-batch job's time goes on a worker (parameter fetch, forward/backward, encoding, upload). */
 export const JOB_PHASES = ['fetch', 'compute', 'encode', 'upload'] as const;
 export type JobPhase = (typeof JOB_PHASES)[number];
-
-/** How a worker finished a job. */
-export const JOB_OUTCOMES = ['completed', 'stale', 'failed', 'handed-back', 'refused'] as const;
-export type JobOutcome = (typeof JOB_OUTCOMES)[number];

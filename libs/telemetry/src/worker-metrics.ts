@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram } from 'prom-client';
+import { JOB_OUTCOMES, type JobOutcome } from '@m3ae/protocol';
 import { BaseMetrics, type BaseMetricsOptions } from './base-metrics.js';
-import { JOB_OUTCOMES, JOB_PHASES, type JobOutcome, type JobPhase } from './phases.js';
+import { JOB_PHASES, type JobPhase } from './phases.js';
 
 
 /** One micro-batch job as a worker ran it. */
