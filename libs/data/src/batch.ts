@@ -4,7 +4,7 @@ import { CounterRng, hashUniforms, sampleSeed, seededPermutation } from './rng.j
 import { MAX_STORED_TOKENS } from './shards/format.js';
 import type { ShardPixels, ShardRecord } from './shards/reader.js';
 import type { TextTokenizer } from './tokenizer/load.js';
-import type { PretrainBatch } from '@m3ae/protocol';
+import { emptyPretrainBatch, type PretrainBatch } from '@m3ae/protocol';
 
 export type { PretrainBatch };
 
@@ -139,20 +139,7 @@ export async function buildPretrainBatch(options: PretrainBatchOptions): Promise
   const { dataset, tokenizer, seed, step, imageSize: H, maxTextLength: L, numPatches: N } = options;
   if (H !== dataset.imageSize) throw new RangeError(`imageSize is ${H} but the dataset was prepared at ${dataset.imageSize} px`);
   const plane = 3 * H * H;
-  const batch: PretrainBatch = {
-    batchSize: B,
-    imageSize: H,
-    textLength: L,
-    pixelValues: new Float32Array(B * plane),
-    inputIds: new Int32Array(B * L),
-    attentionMask: new Int32Array(B * L),
-    mlmInputIds: new Int32Array(B * L),
-    mlmLabels: new Int32Array(B * L),
-    mimNoise: new Float32Array(B * N),
-    itmPixelValues: new Float32Array(B * plane),
-    itmLabels: new Int32Array(B),
-    dropoutSeeds: new Int32Array(B),
-  };
+  const batch = emptyPretrainBatch(B, H, L, N);
   const positives = itmPositives(seed, step, options.globalBatchSize);
   const indices = Array.from(options.indices);
   const negatives = indices.map((i, b) => (positives[options.positions[b] as number] === 1 ? -1 : itmNegativeIndex(seed, step, i, dataset.size)));

@@ -1,4 +1,4 @@
-import type { PretrainBatch } from './batch.js';
+import { emptyPretrainBatch, type PretrainBatch } from '@m3ae/protocol';
 import { numPatches, trainingTextLength, type M3AEConfig } from './config.js';
 import { HashStream, hashWords } from './random.js';
 
@@ -14,20 +14,10 @@ export function syntheticBatch(config: M3AEConfig, batchSize: number, seed = 0, 
   const V = config.vocabSize;
   const pad = config.padTokenId;
   const img = 3 * S * S;
-  const b: PretrainBatch = {
-    batchSize,
-    imageSize: S,
-    textLength: L,
-    pixelValues: new Float32Array(batchSize * img),
-    inputIds: new Int32Array(batchSize * L).fill(pad),
-    attentionMask: new Int32Array(batchSize * L),
-    mlmInputIds: new Int32Array(batchSize * L).fill(pad),
-    mlmLabels: new Int32Array(batchSize * L).fill(-100),
-    mimNoise: new Float32Array(batchSize * N),
-    itmPixelValues: new Float32Array(batchSize * img),
-    itmLabels: new Int32Array(batchSize),
-    dropoutSeeds: new Int32Array(batchSize),
-  };
+  const b = emptyPretrainBatch(batchSize, S, L, N);
+  b.inputIds.fill(pad);
+  b.mlmInputIds.fill(pad);
+  b.mlmLabels.fill(-100);
   // Special ids kept away from random tokens: 0..3 (<s>, <pad>, </s>, <unk>) and the last id as <mask>.
   const bos = 0;
   const eos = 2;

@@ -147,6 +147,26 @@ export interface PretrainBatch {
   dropoutSeeds: Int32Array;
 }
 
+/** A pre-training batch of B samples of H px images, L tokens and N patches, every array of its size and all zero. */
+export function emptyPretrainBatch(batchSize: number, imageSize: number, textLength: number, numPatches: number): PretrainBatch {
+  const plane = 3 * imageSize * imageSize;
+  const tokens = batchSize * textLength;
+  return {
+    batchSize,
+    imageSize,
+    textLength,
+    pixelValues: new Float32Array(batchSize * plane),
+    inputIds: new Int32Array(tokens),
+    attentionMask: new Int32Array(tokens),
+    mlmInputIds: new Int32Array(tokens),
+    mlmLabels: new Int32Array(tokens),
+    mimNoise: new Float32Array(batchSize * numPatches),
+    itmPixelValues: new Float32Array(batchSize * plane),
+    itmLabels: new Int32Array(batchSize),
+    dropoutSeeds: new Int32Array(batchSize),
+  };
+}
+
 /**
  * One (micro-)batch of a downstream task: B examples of one image and K texts — K = 1 for VQA and classification (the
  * question / caption), K = 1 + negatives for retrieval training (the true caption first).
@@ -170,4 +190,20 @@ export interface DownstreamBatch {
   labels: Int32Array;
   /** [B·K] dropout seeds, from (seed, step, example index) */
   dropoutSeeds: Int32Array;
+}
+
+/** A downstream batch of B examples of K texts, H px images and L tokens, every array of its size and all zero. */
+export function emptyDownstreamBatch(batchSize: number, textsPerExample: number, imageSize: number, textLength: number): DownstreamBatch {
+  const texts = batchSize * textsPerExample;
+  return {
+    batchSize,
+    textsPerExample,
+    imageSize,
+    textLength,
+    pixelValues: new Float32Array(batchSize * 3 * imageSize * imageSize),
+    inputIds: new Int32Array(texts * textLength),
+    attentionMask: new Int32Array(texts * textLength),
+    labels: new Int32Array(batchSize),
+    dropoutSeeds: new Int32Array(texts),
+  };
 }

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { hashUniforms, loadImage, type PhantomManifestLine, type TextTokenizer } from '@m3ae/data';
 import { computeLosses, createModel, flattenParams, mimKeepCount, numPatches, setParamsFromFlat, type M3AEConfig, type M3AEModel, type PretrainBatch } from '@m3ae/model';
+import { emptyPretrainBatch } from '@m3ae/protocol';
 
 /*
  * A probe of what pre-training learnt, on the phantom corpus (procedural images whose captions state what the image
@@ -91,21 +92,10 @@ export function patchMeanBaseline(pixels: Float32Array, B: number, size: number,
 
 /** An evaluation batch to fill in: nothing masked, matching pairs, no dropout (the model is in eval mode). */
 function blankBatch(B: number, H: number, L: number, N: number): PretrainBatch {
-  const plane = 3 * H * H;
-  return {
-    batchSize: B,
-    imageSize: H,
-    textLength: L,
-    pixelValues: new Float32Array(B * plane),
-    inputIds: new Int32Array(B * L),
-    attentionMask: new Int32Array(B * L),
-    mlmInputIds: new Int32Array(B * L),
-    mlmLabels: new Int32Array(B * L).fill(-100),
-    mimNoise: new Float32Array(B * N),
-    itmPixelValues: new Float32Array(B * plane),
-    itmLabels: new Int32Array(B).fill(1),
-    dropoutSeeds: new Int32Array(B),
-  };
+  const batch = emptyPretrainBatch(B, H, L, N);
+  batch.mlmLabels.fill(-100);
+  batch.itmLabels.fill(1);
+  return batch;
 }
 
 export async function evaluatePhantom(model: M3AEModel, tok: TextTokenizer, lines: PhantomManifestLine[], dir: string, seed: number): Promise<PhantomEval> {

@@ -3,7 +3,7 @@ import { CounterRng, sampleSeed } from '../rng.js';
 import type { TextTokenizer } from '../tokenizer/load.js';
 import type { ImageStore } from './images.js';
 import type { RetrievalSet } from './tasks.js';
-import type { DownstreamBatch } from '@m3ae/protocol';
+import { emptyDownstreamBatch, type DownstreamBatch } from '@m3ae/protocol';
 
 export type { DownstreamBatch };
 
@@ -63,17 +63,7 @@ export async function buildLabeledBatch(o: LabeledBatchOptions): Promise<Downstr
   const B = idx.length;
   const H = o.images.size;
   const L = o.textLength;
-  const batch: DownstreamBatch = {
-    batchSize: B,
-    textsPerExample: 1,
-    imageSize: H,
-    textLength: L,
-    pixelValues: new Float32Array(B * 3 * H * H),
-    inputIds: new Int32Array(B * L),
-    attentionMask: new Int32Array(B * L),
-    labels: new Int32Array(B),
-    dropoutSeeds: new Int32Array(B),
-  };
+  const batch = emptyDownstreamBatch(B, 1, H, L);
   const ex = idx.map((i) => o.examples[i] as LabeledExample);
   await fillImages(ex.map((e) => e.imagePath), idx, o, batch.pixelValues);
   ex.forEach((e, b) => {
@@ -129,17 +119,7 @@ export async function buildRetrievalBatch(o: RetrievalBatchOptions): Promise<Dow
   const K = 1 + negatives;
   const H = o.images.size;
   const L = o.textLength;
-  const batch: DownstreamBatch = {
-    batchSize: B,
-    textsPerExample: K,
-    imageSize: H,
-    textLength: L,
-    pixelValues: new Float32Array(B * 3 * H * H),
-    inputIds: new Int32Array(B * K * L),
-    attentionMask: new Int32Array(B * K * L),
-    labels: new Int32Array(B),
-    dropoutSeeds: new Int32Array(B * K),
-  };
+  const batch = emptyDownstreamBatch(B, K, H, L);
   await fillImages(idx.map((i) => o.set.images[o.set.pairImage[i] as number] as string), idx, o, batch.pixelValues);
   const encoded = new Map<number, { inputIds: Int32Array; attentionMask: Int32Array }>();
   const encode = (t: number): { inputIds: Int32Array; attentionMask: Int32Array } => {
