@@ -1,3 +1,5 @@
+import { mulberry32 } from '../mulberry32.js';
+
 export interface CropBox {
   left: number;
   top: number;
@@ -10,18 +12,6 @@ export interface RandomResizedCropOptions {
   scale?: readonly [number, number];
   /** Aspect ratio (w/h) range, sampled log-uniformly. @defaultValue [3/4, 4/3] (torchvision) */
   ratio?: readonly [number, number];
-}
-
-/** Small deterministic generator (mulberry32) for the few draws of one crop. */
-function uniforms(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Python's round(): halves go to the even neighbour. */
@@ -40,7 +30,7 @@ export function randomResizedCropBox(width: number, height: number, seed: number
   const [r0, r1] = options.ratio ?? [3 / 4, 4 / 3];
   if (!(s0 > 0 && s0 <= s1 && s1 <= 1)) throw new RangeError(`random-resized-crop: scale must satisfy 0 < min <= max <= 1, got [${s0}, ${s1}]`);
   if (!(r0 > 0 && r0 <= r1)) throw new RangeError(`random-resized-crop: ratio must satisfy 0 < min <= max, got [${r0}, ${r1}]`);
-  const next = uniforms(seed);
+  const next = mulberry32(seed);
   const area = width * height;
   const logR0 = Math.log(r0);
   const logR1 = Math.log(r1);

@@ -1,3 +1,5 @@
+import { mulberry32 } from '../mulberry32.js';
+
 /** What a phantom image shows. Every field is drawn independently of the others (plane's range depends on modality). */
 export interface PhantomAttributes {
   modality: PhantomModality;
@@ -38,18 +40,6 @@ export function phantomSeed(seed: number, index: number, stream: number): number
   h ^= h >>> 16;
   h = Math.imul(h ^ (Math.floor(index / 0x1_0000_0000) + 0x27d4eb2f), 0x165667b1);
   return (h ^ (h >>> 15)) >>> 0;
-}
-
-/** mulberry32: small, fast, good enough for drawing pictures. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 export function pick<T>(rand: () => number, values: readonly T[]): T {

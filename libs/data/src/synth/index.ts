@@ -1,4 +1,4 @@
-// The small RNG helpers (mulberry32, pick) stay internal: only the corpus API and its vocabulary are public.
+// The small RNG helper (pick; mulberry32 is ../mulberry32.ts) stays internal: only the corpus API and its vocabulary are public.
 export {
   CROSS_SECTION_PLANES,
   LESION_DENSITIES,

@@ -1,4 +1,5 @@
-import { mulberry32, PHANTOM_STREAMS, phantomSeed, type PhantomAttributes, type PhantomModality, type PhantomRegion } from './attributes.js';
+import { mulberry32 } from '../mulberry32.js';
+import { PHANTOM_STREAMS, phantomSeed, type PhantomAttributes, type PhantomModality, type PhantomRegion } from './attributes.js';
 
 /** Tissue classes painted into the label map; each modality maps them to its own grey level. */
 const Tissue = { Air: 0, Fat: 1, Soft: 2, Organ: 3, Fluid: 4, Lung: 5, Bone: 6, Brain: 7, Vessel: 8 } as const;
