@@ -3,11 +3,14 @@
  * MIM targets, RoBERTa position ids, MAE's argsort of the masking noise.
  */
 
+import { NORM_PIX_EPS, patchRowStarts } from './patches.js';
+
 /**
  * Patches for the patch embedding, in the conv kernel's (c, ky, kx) order: [B·N, 3·P·P], patches in grid
  * order (row-major). `only` selects patches per sample (e.g. the kept ones), in the given order.
  */
 export function patchesForEmbedding(pixels: Float32Array, batch: number, size: number, patch: number, only?: { indices: Int32Array; perSample: number }): Float32Array {
+  const starts = patchRowStarts(size, patch);
   const g = size / patch;
   const n = g * g;
   const per = only ? only.perSample : n;
@@ -17,13 +20,11 @@ export function patchesForEmbedding(pixels: Float32Array, batch: number, size: n
   for (let b = 0; b < batch; b++) {
     const img = b * 3 * plane;
     for (let j = 0; j < per; j++) {
-      const idx = only ? (only.indices[b * per + j] ?? 0) : j;
-      const gy = Math.floor(idx / g);
-      const gx = idx - gy * g;
+      const first = (only ? (only.indices[b * per + j] ?? 0) : j) * patch;
       let o = (b * per + j) * dim;
       for (let c = 0; c < 3; c++) {
-        for (let ky = 0; ky < patch; ky++) {
-          const row = img + c * plane + (gy * patch + ky) * size + gx * patch;
+        for (let ky = first; ky < first + patch; ky++) {
+          const row = img + c * plane + (starts[ky] as number);
           for (let kx = 0; kx < patch; kx++) out[o++] = pixels[row + kx] ?? 0;
         }
       }
@@ -38,21 +39,19 @@ export function patchesForEmbedding(pixels: Float32Array, batch: number, size: n
  * (sample, patch) pairs given.
  */
 export function mimTargets(pixels: Float32Array, size: number, patch: number, pairs: { sample: Int32Array; patch: Int32Array }, normPix: boolean): Float32Array {
-  const g = size / patch;
+  const starts = patchRowStarts(size, patch);
   const dim = 3 * patch * patch;
   const rows = pairs.sample.length;
   const out = new Float32Array(rows * dim);
   const plane = size * size;
   for (let r = 0; r < rows; r++) {
-    const b = pairs.sample[r] ?? 0;
-    const idx = pairs.patch[r] ?? 0;
-    const gy = Math.floor(idx / g);
-    const gx = idx - gy * g;
+    const img = (pairs.sample[r] ?? 0) * 3 * plane;
+    const first = (pairs.patch[r] ?? 0) * patch;
     const o = r * dim;
     let k = o;
-    for (let ky = 0; ky < patch; ky++) {
-      for (let kx = 0; kx < patch; kx++) {
-        const at = b * 3 * plane + (gy * patch + ky) * size + gx * patch + kx;
+    for (let ky = first; ky < first + patch; ky++) {
+      const start = img + (starts[ky] as number);
+      for (let at = start; at < start + patch; at++) {
         for (let c = 0; c < 3; c++) out[k++] = pixels[at + c * plane] ?? 0;
       }
     }
@@ -62,7 +61,7 @@ export function mimTargets(pixels: Float32Array, size: number, patch: number, pa
       mean /= dim;
       let ss = 0;
       for (let i = o; i < o + dim; i++) ss += ((out[i] ?? 0) - mean) ** 2;
-      const inv = 1 / Math.sqrt(ss / (dim - 1) + 1e-6);
+      const inv = 1 / Math.sqrt(ss / (dim - 1) + NORM_PIX_EPS);
       for (let i = o; i < o + dim; i++) out[i] = ((out[i] ?? 0) - mean) * inv;
     }
   }

@@ -13,6 +13,30 @@ function checkGeometry(size: number, patch: number): number {
   return size / patch;
 }
 
+const rowTables = new Map<string, Int32Array>();
+
+/**
+ * The one patch walk: entry n·P + ky is where row ky of patch n = gy·g + gx (grid in row-major order) starts in a
+ * channel plane, (gy·P + ky)·size + gx·P; its P pixels follow it. Made once per (size, patch) and kept: every loop
+ * that moves patches (`patchify`, `unpatchify`, the MIM targets, the patch embedding's input) reads it.
+ */
+export function patchRowStarts(size: number, patch: number): Int32Array {
+  const key = `${size}:${patch}`;
+  let table = rowTables.get(key);
+  if (!table) {
+    const g = checkGeometry(size, patch);
+    table = new Int32Array(g * g * patch);
+    let k = 0;
+    for (let gy = 0; gy < g; gy++) {
+      for (let gx = 0; gx < g; gx++) {
+        for (let ky = 0; ky < patch; ky++) table[k++] = (gy * patch + ky) * size + gx * patch;
+      }
+    }
+    rowTables.set(key, table);
+  }
+  return table;
+}
+
 /**
  * MAE's `patchify`: images [B,3,H,W] → patches [B, N, P·P·3], patches in grid (row-major) order, each in
  * (ky, kx, c) order (the MIM target and `decoder_pred` layout: `mimTargets` in inputs.ts).
@@ -21,20 +45,16 @@ export function patchify(pixels: Float32Array, batch: number, size: number, patc
   const g = checkGeometry(size, patch);
   const plane = size * size;
   if (pixels.length !== batch * 3 * plane) throw new RangeError(`patchify: got ${pixels.length} values; expected ${batch}×3×${size}×${size} = ${batch * 3 * plane}`);
-  const dim = 3 * patch * patch;
-  const out = new Float32Array(batch * g * g * dim);
+  const rows = patchRowStarts(size, patch);
+  const out = new Float32Array(batch * g * g * 3 * patch * patch);
   let k = 0;
   for (let b = 0; b < batch; b++) {
-    for (let gy = 0; gy < g; gy++) {
-      for (let gx = 0; gx < g; gx++) {
-        for (let ky = 0; ky < patch; ky++) {
-          for (let kx = 0; kx < patch; kx++) {
-            const at = b * 3 * plane + (gy * patch + ky) * size + gx * patch + kx;
-            out[k++] = pixels[at] as number;
-            out[k++] = pixels[at + plane] as number;
-            out[k++] = pixels[at + 2 * plane] as number;
-          }
-        }
+    for (let r = 0; r < rows.length; r++) {
+      const start = b * 3 * plane + (rows[r] as number);
+      for (let at = start; at < start + patch; at++) {
+        out[k++] = pixels[at] as number;
+        out[k++] = pixels[at + plane] as number;
+        out[k++] = pixels[at + 2 * plane] as number;
       }
     }
   }
@@ -46,19 +66,16 @@ export function unpatchify(patches: Float32Array, batch: number, size: number, p
   const g = checkGeometry(size, patch);
   const plane = size * size;
   if (patches.length !== batch * 3 * plane) throw new RangeError(`unpatchify: got ${patches.length} values; expected ${batch}×${g * g}×${3 * patch * patch} = ${batch * 3 * plane}`);
+  const rows = patchRowStarts(size, patch);
   const out = new Float32Array(batch * 3 * plane);
   let k = 0;
   for (let b = 0; b < batch; b++) {
-    for (let gy = 0; gy < g; gy++) {
-      for (let gx = 0; gx < g; gx++) {
-        for (let ky = 0; ky < patch; ky++) {
-          for (let kx = 0; kx < patch; kx++) {
-            const at = b * 3 * plane + (gy * patch + ky) * size + gx * patch + kx;
-            out[at] = patches[k++] as number;
-            out[at + plane] = patches[k++] as number;
-            out[at + 2 * plane] = patches[k++] as number;
-          }
-        }
+    for (let r = 0; r < rows.length; r++) {
+      const start = b * 3 * plane + (rows[r] as number);
+      for (let at = start; at < start + patch; at++) {
+        out[at] = patches[k++] as number;
+        out[at + plane] = patches[k++] as number;
+        out[at + 2 * plane] = patches[k++] as number;
       }
     }
   }
