@@ -12,7 +12,8 @@ export * from './adamw.js';
 export * from './flops.js';
 export * from './weights/index.js';
 export * from './downstream/index.js';
-export * from './patches.js';
+// patchRowStarts stays internal: its tables are shared and must not be written to.
+export { NORM_PIX_EPS, normalizePatches, patchify, patchStats, unnormalizePatches, unpatchify } from './patches.js';
 export * from './reconstruct.js';
 export * from './model-from-checkpoint.js';
 export * from './fill.js';
