@@ -76,14 +76,8 @@ export interface RunHistoryOptions {
   now?: () => number;
 }
 
-interface WorkerState {
-  id: string;
-  backend: string | null;
-  pid: number | null;
-  lastHeartbeatAt: number | null;
-  lastContributionAt: number | null;
-  steps: number;
-}
+/** What the history keeps of a worker: its view less what is computed when the snapshot is taken. */
+type WorkerState = Omit<RunWorkerView, 'samplesPerSecond' | 'alive'>;
 
 /** Own numeric fields of a plain object (phases and worker timings arrive as interfaces). */
 function numericFields(value: object | undefined, what: string): Record<string, number> {
@@ -388,12 +382,7 @@ export class RunHistory {
       .map((w) => {
         const seen = Math.max(w.lastHeartbeatAt ?? -Infinity, w.lastContributionAt ?? -Infinity);
         return {
-          id: w.id,
-          backend: w.backend,
-          pid: w.pid,
-          lastHeartbeatAt: w.lastHeartbeatAt,
-          lastContributionAt: w.lastContributionAt,
-          steps: w.steps,
+          ...w,
           samplesPerSecond: ms > 0 ? (share.get(w.id) ?? 0) / (ms / 1000) : 0,
           alive: now - seen <= this.staleAfterMs,
         };
