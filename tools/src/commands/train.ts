@@ -66,26 +66,20 @@ export interface TrainFlags extends RunFlags {
   restartWindow?: string;
 }
 
-/** What `m3ae train --local` prints at the end (also as one JSON line with `--json`). */
-export interface TrainReport {
-  runId: string;
+/**
+ * What `m3ae train --local` prints at the end (also as one JSON line with `--json`): the run's summary as the trainer
+ * and the local cluster give it (what they leave undefined as null), and what this command adds.
+ */
+export interface TrainReport extends Pick<LocalClusterSummary, 'runId' | 'steps' | 'startStep' | 'samplesPerSecond' | 'paramsSha256' | 'rejected' | 'stopped' | 'workerRestarts'> {
   preset: string;
   workers: number;
-  steps: number;
-  startStep: number;
   firstLosses: StepReport['losses'] | null;
   finalLosses: StepReport['losses'] | null;
-  samplesPerSecond: number;
   secondsPerStep: number;
   durationSeconds: number;
   checkpoint: string | null;
-  paramsSha256: string;
-  rejected: number;
   redis: string;
   data: string | null;
-  stopped: boolean;
-  /** Worker processes that died and were replaced. */
-  workerRestarts: number;
 }
 
 function fmt(x: number | undefined, digits = 4): string {
