@@ -728,46 +728,30 @@ export function registerWebGpuKernels(): void {
       return heads(backend, (inputs as { x: tf.TensorInfo }).x, shape, perm, outShape);
     },
   });
-  tf.registerKernel({
-    kernelName: GELU,
-    backendName: 'webgpu',
-    kernelFunc: ({ inputs, backend }) => {
-      const { x } = inputs as { x: tf.TensorInfo };
-      return runner(backend)(flatProgram([...x.shape], 'm3ae_gelu', ['x'], '', `let a = x[index];${NORMAL_CDF}
-          result[index] = a * cdf;`), [x], 'float32', []);
-    },
-  });
-  tf.registerKernel({
-    kernelName: GELU_GRAD,
-    backendName: 'webgpu',
-    kernelFunc: ({ inputs, backend }) => {
-      const { dy, x } = inputs as { dy: tf.TensorInfo; x: tf.TensorInfo };
-      return runner(backend)(flatProgram([...x.shape], 'm3ae_gelu_grad', ['dy', 'x'], '', `let a = x[index];${NORMAL_CDF}
-          result[index] = dy[index] * (cdf + a * exp(-0.5 * a * a) * ${1 / Math.sqrt(2 * Math.PI)});`), [dy, x], 'float32', []);
-    },
-  });
+  /** An element-wise activation kernel (forward: x; gradient: dy, x), its shader `body` setting result[index]. */
+  const activation = (kernelName: string, shaderKey: string, variableNames: ['x'] | ['dy', 'x'], body: string): void => {
+    tf.registerKernel({
+      kernelName,
+      backendName: 'webgpu',
+      kernelFunc: ({ inputs, backend }) => {
+        const named = inputs as Record<string, tf.TensorInfo>;
+        const x = named['x'] as tf.TensorInfo;
+        return runner(backend)(flatProgram([...x.shape], shaderKey, [...variableNames], '', body), variableNames.map((n) => named[n] as tf.TensorInfo), 'float32', []);
+      },
+    });
+  };
+  activation(GELU, 'm3ae_gelu', ['x'], `let a = x[index];${NORMAL_CDF}
+          result[index] = a * cdf;`);
+  activation(GELU_GRAD, 'm3ae_gelu_grad', ['dy', 'x'], `let a = x[index];${NORMAL_CDF}
+          result[index] = dy[index] * (cdf + a * exp(-0.5 * a * a) * ${1 / Math.sqrt(2 * Math.PI)});`);
   // σ(1.702·a) as "s", as tfjs-backend-webgpu's Sigmoid computes it from tf.mul(x, 1.702).
   const quickSigmoid = 'let a = x[index]; let s = 1.0 / (1.0 + exp(-1.0 * (a * 1.702)));';
-  tf.registerKernel({
-    kernelName: QUICK_GELU,
-    backendName: 'webgpu',
-    kernelFunc: ({ inputs, backend }) => {
-      const { x } = inputs as { x: tf.TensorInfo };
-      return runner(backend)(flatProgram([...x.shape], 'm3ae_quick_gelu', ['x'], '', `${quickSigmoid}
-          result[index] = a * s;`), [x], 'float32', []);
-    },
-  });
-  tf.registerKernel({
-    kernelName: QUICK_GELU_GRAD,
-    backendName: 'webgpu',
-    kernelFunc: ({ inputs, backend }) => {
-      const { dy, x } = inputs as { dy: tf.TensorInfo; x: tf.TensorInfo };
-      // d(a·s) = dy·s + dy·a·s·(1 − s)·1.702.
-      return runner(backend)(flatProgram([...x.shape], 'm3ae_quick_gelu_grad', ['dy', 'x'], '', `${quickSigmoid}
+  activation(QUICK_GELU, 'm3ae_quick_gelu', ['x'], `${quickSigmoid}
+          result[index] = a * s;`);
+  // d(a·s) = dy·s + dy·a·s·(1 − s)·1.702.
+  activation(QUICK_GELU_GRAD, 'm3ae_quick_gelu_grad', ['dy', 'x'], `${quickSigmoid}
           let g = dy[index];
-          result[index] = g * s + g * a * (s * (1.0 - s)) * 1.702;`), [dy, x], 'float32', []);
-    },
-  });
+          result[index] = g * s + g * a * (s * (1.0 - s)) * 1.702;`);
   /**
    * mask: none, a mask tensor, or `keyed`: made from per-sample keys at the canonical index (head·c1 + query)·c2 + key,
    * as M3aeDropoutMask makes it.
