@@ -1,6 +1,7 @@
 import type { Counter } from 'prom-client';
 import { OBJECTIVES, type Objective } from '@m3ae/protocol';
 import { BaseMetrics, type BaseMetricsOptions } from './base-metrics.js';
+import { checkedPhases, requireNonNegative } from './checks.js';
 import { coordinatorSeries, type CoordinatorSeries } from './coordinator-series.js';
 import { JOB_PHASES, STEP_PHASES, type JobPhase, type StepPhase } from './phases.js';
 
@@ -340,20 +341,11 @@ export class CoordinatorMetrics extends BaseMetrics {
 
 /** Validates every phase first, then counts: a bad phase name leaves the counters untouched. */
 function addPhases(what: string, allowed: readonly string[], phases: Readonly<Record<string, number | undefined>> | undefined, counter: Counter<'phase'>): void {
-  const entries = Object.entries(phases ?? {}).filter((e): e is [string, number] => e[1] !== undefined);
-  for (const [phase, seconds] of entries) {
-    if (!allowed.includes(phase)) throw new Error(`metrics: ${what}.${phase} is not one of ${allowed.join(', ')}`);
-    requireNonNegative(`${what}.${phase}`, seconds);
-  }
-  for (const [phase, seconds] of entries) counter.inc({ phase }, seconds);
+  for (const [phase, seconds] of checkedPhases(what, allowed, phases)) counter.inc({ phase }, seconds);
 }
 
 function requireCount(what: string, value: number): void {
   if (!(Number.isInteger(value) && value >= 0)) throw new Error(`metrics: ${what} is ${value}; expected an integer ≥ 0`);
-}
-
-function requireNonNegative(what: string, value: number): void {
-  if (!(Number.isFinite(value) && value >= 0)) throw new Error(`metrics: ${what} is ${value}; expected a finite number ≥ 0`);
 }
 
 function definedOnly<T extends object>(value: T): Partial<T> {

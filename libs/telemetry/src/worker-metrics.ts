@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram } from 'prom-client';
 import { JOB_OUTCOMES, type JobOutcome } from '@m3ae/protocol';
 import { BaseMetrics, type BaseMetricsOptions } from './base-metrics.js';
+import { checkedPhases, requireNonNegative } from './checks.js';
 import { JOB_PHASES, type JobPhase } from './phases.js';
 
 
@@ -99,13 +100,7 @@ export class WorkerMetrics extends BaseMetrics {
     if (!(JOB_OUTCOMES as readonly string[]).includes(outcome)) {
       throw new Error(`metrics: observeJob outcome ${JSON.stringify(outcome)} is not one of ${JOB_OUTCOMES.join(', ')}`);
     }
-    const phases = Object.entries(obs.phases ?? {}).filter((e): e is [string, number] => e[1] !== undefined);
-    for (const [phase, seconds] of phases) {
-      if (!(JOB_PHASES as readonly string[]).includes(phase)) {
-        throw new Error(`metrics: observeJob phases.${phase} is not one of ${JOB_PHASES.join(', ')}`);
-      }
-      requireNonNegative(`observeJob phases.${phase}`, seconds);
-    }
+    const phases = checkedPhases('observeJob phases', JOB_PHASES, obs.phases);
     this.m.jobs.inc({ outcome });
     this.m.jobDuration.observe(obs.durationSeconds);
     if (outcome === 'completed') {
@@ -124,8 +119,4 @@ export class WorkerMetrics extends BaseMetrics {
   setBusy(busy: boolean): void {
     this.m.busy.set(busy ? 1 : 0);
   }
-}
-
-function requireNonNegative(what: string, value: number): void {
-  if (!(Number.isFinite(value) && value >= 0)) throw new Error(`metrics: ${what} is ${value}; expected a finite number ≥ 0`);
 }
