@@ -110,6 +110,46 @@ export function mimShuffle(noise: Float32Array, batch: number, n: number, keep: 
   return { idsShuffle, idsRestore, keep };
 }
 
+/** The index arrays of one MIM pass (MAE's random masking of the patches), from the shuffle of the noise. */
+export interface MimPlan {
+  /** [B·keep]: grid index of each kept patch, per sample in shuffle order (the vision encoder's patches). */
+  keptIdx: Int32Array;
+  /** [B·keep]: each kept patch's row of positional_embedding (row 0 is the class token's). */
+  patchIndex: Int32Array;
+  /**
+   * [B·(N+1)]: the decoder's sequence per sample, [cls, N patches in grid order], as rows of the encoder output
+   * (B·(1+keep) rows, class token first) for the visible ones and of the mask token (row B·(1+keep)) for the removed.
+   */
+  restoreIndex: Int32Array;
+  /** [B·N]: 1 where the patch is removed, in grid order. */
+  masked: Uint8Array;
+}
+
+export function mimPlan(noise: Float32Array, batch: number, n: number, keep: number): MimPlan {
+  const sh = mimShuffle(noise, batch, n, keep);
+  const keptIdx = new Int32Array(batch * keep);
+  const patchIndex = new Int32Array(batch * keep);
+  for (let s = 0; s < batch; s++) {
+    for (let j = 0; j < keep; j++) {
+      const idx = sh.idsShuffle[s * n + j] ?? 0;
+      keptIdx[s * keep + j] = idx;
+      patchIndex[s * keep + j] = 1 + idx;
+    }
+  }
+  const visibleRows = batch * (1 + keep);
+  const restoreIndex = new Int32Array(batch * (n + 1));
+  const masked = new Uint8Array(batch * n);
+  for (let s = 0; s < batch; s++) {
+    restoreIndex[s * (n + 1)] = s * (1 + keep);
+    for (let i = 0; i < n; i++) {
+      const rank = sh.idsRestore[s * n + i] ?? 0;
+      restoreIndex[s * (n + 1) + 1 + i] = rank < keep ? s * (1 + keep) + 1 + rank : visibleRows;
+      masked[s * n + i] = rank < keep ? 0 : 1;
+    }
+  }
+  return { keptIdx, patchIndex, restoreIndex, masked };
+}
+
 /** Additive attention bias [B, L] from a 0/1 mask: 0 for real tokens, −1e9 for padding. */
 export function keyBiasFromMask(mask: Int32Array): Float32Array {
   const out = new Float32Array(mask.length);

@@ -3,7 +3,7 @@ import { deviceIdle } from './backend.js';
 import { trimTextPadding, validateBatch, type PretrainBatch } from './batch.js';
 import { mimKeepCount, mimReadoutLayer, numPatches, OBJECTIVE_NAMES, patchDim, type M3AEConfig, type ObjectiveName } from './config.js';
 import { Dropout } from './dropout.js';
-import { keyBiasFromMask, mimShuffle, mimTargets, patchesForEmbedding, robertaPositionIds } from './inputs.js';
+import { keyBiasFromMask, mimPlan, mimTargets, patchesForEmbedding, robertaPositionIds } from './inputs.js';
 import type { M3AEModel } from './model.js';
 import { crossEntropySum, fusion, gatherRows, itmHead, mimDecoder, mimPredict, mlmHead, pooler, textEncoder, visionEncoder, type Ctx, type TextInputs } from './network.js';
 import { flatConcat } from './kernels/device.js';
@@ -138,29 +138,13 @@ function prepare(c: M3AEConfig, batch: PretrainBatch, padding: TextPadding = 'lo
   if (enabled(c, 'mim')) {
     const N = numPatches(c);
     const keep = mimKeepCount(c);
-    const sh = mimShuffle(b.mimNoise, B, N, keep);
-    const keptIdx = new Int32Array(B * keep);
-    const patchIndex = new Int32Array(B * keep);
-    for (let s = 0; s < B; s++) {
-      for (let j = 0; j < keep; j++) {
-        const idx = sh.idsShuffle[s * N + j] ?? 0;
-        keptIdx[s * keep + j] = idx;
-        patchIndex[s * keep + j] = 1 + idx; // row of positional_embedding (row 0 is the class token's)
-      }
-    }
-    // Decoder sequence per sample: [cls, N patches in grid order]; visible rows come from the encoder output
-    // (B·(1+keep) rows, class token first), removed ones from the mask token (the table's last row).
-    const visibleRows = B * (1 + keep);
-    const restoreIndex = new Int32Array(B * (N + 1));
+    const { keptIdx, patchIndex, restoreIndex, masked } = mimPlan(b.mimNoise, B, N, keep);
     const maskedSample: number[] = [];
     const maskedPatch: number[] = [];
     const maskedRows: number[] = [];
     for (let s = 0; s < B; s++) {
-      restoreIndex[s * (N + 1)] = s * (1 + keep);
       for (let n = 0; n < N; n++) {
-        const rank = sh.idsRestore[s * N + n] ?? 0;
-        restoreIndex[s * (N + 1) + 1 + n] = rank < keep ? s * (1 + keep) + 1 + rank : visibleRows;
-        if (rank >= keep) {
+        if (masked[s * N + n] === 1) {
           maskedSample.push(s);
           maskedPatch.push(n);
           maskedRows.push(s * (N + 1) + 1 + n);

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { mimKeepCount, mimReadoutLayer, numPatches, patchDim, type M3AEConfig } from './config.js';
 import { Dropout } from './dropout.js';
-import { keyBiasFromMask, mimShuffle, patchesForEmbedding, robertaPositionIds } from './inputs.js';
+import { keyBiasFromMask, mimPlan, patchesForEmbedding, robertaPositionIds } from './inputs.js';
 import type { M3AEModel } from './model.js';
 import { fusion, gatherRows, mimDecoder, mimPredict, textEncoder, visionEncoder, type Ctx } from './network.js';
 import { paramsFromMap } from './ops.js';
@@ -79,28 +79,11 @@ export async function predictMim(model: M3AEModel, input: MimInput): Promise<Mim
   const N = numPatches(c);
   const keep = mimKeepCount(c);
   const dim = patchDim(c);
-  const sh = mimShuffle(input.mimNoise, B, N, keep);
-  const keptIdx = new Int32Array(B * keep);
-  const patchIndex = new Int32Array(B * keep);
-  for (let s = 0; s < B; s++) {
-    for (let j = 0; j < keep; j++) {
-      const idx = sh.idsShuffle[s * N + j] as number;
-      keptIdx[s * keep + j] = idx;
-      patchIndex[s * keep + j] = 1 + idx;
-    }
-  }
-  const visibleRows = B * (1 + keep);
-  const restoreIndex = new Int32Array(B * (N + 1));
+  const { keptIdx, patchIndex, restoreIndex, masked: mask } = mimPlan(input.mimNoise, B, N, keep);
+  // Every patch's row of the decoder's sequence (the class token's rows left out).
   const patchRows = new Int32Array(B * N);
-  const mask = new Uint8Array(B * N);
   for (let s = 0; s < B; s++) {
-    restoreIndex[s * (N + 1)] = s * (1 + keep);
-    for (let n = 0; n < N; n++) {
-      const rank = sh.idsRestore[s * N + n] as number;
-      restoreIndex[s * (N + 1) + 1 + n] = rank < keep ? s * (1 + keep) + 1 + rank : visibleRows;
-      patchRows[s * N + n] = s * (N + 1) + 1 + n;
-      mask[s * N + n] = rank < keep ? 0 : 1;
-    }
+    for (let n = 0; n < N; n++) patchRows[s * N + n] = s * (N + 1) + 1 + n;
   }
   const patches = patchesForEmbedding(input.pixelValues, B, c.imageSize, c.patchSize, { indices: keptIdx, perSample: keep });
   const notPad = new Float32Array(input.inputIds.length);
