@@ -265,21 +265,20 @@ export function buildRetrievalSet(pairs: readonly RetrievalPair[]): RetrievalSet
   const links = new Set<string>();
   const textImages: number[][] = [];
   const imageTexts: number[][] = [];
+  // The index of `key` among the distinct values, added (with an empty list of links) on its first appearance.
+  const intern = (index: Map<string, number>, values: string[], linked: number[][], key: string): number => {
+    let at = index.get(key);
+    if (at === undefined) {
+      at = values.length;
+      index.set(key, at);
+      values.push(key);
+      linked.push([]);
+    }
+    return at;
+  };
   pairs.forEach((p, k) => {
-    let i = imageIndex.get(p.imagePath);
-    if (i === undefined) {
-      i = images.length;
-      imageIndex.set(p.imagePath, i);
-      images.push(p.imagePath);
-      imageTexts.push([]);
-    }
-    let t = textIndex.get(p.text);
-    if (t === undefined) {
-      t = texts.length;
-      textIndex.set(p.text, t);
-      texts.push(p.text);
-      textImages.push([]);
-    }
+    const i = intern(imageIndex, images, imageTexts, p.imagePath);
+    const t = intern(textIndex, texts, textImages, p.text);
     pairImage[k] = i;
     pairText[k] = t;
     const link = `${i}:${t}`;
