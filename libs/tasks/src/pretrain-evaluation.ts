@@ -1,4 +1,4 @@
-import { buildPretrainBatch, validationSamples, type BatchDataset, type ShardDataset, type TextTokenizer } from '@m3ae/data';
+import { buildPretrainBatch, internKey, validationSamples, type BatchDataset, type ShardDataset, type TextTokenizer } from '@m3ae/data';
 import {
   computeLosses,
   createDownstreamModel,
@@ -204,13 +204,10 @@ export async function zeroShotRetrieval(model: DownstreamModel, o: { dataset: Sh
   samples.forEach((s, i) => {
     pixelValues.set(s.pixelValues, i * plane);
     const key = s.inputIds.join(',');
-    let t = textOf.get(key);
-    if (t === undefined) {
-      t = textRows.length;
-      textOf.set(key, t);
+    const t = internKey(textOf, key, () => {
       textRows.push(i);
       textImages.push([]);
-    }
+    });
     textImages[t]?.push(i);
   });
   const inputIds = new Int32Array(textRows.length * L);

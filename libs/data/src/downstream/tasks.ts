@@ -7,6 +7,7 @@ import { readRoco } from '../readers/roco.js';
 import { DatasetError, type PairRecord, type Provenance, type VqaRecord } from '../readers/types.js';
 import { readSlake, readVqaMed2019, readVqaRad } from '../readers/vqa.js';
 import type { SkipLog } from '../skip-log.js';
+import { internKey } from '../intern.js';
 import { normalizeAnswer } from './answers.js';
 import { carveByGroup, normalizeQuestion, pairComponents, SplitError, validateCarveSpec, type CarveSpec } from './splits.js';
 
@@ -265,20 +266,15 @@ export function buildRetrievalSet(pairs: readonly RetrievalPair[]): RetrievalSet
   const links = new Set<string>();
   const textImages: number[][] = [];
   const imageTexts: number[][] = [];
-  // The index of `key` among the distinct values, added (with an empty list of links) on its first appearance.
-  const intern = (index: Map<string, number>, values: string[], linked: number[][], key: string): number => {
-    let at = index.get(key);
-    if (at === undefined) {
-      at = values.length;
-      index.set(key, at);
-      values.push(key);
-      linked.push([]);
-    }
-    return at;
-  };
   pairs.forEach((p, k) => {
-    const i = intern(imageIndex, images, imageTexts, p.imagePath);
-    const t = intern(textIndex, texts, textImages, p.text);
+    const i = internKey(imageIndex, p.imagePath, () => {
+      images.push(p.imagePath);
+      imageTexts.push([]);
+    });
+    const t = internKey(textIndex, p.text, () => {
+      texts.push(p.text);
+      textImages.push([]);
+    });
     pairImage[k] = i;
     pairText[k] = t;
     const link = `${i}:${t}`;
