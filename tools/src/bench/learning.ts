@@ -947,7 +947,7 @@ registerBenchArea('learning', {
         Object.assign(figures, r.figures, { [`part_${name}_seconds`]: Math.round((performance.now() - t0) / 1000) });
         notes.push(...r.notes);
       }
-      if (keep) notes.push(`kept in ${work} for m3ae eval: pre-training checkpoints under pretrain/, fine-tuned models under ft-<variant>/best (and the timing runs' under timing-*)`);
+      if (keep) notes.push(`kept in ${work} for m3ae eval: pre-training checkpoints under pretrain/ (part s: scratch-pretrain/), fine-tuned models under ft-<variant>/best (and the timing runs' under timing-*)`);
     } finally {
       if (!keep) await rm(work, { recursive: true, force: true });
     }
