@@ -402,12 +402,17 @@ export async function buildTrainBatch(plan: FinetunePlan, indices: number[], ste
     : buildLabeledBatch({ ...common, examples: train.examples });
 }
 
-/** Checkpoint metadata of a fine-tuning run: the task (what `m3ae eval` rebuilds), the settings, the tokenizer, the backbone. */
+/**
+ * Checkpoint metadata of a fine-tuning run: the task (what `m3ae eval` rebuilds), the settings, the tokenizer, the
+ * backbone checkpoint — under `pretrained` when the parameters started from it, under `config_from` when only its
+ * configuration was taken (`init: random` with a checkpoint, the from-scratch baseline of the same backbone).
+ */
 export function finetuneMetadata(plan: FinetunePlan): Record<string, string> {
+  const backboneKey = plan.settings.init === 'pretrained' ? 'pretrained' : 'config_from';
   return {
     task: JSON.stringify(plan.meta),
     finetune: JSON.stringify(plan.settings),
     tokenizer: JSON.stringify({ path: resolve(plan.tokenizer.path), hash: plan.tokenizer.hash }),
-    ...(plan.backbone.path ? { pretrained: JSON.stringify({ path: plan.backbone.path, params_sha256: plan.backbone.info?.paramsSha256 ?? '' }) } : {}),
+    ...(plan.backbone.path ? { [backboneKey]: JSON.stringify({ path: plan.backbone.path, params_sha256: plan.backbone.info?.paramsSha256 ?? '' }) } : {}),
   };
 }

@@ -59,6 +59,10 @@ describe.skipIf(!data)('bench learning part (s) with MedPix pre-training (scratc
     expect(pretrained.config).toEqual(random.config);
     expect(pretrained.paramsSha256).not.toBe(random.paramsSha256);
     expect(checkpoint.step).toBe(2);
-    expect(JSON.parse(pretrained.metadata['pretrained'] ?? '{}')).toMatchObject({ path: join(pre, 'scratch-pretrain', 'ckpt-2.safetensors'), params_sha256: checkpoint.paramsSha256 });
+    const backbone = { path: join(pre, 'scratch-pretrain', 'ckpt-2.safetensors'), params_sha256: checkpoint.paramsSha256 };
+    expect(JSON.parse(pretrained.metadata['pretrained'] ?? '{}')).toEqual(backbone);
+    // The random-initialisation model took only the checkpoint's configuration, and its metadata says so.
+    expect(random.metadata['pretrained']).toBeUndefined();
+    expect(JSON.parse(random.metadata['config_from'] ?? '{}')).toEqual(backbone);
   }, 240_000);
 });
