@@ -441,9 +441,13 @@ async function medpixShards(s: Sizes, work: string, data: string, log: Log, spli
   }
   const tok = await loadTokenizer(tokPath);
   const shards = join(work, `medpix-${split}-${px}px`);
-  if (!existsSync(join(shards, 'dataset.json'))) await prepareShards({ source: 'medpix', input: medpix, split, output: shards, imageSize: px, tokenizer: tok });
-  const pairs = await openShardDataset(shards).then(async (d) => (await d.close(), d.size));
-  return { shards, tokPath, tok, pairs };
+  return { shards, tokPath, tok, pairs: await preparedMedPix(data, split, px, tok, shards) };
+}
+
+/** MedPix 2.0 shards of one split at `px`, tokenized with `tok`, in `shards` (prepared once per folder); their pair count. */
+async function preparedMedPix(data: string, split: 'train' | 'dev', px: number, tok: Awaited<ReturnType<typeof loadTokenizer>>, shards: string): Promise<number> {
+  if (!existsSync(join(shards, 'dataset.json'))) await prepareShards({ source: 'medpix', input: join(data, 'medpix2'), split, output: shards, imageSize: px, tokenizer: tok });
+  return openShardDataset(shards).then(async (d) => (await d.close(), d.size));
 }
 
 /** (b) step 1: a BPE vocabulary on the real text, MedPix shards, and `small` pre-trained on them. */
@@ -790,8 +794,7 @@ async function scratchPart(s: Sizes, work: string, log: Log, backend: string | u
 async function scratchPretrain(s: Sizes, data: string, tokPath: string, work: string, log: Log, backend: string | undefined): Promise<{ run: PretrainRun; pairs: number }> {
   const px = s['scratch-px'];
   const shards = join(work, `scratch-medpix-train-${px}px`);
-  if (!existsSync(join(shards, 'dataset.json'))) await prepareShards({ source: 'medpix', input: join(data, 'medpix2'), split: 'train', output: shards, imageSize: px, tokenizer: await loadTokenizer(tokPath) });
-  const pairs = await openShardDataset(shards).then(async (d) => (await d.close(), d.size));
+  const pairs = await preparedMedPix(data, 'train', px, await loadTokenizer(tokPath), shards);
   const preset = s['scratch-preset'];
   log(`(s) pre-training ${preset} (${px} px) on ${pairs} MedPix train pairs: ${s['scratch-pretrain-steps']} steps × ${s['scratch-pretrain-batch']}`);
   const run = await pretrainInProcess({
