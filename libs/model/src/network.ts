@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { attentionSpan, type M3AEConfig } from './config.js';
 import type { Dropout } from './dropout.js';
-import { dense, linearScaled, gatherRows, gelu, layerNorm, linear, multiHeadAttention, quickGelu, residualAdd, type Params } from './ops.js';
+import { attentionQuery, dense, gatherRows, gelu, layerNorm, linear, multiHeadAttention, quickGelu, residualAdd, type Params } from './ops.js';
 
 /**
  * The M3AE network as functions of (params, inputs), named after the official modules
@@ -21,7 +21,7 @@ const CLIP_LN_EPS = 1e-5;
 export function clipBlock(ctx: Ctx, prefix: string, x: tf.Tensor2D, tokens: number, heads: number): tf.Tensor2D {
   const { p, batch } = ctx;
   const h1 = layerNorm(p, `${prefix}.ln_1`, x, CLIP_LN_EPS);
-  const q = linearScaled(p, `${prefix}.attn.q_proj`, h1, (x.shape[1] / heads) ** -0.5);
+  const q = attentionQuery(p, `${prefix}.attn.q_proj`, h1, (x.shape[1] / heads) ** -0.5);
   const k = linear(p, `${prefix}.attn.k_proj`, h1);
   const v = linear(p, `${prefix}.attn.v_proj`, h1);
   const x1 = residualAdd(x, linear(p, `${prefix}.attn.out_proj`, multiHeadAttention(q, k, v, { batch, tq: tokens, tk: tokens, heads })));
@@ -62,7 +62,7 @@ export function bertAttention(ctx: Ctx, prefix: string, x: tf.Tensor2D, tq: numb
   const heads = c.numHeads;
   const tk = kv ? kv.tokens : tq;
   const source = kv ? kv.x : x;
-  const q = linearScaled(p, `${prefix}.self.query`, x, (c.hiddenSize / heads) ** -0.5);
+  const q = attentionQuery(p, `${prefix}.self.query`, x, (c.hiddenSize / heads) ** -0.5);
   const k = linear(p, `${prefix}.self.key`, source);
   const v = linear(p, `${prefix}.self.value`, source);
   // Indexed in the model's longest [span, span] so the mask of a (query, key) pair does not depend on the lengths.

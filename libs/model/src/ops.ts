@@ -116,6 +116,23 @@ export function linearScaled(p: Params, prefix: string, x: tf.Tensor2D, s: numbe
   return dense(x, tf.mul(p.get(`${prefix}.weight`), s) as tf.Tensor2D, tf.mul(p.get(`${prefix}.bias`), s));
 }
 
+/** Attention queries, and what their scores are still to be multiplied by (1: the queries are scaled already). */
+export interface AttentionQuery {
+  q: tf.Tensor2D;
+  scale: number;
+}
+
+/**
+ * The attention queries of `prefix` for x, scaled by s (1/√dh). Where the device's attention kernel takes the scale and
+ * s is a power of two, the projection stays unscaled and the kernel multiplies the scores by s: the same bits as
+ * `linearScaled` (scaling by a power of two is exact in every product and sum), without its five multiplications
+ * per attention. Otherwise `linearScaled`.
+ */
+export function attentionQuery(p: Params, prefix: string, x: tf.Tensor2D, s: number): AttentionQuery {
+  if (deviceKernel(ATTENTION) && Number.isInteger(Math.log2(s))) return { q: linear(p, prefix, x), scale: s };
+  return { q: linearScaled(p, prefix, x, s), scale: 1 };
+}
+
 /** LayerNorm over the last axis (biased variance, as PyTorch). */
 export function layerNorm(p: Params, prefix: string, x: tf.Tensor2D, eps: number): tf.Tensor2D {
   return layerNormOp(x, p.get(`${prefix}.weight`), p.get(`${prefix}.bias`), eps);
@@ -241,13 +258,15 @@ export function attend(q: tf.Tensor4D, kT: tf.Tensor4D, v: tf.Tensor4D, keyBias?
 }
 
 /**
- * Multi-head attention from [B·Tq, D] queries (already scaled by 1/√dh, see linearScaled) and [B·Tk, D] keys and
- * values to the [B·Tq, D] context: `splitHeads`, `attend` (keyBias as there; the dropout mask of `probsMask`, a
+ * Multi-head attention from [B·Tq, D] queries (scaled by 1/√dh: already, or by the kernel, see attentionQuery) and
+ * [B·Tk, D] keys and values to the [B·Tq, D] context: `splitHeads`, `attend` (keyBias as there; the dropout mask of `probsMask`, a
  * `Dropout.lazyMask`) and `mergeHeads`; one kernel each way, the mask made inside, where the backend has it
  * (`fusedAttention`).
  */
-export function multiHeadAttention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, dims: { batch: number; tq: number; tk: number; heads: number }, keyBias?: tf.Tensor, probsMask?: MaskKeys): tf.Tensor2D {
-  if (deviceKernel(ATTENTION)) return fusedAttention(q, k, v, dims, keyBias, probsMask);
+export function multiHeadAttention(query: tf.Tensor2D | AttentionQuery, k: tf.Tensor2D, v: tf.Tensor2D, dims: { batch: number; tq: number; tk: number; heads: number }, keyBias?: tf.Tensor, probsMask?: MaskKeys): tf.Tensor2D {
+  const { q, scale } = query instanceof tf.Tensor ? { q: query, scale: 1 } : query;
+  if (deviceKernel(ATTENTION)) return fusedAttention(q, k, v, { ...dims, queryScale: scale }, keyBias, probsMask);
   const { batch, tq, tk, heads } = dims;
-  return mergeHeads(attend(splitHeads(q, batch, tq, heads), splitHeads(k, batch, tk, heads, true), splitHeads(v, batch, tk, heads), keyBias, probsMask && keyedMask(probsMask)));
+  const qs: tf.Tensor2D = scale === 1 ? q : tf.mul(q, scale);
+  return mergeHeads(attend(splitHeads(qs, batch, tq, heads), splitHeads(k, batch, tk, heads, true), splitHeads(v, batch, tk, heads), keyBias, probsMask && keyedMask(probsMask)));
 }

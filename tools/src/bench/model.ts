@@ -173,6 +173,8 @@ registerBenchArea('model', {
       );
       const profile = options.quick ? undefined : await profileStep(() => computeGradients(model, batch, { normalizers, training: true }));
       if (profile) notes.push(...profile.notes);
+      const programs = options.quick ? undefined : await devicePrograms(() => computeGradients(model, batch, { normalizers, training: true }));
+      if (programs !== undefined) notes.push(`${programs} device programs per step (each a pipeline, a bind group and a dispatch recorded by JavaScript)`);
       return {
         area: 'model',
         machine: machineInfo(choice.name),
@@ -191,6 +193,7 @@ registerBenchArea('model', {
           fraction_of_matmul_rate: achieved / bestRate,
           fraction_of_matmul_rate_means: achievedMean / meanRate,
           ...(profile ? { kernels_per_step: profile.kernels, kernels_moving_data_per_step: profile.moving } : {}),
+          ...(programs !== undefined ? { device_programs_per_step: programs } : {}),
           load_average: load,
           parameters: model.manifest.size,
         },
@@ -201,6 +204,27 @@ registerBenchArea('model', {
     }
   },
 });
+
+/**
+ * The device programs one step runs, on a backend that records them (tfjs-backend-webgpu's `runWebGPUProgram`);
+ * undefined on the CPU backends, whose kernels are the computation.
+ */
+async function devicePrograms(step: () => Promise<unknown>): Promise<number | undefined> {
+  const backend = tf.backend() as unknown as { runWebGPUProgram?: (...args: unknown[]) => unknown };
+  const run = backend.runWebGPUProgram;
+  if (typeof run !== 'function') return undefined;
+  let count = 0;
+  backend.runWebGPUProgram = function (this: unknown, ...args: unknown[]) {
+    count++;
+    return run.apply(this, args);
+  };
+  try {
+    await step();
+  } finally {
+    delete backend.runWebGPUProgram;
+  }
+  return count;
+}
 
 /**
  * Where the time of one step goes, by kernel (tf.profile adds overhead; the shares are what matters), and how

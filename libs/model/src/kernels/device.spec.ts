@@ -4,7 +4,7 @@ import { chooseBackend } from '../backend.js';
 import { Dropout } from '../dropout.js';
 import { useLavapipe } from '../lavapipe.js';
 import { HashStream, hashWords } from '../random.js';
-import { attend, dense, gelu, layerNormOp, quickGelu, linearScaled, mergeHeads, multiHeadAttention, paramsFromMap, residualAdd, splitHeads } from '../ops.js';
+import { attend, attentionQuery, dense, gelu, layerNormOp, quickGelu, linearScaled, mergeHeads, multiHeadAttention, paramsFromMap, residualAdd, splitHeads, type AttentionQuery } from '../ops.js';
 import { ATTENTION, ATTENTION_GRAD, DENSE, DENSE_GRAD, DROPOUT, DROPOUT_MASK, FLAT_CONCAT, flatConcat, RESIDUAL_ADD, GELU, GELU_GRAD, HEADS, keyedMask, LAYER_NORM, LAYER_NORM_GRAD, QUICK_GELU, QUICK_GELU_GRAD, SCATTER_ADD_ROWS, dropoutMask, dropoutValue, scatterAddRows, type MaskKeys } from './device.js';
 
 // The device kernels on the webgpu backend (Mesa's lavapipe in CI) against their portable definitions on cpu.
@@ -57,6 +57,25 @@ function relL2(a: Float32Array, b: Float32Array): number {
 }
 
 /** How many elements differ in their bits (vitest's deep equality is too slow for millions of elements). */
+/**
+ * The column sums of a [rows, d] matrix as the device's column-sum program orders them, in float32: 16 lanes per
+ * column summing rows lane, lane + 16, … in order, the lanes combined in a fixed tree (8, 4, 2, 1), then × scale.
+ */
+function columnSumReference(values: Float32Array, rows: number, d: number, scale: number): Float32Array {
+  const f = Math.fround;
+  const out = new Float32Array(d);
+  for (let c = 0; c < d; c++) {
+    const lanes = Array.from({ length: 16 }, (_, lane) => {
+      let sum = 0;
+      for (let r = lane; r < rows; r += 16) sum = f(sum + (values[r * d + c] as number));
+      return sum;
+    });
+    for (let k = 8; k > 0; k >>= 1) for (let l = 0; l < k; l++) lanes[l] = f((lanes[l] as number) + (lanes[l + k] as number));
+    out[c] = f((lanes[0] as number) * f(scale));
+  }
+  return out;
+}
+
 function bitDifferences(a: Float32Array, b: Float32Array): number {
   if (a.length !== b.length) return Math.max(a.length, b.length);
   const [x, y] = [new Uint32Array(a.buffer, a.byteOffset, a.length), new Uint32Array(b.buffer, b.byteOffset, b.length)];
@@ -232,7 +251,7 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
     }
   }, 120_000);
 
-  it('regrouped dense (M3aeDense, M3aeDenseGrad): as the composite on cpu (1e-5), and the same bits as tfjs\'s own kernels on webgpu', async () => {
+  it('regrouped dense (M3aeDense, M3aeDenseGrad): as the composite on cpu (1e-5), the same bits as tfjs\'s own kernels on webgpu (db: as its column sum orders it)', async () => {
     // Shapes past one 32×32 tile in every dimension, a bias-less and a data-input (no dx) case, and scaled weights
     // (linearScaled: the attention queries' 1/√dh, and a scale that is no power of two).
     // Weights as model variables too (read where they are, not saved).
@@ -284,7 +303,9 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
         if (name === 'dx' && !inputGrad) expect(a.every((v) => v === 0), `${name} of ${label}`).toBe(true);
         else expect(relL2(a, cpu[i] as Float32Array), `${name} of ${label}`).toBeLessThan(1e-5);
         expect(bitDifferences(again[i] as Float32Array, a), `${name} repeat, ${label}`).toBe(0);
-        expect(bitDifferences(tfjs[i] as Float32Array, a), `${name} against tfjs's kernels, ${label}`).toBe(0);
+        // db is our column sum (tfjs's Sum over rows transposes first): its documented order, bit for bit.
+        if (name === 'db') expect(bitDifferences(columnSumReference(up, m, n, scale ?? 1), a), `${name} in its order, ${label}`).toBe(0);
+        else expect(bitDifferences(tfjs[i] as Float32Array, a), `${name} against tfjs's kernels, ${label}`).toBe(0);
       });
     }
   }, 120_000);
@@ -346,13 +367,17 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
     expect((cpu[0] as Float32Array).filter((v) => v === 0).length).toBeGreaterThan(0);
   }, 120_000);
 
-  it('tensors flattened and concatenated in one kernel (M3aeFlatConcat): the same bits as on cpu, nothing left behind', async () => {
+  it('tensors flattened and concatenated in one kernel (M3aeFlatConcat, buffer copies): the same bits as on cpu, nothing left behind', async () => {
     const shapes = [[3, 4], [5], [2, 3, 2], [], [3, 4], [1, 70]];
     const make = (): tf.Tensor => {
       const parts = shapes.map((s, i) => tf.tensor(normals(s.reduce((a, b) => a * b, 1), 60 + i), s));
       const shared = parts[0] as tf.Tensor;
-      const out = flatConcat([...parts, shared]); // a tensor twice, as the shared zeros are
-      tf.dispose(parts);
+      // Values still in JavaScript, a kernel's output on the device, an empty tensor, a tensor twice (as the shared
+      // zeros are); all disposed before the result is read.
+      const computed = tf.add(parts[1] as tf.Tensor, 1);
+      const empty = tf.zeros([0]);
+      const out = flatConcat([...parts, computed, empty, shared]);
+      tf.dispose([...parts, computed, empty]);
       return out;
     };
     const cpu = await on('cpu', make);
@@ -360,7 +385,7 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
     const before = tf.memory().numTensors;
     const gpu = await on('webgpu', make);
     expect(tf.memory().numTensors).toBe(before);
-    expect(gpu.length).toBe(12 + 5 + 12 + 1 + 12 + 70 + 12);
+    expect(gpu.length).toBe(12 + 5 + 12 + 1 + 12 + 70 + 5 + 12);
     expect(bitDifferences(gpu, cpu)).toBe(0);
     const info = await tf.profile(() => make().dispose());
     expect(info.kernels.filter((k) => k.name === 'Reshape' || k.name === 'Concat').length).toBe(0);
@@ -445,5 +470,51 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
     tf.dispose([qt, kt, vt]);
     expect(info.kernels.filter((x) => x.name === ATTENTION || x.name === ATTENTION_GRAD).length).toBe(2);
     expect(info.kernels.filter((x) => x.name === 'BatchMatMul' || x.name === HEADS || x.name === DROPOUT_MASK).length).toBe(0);
+  }, 120_000);
+
+  it('queries scaled by the attention kernel (attentionQuery, a power-of-two scale): the same bits as linearScaled, values and every gradient', async () => {
+    const [B, h, tq, tk, dh, din] = [2, 2, 6, 67, 16, 12];
+    const D = h * dh;
+    const s = dh ** -0.5; // 1/4
+    const [x, w, b, k, v, up] = [normals(B * tq * din, 91), normals(din * D, 92), normals(D, 93), normals(B * tk * D, 94), normals(B * tk * D, 95), normals(B * tq * D, 96)];
+    const bias = Float32Array.from({ length: B * tk }, (_, i) => (i % tk > 60 ? -1e9 : 0));
+    const dims = { batch: B, tq, tk, heads: h };
+    type Query = (p: ReturnType<typeof paramsFromMap>, xt: tf.Tensor2D) => tf.Tensor2D | AttentionQuery;
+    const run = async (backend: string, query: Query): Promise<Float32Array[]> => {
+      await chooseBackend({ backend });
+      const [xt, wt, bt, kt, vt, ut] = [tf.tensor2d(x, [B * tq, din]), tf.tensor2d(w, [din, D]), tf.tensor1d(b), tf.tensor2d(k, [B * tk, D]), tf.tensor2d(v, [B * tk, D]), tf.tensor2d(up, [B * tq, D])];
+      const kb = tf.tensor4d(bias, [B, 1, 1, tk]);
+      const mask = new Dropout(Int32Array.from([7, 8]), 0.1, 1).lazyMask([h, tq, tk], [h, 80, 80]);
+      const f = (...a: tf.Tensor[]): tf.Scalar => {
+        const p = paramsFromMap(new Map([['l.weight', a[1] as tf.Tensor], ['l.bias', a[2] as tf.Tensor]]));
+        return tf.sum(tf.mul(multiHeadAttention(query(p, a[0] as tf.Tensor2D), a[3] as tf.Tensor2D, a[4] as tf.Tensor2D, dims, kb, mask), ut));
+      };
+      const { value, grads } = tf.valueAndGrads(f)([xt, wt, bt, kt, vt]);
+      const out = await Promise.all([value, ...grads].map(async (t) => (await t.data()) as Float32Array));
+      tf.dispose([xt, wt, bt, kt, vt, ut, kb, value, ...grads]);
+      return out;
+    };
+    const byKernel: Query = (p, xt) => attentionQuery(p, 'l', xt, s);
+    const byWeights: Query = (p, xt) => linearScaled(p, 'l', xt, s);
+    const gpu = await run('webgpu', byKernel);
+    const before = await run('webgpu', byWeights);
+    const cpu = await run('cpu', byKernel);
+    ['loss', 'dx', 'dW', 'db', 'dk', 'dv'].forEach((name, i) => {
+      expect(bitDifferences(before[i] as Float32Array, gpu[i] as Float32Array), `${name} against linearScaled`).toBe(0);
+      expect(relL2(gpu[i] as Float32Array, cpu[i] as Float32Array), `${name} against cpu`).toBeLessThan(1e-5);
+    });
+    // The scale goes to the kernel only where it is exact there, and only on a backend with the kernel.
+    await chooseBackend({ backend: 'webgpu' });
+    const p = paramsFromMap(new Map<string, tf.Tensor>([['l.weight', tf.tensor2d(w, [din, D])], ['l.bias', tf.tensor1d(b)]]));
+    const xt = tf.tensor2d(x, [B * tq, din]);
+    const kernels = (await tf.profile(() => tf.dispose(attentionQuery(p, 'l', xt, s).q))).kernels.map((kk) => kk.name);
+    expect(kernels).not.toContain('Multiply');
+    const scales = (): number[] => [s, 8 ** -0.5].map((scale) => tf.tidy(() => attentionQuery(p, 'l', xt, scale).scale));
+    expect(scales()).toEqual([s, 1]);
+    tf.dispose([xt, p.get('l.weight'), p.get('l.bias')]);
+    await chooseBackend({ backend: 'cpu' });
+    const [pc, xc] = [paramsFromMap(new Map<string, tf.Tensor>([['l.weight', tf.tensor2d(w, [din, D])], ['l.bias', tf.tensor1d(b)]])), tf.tensor2d(x, [B * tq, din])];
+    expect(tf.tidy(() => attentionQuery(pc, 'l', xc, s).scale)).toBe(1);
+    tf.dispose([xc, pc.get('l.weight'), pc.get('l.bias')]);
   }, 120_000);
 });

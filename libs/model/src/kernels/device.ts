@@ -20,8 +20,9 @@ import { hash32 } from '../random.js';
  *
  * Fused — the same maths in fewer kernels (a GPU step is bound by the number of dispatches); rounding differs from
  * the portable composite in the last bits, reproducibly (fixed reduction orders, no atomics):
- * - `M3aeLayerNorm` / `M3aeLayerNormGrad`: LayerNorm in one kernel forward and five backward, instead of 9 and
- *   about 12 (`layerNormOp` in ops.ts is the portable definition).
+ * - `M3aeLayerNorm` / `M3aeLayerNormGrad`: LayerNorm in one kernel each way, instead of 9 and about 12
+ *   (`layerNormOp` in ops.ts is the portable definition): one program forward, four backward (row statistics, dx,
+ *   and dγ, dβ as column sums).
  * - `M3aeGelu` / `M3aeGeluGrad`: GELU (erf form) in one kernel each way, instead of 5 and 7 (`gelu` in ops.ts).
  * - `M3aeQuickGelu` / `M3aeQuickGeluGrad`: CLIP's QuickGELU x·σ(1.702x) in one kernel each way, instead of 3 and
  *   about 8 (`quickGelu` in ops.ts; σ written as tfjs-backend-webgpu writes it).
@@ -32,7 +33,9 @@ import { hash32 } from '../random.js';
  * is a JavaScript dispatch: tape, bookkeeping, a tensor; Reshape and Identity cost that too though they move no data):
  * - `M3aeDense` / `M3aeDenseGrad`: x·W + b as the backend's fused product on the 2-D operands (tfjs's
  *   `fused.matMul` wraps the same kernel in three Reshapes); dx = dy·Wᵀ, dW = xᵀ·dy and db = Σ_rows dy in one
- *   kernel instead of three (`dense` in ops.ts).
+ *   kernel instead of three (`dense` in ops.ts). db is one column-sum program of ours, in a fixed order (tfjs's Sum
+ *   over rows transposes first: two programs), so its last bits differ from tfjs's Sum; the products are the
+ *   backend's, bit for bit.
  * - `M3aeAttention` / `M3aeAttentionGrad`: multi-head attention from the [B·T, D] queries, keys and values to the
  *   [B·T, D] context — heads split, scores, `M3aeAttentionProbs`, weighted sum, heads merged — in one kernel each
  *   way instead of 7 and 9 (the same device programs; the forward kernel also returns the split heads, scores and
@@ -41,7 +44,7 @@ import { hash32 } from '../random.js';
  * - `M3aeResidualAdd`: a + b of one shape (residual connections) by the backend's Add, its gradient dy to both
  *   (one copy): tfjs's Add saves both inputs (two Identity kernels) and reshapes dy twice for its gradient.
  * - `M3aeFlatConcat`: tensors flattened and concatenated (the step's gradients in manifest order) in one kernel
- *   instead of a Reshape each and the Concat.
+ *   instead of a Reshape each and the Concat, by buffer copies (commands, not programs).
  * - `M3aeHeads`: reshape → transpose → reshape in one kernel (the attention heads split and merged: `splitHeads`,
  *   `mergeHeads` in ops.ts), its gradient the same kernel inverted: 2 kernels each way and a saved copy become 1.
  */
@@ -276,15 +279,17 @@ export interface HeadsShape {
   tq: number;
   tk: number;
   heads: number;
+  /** What the scores are multiplied by before the softmax (a power of two, see `attentionQuery` in ops.ts); 1: none. */
+  queryScale?: number;
 }
 
 /**
  * Multi-head attention through the device's kernels (call only where `deviceKernel(ATTENTION)`): q [B·Tq, D] (already
- * scaled), k and v [B·Tk, D], keyBias [B,1,1,Tk], probsMask [B,h,Tq,Tk] → context [B·Tq, D]; the same programs as
+ * scaled, or scaled by the kernel: `dims.queryScale`), k and v [B·Tk, D], keyBias [B,1,1,Tk], probsMask [B,h,Tq,Tk] → context [B·Tq, D]; the same programs as
  * `splitHeads`, `attend` and `mergeHeads` on that backend.
  */
 export function fusedAttention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, dims: HeadsShape, keyBias?: tf.Tensor, mask?: MaskKeys): tf.Tensor2D {
-  const attrs: tf.NamedAttrMap = { ...dims, hasBias: keyBias !== undefined, hasMask: mask !== undefined };
+  const attrs: tf.NamedAttrMap = { ...dims, queryScale: dims.queryScale ?? 1, hasBias: keyBias !== undefined, hasMask: mask !== undefined };
   if (mask) {
     // The mask's values are made in the kernels from the keys (as M3aeDropoutMask would make them): no mask tensor.
     const { a, c1, c2 } = rank3({ shape: mask.shape, canonical: mask.canonical });
@@ -439,8 +444,49 @@ const ROW_STATS = `
         for (var c = i32(lid); c < uniforms.d; c = c + ${ROW}) { let t = x[base + c] - mean; q = q + t * t; }
         let rstd = inverseSqrt(rowSum(q, lid) / f32(uniforms.d) + uniforms.eps);`;
 
-/** Rows per partial sum of the parameter gradients (stage 1), then the partials summed in order (stage 2). */
-const CHUNK = 64;
+/** Columns per workgroup of `columnSumProgram`, and the row lanes that share each column. */
+const COLUMNS = 16;
+const LANES = 16;
+
+/**
+ * out[c] = scale · Σ_r value(r, c) over the rows of a [rows, d] operand (a bias or LayerNorm parameter gradient), in
+ * one program: a workgroup per 16 columns, 16 lanes per column summing rows lane, lane + 16, … in order, the lanes
+ * combined in a fixed tree — the same bits every time (no atomics), and rows read 16 columns at a time. `value` is a
+ * WGSL expression of `r`, `c` and `i` = r·d + c.
+ */
+function columnSumProgram(d: number, shaderKey: string, variableNames: string[], value: string): WebGPUProgram {
+  return {
+    outputShape: [d],
+    shaderKey,
+    dispatchLayout: { x: [0] },
+    dispatch: grid(Math.ceil(d / COLUMNS)),
+    variableNames,
+    workgroupSize: [COLUMNS * LANES, 1, 1],
+    uniforms: 'rows : i32, d : i32, scale : f32,',
+    getUserCode: () => `
+      var<workgroup> part : array<f32, ${COLUMNS * LANES}>;
+      fn main(index : i32) {
+        let lid = i32(localId.x);
+        let c = i32(workgroupId.y * numWorkgroups.x + workgroupId.x) * ${COLUMNS} + lid % ${COLUMNS};
+        let lane = lid / ${COLUMNS};
+        var sum = 0.0;
+        if (c < uniforms.d) {
+          for (var r = lane; r < uniforms.rows; r = r + ${LANES}) { let i = r * uniforms.d + c; sum = sum + ${value}; }
+        }
+        part[lid] = sum;
+        workgroupBarrier();
+        for (var k = ${LANES / 2}; k > 0; k = k >> 1u) {
+          if (lane < k) { part[lid] = part[lid] + part[lid + k * ${COLUMNS}]; }
+          workgroupBarrier();
+        }
+        if (lane == 0 && c < uniforms.d) { result[c] = part[lid] * uniforms.scale; }
+      }`,
+  };
+}
+
+function columnSumUniforms(rows: number, d: number, scale = 1): Uniforms {
+  return [{ type: 'int32', data: [rows] }, { type: 'int32', data: [d] }, { type: 'float32', data: [scale] }];
+}
 
 /** WGSL: Φ(a) = ½(1 + erf(a/√2)) as "cdf", erf by Abramowitz–Stegun 7.1.26 (tfjs's own erf, constants and all). */
 const NORMAL_CDF = `
@@ -461,6 +507,17 @@ const DROPOUT_VALUE = `
           let m = select(uniforms.keep, 0.0, (x >> 8u) < u32(uniforms.threshold));`;
 
 type Uniforms = Parameters<WebGPUBackend['runWebGPUProgram']>[3];
+
+/** What a buffer copy needs of tfjs-backend-webgpu's backend: its tensor storage and command encoder. */
+interface CopyingBackend {
+  makeTensorInfo(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  uploadToGPU(dataId: tf.DataId): void;
+  tensorMap: { get(dataId: tf.DataId): { resource: unknown } };
+  commandQueueOwnedIds: WeakSet<tf.DataId>;
+  ensureCommandEncoderReady(): void;
+  endComputePassEncoder(): void;
+  commandEncoder: { copyBufferToBuffer(source: unknown, sourceOffset: number, target: unknown, targetOffset: number, size: number): void };
+}
 type Run = (program: WebGPUProgram, inputs: tf.TensorInfo[], dtype: tf.DataType, uniforms: Uniforms, output?: tf.TensorInfo) => tf.TensorInfo;
 
 function runner(backend: object): Run {
@@ -626,38 +683,11 @@ export function registerWebGpuKernels(): void {
         'float32',
         lnUniforms(rows, d, eps),
       );
-      // dγ = Σ_rows dy·x̂ and dβ = Σ_rows dy: partial sums over chunks of rows [2, chunks, d], then over chunks.
-      const chunks = Math.ceil(rows / CHUNK);
-      const partial = run(
-        flatProgram([2, chunks, d], 'm3ae_ln_partial', ['dy', 'x', 'stats'], 'rows : i32, d : i32, chunks : i32,', `
-          let c = index % uniforms.d;
-          let k = (index / uniforms.d) % uniforms.chunks;
-          let part = index / (uniforms.d * uniforms.chunks);
-          let end = min((k + 1) * ${CHUNK}, uniforms.rows);
-          var sum = 0.0;
-          for (var r = k * ${CHUNK}; r < end; r = r + 1) {
-            let g = dy[r * uniforms.d + c];
-            if (part == 0) { sum = sum + g * (x[r * uniforms.d + c] - stats[2 * r]) * stats[2 * r + 1]; } else { sum = sum + g; }
-          }
-          result[index] = sum;`),
-        [dy, x, stats],
-        'float32',
-        [{ type: 'int32', data: [rows] }, { type: 'int32', data: [d] }, { type: 'int32', data: [chunks] }],
-      );
-      const collect = (part: number): tf.TensorInfo =>
-        run(
-          flatProgram([d], 'm3ae_ln_collect', ['partial'], 'd : i32, chunks : i32, part : i32,', `
-            var sum = 0.0;
-            for (var k = 0; k < uniforms.chunks; k = k + 1) { sum = sum + partial[(uniforms.part * uniforms.chunks + k) * uniforms.d + index]; }
-            result[index] = sum;`),
-          [partial],
-          'float32',
-          [{ type: 'int32', data: [d] }, { type: 'int32', data: [chunks] }, { type: 'int32', data: [part] }],
-        );
-      const dGamma = collect(0);
-      const dBeta = collect(1);
+      // dγ = Σ_rows dy·x̂ and dβ = Σ_rows dy, each a column sum of one program.
+      const sums = columnSumUniforms(rows, d);
+      const dGamma = run(columnSumProgram(d, 'm3ae_ln_dgamma', ['dy', 'x', 'stats'], 'dy[i] * (x[i] - stats[2 * r]) * stats[2 * r + 1]'), [dy, x, stats], 'float32', sums);
+      const dBeta = run(columnSumProgram(d, 'm3ae_col_sum', ['dy'], 'dy[i]'), [dy], 'float32', sums);
       b.disposeData(stats.dataId);
-      b.disposeData(partial.dataId);
       return [dx, dGamma, dBeta];
     },
   });
@@ -688,7 +718,10 @@ export function registerWebGpuKernels(): void {
       const out: tf.TensorInfo[] = [];
       if (inputGrad) out.push(backendKernel(tf.BatchMatMul, backend, { a: dy, b: scaling.apply(w) }, { transposeA: false, transposeB: true }));
       out.push(scaling.apply(backendKernel(tf.BatchMatMul, backend, { a: x, b: dy }, { transposeA: true, transposeB: false }), true));
-      if (hasBias) out.push(scaling.apply(backendKernel(tf.Sum, backend, { x: dy }, { axis: 0, keepDims: false }), true));
+      if (hasBias) {
+        const [rows, d] = dy.shape as [number, number];
+        out.push(runner(backend)(columnSumProgram(d, 'm3ae_col_sum', ['dy'], 'dy[i]'), [dy], 'float32', columnSumUniforms(rows, d, scale)));
+      }
       scaling.dispose();
       return out;
     },
@@ -702,11 +735,30 @@ export function registerWebGpuKernels(): void {
     kernelName: FLAT_CONCAT,
     backendName: 'webgpu',
     kernelFunc: ({ inputs, backend }) => {
-      const b = backend as WebGPUBackend;
-      // The inputs come as an array, as tf.concat's do; flattened by the backend's Reshape (a shared reference each).
-      const flat = (inputs as unknown as tf.TensorInfo[]).map((x) => backendKernel(tf.Reshape, backend, { x }, { shape: [-1] }));
-      const out = backendKernel(tf.Concat, backend, flat as unknown as Record<string, tf.TensorInfo>, { axis: 0 });
-      flat.forEach((t) => b.disposeData(t.dataId));
+      // The inputs come as an array, as tf.concat's do. Each is one buffer copy into its place in the output: a
+      // command, not a program (tfjs's Concat takes at most 7 inputs a program and concatenates the results again:
+      // about 107 programs, each value copied 3–4 times, for a `tiny` step's 615 gradients).
+      const list = inputs as unknown as tf.TensorInfo[];
+      const bad = list.find((t) => t.dtype !== 'float32');
+      if (bad) throw new Error(`flatConcat: a ${bad.dtype} tensor of shape [${bad.shape.join(', ')}]; expected float32`);
+      const b = backend as unknown as CopyingBackend;
+      const sizes = list.map((t) => tf.util.sizeFromShape(t.shape));
+      const out = b.makeTensorInfo([sizes.reduce((a, n) => a + n, 0)], 'float32');
+      b.uploadToGPU(out.dataId);
+      const target = b.tensorMap.get(out.dataId).resource;
+      b.commandQueueOwnedIds.add(out.dataId);
+      let offset = 0;
+      list.forEach((t, i) => {
+        const n = sizes[i] as number;
+        if (n === 0) return;
+        b.uploadToGPU(t.dataId);
+        // Owned by the queue until it is submitted: a tensor disposed before that keeps its buffer till then.
+        b.commandQueueOwnedIds.add(t.dataId);
+        b.ensureCommandEncoderReady();
+        b.endComputePassEncoder();
+        b.commandEncoder.copyBufferToBuffer(b.tensorMap.get(t.dataId).resource, 0, target, 4 * offset, 4 * n);
+        offset += n;
+      });
       return out;
     },
   });
@@ -756,9 +808,11 @@ export function registerWebGpuKernels(): void {
    * mask: none, a mask tensor, or `keyed`: made from per-sample keys at the canonical index (head·c1 + query)·c2 + key,
    * as M3aeDropoutMask makes it.
    */
-  const probsProgram = (shape: number[], grad: boolean, hasBias: boolean, mask: 'none' | 'tensor' | 'keyed'): WebGPUProgram => {
+  const probsProgram = (shape: number[], grad: boolean, hasBias: boolean, mask: 'none' | 'tensor' | 'keyed', scaled: boolean): WebGPUProgram => {
     const rows = shape.slice(0, -1).reduce((a, b) => a * b, 1);
-    const v = hasBias ? 'scores[base + c] + bias[sample * uniforms.d + c]' : 'scores[base + c]';
+    // Scaled: the scores times the query scale, a power of two (exact), and the gradient as well.
+    const score = scaled ? 'scores[base + c] * uniforms.scale' : 'scores[base + c]';
+    const v = hasBias ? `${score} + bias[sample * uniforms.d + c]` : score;
     const m = (e: string): string => (mask === 'tensor' ? `${e} * mask[base + c]` : mask === 'keyed' ? `${e} * dropMask(sample, mrow + c)` : e);
     const names = [...(grad ? ['dy'] : []), 'scores', ...(hasBias ? ['bias'] : []), ...(mask === 'tensor' ? ['mask'] : mask === 'keyed' ? ['keys'] : [])];
     const keyed = mask === 'keyed';
@@ -767,7 +821,7 @@ export function registerWebGpuKernels(): void {
           for (var c = i32(lid); c < uniforms.d; c = c + ${ROW}) { dot = dot + exp(${v} - mx) / total * ${m('dy[base + c]')}; }
           let pg = rowSum(dot, lid);
           if (live) {
-            for (var c = i32(lid); c < uniforms.d; c = c + ${ROW}) { let p = exp(${v} - mx) / total; result[base + c] = p * (${m('dy[base + c]')} - pg); }
+            for (var c = i32(lid); c < uniforms.d; c = c + ${ROW}) { let p = exp(${v} - mx) / total; result[base + c] = ${scaled ? 'uniforms.scale * ' : ''}(p * (${m('dy[base + c]')} - pg)); }
           }`
       : `if (live) {
             for (var c = i32(lid); c < uniforms.d; c = c + ${ROW}) { result[base + c] = ${m(`exp(${v} - mx) / total`)}; }
@@ -775,9 +829,9 @@ export function registerWebGpuKernels(): void {
     return rowProgram(
       rows,
       shape,
-      `m3ae_attn_probs_${grad}_${hasBias}_${mask}`,
+      `m3ae_attn_probs_${grad}_${hasBias}_${mask}_${scaled}`,
       names,
-      `rows : i32, d : i32, perSample : i32,${keyed ? ' tq : i32, c1 : i32, c2 : i32, threshold : i32, keep : f32,' : ''}`,
+      `rows : i32, d : i32, perSample : i32,${keyed ? ' tq : i32, c1 : i32, c2 : i32, threshold : i32, keep : f32,' : ''}${scaled ? ' scale : f32,' : ''}`,
       `
           let sample = row / uniforms.perSample;
           ${keyed ? `let within = row - sample * uniforms.perSample;
@@ -796,7 +850,7 @@ export function registerWebGpuKernels(): void {
     );
   };
   const probsKernel = (grad: boolean): tf.KernelFunc => ({ inputs, backend, attrs }) => {
-    const { hasBias, hasMask } = attrs as { hasBias: boolean; hasMask: boolean };
+    const { hasBias, hasMask, queryScale = 1 } = attrs as { hasBias: boolean; hasMask: boolean; queryScale?: number };
     const named = inputs as Record<string, tf.TensorInfo>;
     const scores = named['scores'] as tf.TensorInfo;
     const [, h = 1, tq = 1, tk = 1] = scores.shape;
@@ -812,7 +866,9 @@ export function registerWebGpuKernels(): void {
       const { c1, c2, threshold, keep } = attrs as { c1: number; c2: number; threshold: number; keep: number };
       uniforms.push(...[tq, c1, c2, threshold].map((x) => ({ type: 'int32', data: [x] })), { type: 'float32', data: [keep] });
     }
-    return runner(backend)(probsProgram([...scores.shape], grad, hasBias, mask), list, 'float32', uniforms);
+    const scaled = queryScale !== 1;
+    if (scaled) uniforms.push({ type: 'float32', data: [queryScale] });
+    return runner(backend)(probsProgram([...scores.shape], grad, hasBias, mask, scaled), list, 'float32', uniforms);
   };
   tf.registerKernel({ kernelName: ATTENTION_PROBS, backendName: 'webgpu', kernelFunc: probsKernel(false) });
   tf.registerKernel({ kernelName: ATTENTION_PROBS_GRAD, backendName: 'webgpu', kernelFunc: probsKernel(true) });
@@ -820,7 +876,7 @@ export function registerWebGpuKernels(): void {
    * What `splitHeads` (q, kᵀ, v), `batchMatMul` and `fusedAttentionProbs` run, from the inputs of M3aeAttention:
    * [q4, kT4, v4, scores, probs].
    */
-  const attentionForward = (inputs: Record<string, tf.TensorInfo>, backend: object, a: HeadsShape & { hasBias: boolean; hasMask: boolean }): tf.TensorInfo[] => {
+  const attentionForward = (inputs: Record<string, tf.TensorInfo>, backend: object, a: Required<HeadsShape> & { hasBias: boolean; hasMask: boolean }): tf.TensorInfo[] => {
     const { batch, tq, tk, heads: h } = a;
     const d = (inputs['q'] as tf.TensorInfo).shape[1] as number;
     const dh = d / h;
@@ -839,7 +895,7 @@ export function registerWebGpuKernels(): void {
     kernelName: ATTENTION,
     backendName: 'webgpu',
     kernelFunc: ({ inputs, backend, attrs }) => {
-      const a = attrs as unknown as HeadsShape & { hasBias: boolean; hasMask: boolean };
+      const a = attrs as unknown as Required<HeadsShape> & { hasBias: boolean; hasMask: boolean };
       const inner = attentionForward(inputs as Record<string, tf.TensorInfo>, backend, a);
       const [, , v4, , probs] = inner as [tf.TensorInfo, tf.TensorInfo, tf.TensorInfo, tf.TensorInfo, tf.TensorInfo];
       const context = backendKernel(tf.BatchMatMul, backend, { a: probs, b: v4 }, { transposeA: false, transposeB: false });
@@ -854,7 +910,7 @@ export function registerWebGpuKernels(): void {
     kernelName: ATTENTION_GRAD,
     backendName: 'webgpu',
     kernelFunc: ({ inputs, backend, attrs }) => {
-      const a = attrs as unknown as HeadsShape & { hasBias: boolean; hasMask: boolean };
+      const a = attrs as unknown as Required<HeadsShape> & { hasBias: boolean; hasMask: boolean };
       const named = inputs as Record<string, tf.TensorInfo>;
       const [q4, kT4, v4, scores, probs] = ['q4', 'kT4', 'v4', 'scores', 'probs'].map((n) => named[n] as tf.TensorInfo) as [tf.TensorInfo, tf.TensorInfo, tf.TensorInfo, tf.TensorInfo, tf.TensorInfo];
       const { batch, tq, tk, heads: h } = a;
