@@ -24,6 +24,7 @@ import {
 } from '@m3ae/model';
 import { registerBenchArea } from './areas.js';
 import { matMulRate } from './backend.js';
+import { describeJsProfile, profileJs } from './js-profile.js';
 import { machineInfo, type BenchRow } from './report.js';
 
 /** Largest micro-batch per preset that the wasm heap holds comfortably (small: 16 fits, 32 does not). */
@@ -175,6 +176,9 @@ registerBenchArea('model', {
       if (profile) notes.push(...profile.notes);
       const programs = options.quick ? undefined : await devicePrograms(() => computeGradients(model, batch, { normalizers, training: true }));
       if (programs !== undefined) notes.push(`${programs} device programs per step (each a pipeline, a bind group and a dispatch recorded by JavaScript)`);
+      // Where the main thread's time goes (on a GPU: what the device waits on), three steps apart from the timed ones.
+      const js = options.quick ? undefined : await profileJs(() => computeGradients(model, batch, { normalizers, training: true }), 3);
+      if (js) notes.push(...describeJsProfile(js, 'a gradient step'));
       return {
         area: 'model',
         machine: machineInfo(choice.name),
@@ -194,6 +198,7 @@ registerBenchArea('model', {
           fraction_of_matmul_rate_means: achievedMean / meanRate,
           ...(profile ? { kernels_per_step: profile.kernels, kernels_moving_data_per_step: profile.moving } : {}),
           ...(programs !== undefined ? { device_programs_per_step: programs } : {}),
+          ...(js ? { js_busy_ms_per_step: js.msPerCall } : {}),
           load_average: load,
           parameters: model.manifest.size,
         },
