@@ -419,13 +419,13 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
   }, 120_000);
 
   it('multi-head attention in one kernel each way (M3aeAttention, M3aeAttentionGrad): as on cpu (1e-5), the same bits as the split kernels on webgpu and every run', async () => {
-    // Cross-attention shapes (Tq ≠ Tk), keys past one workgroup (64), with and without key bias and dropout mask.
-    const [B, h, tq, tk, dh] = [2, 3, 5, 70, 4];
-    const D = h * dh;
-    const [q, k, v, w] = [normals(B * tq * D, 81), normals(B * tk * D, 82), normals(B * tk * D, 83), normals(B * tq * D, 84)];
-    const bias = Float32Array.from({ length: B * tk }, (_, i) => (i % tk > 60 + (i < tk ? 0 : 5) ? -1e9 : 0));
-    const dims = { batch: B, tq, tk, heads: h };
-    for (const withExtras of [true, false]) {
+    // Cross-attention shapes (Tq ≠ Tk), keys past one workgroup (64) and past a product tile (32), heads wider than
+    // a tile, with and without key bias and dropout mask.
+    for (const [B, h, tq, tk, dh, withExtras] of [[2, 3, 5, 70, 4, true], [2, 3, 5, 70, 4, false], [2, 2, 37, 9, 40, true]] as const) {
+      const D = h * dh;
+      const [q, k, v, w] = [normals(B * tq * D, 81), normals(B * tk * D, 82), normals(B * tk * D, 83), normals(B * tq * D, 84)];
+      const bias = Float32Array.from({ length: B * tk }, (_, i) => (i % tk > 60 + (i < tk ? 0 : 5) ? -1e9 : 0));
+      const dims = { batch: B, tq, tk, heads: h };
       type Attention = (a: tf.Tensor2D, b: tf.Tensor2D, c: tf.Tensor2D, bias?: tf.Tensor, mask?: MaskKeys) => tf.Tensor2D;
       const ours: Attention = (a, b, c, bt, mask) => multiHeadAttention(a, b, c, dims, bt, mask);
       // What ran before: a mask tensor, split heads, M3aeAttentionProbs, merged heads.
@@ -462,7 +462,9 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
     }
     // No tensor left behind, one kernel each way.
     await chooseBackend({ backend: 'webgpu' });
-    const [qt, kt, vt] = [tf.tensor2d(q, [B * tq, D]), tf.tensor2d(k, [B * tk, D]), tf.tensor2d(v, [B * tk, D])];
+    const [B, h, tq, tk, D] = [2, 3, 5, 70, 12];
+    const dims = { batch: B, tq, tk, heads: h };
+    const [qt, kt, vt] = [tf.tensor2d(normals(B * tq * D, 81), [B * tq, D]), tf.tensor2d(normals(B * tk * D, 82), [B * tk, D]), tf.tensor2d(normals(B * tk * D, 83), [B * tk, D])];
     const tensors = tf.memory().numTensors;
     const keys = new Dropout(Int32Array.from([5, 6]), 0.1, 1).lazyMask([h, tq, tk]);
     const info = await tf.profile(() => tf.dispose(tf.grads((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.sum(multiHeadAttention(a as tf.Tensor2D, b as tf.Tensor2D, c as tf.Tensor2D, dims, undefined, keys)))([qt, kt, vt])));

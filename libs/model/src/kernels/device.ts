@@ -38,8 +38,10 @@ import { hash32 } from '../random.js';
  *   backend's, bit for bit.
  * - `M3aeAttention` / `M3aeAttentionGrad`: multi-head attention from the [B·T, D] queries, keys and values to the
  *   [B·T, D] context — heads split, scores, `M3aeAttentionProbs`, weighted sum, heads merged — in one kernel each
- *   way instead of 7 and 9 (the same device programs; the forward kernel also returns the split heads, scores and
- *   probabilities for the gradient), and the dropout mask on the probabilities made in the row kernels from the
+ *   way instead of 7 and 9: three programs forward and five backward, the products reading and writing the heads in
+ *   place (`headsProductProgram`, tiled and summed in order as the backend's packed product: on lavapipe the same
+ *   bits as the split kernels, without their 8 transposes); the forward kernel also returns the scores and the
+ *   probabilities for the gradient; the dropout mask on the probabilities is made in the row kernels from the
  *   per-sample keys (M3aeDropoutMask's values: no mask tensor, no mask program) (`multiHeadAttention` in ops.ts).
  * - `M3aeResidualAdd`: a + b of one shape (residual connections) by the backend's Add, its gradient dy to both
  *   (one copy): tfjs's Add saves both inputs (two Identity kernels) and reshapes dy twice for its gradient.
@@ -285,8 +287,9 @@ export interface HeadsShape {
 
 /**
  * Multi-head attention through the device's kernels (call only where `deviceKernel(ATTENTION)`): q [B·Tq, D] (already
- * scaled, or scaled by the kernel: `dims.queryScale`), k and v [B·Tk, D], keyBias [B,1,1,Tk], probsMask [B,h,Tq,Tk] → context [B·Tq, D]; the same programs as
- * `splitHeads`, `attend` and `mergeHeads` on that backend.
+ * scaled, or scaled by the kernel: `dims.queryScale`), k and v [B·Tk, D], keyBias [B,1,1,Tk], probsMask [B,h,Tq,Tk] →
+ * context [B·Tq, D]: the maths of `splitHeads`, `attend` and `mergeHeads`, with the heads read and written in place
+ * (`headsProductProgram`).
  */
 export function fusedAttention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, dims: HeadsShape, keyBias?: tf.Tensor, mask?: MaskKeys): tf.Tensor2D {
   const attrs: tf.NamedAttrMap = { ...dims, queryScale: dims.queryScale ?? 1, hasBias: keyBias !== undefined, hasMask: mask !== undefined };
@@ -304,20 +307,21 @@ export function fusedAttention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, d
     if (mask) m['keys'] = tf.tensor1d(mask.keys, 'int32');
     return m;
   };
-  // The forward kernel also returns the split heads, the scores and the probabilities, which the gradient uses (saved
-  // instead of recomputed: the same device programs as the split kernels ran). The bias is data, not an input: it
-  // goes through save() only to outlive the forward pass's tidy.
+  // The forward kernel also returns the scores and the probabilities, which the gradient uses with q, k and v (saved
+  // instead of recomputed). The bias is data, not an input: it goes through save() only to outlive the forward
+  // pass's tidy.
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const inputs = named([args[0], args[1], args[2], ...(keyBias ? [keyBias] : [])] as tf.Tensor[]);
-    const [context, ...inner] = tf.engine().runKernel(ATTENTION, inputs, attrs) as tf.Tensor[];
+    const qkv = [args[0], args[1], args[2]] as tf.Tensor[];
+    const inputs = named([...qkv, ...(keyBias ? [keyBias] : [])]);
+    const [context, scores, probs] = tf.engine().runKernel(ATTENTION, inputs, attrs) as tf.Tensor[];
     inputs['keys']?.dispose();
-    (args[3] as tf.GradSaveFunc)([...inner, ...(keyBias ? [keyBias] : [])]);
+    (args[3] as tf.GradSaveFunc)([...qkv, scores as tf.Tensor, probs as tf.Tensor, ...(keyBias ? [keyBias] : [])]);
     return {
       value: context as tf.Tensor2D,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
         tf.tidy(() => {
-          const [q4, kT4, v4, scores, probs, bias] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor?];
-          const g: tf.NamedTensorMap = { dy, q4, kT4, v4, scores, probs };
+          const [qs, ks, vs, scoresSaved, probsSaved, bias] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor?];
+          const g: tf.NamedTensorMap = { dy, q: qs, k: ks, v: vs, scores: scoresSaved, probs: probsSaved };
           if (bias) g['bias'] = bias;
           if (mask) g['keys'] = tf.tensor1d(mask.keys, 'int32');
           return tf.engine().runKernel(ATTENTION_GRAD, g, attrs) as tf.Tensor[];
@@ -486,6 +490,118 @@ function columnSumProgram(d: number, shaderKey: string, variableNames: string[],
 
 function columnSumUniforms(rows: number, d: number, scale = 1): Uniforms {
   return [{ type: 'int32', data: [rows] }, { type: 'int32', data: [d] }, { type: 'float32', data: [scale] }];
+}
+
+/** `headsProductProgram`'s tiles: 32 × 32 outputs per workgroup of 8 × 8 invocations (4 × 4 each), inner steps of 32. */
+const TILE = 32;
+const THREADS = 8;
+const PER = TILE / THREADS;
+
+/**
+ * The three products of attention, with the heads read and written in place in the [B·T, D] activations (head hh of
+ * token row r at columns hh·dh … hh·dh + dh − 1) instead of split and merged by transposes; bh = b·h + hh:
+ * - `scores`: out[bh, i, j] = Σ_t x[b·tq + i, hh·dh + t] · y[b·tk + j, hh·dh + t] → [B, h, tq, tk] (q·kᵀ; dy·vᵀ);
+ * - `context`: out[b·tq + i, hh·dh + j] = Σ_t p[bh, i, t] · y[b·tk + t, hh·dh + j] → [B·tq, D] (probs·v; dScores·k);
+ * - `transposed`: out[b·tk + i, hh·dh + j] = Σ_t p[bh, t, i] · y[b·tq + t, hh·dh + j] → [B·tk, D] (probsᵀ·dy;
+ *   dScoresᵀ·q).
+ * Tiled as tfjs-backend-webgpu's packed product (32 × 32 outputs per workgroup, 4 × 4 per invocation, the inner
+ * dimension in steps of 32 through workgroup memory), each operand loaded along its contiguous dimension; every
+ * element sums t in order from zero (the same bits every run, no atomics).
+ */
+type HeadsProduct = 'scores' | 'context' | 'transposed';
+function headsProductProgram(kind: HeadsProduct, outputShape: number[], batchHeads: number, m: number, n: number): WebGPUProgram {
+  // a(i, t) and b(t, j) as WGSL expressions, the contiguous dimension of each, and where out(i, j) goes.
+  const d = 'uniforms.h * uniforms.dh';
+  const head = 'hh * uniforms.dh';
+  const spec: Record<HeadsProduct, { a: string; aAlong: 'i' | 't'; b: string; bAlong: 't' | 'j'; out: string }> = {
+    scores: {
+      a: `x[(bb * uniforms.tq + i) * ${d} + ${head} + t]`,
+      aAlong: 't',
+      b: `y[(bb * uniforms.tk + j) * ${d} + ${head} + t]`,
+      bAlong: 't',
+      out: '(bh * uniforms.tq + i) * uniforms.tk + j',
+    },
+    context: {
+      a: 'x[(bh * uniforms.tq + i) * uniforms.tk + t]',
+      aAlong: 't',
+      b: `y[(bb * uniforms.tk + t) * ${d} + ${head} + j]`,
+      bAlong: 'j',
+      out: `(bb * uniforms.tq + i) * ${d} + ${head} + j`,
+    },
+    transposed: {
+      a: 'x[(bh * uniforms.tq + t) * uniforms.tk + i]',
+      aAlong: 'i',
+      b: `y[(bb * uniforms.tq + t) * ${d} + ${head} + j]`,
+      bAlong: 'j',
+      out: `(bb * uniforms.tk + i) * ${d} + ${head} + j`,
+    },
+  };
+  const k = spec[kind];
+  // Element e of a tile, loaded by invocation l in round r (e = r·64 + l): consecutive invocations read consecutive
+  // addresses of the operand's contiguous dimension.
+  const aAt = k.aAlong === 't' ? ['e / TILE', 'e % TILE'] : ['e % TILE', 'e / TILE'];
+  const bAt = k.bAlong === 'j' ? ['e / TILE', 'e % TILE'] : ['e % TILE', 'e / TILE'];
+  const threads = THREADS * THREADS;
+  return {
+    outputShape,
+    shaderKey: `m3ae_heads_product_${kind}`,
+    dispatchLayout: { x: outputShape.map((_, i) => i) },
+    dispatch: [Math.ceil(n / TILE), Math.ceil(m / TILE), batchHeads],
+    variableNames: ['x', 'y'],
+    workgroupSize: [THREADS, THREADS, 1],
+    uniforms: 'm : i32, n : i32, inner : i32, h : i32, dh : i32, tq : i32, tk : i32,',
+    getUserCode: () => `
+      const TILE = ${TILE};
+      var<workgroup> tileA : array<array<f32, ${TILE}>, ${TILE}>;
+      var<workgroup> tileB : array<array<f32, ${TILE}>, ${TILE}>;
+      fn loadA(bh : i32, bb : i32, hh : i32, i : i32, t : i32) -> f32 {
+        if (i >= uniforms.m || t >= uniforms.inner) { return 0.0; }
+        return ${k.a};
+      }
+      fn loadB(bh : i32, bb : i32, hh : i32, t : i32, j : i32) -> f32 {
+        if (t >= uniforms.inner || j >= uniforms.n) { return 0.0; }
+        return ${k.b};
+      }
+      fn main(index : i32) {
+        let lx = i32(localId.x);
+        let ly = i32(localId.y);
+        let l = ly * ${THREADS} + lx;
+        let bh = i32(workgroupId.z);
+        let bb = bh / uniforms.h;
+        let hh = bh - bb * uniforms.h;
+        let i0 = i32(workgroupId.y) * TILE;
+        let j0 = i32(workgroupId.x) * TILE;
+        var acc : array<array<f32, ${PER}>, ${PER}>;
+        for (var t0 = 0; t0 < uniforms.inner; t0 = t0 + TILE) {
+          for (var r = 0; r < ${(TILE * TILE) / threads}; r = r + 1) {
+            let e = r * ${threads} + l;
+            let ai = ${aAt[0]};
+            let at = ${aAt[1]};
+            tileA[ai][at] = loadA(bh, bb, hh, i0 + ai, t0 + at);
+            let bt = ${bAt[0]};
+            let bj = ${bAt[1]};
+            tileB[bt][bj] = loadB(bh, bb, hh, t0 + bt, j0 + bj);
+          }
+          workgroupBarrier();
+          for (var t = 0; t < TILE; t = t + 1) {
+            var b : array<f32, ${PER}>;
+            for (var c = 0; c < ${PER}; c = c + 1) { b[c] = tileB[t][lx * ${PER} + c]; }
+            for (var r = 0; r < ${PER}; r = r + 1) {
+              let a = tileA[ly * ${PER} + r][t];
+              for (var c = 0; c < ${PER}; c = c + 1) { acc[r][c] = acc[r][c] + a * b[c]; }
+            }
+          }
+          workgroupBarrier();
+        }
+        for (var r = 0; r < ${PER}; r = r + 1) {
+          for (var c = 0; c < ${PER}; c = c + 1) {
+            let i = i0 + ly * ${PER} + r;
+            let j = j0 + lx * ${PER} + c;
+            if (i < uniforms.m && j < uniforms.n) { result[${k.out}] = acc[r][c]; }
+          }
+        }
+      }`,
+  };
 }
 
 /** WGSL: Φ(a) = ½(1 + erf(a/√2)) as "cdf", erf by Abramowitz–Stegun 7.1.26 (tfjs's own erf, constants and all). */
@@ -872,64 +988,52 @@ export function registerWebGpuKernels(): void {
   };
   tf.registerKernel({ kernelName: ATTENTION_PROBS, backendName: 'webgpu', kernelFunc: probsKernel(false) });
   tf.registerKernel({ kernelName: ATTENTION_PROBS_GRAD, backendName: 'webgpu', kernelFunc: probsKernel(true) });
-  /**
-   * What `splitHeads` (q, kᵀ, v), `batchMatMul` and `fusedAttentionProbs` run, from the inputs of M3aeAttention:
-   * [q4, kT4, v4, scores, probs].
-   */
-  const attentionForward = (inputs: Record<string, tf.TensorInfo>, backend: object, a: Required<HeadsShape> & { hasBias: boolean; hasMask: boolean }): tf.TensorInfo[] => {
-    const { batch, tq, tk, heads: h } = a;
-    const d = (inputs['q'] as tf.TensorInfo).shape[1] as number;
-    const dh = d / h;
-    const q4 = heads(backend, inputs['q'] as tf.TensorInfo, [batch, tq, h, dh], [0, 2, 1, 3], [batch, h, tq, dh]);
-    const kT4 = heads(backend, inputs['k'] as tf.TensorInfo, [batch, tk, h, dh], [0, 2, 3, 1], [batch, h, dh, tk]);
-    const v4 = heads(backend, inputs['v'] as tf.TensorInfo, [batch, tk, h, dh], [0, 2, 1, 3], [batch, h, tk, dh]);
-    const scores = backendKernel(tf.BatchMatMul, backend, { a: q4, b: kT4 }, { transposeA: false, transposeB: false });
-    const probsInputs: Record<string, tf.TensorInfo> = { scores };
-    if (a.hasBias) probsInputs['bias'] = inputs['bias'] as tf.TensorInfo;
-    if (a.hasMask) probsInputs['keys'] = inputs['keys'] as tf.TensorInfo;
-    const probs = probsKernel(false)({ inputs: probsInputs as tf.NamedTensorInfoMap, backend: backend as tf.KernelBackend, attrs: a as unknown as tf.NamedAttrMap }) as tf.TensorInfo;
-    return [q4, kT4, v4, scores, probs];
-  };
   const free = (backend: object, list: tf.TensorInfo[]): void => list.forEach((t) => (backend as WebGPUBackend).disposeData(t.dataId));
+  type AttentionAttrs = Required<HeadsShape> & { hasBias: boolean; hasMask: boolean };
+  /** One of attention's products (`headsProductProgram`) for the shapes of `a`, x and y as that program reads them. */
+  const product = (backend: object, kind: HeadsProduct, x: tf.TensorInfo, y: tf.TensorInfo, a: AttentionAttrs, dh: number): tf.TensorInfo => {
+    const { batch, tq, tk, heads: h } = a;
+    const [shape, m, n, inner] =
+      kind === 'scores' ? [[batch, h, tq, tk], tq, tk, dh] : kind === 'context' ? [[batch * tq, h * dh], tq, dh, tk] : [[batch * tk, h * dh], tk, dh, tq];
+    const uniforms: Uniforms = [m, n, inner, h, dh, tq, tk].map((v) => ({ type: 'int32', data: [v] }));
+    return runner(backend)(headsProductProgram(kind, shape, batch * h, m, n), [x, y], 'float32', uniforms);
+  };
+  /** M3aeAttentionProbs(Grad) of `scores` (and `dy`) with the attention's key bias and dropout keys. */
+  const probsOf = (backend: object, named: Record<string, tf.TensorInfo>, a: AttentionAttrs, scores: tf.TensorInfo, dy?: tf.TensorInfo): tf.TensorInfo => {
+    const inputs: Record<string, tf.TensorInfo> = dy ? { dy, scores } : { scores };
+    if (a.hasBias) inputs['bias'] = named['bias'] as tf.TensorInfo;
+    if (a.hasMask) inputs['keys'] = named['keys'] as tf.TensorInfo;
+    return probsKernel(dy !== undefined)({ inputs: inputs as tf.NamedTensorInfoMap, backend: backend as tf.KernelBackend, attrs: a as unknown as tf.NamedAttrMap }) as tf.TensorInfo;
+  };
   tf.registerKernel({
     kernelName: ATTENTION,
     backendName: 'webgpu',
     kernelFunc: ({ inputs, backend, attrs }) => {
-      const a = attrs as unknown as Required<HeadsShape> & { hasBias: boolean; hasMask: boolean };
-      const inner = attentionForward(inputs as Record<string, tf.TensorInfo>, backend, a);
-      const [, , v4, , probs] = inner as [tf.TensorInfo, tf.TensorInfo, tf.TensorInfo, tf.TensorInfo, tf.TensorInfo];
-      const context = backendKernel(tf.BatchMatMul, backend, { a: probs, b: v4 }, { transposeA: false, transposeB: false });
-      const [, h, tq, dh] = context.shape as [number, number, number, number];
-      const out = heads(backend, context, [a.batch, h, tq, dh], [0, 2, 1, 3], [a.batch * tq, h * dh]);
-      free(backend, [context]);
-      // [context, q4, kT4, v4, scores, probs]: the gradient's inputs besides dy.
-      return [out, ...inner];
+      const a = attrs as unknown as AttentionAttrs;
+      const named = inputs as Record<string, tf.TensorInfo>;
+      const [q, k, v] = ['q', 'k', 'v'].map((x) => named[x] as tf.TensorInfo) as [tf.TensorInfo, tf.TensorInfo, tf.TensorInfo];
+      const dh = (q.shape[1] as number) / a.heads;
+      const scores = product(backend, 'scores', q, k, a, dh);
+      const probs = probsOf(backend, named, a, scores);
+      // [context, scores, probs]: the gradient's inputs besides dy, q, k and v.
+      return [product(backend, 'context', probs, v, a, dh), scores, probs];
     },
   });
   tf.registerKernel({
     kernelName: ATTENTION_GRAD,
     backendName: 'webgpu',
     kernelFunc: ({ inputs, backend, attrs }) => {
-      const a = attrs as unknown as Required<HeadsShape> & { hasBias: boolean; hasMask: boolean };
+      const a = attrs as unknown as AttentionAttrs;
       const named = inputs as Record<string, tf.TensorInfo>;
-      const [q4, kT4, v4, scores, probs] = ['q4', 'kT4', 'v4', 'scores', 'probs'].map((n) => named[n] as tf.TensorInfo) as [tf.TensorInfo, tf.TensorInfo, tf.TensorInfo, tf.TensorInfo, tf.TensorInfo];
-      const { batch, tq, tk, heads: h } = a;
-      const dh = (q4.shape[3] as number);
-      // The gradients of mergeHeads, of the two products (transposed in place, as batchMatMul's), of the
-      // probabilities (M3aeAttentionProbsGrad) and of the three splits, in that order.
-      const dContext = heads(backend, named['dy'] as tf.TensorInfo, [batch, tq, h, dh], [0, 2, 1, 3], [batch, h, tq, dh]);
-      const dProbs = backendKernel(tf.BatchMatMul, backend, { a: dContext, b: v4 }, { transposeA: false, transposeB: true });
-      const dv4 = backendKernel(tf.BatchMatMul, backend, { a: probs, b: dContext }, { transposeA: true, transposeB: false });
-      const gradInputs: Record<string, tf.TensorInfo> = { dy: dProbs, scores };
-      if (a.hasBias) gradInputs['bias'] = named['bias'] as tf.TensorInfo;
-      if (a.hasMask) gradInputs['keys'] = named['keys'] as tf.TensorInfo;
-      const dScores = probsKernel(true)({ inputs: gradInputs as tf.NamedTensorInfoMap, backend: backend as tf.KernelBackend, attrs: a as unknown as tf.NamedAttrMap }) as tf.TensorInfo;
-      const dq4 = backendKernel(tf.BatchMatMul, backend, { a: dScores, b: kT4 }, { transposeA: false, transposeB: true });
-      const dkT4 = backendKernel(tf.BatchMatMul, backend, { a: q4, b: dScores }, { transposeA: true, transposeB: false });
-      const dq = heads(backend, dq4, [batch, h, tq, dh], [0, 2, 1, 3], [batch * tq, h * dh]);
-      const dk = heads(backend, dkT4, [batch, h, dh, tk], [0, 3, 1, 2], [batch * tk, h * dh]);
-      const dv = heads(backend, dv4, [batch, h, tk, dh], [0, 2, 1, 3], [batch * tk, h * dh]);
-      free(backend, [dContext, dProbs, dv4, dScores, dq4, dkT4]);
+      const [dy, q, k, v, scores, probs] = ['dy', 'q', 'k', 'v', 'scores', 'probs'].map((n) => named[n] as tf.TensorInfo) as [tf.TensorInfo, tf.TensorInfo, tf.TensorInfo, tf.TensorInfo, tf.TensorInfo, tf.TensorInfo];
+      const dh = (q.shape[1] as number) / a.heads;
+      // The gradients of the weighted sum, of the probabilities (M3aeAttentionProbsGrad) and of the scores.
+      const dProbs = product(backend, 'scores', dy, v, a, dh);
+      const dv = product(backend, 'transposed', probs, dy, a, dh);
+      const dScores = probsOf(backend, named, a, scores, dProbs);
+      const dq = product(backend, 'context', dScores, k, a, dh);
+      const dk = product(backend, 'transposed', dScores, q, a, dh);
+      free(backend, [dProbs, dScores]);
       return [dq, dk, dv];
     },
   });
