@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
-import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import type { StepReport } from '@m3ae/protocol';
 import { BlobStore, LocalRedis } from '@m3ae/protocol';
-import { trainLocal } from '../commands/train.js';
+import { localShards, trainLocal } from '../commands/train.js';
 import { registerBenchArea } from './areas.js';
 import { machineInfo, mean, type BenchRow } from './report.js';
 
@@ -99,13 +99,6 @@ export function summariseSteps(reports: readonly StepReport[], workers: number):
   };
 }
 
-/**
- * Shards of the coordinator's reduction and update (`training.shards`): one thread per core, up to 4 — the sharded
- * reduction of issue 12, reading and summing the contributions of a step in parallel. Any number gives the same
- * parameter bits (the bench's notes print the params sha256 of every run).
- */
-const SHARDS = Math.max(1, Math.min(4, availableParallelism()));
-
 /** The two ways the bench cuts its global batch of 8 into jobs: one micro-batch of 2 per job, or two summed on the worker. */
 const LAYOUTS = [
   { perJob: 2, label: '2 jobs of 2 micro-batches' },
@@ -140,7 +133,6 @@ registerBenchArea('training', {
               globalBatch: '8',
               microBatch: '2',
               microBatchesPerJob: String(layout.perJob),
-              shards: String(SHARDS),
               workDir: work,
               checkpointDir: mkdtempSync(join(tmpdir(), 'm3ae-bench-ckpt-')),
               redisUrl: redis.url,
@@ -180,7 +172,7 @@ registerBenchArea('training', {
         rows,
         figures: {
           preset,
-          shards: SHARDS,
+          shards: localShards(),
           samples_per_second_1: fig(2, 1, 'samples/s'),
           samples_per_second_2: fig(2, 2, 'samples/s'),
           speedup: speedup(2),

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import cliProgress from 'cli-progress';
@@ -48,6 +49,14 @@ export async function ensurePhantomDataset(options: { workDir: string; preset: s
   }
   const tokenizer = await loadTokenizer(tokenizerFile);
   return { dir: shards, tokenizer: tokenizerFile, vocabSize: tokenizer.vocabSize, padTokenId: tokenizer.special.pad, reused };
+}
+
+/**
+ * Shards of a local run's reduction without a run file: one coordinator thread per core, up to 4 (issue 12's sharded
+ * reduction; any number of shards gives the same parameter bits).
+ */
+export function localShards(): number {
+  return Math.max(1, Math.min(4, availableParallelism()));
 }
 
 export interface TrainFlags extends RunFlags {
@@ -151,7 +160,7 @@ export async function trainLocal(opts: TrainFlags, hooks: TrainHooks = {}): Prom
     const base: Record<string, unknown> = {
       runId: `local-${randomBytes(3).toString('hex')}`,
       model: { preset },
-      training: { steps: 20, globalBatch: 8, microBatch: 2, learningRate: 1e-4, ...(opts.gradEncoding ? { gradEncoding: opts.gradEncoding } : {}) },
+      training: { steps: 20, globalBatch: 8, microBatch: 2, learningRate: 1e-4, shards: localShards(), ...(opts.gradEncoding ? { gradEncoding: opts.gradEncoding } : {}) },
       checkpoint: { dir: join(workDir, 'checkpoints'), every: 10, keep: 3 },
     };
     // Without a run file, local defaults: 20 steps of 8 samples in 4 micro-batches, checkpoints in the work dir.
