@@ -172,12 +172,13 @@ registerBenchArea('model', {
         `forward FLOPs per step: MLM ${(flops.mlm / 1e9).toFixed(2)}, MIM ${(flops.mim / 1e9).toFixed(2)}, ITM ${(flops.itm / 1e9).toFixed(2)} GFLOP (×3 for training)`,
         `matmul rate (1024² float32) between steps: ${rates.map((r) => r.toFixed(1)).join(', ')} GFLOP/s; load average at start ${load.toFixed(1)} on ${machineInfo().cpus} CPUs`,
       );
-      const profile = options.quick ? undefined : await profileStep(() => computeGradients(model, batch, { normalizers, training: true }));
+      const step = (): Promise<unknown> => computeGradients(model, batch, { normalizers, training: true });
+      const profile = options.quick ? undefined : await profileStep(step);
       if (profile) notes.push(...profile.notes);
-      const programs = options.quick ? undefined : await devicePrograms(() => computeGradients(model, batch, { normalizers, training: true }));
+      const programs = options.quick ? undefined : await devicePrograms(step);
       if (programs !== undefined) notes.push(`${programs} device programs per step (each a pipeline, a bind group and a dispatch recorded by JavaScript)`);
       // Where the main thread's time goes (on a GPU: what the device waits on), three steps apart from the timed ones.
-      const js = options.quick ? undefined : await profileJs(() => computeGradients(model, batch, { normalizers, training: true }), 3);
+      const js = options.quick ? undefined : await profileJs(step, 3);
       if (js) notes.push(...describeJsProfile(js, 'a gradient step'));
       return {
         area: 'model',

@@ -56,7 +56,6 @@ function relL2(a: Float32Array, b: Float32Array): number {
   return Math.sqrt(dd / bb);
 }
 
-/** How many elements differ in their bits (vitest's deep equality is too slow for millions of elements). */
 /**
  * The column sums of a [rows, d] matrix as the device's column-sum program orders them, in float32: 16 lanes per
  * column summing rows lane, lane + 16, … in order, the lanes combined in a fixed tree (8, 4, 2, 1), then × scale.
@@ -76,6 +75,7 @@ function columnSumReference(values: Float32Array, rows: number, d: number, scale
   return out;
 }
 
+/** How many elements differ in their bits (vitest's deep equality is too slow for millions of elements). */
 function bitDifferences(a: Float32Array, b: Float32Array): number {
   if (a.length !== b.length) return Math.max(a.length, b.length);
   const [x, y] = [new Uint32Array(a.buffer, a.byteOffset, a.length), new Uint32Array(b.buffer, b.byteOffset, b.length)];

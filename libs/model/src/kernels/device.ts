@@ -488,6 +488,11 @@ function columnSumProgram(d: number, shaderKey: string, variableNames: string[],
   };
 }
 
+/** Σ_rows dy: the plain column sum (a bias gradient, LayerNorm's dβ). */
+function rowSumProgram(d: number): WebGPUProgram {
+  return columnSumProgram(d, 'm3ae_col_sum', ['dy'], 'dy[i]');
+}
+
 function columnSumUniforms(rows: number, d: number, scale = 1): Uniforms {
   return [{ type: 'int32', data: [rows] }, { type: 'int32', data: [d] }, { type: 'float32', data: [scale] }];
 }
@@ -802,7 +807,7 @@ export function registerWebGpuKernels(): void {
       // dγ = Σ_rows dy·x̂ and dβ = Σ_rows dy, each a column sum of one program.
       const sums = columnSumUniforms(rows, d);
       const dGamma = run(columnSumProgram(d, 'm3ae_ln_dgamma', ['dy', 'x', 'stats'], 'dy[i] * (x[i] - stats[2 * r]) * stats[2 * r + 1]'), [dy, x, stats], 'float32', sums);
-      const dBeta = run(columnSumProgram(d, 'm3ae_col_sum', ['dy'], 'dy[i]'), [dy], 'float32', sums);
+      const dBeta = run(rowSumProgram(d), [dy], 'float32', sums);
       b.disposeData(stats.dataId);
       return [dx, dGamma, dBeta];
     },
@@ -836,7 +841,7 @@ export function registerWebGpuKernels(): void {
       out.push(scaling.apply(backendKernel(tf.BatchMatMul, backend, { a: x, b: dy }, { transposeA: true, transposeB: false }), true));
       if (hasBias) {
         const [rows, d] = dy.shape as [number, number];
-        out.push(runner(backend)(columnSumProgram(d, 'm3ae_col_sum', ['dy'], 'dy[i]'), [dy], 'float32', columnSumUniforms(rows, d, scale)));
+        out.push(runner(backend)(rowSumProgram(d), [dy], 'float32', columnSumUniforms(rows, d, scale)));
       }
       scaling.dispose();
       return out;
@@ -863,6 +868,9 @@ export function registerWebGpuKernels(): void {
       b.uploadToGPU(out.dataId);
       const target = b.tensorMap.get(out.dataId).resource;
       b.commandQueueOwnedIds.add(out.dataId);
+      // Copies are recorded outside a compute pass (an upload below records its own copy the same way).
+      b.ensureCommandEncoderReady();
+      b.endComputePassEncoder();
       let offset = 0;
       list.forEach((t, i) => {
         const n = sizes[i] as number;
@@ -870,8 +878,6 @@ export function registerWebGpuKernels(): void {
         b.uploadToGPU(t.dataId);
         // Owned by the queue until it is submitted: a tensor disposed before that keeps its buffer till then.
         b.commandQueueOwnedIds.add(t.dataId);
-        b.ensureCommandEncoderReady();
-        b.endComputePassEncoder();
         b.commandEncoder.copyBufferToBuffer(b.tensorMap.get(t.dataId).resource, 0, target, 4 * offset, 4 * n);
         offset += n;
       });
