@@ -278,6 +278,9 @@ export class ThreadShardHost extends RemoteHost {
   }
 }
 
+/** How long a reducer process's IPC error waits for the process's exit, which names the cause better. */
+const EXIT_AFTER_ERROR_GRACE_MS = 1_000;
+
 /** The compiled reducer-process entry (`dist/reduction/shard-process.js`). */
 export function shardProcessPath(): string {
   return threadEntry(import.meta.url, 'reduction/shard-process.js');
@@ -295,7 +298,9 @@ export class ProcessShardHost extends RemoteHost {
   ) {
     super(range, `shard process ${range.index} (pid ${child.pid})`);
     child.on('message', (msg: ShardReply) => this.onReply(msg));
-    child.on('error', (e) => this.fail(e.message));
+    // A request written to a child that has just died fails (EPIPE) before its 'exit' arrives: the exit, when it
+    // follows within the grace, names the cause (the signal or code); an error with no exit behind it still fails.
+    child.on('error', (e) => setTimeout(() => this.fail(e.message), EXIT_AFTER_ERROR_GRACE_MS));
     child.on('exit', (code, signal) => this.fail(signal ? `it was killed by ${signal}` : `it exited with code ${code}`));
   }
 

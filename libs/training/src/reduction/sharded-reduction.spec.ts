@@ -190,6 +190,9 @@ describe('ShardedReduction', () => {
     await host.begin(1);
     const pid = (host as unknown as { child: { pid: number } }).child.pid;
     process.kill(pid, 'SIGKILL');
+    // Block this thread a moment, so the request is written to a child already dead whose exit is not yet seen:
+    // the write fails (EPIPE) first, and the cause named must still be the signal.
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
     const failure = await host.finish().catch((e: unknown) => e);
     expect(failure).toBeInstanceOf(ShardThreadError);
     expect((failure as Error).message).toBe(`shard process 0 (pid ${pid}) failed: it was killed by SIGKILL (the coordinator stops; restart it with --resume)`);
