@@ -163,6 +163,37 @@ describe('m3ae train --local never outlives its work', () => {
   }, 240_000);
 });
 
+describe('m3ae bench never outlives its work', () => {
+  it('bench training stopped by SIGTERM mid-run ends within seconds, exit 143, its Redis and workers gone (no next run)', async () => {
+    const p = startCli(['bench', 'training', '--quick'], { M3AE_LOG_FORMAT: 'json' });
+    const pid = p.child.pid as number;
+    const isWorker = (c: number): boolean => {
+      try {
+        return readFileSync(`/proc/${c}/cmdline`, 'utf8').includes('worker');
+      } catch {
+        return false;
+      }
+    };
+    // Its first local run is under way once a worker process exists (its private Redis started before it).
+    let children: number[] = [];
+    for (const deadline = Date.now() + 120_000; Date.now() < deadline && !children.some(isWorker); ) {
+      await new Promise((r) => setTimeout(r, 200));
+      children = childPids(pid);
+    }
+    expect(children.some(isWorker), p.output().slice(-2000)).toBe(true);
+    expect(children.length).toBeGreaterThanOrEqual(2); // redis-server and the worker
+    const t = performance.now();
+    p.child.kill('SIGTERM');
+    const r = await p.exit(30_000);
+    expect(performance.now() - t).toBeLessThan(5000);
+    expect(r.code, r.stderr).toBe(143);
+    expect(r.stderr).toContain('m3ae bench training: stopped by SIGTERM; no report written');
+    // Killed at its exit (SIGKILL): gone within a moment.
+    for (const until = Date.now() + 5000; Date.now() < until && children.some(alive); ) await new Promise((r2) => setTimeout(r2, 100));
+    for (const c of children) expect(alive(c), `child ${c} outlived the bench`).toBe(false);
+  }, 240_000);
+});
+
 describe('m3ae doctor', () => {
   it('exits 1 when Redis is down, with the real cause', async () => {
     const url = await refusedUrl();

@@ -74,6 +74,10 @@ export class LocalRedis {
       { stdio: ['ignore', 'ignore', 'pipe'], detached: this.detached },
     );
     this.child = child;
+    liveServers.add(child);
+    child.once('exit', () => liveServers.delete(child));
+    if (!killingAtExit) process.once('exit', killLiveServers);
+    killingAtExit = true;
     let stderr = '';
     child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
     const deadline = Date.now() + 10_000;
@@ -103,6 +107,17 @@ export class LocalRedis {
     if (downMillis > 0) await new Promise((r) => setTimeout(r, downMillis));
     await this.spawn();
   }
+}
+
+/**
+ * The private servers still running: killed when this process exits, however it exits short of SIGKILL (an uncaught
+ * error, `process.exit` at a signal), so that none outlives the process that started it.
+ */
+const liveServers = new Set<ChildProcess>();
+let killingAtExit = false;
+function killLiveServers(): void {
+  for (const child of liveServers) child.kill('SIGKILL');
+  liveServers.clear();
 }
 
 async function accepts(port: number): Promise<boolean> {

@@ -176,7 +176,10 @@ registerBenchArea('model', {
       const profile = options.quick ? undefined : await profileStep(step);
       if (profile) notes.push(...profile.notes);
       const programs = options.quick ? undefined : await devicePrograms(step);
-      if (programs !== undefined) notes.push(`${programs} device programs per step (each a pipeline, a bind group and a dispatch recorded by JavaScript)`);
+      if (programs !== undefined) {
+        const top = [...programs.byKind].sort((a, b) => b[1] - a[1]).slice(0, 16);
+        notes.push(`${programs.count} device programs per step (each a pipeline, a bind group and a dispatch recorded by JavaScript); most frequent: ${top.map(([k, n]) => `${k} ${n}`).join(', ')}`);
+      }
       // Where the main thread's time goes (on a GPU: what the device waits on), three steps apart from the timed ones.
       const js = options.quick ? undefined : await profileJs(step, 3);
       if (js) notes.push(...describeJsProfile(js, 'a gradient step'));
@@ -198,7 +201,7 @@ registerBenchArea('model', {
           fraction_of_matmul_rate: achieved / bestRate,
           fraction_of_matmul_rate_means: achievedMean / meanRate,
           ...(profile ? { kernels_per_step: profile.kernels, kernels_moving_data_per_step: profile.moving } : {}),
-          ...(programs !== undefined ? { device_programs_per_step: programs } : {}),
+          ...(programs !== undefined ? { device_programs_per_step: programs.count } : {}),
           ...(js ? { js_busy_ms_per_step: js.msPerCall } : {}),
           load_average: load,
           parameters: model.manifest.size,
@@ -212,24 +215,41 @@ registerBenchArea('model', {
 });
 
 /**
- * The device programs one step runs, on a backend that records them (tfjs-backend-webgpu's `runWebGPUProgram`);
- * undefined on the CPU backends, whose kernels are the computation.
+ * The device programs one step runs, on a backend that records them (tfjs-backend-webgpu's `runWebGPUProgram`), and
+ * how many of each kind (what to merge next); undefined on the CPU backends, whose kernels are the computation.
  */
-async function devicePrograms(step: () => Promise<unknown>): Promise<number | undefined> {
-  const backend = tf.backend() as unknown as { runWebGPUProgram?: (...args: unknown[]) => unknown };
+async function devicePrograms(step: () => Promise<unknown>): Promise<{ count: number; byKind: Map<string, number> } | undefined> {
+  const backend = tf.backend() as unknown as { runWebGPUProgram?: (program: object, ...rest: unknown[]) => unknown };
   const run = backend.runWebGPUProgram;
   if (typeof run !== 'function') return undefined;
   let count = 0;
-  backend.runWebGPUProgram = function (this: unknown, ...args: unknown[]) {
+  const byKind = new Map<string, number>();
+  backend.runWebGPUProgram = function (this: unknown, program, ...rest) {
     count++;
-    return run.apply(this, args);
+    const kind = programKind(program);
+    byKind.set(kind, (byKind.get(kind) ?? 0) + 1);
+    return run.call(this, program, ...rest);
   };
   try {
     await step();
   } finally {
     delete backend.runWebGPUProgram;
   }
-  return count;
+  return { count, byKind };
+}
+
+/**
+ * A program's kind: its class for tfjs's own programs (`MatMulPackedProgram`), else its shader key's words up to the
+ * first that is not all letters (a shape or a size): `m3ae_heads_product_scores`.
+ */
+export function programKind(program: object): string {
+  const cls = program.constructor.name;
+  if (cls !== 'Object' && cls !== '') return cls;
+  const key = (program as { shaderKey?: unknown }).shaderKey;
+  if (typeof key !== 'string') return 'unknown';
+  const words = key.split('_');
+  const end = words.findIndex((w, i) => i > 0 && !/^[a-zA-Z]+$/.test(w));
+  return words.slice(0, end < 0 ? words.length : end).join('_');
 }
 
 /**

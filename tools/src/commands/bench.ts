@@ -25,10 +25,27 @@ export function registerBench(program: Command): void {
     .addHelpText('after', () => `\nAreas: ${benchAreaNames().join(', ')}`)
     .action(async (area: string, opts: { json?: string; backend?: string; quick: boolean; preset?: string; size?: string; batch?: number; pytorch: string }) => {
       const run = benchArea(area);
+      stopAtFirstSignal(area);
       const extra = { preset: opts.preset, size: opts.size, batch: opts.batch === undefined ? undefined : String(opts.batch), pytorch: opts.pytorch };
       const body = await run.run({ backend: opts.backend, quick: opts.quick, extra });
       const report: BenchReport = { ...body, command: `m3ae ${process.argv.slice(2).join(' ')}`, date: new Date().toISOString() };
       process.stdout.write(formatReport(report) + '\n');
       if (opts.json) writeReport(opts.json, report);
     });
+}
+
+const SIGNAL_EXIT_CODES = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 } as const;
+
+/**
+ * A bench has nothing to save: the first SIGINT, SIGTERM or SIGHUP ends it at once, with one line and the signal's
+ * exit code (a local run inside it would otherwise stop gracefully and the bench go on to its next run). Its private
+ * Redis servers and worker processes are killed by their own exit hooks.
+ */
+function stopAtFirstSignal(area: string): void {
+  for (const [signal, code] of Object.entries(SIGNAL_EXIT_CODES)) {
+    process.once(signal, () => {
+      process.stderr.write(`m3ae bench ${area}: stopped by ${signal}; no report written\n`);
+      process.exit(code);
+    });
+  }
 }
