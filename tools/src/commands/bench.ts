@@ -9,6 +9,7 @@ import '../bench/model.js';
 import '../bench/scaling.js';
 import '../bench/training.js';
 import '../bench/learning.js';
+import { SIGNAL_EXIT_CODES } from '../signals.js';
 
 export function registerBench(program: Command): void {
   program
@@ -33,8 +34,6 @@ export function registerBench(program: Command): void {
       if (opts.json) writeReport(opts.json, report);
     });
 }
-
-const SIGNAL_EXIT_CODES = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 } as const;
 
 /**
  * A bench has nothing to save: the first SIGINT, SIGTERM or SIGHUP ends it at once, with one line and the signal's

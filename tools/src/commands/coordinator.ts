@@ -4,6 +4,7 @@ import { createSetup, type EvaluationEntry, type RunSummary, type StepSchedule }
 import { connectRedis, jobsPerStep, loadRunConfig, queueEndpoint, redactConfig, type RunConfig } from '@m3ae/protocol';
 import { coordinatorEvents, CoordinatorMetrics, createLogger, mergeEventHandlers, metricsPortFromEnv, startTelemetryServer, type Logger } from '@m3ae/telemetry';
 import { prepareRunPage } from '../run-page.js';
+import { signalExitCode } from '../signals.js';
 
 /** Flags shared by `m3ae coordinator`, `m3ae worker` and `m3ae train`, mapped to run-configuration fields. */
 export interface RunFlags {
@@ -165,7 +166,7 @@ export async function runCoordinator(config: RunConfig, options: CoordinatorRunO
     if (++signals > 1) {
       // A second signal forces it: no checkpoint (the 'exit' listeners of a local cluster kill its processes).
       options.logger.warn({ signal }, 'second signal: exiting now without a checkpoint');
-      process.exit(signal === 'SIGINT' ? 130 : 143);
+      process.exit(signalExitCode(signal));
     }
     options.logger.info({ signal }, 'stopping: the current step is abandoned, a checkpoint is written');
     coordinator.stop();

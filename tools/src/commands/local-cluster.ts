@@ -9,6 +9,7 @@ import type { RunSummary } from '@m3ae/training';
 import type { RunConfig } from '@m3ae/protocol';
 import { createLogger, WorkerRestartMetrics, type Logger } from '@m3ae/telemetry';
 import { runCoordinator } from './coordinator.js';
+import { signalExitCode } from '../signals.js';
 import { PARENT_PID_ENV } from './worker.js';
 
 /**
@@ -65,7 +66,7 @@ export class RunStopped extends Error {
   override readonly name = 'RunStopped';
 }
 
-const EXIT_CODES: Record<string, number> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 };
+
 
 /**
  * The signals of a local run: the first SIGINT/SIGTERM/SIGHUP aborts `signal` (workers stop, the coordinator
@@ -92,7 +93,7 @@ export class LocalRunSignals {
   }
 
   get exitCode(): number {
-    return EXIT_CODES[this.received ?? 'SIGINT'] ?? 130;
+    return signalExitCode(this.received ?? 'SIGINT');
   }
 
   /** Runs synchronously when this process exits, however it exits (short of SIGKILL): kill children here. */
@@ -125,7 +126,7 @@ export class LocalRunSignals {
   private readonly onSignal = (signal: NodeJS.Signals): void => {
     if (this.received) {
       this.log.warn({ signal }, 'second signal: killing the workers and Redis, exiting now');
-      process.exit(EXIT_CODES[signal] ?? 130);
+      process.exit(signalExitCode(signal));
     }
     this.received = signal;
     this.log.warn({ signal }, 'stopping: workers first, then the coordinator (it writes a checkpoint), then Redis; a second signal forces it');

@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
 import type { Command } from 'commander';
 import { oneOf, positiveInt } from '../flags.js';
+import { signalExitCode } from '../signals.js';
 import cliProgress from 'cli-progress';
 import { IMAGE_FORMATS, loadTokenizer, PAIR_SOURCES, prepareShards, type PairSource, type ShardImageFormat } from '@m3ae/data';
 
@@ -37,7 +38,11 @@ export function registerPrepare(program: Command): void {
     .action(async (opts: PrepareCliOptions) => {
       const tokenizer = opts.tokenizer ? await loadTokenizer(opts.tokenizer) : undefined;
       const ac = new AbortController();
-      const onSignal = (): void => ac.abort();
+      let stoppedBy: NodeJS.Signals | undefined;
+      const onSignal = (signal: NodeJS.Signals): void => {
+        stoppedBy ??= signal;
+        ac.abort();
+      };
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
       const bar = process.stderr.isTTY
@@ -71,7 +76,7 @@ export function registerPrepare(program: Command): void {
         process.stdout.write(JSON.stringify({ written: result.written, skipped: result.skipped, shards: result.shards }) + '\n');
       } catch (e) {
         bar?.stop();
-        if (ac.signal.aborted) process.exitCode = 130;
+        if (ac.signal.aborted) process.exitCode = signalExitCode(stoppedBy ?? 'SIGINT');
         throw e;
       } finally {
         process.off('SIGINT', onSignal);

@@ -4,6 +4,7 @@ import { createComputer, ThreadedComputer, type GradientComputer } from '@m3ae/t
 import { ManifestMismatchError, TrainingWorker, workerId } from '@m3ae/worker';
 import { createLogger, metricsPortFromEnv, startTelemetryServer, WorkerMetrics, workerJobListener, type TelemetryServer } from '@m3ae/telemetry';
 import { addRunFlags, METRICS_HOST_HELP, metricsPortOption, runConfigFrom, type RunFlags } from './coordinator.js';
+import { signalExitCode } from '../signals.js';
 
 /** Set by the local cluster: a worker whose parent (`m3ae train --local`) is gone stops instead of running on as an orphan. */
 export const PARENT_PID_ENV = 'M3AE_PARENT_PID';
@@ -32,7 +33,7 @@ export function registerWorker(program: Command): void {
       const stop = (signal: string): void => {
         if (stopping) {
           logger.warn({ signal }, 'second signal: exiting now');
-          process.exit(signal === 'SIGINT' ? 130 : 143);
+          process.exit(signalExitCode(signal));
         }
         stopping = true;
         logger.info({ signal }, worker ? 'stopping: finishing or handing back the current job' : 'stopping during start-up');
