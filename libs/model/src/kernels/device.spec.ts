@@ -197,6 +197,8 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
         expect(relL2(a, cpu[i] as Float32Array), `${name} of ${rows}×${d}`).toBeLessThan(1e-5);
         expect(bitDifferences(again[i] as Float32Array, a), `${name} repeat`).toBe(0);
       });
+      // dγ and dβ come from one program (two column groups): dβ = Σ_rows dy in the plain column sum's order.
+      expect(bitDifferences(columnSumReference(upstream, rows, d, 1), gpu[3] as Float32Array), `dβ of ${rows}×${d} in its order`).toBe(0);
     }
   }, 120_000);
 

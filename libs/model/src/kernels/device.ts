@@ -456,14 +456,15 @@ const LANES = 16;
  * out[c] = scale · Σ_r value(r, c) over the rows of a [rows, d] operand (a bias or LayerNorm parameter gradient), in
  * one program: a workgroup per 16 columns, 16 lanes per column summing rows lane, lane + 16, … in order, the lanes
  * combined in a fixed tree — the same bits every time (no atomics), and rows read 16 columns at a time. `value` is a
- * WGSL expression of `r`, `c` and `i` = r·d + c.
+ * WGSL expression of `r`, `c` and `i` = r·d + c. With `groups` > 1 the output is [groups · d]: group g's sums at
+ * [g·d, (g+1)·d), `value` also seeing `g` (several sums of one operand in one program, each in the order above).
  */
-function columnSumProgram(d: number, shaderKey: string, variableNames: string[], value: string): WebGPUProgram {
+function columnSumProgram(d: number, shaderKey: string, variableNames: string[], value: string, groups = 1): WebGPUProgram {
   return {
-    outputShape: [d],
-    shaderKey,
+    outputShape: [groups * d],
+    shaderKey: `${shaderKey}_${groups}`,
     dispatchLayout: { x: [0] },
-    dispatch: grid(Math.ceil(d / COLUMNS)),
+    dispatch: grid(Math.ceil((groups * d) / COLUMNS)),
     variableNames,
     workgroupSize: [COLUMNS * LANES, 1, 1],
     uniforms: 'rows : i32, d : i32, scale : f32,',
@@ -471,10 +472,12 @@ function columnSumProgram(d: number, shaderKey: string, variableNames: string[],
       var<workgroup> part : array<f32, ${COLUMNS * LANES}>;
       fn main(index : i32) {
         let lid = i32(localId.x);
-        let c = i32(workgroupId.y * numWorkgroups.x + workgroupId.x) * ${COLUMNS} + lid % ${COLUMNS};
+        let col = i32(workgroupId.y * numWorkgroups.x + workgroupId.x) * ${COLUMNS} + lid % ${COLUMNS};
+        let g = col / uniforms.d;
+        let c = col - g * uniforms.d;
         let lane = lid / ${COLUMNS};
         var sum = 0.0;
-        if (c < uniforms.d) {
+        if (col < ${groups} * uniforms.d) {
           for (var r = lane; r < uniforms.rows; r = r + ${LANES}) { let i = r * uniforms.d + c; sum = sum + ${value}; }
         }
         part[lid] = sum;
@@ -483,7 +486,7 @@ function columnSumProgram(d: number, shaderKey: string, variableNames: string[],
           if (lane < k) { part[lid] = part[lid] + part[lid + k * ${COLUMNS}]; }
           workgroupBarrier();
         }
-        if (lane == 0 && c < uniforms.d) { result[c] = part[lid] * uniforms.scale; }
+        if (lane == 0 && col < ${groups} * uniforms.d) { result[col] = part[lid] * uniforms.scale; }
       }`,
   };
 }
@@ -639,6 +642,41 @@ interface CopyingBackend {
   endComputePassEncoder(): void;
   commandEncoder: { copyBufferToBuffer(source: unknown, sourceOffset: number, target: unknown, targetOffset: number, size: number): void };
 }
+/**
+ * Records float32 buffer copies (offsets and sizes in elements) on the backend's command encoder, for kernels that
+ * place or split data without a program: `targets` get their buffers first. Every buffer copied from or to is owned
+ * by the queue until it is submitted (a tensor disposed before that keeps its buffer till then).
+ */
+function copier(backend: object, targets: tf.TensorInfo[]): (from: tf.TensorInfo, fromOffset: number, to: tf.TensorInfo, toOffset: number, n: number) => void {
+  const b = backend as unknown as CopyingBackend;
+  for (const t of targets) {
+    b.uploadToGPU(t.dataId);
+    b.commandQueueOwnedIds.add(t.dataId);
+  }
+  // Copies are recorded outside a compute pass (an upload of a source records its own copy the same way).
+  b.ensureCommandEncoderReady();
+  b.endComputePassEncoder();
+  return (from, fromOffset, to, toOffset, n) => {
+    b.uploadToGPU(from.dataId);
+    b.commandQueueOwnedIds.add(from.dataId);
+    b.commandEncoder.copyBufferToBuffer(b.tensorMap.get(from.dataId).resource, 4 * fromOffset, b.tensorMap.get(to.dataId).resource, 4 * toOffset, 4 * n);
+  };
+}
+
+/** `x` (float32, flat) cut into consecutive 1-D tensors of `sizes` elements by buffer copies. */
+function splitByCopies(backend: object, x: tf.TensorInfo, sizes: number[]): tf.TensorInfo[] {
+  const b = backend as unknown as CopyingBackend;
+  const outs = sizes.map((n) => b.makeTensorInfo([n], 'float32'));
+  const copy = copier(backend, outs);
+  let offset = 0;
+  outs.forEach((o, i) => {
+    const n = sizes[i] as number;
+    if (n > 0) copy(x, offset, o, 0, n);
+    offset += n;
+  });
+  return outs;
+}
+
 type Run = (program: WebGPUProgram, inputs: tf.TensorInfo[], dtype: tf.DataType, uniforms: Uniforms, output?: tf.TensorInfo) => tf.TensorInfo;
 
 function runner(backend: object): Run {
@@ -804,10 +842,16 @@ export function registerWebGpuKernels(): void {
         'float32',
         lnUniforms(rows, d, eps),
       );
-      // dγ = Σ_rows dy·x̂ and dβ = Σ_rows dy, each a column sum of one program.
-      const sums = columnSumUniforms(rows, d);
-      const dGamma = run(columnSumProgram(d, 'm3ae_ln_dgamma', ['dy', 'x', 'stats'], 'dy[i] * (x[i] - stats[2 * r]) * stats[2 * r + 1]'), [dy, x, stats], 'float32', sums);
-      const dBeta = run(rowSumProgram(d), [dy], 'float32', sums);
+      // dγ = Σ_rows dy·x̂ and dβ = Σ_rows dy: two column sums of one program (group 0: dγ, 1: dβ), each summed as the
+      // plain column sum sums it, then copied apart (buffer copies: commands, not programs).
+      const both = run(
+        columnSumProgram(d, 'm3ae_ln_dgamma_dbeta', ['dy', 'x', 'stats'], 'select(dy[i], dy[i] * (x[i] - stats[2 * r]) * stats[2 * r + 1], g == 0)', 2),
+        [dy, x, stats],
+        'float32',
+        columnSumUniforms(rows, d),
+      );
+      const [dGamma, dBeta] = splitByCopies(backend, both, [d, d]);
+      b.disposeData(both.dataId);
       b.disposeData(stats.dataId);
       return [dx, dGamma, dBeta];
     },
@@ -862,23 +906,13 @@ export function registerWebGpuKernels(): void {
       const list = inputs as unknown as tf.TensorInfo[];
       const bad = list.find((t) => t.dtype !== 'float32');
       if (bad) throw new Error(`flatConcat: a ${bad.dtype} tensor of shape [${bad.shape.join(', ')}]; expected float32`);
-      const b = backend as unknown as CopyingBackend;
       const sizes = list.map((t) => tf.util.sizeFromShape(t.shape));
-      const out = b.makeTensorInfo([sizes.reduce((a, n) => a + n, 0)], 'float32');
-      b.uploadToGPU(out.dataId);
-      const target = b.tensorMap.get(out.dataId).resource;
-      b.commandQueueOwnedIds.add(out.dataId);
-      // Copies are recorded outside a compute pass (an upload below records its own copy the same way).
-      b.ensureCommandEncoderReady();
-      b.endComputePassEncoder();
+      const out = (backend as unknown as CopyingBackend).makeTensorInfo([sizes.reduce((a, n) => a + n, 0)], 'float32');
+      const copy = copier(backend, [out]);
       let offset = 0;
       list.forEach((t, i) => {
         const n = sizes[i] as number;
-        if (n === 0) return;
-        b.uploadToGPU(t.dataId);
-        // Owned by the queue until it is submitted: a tensor disposed before that keeps its buffer till then.
-        b.commandQueueOwnedIds.add(t.dataId);
-        b.commandEncoder.copyBufferToBuffer(b.tensorMap.get(t.dataId).resource, 0, target, 4 * offset, 4 * n);
+        if (n > 0) copy(t, 0, out, offset, n);
         offset += n;
       });
       return out;
