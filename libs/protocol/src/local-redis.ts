@@ -76,8 +76,6 @@ export class LocalRedis {
     this.child = child;
     liveServers.add(child);
     child.once('exit', () => liveServers.delete(child));
-    if (!killingAtExit) process.once('exit', killLiveServers);
-    killingAtExit = true;
     let stderr = '';
     child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
     const deadline = Date.now() + 10_000;
@@ -114,11 +112,9 @@ export class LocalRedis {
  * error, `process.exit` at a signal), so that none outlives the process that started it.
  */
 const liveServers = new Set<ChildProcess>();
-let killingAtExit = false;
-function killLiveServers(): void {
+process.on('exit', () => {
   for (const child of liveServers) child.kill('SIGKILL');
-  liveServers.clear();
-}
+});
 
 async function accepts(port: number): Promise<boolean> {
   return await new Promise((resolve) => {

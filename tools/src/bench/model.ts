@@ -242,7 +242,7 @@ async function devicePrograms(step: () => Promise<unknown>): Promise<{ count: nu
  * A program's kind: its class for tfjs's own programs (`MatMulPackedProgram`), else its shader key's words up to the
  * first that is not all letters (a shape or a size): `m3ae_heads_product_scores`.
  */
-export function programKind(program: object): string {
+function programKind(program: object): string {
   const cls = program.constructor.name;
   if (cls !== 'Object' && cls !== '') return cls;
   const key = (program as { shaderKey?: unknown }).shaderKey;
