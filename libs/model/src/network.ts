@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { attentionSpan, type M3AEConfig } from './config.js';
 import type { Dropout } from './dropout.js';
-import { attentionQuery, dense, gatherRows, gelu, layerNorm, linear, multiHeadAttention, quickGelu, residualAdd, type Params } from './ops.js';
+import { attentionProjections, dense, gatherRows, gelu, layerNorm, linear, multiHeadAttention, quickGelu, residualAdd, type Params } from './ops.js';
 
 /**
  * The M3AE network as functions of (params, inputs), named after the official modules
@@ -21,10 +21,9 @@ const CLIP_LN_EPS = 1e-5;
 export function clipBlock(ctx: Ctx, prefix: string, x: tf.Tensor2D, tokens: number, heads: number): tf.Tensor2D {
   const { p, batch } = ctx;
   const h1 = layerNorm(p, `${prefix}.ln_1`, x, CLIP_LN_EPS);
-  const q = attentionQuery(p, `${prefix}.attn.q_proj`, h1, (x.shape[1] / heads) ** -0.5);
-  const k = linear(p, `${prefix}.attn.k_proj`, h1);
-  const v = linear(p, `${prefix}.attn.v_proj`, h1);
-  const x1 = residualAdd(x, linear(p, `${prefix}.attn.out_proj`, multiHeadAttention(q, k, v, { batch, tq: tokens, tk: tokens, heads })));
+  const names = { query: `${prefix}.attn.q_proj`, key: `${prefix}.attn.k_proj`, value: `${prefix}.attn.v_proj` };
+  const { query, k, v } = attentionProjections(p, names, h1, undefined, (x.shape[1] / heads) ** -0.5);
+  const x1 = residualAdd(x, linear(p, `${prefix}.attn.out_proj`, multiHeadAttention(query, k, v, { batch, tq: tokens, tk: tokens, heads })));
   const h2 = layerNorm(p, `${prefix}.ln_2`, x1, CLIP_LN_EPS);
   return residualAdd(x1, linear(p, `${prefix}.mlp.c_proj`, quickGelu(linear(p, `${prefix}.mlp.c_fc`, h2))));
 }
@@ -61,14 +60,12 @@ export function bertAttention(ctx: Ctx, prefix: string, x: tf.Tensor2D, tq: numb
   const { p, c, batch, drop } = ctx;
   const heads = c.numHeads;
   const tk = kv ? kv.tokens : tq;
-  const source = kv ? kv.x : x;
-  const q = attentionQuery(p, `${prefix}.self.query`, x, (c.hiddenSize / heads) ** -0.5);
-  const k = linear(p, `${prefix}.self.key`, source);
-  const v = linear(p, `${prefix}.self.value`, source);
+  const names = { query: `${prefix}.self.query`, key: `${prefix}.self.key`, value: `${prefix}.self.value` };
+  const { query, k, v } = attentionProjections(p, names, x, kv?.x, (c.hiddenSize / heads) ** -0.5);
   // Indexed in the model's longest [span, span] so the mask of a (query, key) pair does not depend on the lengths.
   const span = attentionSpan(c);
   const probsMask = drop.lazyMask([heads, tq, tk], [heads, span, span]);
-  const context = multiHeadAttention(q, k, v, { batch, tq, tk, heads }, keyBias, probsMask);
+  const context = multiHeadAttention(query, k, v, { batch, tq, tk, heads }, keyBias, probsMask);
   const out = drop.apply2d(linear(p, `${prefix}.output.dense`, context), batch);
   return layerNorm(p, `${prefix}.output.LayerNorm`, residualAdd(out, x), eps);
 }

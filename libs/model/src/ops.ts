@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs';
 import { nativeTransposedProducts } from './backend.js';
 import { batchMatMul } from './kernels/bmm.js';
-import { ATTENTION, ATTENTION_PROBS, DENSE, deviceKernel, fusedAttention, fusedActivation, fusedAttentionProbs, fusedDense, fusedLayerNorm, fusedReshapeTranspose, fusedResidualAdd, GELU, HEADS, keyedMask, LAYER_NORM, QUICK_GELU, RESIDUAL_ADD, scatterAddRows, type MaskKeys } from './kernels/device.js';
+import { ATTENTION, ATTENTION_PROBS, DENSE, deviceKernel, fusedAttention, fusedActivation, fusedAttentionProbs, fusedDense, fusedLayerNorm, fusedReshapeTranspose, fusedProjections, fusedResidualAdd, GELU, HEADS, keyedMask, LAYER_NORM, projectionsKernel, QUICK_GELU, RESIDUAL_ADD, scatterAddRows, type MaskKeys, type Projection } from './kernels/device.js';
 
 /**
  * Small functional building blocks. Activations are 2-D [rows, features] (rows = batch × tokens) except
@@ -122,6 +122,11 @@ export interface AttentionQuery {
   scale: number;
 }
 
+/** Whether the queries' scale s goes to the device's attention kernel (exact there: a power of two) instead of the products. */
+function scaleInAttentionKernel(s: number): boolean {
+  return deviceKernel(ATTENTION) && Number.isInteger(Math.log2(s));
+}
+
 /**
  * The attention queries of `prefix` for x, scaled by s (1/√dh). Where the device's attention kernel takes the scale and
  * s is a power of two, the projection stays unscaled and the kernel multiplies the scores by s: the same bits as
@@ -129,8 +134,37 @@ export interface AttentionQuery {
  * per attention. Otherwise `linearScaled`.
  */
 export function attentionQuery(p: Params, prefix: string, x: tf.Tensor2D, s: number): AttentionQuery {
-  if (deviceKernel(ATTENTION) && Number.isInteger(Math.log2(s))) return { q: linear(p, prefix, x), scale: s };
+  if (scaleInAttentionKernel(s)) return { q: linear(p, prefix, x), scale: s };
   return { q: linearScaled(p, prefix, x, s), scale: 1 };
+}
+
+/** The parameter prefixes of an attention's three input projections. */
+export interface AttentionNames {
+  query: string;
+  key: string;
+  value: string;
+}
+
+/**
+ * An attention's queries (from x, scaled by s as `attentionQuery`), keys and values (from `source`, or x for
+ * self-attention). Where the backend has `fusedProjections`, the projections of one input are one kernel, whose
+ * input gradient sums the products' terms without the tape's Adds (the same values); otherwise three `linear`s.
+ */
+export function attentionProjections(p: Params, names: AttentionNames, x: tf.Tensor2D, source: tf.Tensor2D | undefined, s: number): { query: AttentionQuery; k: tf.Tensor2D; v: tf.Tensor2D } {
+  if (!deviceKernel(projectionsKernel(3))) {
+    return { query: attentionQuery(p, names.query, x, s), k: linear(p, names.key, source ?? x), v: linear(p, names.value, source ?? x) };
+  }
+  const inKernel = scaleInAttentionKernel(s);
+  const projection = (name: string, scale = 1): Projection => ({ w: p.get(`${name}.weight`) as tf.Tensor2D, b: p.get(`${name}.bias`), scale });
+  const query = projection(names.query, inKernel ? 1 : s);
+  const scale = inKernel ? s : 1;
+  if (source === undefined) {
+    const [q, k, v] = fusedProjections(x, [query, projection(names.key), projection(names.value)]) as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
+    return { query: { q, scale }, k, v };
+  }
+  const q = fusedDense(x, query.w, query.b, true, query.scale === 1 ? undefined : query.scale);
+  const [k, v] = fusedProjections(source, [projection(names.key), projection(names.value)]) as [tf.Tensor2D, tf.Tensor2D];
+  return { query: { q, scale }, k, v };
 }
 
 /** LayerNorm over the last axis (biased variance, as PyTorch). */

@@ -4,8 +4,8 @@ import { chooseBackend } from '../backend.js';
 import { Dropout } from '../dropout.js';
 import { useLavapipe } from '../lavapipe.js';
 import { HashStream, hashWords } from '../random.js';
-import { attend, attentionQuery, dense, gelu, layerNormOp, quickGelu, linearScaled, mergeHeads, multiHeadAttention, paramsFromMap, residualAdd, splitHeads, type AttentionQuery } from '../ops.js';
-import { ATTENTION, ATTENTION_GRAD, DENSE, DENSE_GRAD, DROPOUT, DROPOUT_MASK, FLAT_CONCAT, flatConcat, RESIDUAL_ADD, GELU, GELU_GRAD, HEADS, keyedMask, LAYER_NORM, LAYER_NORM_GRAD, QUICK_GELU, QUICK_GELU_GRAD, SCATTER_ADD_ROWS, dropoutMask, dropoutValue, scatterAddRows, type MaskKeys } from './device.js';
+import { attend, attentionProjections, attentionQuery, dense, gelu, layerNormOp, linear, quickGelu, linearScaled, mergeHeads, multiHeadAttention, paramsFromMap, residualAdd, splitHeads, type AttentionQuery } from '../ops.js';
+import { ATTENTION, ATTENTION_GRAD, DENSE, DENSE_GRAD, DROPOUT, DROPOUT_MASK, FLAT_CONCAT, flatConcat, RESIDUAL_ADD, GELU, GELU_GRAD, HEADS, keyedMask, LAYER_NORM, LAYER_NORM_GRAD, PROJECTIONS_INPUT_GRAD, projectionsKernel, QUICK_GELU, QUICK_GELU_GRAD, SCATTER_ADD_ROWS, dropoutMask, dropoutValue, scatterAddRows, type MaskKeys } from './device.js';
 
 // The device kernels on the webgpu backend (Mesa's lavapipe in CI) against their portable definitions on cpu.
 const icd = useLavapipe();
@@ -129,6 +129,9 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
     expect(tf.getKernel(ATTENTION_GRAD, 'webgpu')).toBeDefined();
     expect(tf.getKernel(QUICK_GELU, 'webgpu')).toBeDefined();
     expect(tf.getKernel(QUICK_GELU_GRAD, 'webgpu')).toBeDefined();
+    expect(tf.getKernel(projectionsKernel(2), 'webgpu')).toBeDefined();
+    expect(tf.getKernel(projectionsKernel(3), 'webgpu')).toBeDefined();
+    expect(tf.getKernel(PROJECTIONS_INPUT_GRAD, 'webgpu')).toBeDefined();
   }, 120_000);
 
   it('scatterAddRows: the same bits as the cpu scatter, every run', async () => {
@@ -474,6 +477,57 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
     tf.dispose([qt, kt, vt]);
     expect(info.kernels.filter((x) => x.name === ATTENTION || x.name === ATTENTION_GRAD).length).toBe(2);
     expect(info.kernels.filter((x) => x.name === 'BatchMatMul' || x.name === HEADS || x.name === DROPOUT_MASK).length).toBe(0);
+  }, 120_000);
+
+  it('an attention\'s projections in one kernel (M3aeProjections): the same bits as three dense kernels summed by the tape, as on cpu (1e-5), without the tape\'s Adds', async () => {
+    // Self-attention (q, k, v of one input; the queries' scale a power of two, then not: the MIM decoder's) and
+    // cross-attention (k, v of the other input). Shapes past one 32×32 tile.
+    const [rows, other, din, d] = [70, 45, 40, 36];
+    const names = { query: 'q', key: 'k', value: 'v' };
+    for (const [s, cross] of [[0.25, false], [0.3, false], [0.25, true]] as const) {
+      const label = `scale ${s}, ${cross ? 'cross' : 'self'}`;
+      const sourceRows = cross ? other : rows;
+      const params = ['q', 'k', 'v'].flatMap((n, i) => [[`${n}.weight`, normals(din * d, 103 + i), [din, d]], [`${n}.bias`, normals(d, 106 + i), [d]]] as [string, Float32Array, number[]][]);
+      const inputs: [Float32Array, number[]][] = [[normals(rows * din, 101), [rows, din]], ...(cross ? [[normals(other * din, 102), [other, din]] as [Float32Array, number[]]] : [])];
+      const ups = [normals(rows * d, 109), normals(sourceRows * d, 110), normals(sourceRows * d, 111)];
+      /** Σ q·u₀ + k·u₁ + v·u₂ (q scaled as the attention kernel would), its gradients by the inputs and parameters, and the Adds run. */
+      const run = async (backend: string, project: typeof attentionProjections): Promise<{ out: Float32Array[]; adds: number }> => {
+        await chooseBackend({ backend });
+        const args = [...inputs, ...params.map(([, v, shape]) => [v, shape] as const)].map(([v, shape]) => tf.tensor(v, shape));
+        const us = ups.map((u, i) => tf.tensor2d(u, [i === 0 ? rows : sourceRows, d]));
+        const f = (...a: tf.Tensor[]): tf.Scalar => {
+          const p = paramsFromMap(new Map(params.map(([n], i) => [n, a[inputs.length + i] as tf.Tensor])));
+          const { query, k, v } = project(p, names, a[0] as tf.Tensor2D, cross ? (a[1] as tf.Tensor2D) : undefined, s);
+          const q = query.scale === 1 ? query.q : tf.mul(query.q, query.scale);
+          return tf.addN([q, k, v].map((t, i) => tf.sum(tf.mul(t, us[i] as tf.Tensor)))) as tf.Scalar;
+        };
+        let list: tf.Tensor[] = [];
+        const profile = await tf.profile(() => {
+          const { value, grads } = tf.valueAndGrads(f)(args);
+          list = [value, ...grads];
+          return list;
+        });
+        const out = await Promise.all(list.map(async (t) => (await t.data()) as Float32Array));
+        tf.dispose([...list, ...args, ...us]);
+        return { out, adds: profile.kernels.filter((kk) => kk.name === 'Add').length };
+      };
+      // What the model ran before: the queries by attentionQuery, keys and values by linear, the tape summing dx.
+      const separate: typeof attentionProjections = (p, n, a, b, scale) => ({ query: attentionQuery(p, n.query, a, scale), k: linear(p, n.key, b ?? a), v: linear(p, n.value, b ?? a) });
+      const gpu = await run('webgpu', attentionProjections);
+      const before = await run('webgpu', separate);
+      const again = await run('webgpu', attentionProjections);
+      const cpu = await run('cpu', attentionProjections);
+      const labels = ['loss', 'dx', ...(cross ? ['dsource'] : []), ...params.map(([n]) => `d${n}`)];
+      expect(gpu.out.length).toBe(labels.length);
+      gpu.out.forEach((a, i) => {
+        const name = `${labels[i] as string} (${label})`;
+        expect(bitDifferences(a, before.out[i] as Float32Array), `${name} against the separate kernels`).toBe(0);
+        expect(bitDifferences(again.out[i] as Float32Array, a), `${name} repeat`).toBe(0);
+        expect(relL2(a, cpu.out[i] as Float32Array), `${name} against cpu`).toBeLessThan(1e-5);
+      });
+      // The tape's Adds of the input gradients (3 terms of x for self-attention; 2 of the source for cross) are gone.
+      expect(before.adds - gpu.adds, label).toBe(cross ? 1 : 2);
+    }
   }, 120_000);
 
   it('queries scaled by the attention kernel (attentionQuery, a power-of-two scale): the same bits as linearScaled, values and every gradient', async () => {

@@ -36,6 +36,10 @@ import { hash32 } from '../random.js';
  *   kernel instead of three (`dense` in ops.ts). db is one column-sum program of ours, in a fixed order (tfjs's Sum
  *   over rows transposes first: two programs), so its last bits differ from tfjs's Sum; the products are the
  *   backend's, bit for bit.
+ * - `M3aeProjections2`, `M3aeProjections3` / `M3aeProjectionsInputGrad`: several x·Wᵢ + bᵢ of one input (an attention's queries, keys and
+ *   values), forward the products of `M3aeDense`; backward, dx = Σᵢ dyᵢ·Wᵢᵀ as a chain of the backend's fused
+ *   products, each adding the sum so far as its bias (last projection first, as the tape adds them: the same bits
+ *   as separate `M3aeDense` gradients summed by the tape, without its Add programs); dWᵢ and dbᵢ as `M3aeDenseGrad`'s.
  * - `M3aeAttention` / `M3aeAttentionGrad`: multi-head attention from the [B·T, D] queries, keys and values to the
  *   [B·T, D] context — heads split, scores, `M3aeAttentionProbs`, weighted sum, heads merged — in one kernel each
  *   way instead of 7 and 9: three programs forward and five backward, the products reading and writing the heads in
@@ -68,6 +72,8 @@ export const FLAT_CONCAT = 'M3aeFlatConcat';
 export const RESIDUAL_ADD = 'M3aeResidualAdd';
 export const ATTENTION = 'M3aeAttention';
 export const ATTENTION_GRAD = 'M3aeAttentionGrad';
+const PROJECTIONS = 'M3aeProjections';
+export const PROJECTIONS_INPUT_GRAD = 'M3aeProjectionsInputGrad';
 
 export function deviceKernel(name: string): boolean {
   return tf.getKernel(name, tf.getBackend()) !== undefined;
@@ -251,6 +257,60 @@ export function fusedDense(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor | undefi
     };
   });
   return (hasBias ? op(x, w, b) : op(x, w)) as tf.Tensor2D;
+}
+
+/** One projection of `fusedProjections`: weight [K, N], bias [N], and the scale of `fusedDense` (none: 1). */
+export interface Projection {
+  w: tf.Tensor2D;
+  b: tf.Tensor;
+  scale?: number;
+}
+
+/** The kernel of `fusedProjections` for n projections (inputs x, w0, b0, …, w(n−1), b(n−1)). */
+export function projectionsKernel(n: number): string {
+  return `${PROJECTIONS}${n}`;
+}
+
+/** How many projections of one input the model's attentions make: keys and values, or queries, keys and values. */
+const PROJECTION_COUNTS = [2, 3] as const;
+
+/**
+ * x·Wᵢ + bᵢ for each projection (call only where `deviceKernel(projectionsKernel(3))`): the values of `fusedDense`
+ * for each, with one gradient for x (`M3aeProjectionsInputGrad`: the products chained, no Add programs of the tape).
+ */
+export function fusedProjections(x: tf.Tensor2D, projections: readonly Projection[]): tf.Tensor2D[] {
+  const inputs: tf.NamedTensorMap = { x };
+  projections.forEach((p, i) => Object.assign(inputs, { [`w${i}`]: p.w, [`b${i}`]: p.b }));
+  const scales = projections.map((p) => p.scale ?? 1);
+  return tf.engine().runKernel(projectionsKernel(projections.length), inputs, { scales }) as tf.Tensor2D[];
+}
+
+/**
+ * The gradient of `M3aeProjections` of n projections. It saves x and the weights (a registered gradient has no
+ * closure to read variables from: one saved copy more than n `fusedDense`s, which read theirs where they are).
+ */
+function projectionsGradient(n: number): tf.GradConfig {
+  const weights = Array.from({ length: n }, (_, i) => `w${i}`);
+  return {
+    kernelName: projectionsKernel(n),
+    inputsToSave: ['x', ...weights],
+    gradFunc: (dy, saved, attrs) => {
+      const dys = Array.isArray(dy) ? dy : [dy];
+      const { scales } = attrs as unknown as { scales: number[] };
+      const [x, ...ws] = saved as [tf.Tensor2D, ...tf.Tensor2D[]];
+      const scaleAttr = (i: number): tf.NamedAttrMap => (scales[i] === 1 ? {} : { scale: scales[i] as number });
+      const grads: Record<string, () => tf.Tensor> = {
+        x: () => tf.engine().runKernel(PROJECTIONS_INPUT_GRAD, dys.flatMap((d, i) => [d, ws[i] as tf.Tensor]) as unknown as tf.NamedTensorMap, { scales }) as tf.Tensor,
+      };
+      const denseGrad = (i: number, weightGrad: boolean): tf.Tensor =>
+        (tf.engine().runKernel(DENSE_GRAD, { dy: dys[i] as tf.Tensor, x, w: ws[i] as tf.Tensor }, { inputGrad: false, weightGrad, hasBias: !weightGrad, ...scaleAttr(i) }) as tf.Tensor[])[0] as tf.Tensor;
+      for (let i = 0; i < n; i++) {
+        grads[`w${i}`] = () => denseGrad(i, true);
+        grads[`b${i}`] = () => denseGrad(i, false);
+      }
+      return grads;
+    },
+  };
 }
 
 /**
@@ -695,6 +755,19 @@ function backendKernel(name: string, backend: object, inputs: Record<string, tf.
   return k.kernelFunc({ inputs: inputs as tf.NamedTensorInfoMap, backend: backend as tf.KernelBackend, attrs: attrs as tf.NamedAttrMap }) as tf.TensorInfo;
 }
 
+/** x·(s·W) + s·b (no bias: x·(s·W); no scale: s = 1) by the backend's fused product, as `M3aeDense` runs it. */
+function denseProduct(backend: object, x: tf.TensorInfo, w: tf.TensorInfo, bias: tf.TensorInfo | undefined, scale: number | undefined): tf.TensorInfo {
+  const scaling = scaler(backend, scale);
+  const [ws, bs] = [scaling.apply(w), bias && scaling.apply(bias)];
+  // The attributes tfjs's fused.matMul passes; on 2-D operands the backend runs the same program it runs on
+  // that op's [1, M, K] and [1, K, N] reshapes, and returns [M, N].
+  const out = bs
+    ? backendKernel(tf._FusedMatMul, backend, { a: x, b: ws, bias: bs }, { transposeA: false, transposeB: false, activation: 'linear', leakyreluAlpha: 0.2 })
+    : backendKernel(tf.BatchMatMul, backend, { a: x, b: ws }, { transposeA: false, transposeB: false });
+  scaling.dispose();
+  return out;
+}
+
 /**
  * Multiplication by a scalar with the backend's own Multiply (what `tf.mul(t, s)` runs); `apply(t)` leaves t alone
  * without a scale, `apply(t, true)` also frees t. `dispose` frees the scalar and the products of apply(t, false).
@@ -861,15 +934,43 @@ export function registerWebGpuKernels(): void {
     backendName: 'webgpu',
     kernelFunc: ({ inputs, backend, attrs }) => {
       const { x, w, bias } = inputs as { x: tf.TensorInfo; w: tf.TensorInfo; bias?: tf.TensorInfo };
-      const scaling = scaler(backend, (attrs as { scale?: number }).scale);
-      const [ws, bs] = [scaling.apply(w), bias && scaling.apply(bias)];
-      // The attributes tfjs's fused.matMul passes; on 2-D operands the backend runs the same program it runs on
-      // that op's [1, M, K] and [1, K, N] reshapes, and returns [M, N].
-      const out = bs
-        ? backendKernel(tf._FusedMatMul, backend, { a: x, b: ws, bias: bs }, { transposeA: false, transposeB: false, activation: 'linear', leakyreluAlpha: 0.2 })
-        : backendKernel(tf.BatchMatMul, backend, { a: x, b: ws }, { transposeA: false, transposeB: false });
-      scaling.dispose();
-      return out;
+      return denseProduct(backend, x, w, bias, (attrs as { scale?: number }).scale);
+    },
+  });
+  for (const n of PROJECTION_COUNTS) {
+    tf.registerKernel({
+      kernelName: projectionsKernel(n),
+      backendName: 'webgpu',
+      kernelFunc: ({ inputs, backend, attrs }) => {
+        const named = inputs as Record<string, tf.TensorInfo>;
+        const { scales } = attrs as unknown as { scales: number[] };
+        return scales.map((s, i) => denseProduct(backend, named['x'] as tf.TensorInfo, named[`w${i}`] as tf.TensorInfo, named[`b${i}`], s === 1 ? undefined : s));
+      },
+    });
+    tf.registerGradient(projectionsGradient(n));
+  }
+  tf.registerKernel({
+    kernelName: PROJECTIONS_INPUT_GRAD,
+    backendName: 'webgpu',
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const pairs = inputs as unknown as tf.TensorInfo[];
+      const { scales } = attrs as unknown as { scales: number[] };
+      // dx = dy₀·W₀ᵀ + (dy₁·W₁ᵀ + (… + dyₙ·Wₙᵀ)): last projection first, each product adding the sum so far as the
+      // fused product's bias (the same rounding as an Add after it), as the tape would sum separate gradients.
+      let sum: tf.TensorInfo | undefined;
+      for (let i = scales.length - 1; i >= 0; i--) {
+        const scale = scales[i] as number;
+        const scaling = scaler(backend, scale === 1 ? undefined : scale);
+        const [dy, w] = [pairs[2 * i] as tf.TensorInfo, scaling.apply(pairs[2 * i + 1] as tf.TensorInfo)];
+        const next = sum
+          ? backendKernel(tf._FusedMatMul, backend, { a: dy, b: w, bias: sum }, { transposeA: false, transposeB: true, activation: 'linear', leakyreluAlpha: 0.2 })
+          : backendKernel(tf.BatchMatMul, backend, { a: dy, b: w }, { transposeA: false, transposeB: true });
+        if (sum) (backend as WebGPUBackend).disposeData(sum.dataId);
+        scaling.dispose();
+        sum = next;
+      }
+      if (!sum) throw new Error('projections: no projection');
+      return sum;
     },
   });
   tf.registerKernel({
@@ -877,12 +978,12 @@ export function registerWebGpuKernels(): void {
     backendName: 'webgpu',
     kernelFunc: ({ inputs, backend, attrs }) => {
       const { dy, x, w } = inputs as { dy: tf.TensorInfo; x: tf.TensorInfo; w: tf.TensorInfo };
-      const { inputGrad, hasBias, scale } = attrs as { inputGrad: boolean; hasBias: boolean; scale?: number };
+      const { inputGrad, weightGrad = true, hasBias, scale } = attrs as { inputGrad: boolean; weightGrad?: boolean; hasBias: boolean; scale?: number };
       const scaling = scaler(backend, scale);
       // With a scale: dx = dy·(s·W)ᵀ, dW = s·(xᵀ·dy), db = s·Σ_rows dy, as tfjs's Multiply gradient gives them.
       const out: tf.TensorInfo[] = [];
       if (inputGrad) out.push(backendKernel(tf.BatchMatMul, backend, { a: dy, b: scaling.apply(w) }, { transposeA: false, transposeB: true }));
-      out.push(scaling.apply(backendKernel(tf.BatchMatMul, backend, { a: x, b: dy }, { transposeA: true, transposeB: false }), true));
+      if (weightGrad) out.push(scaling.apply(backendKernel(tf.BatchMatMul, backend, { a: x, b: dy }, { transposeA: true, transposeB: false }), true));
       if (hasBias) {
         const [rows, d] = dy.shape as [number, number];
         out.push(runner(backend)(rowSumProgram(d), [dy], 'float32', columnSumUniforms(rows, d, scale)));
