@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { deviceKernel, DROPOUT, fusedDropout, keyedMask, type MaskKeys } from './kernels/device.js';
+import { residualAdd } from './ops.js';
 import { hashWords } from './random.js';
 
 /**
@@ -56,6 +57,15 @@ export class Dropout {
     }
     const m = this.mask([x.shape[0] / batch, x.shape[1]]);
     return m ? tf.mul(x, tf.reshape(m, x.shape)) : x;
+  }
+
+  /**
+   * `apply2d(x, batch) + residual` (a residual connection after dropout, as BERT's output layers): one program each way
+   * where the backend has the dropout kernel (`fusedDropout` with the residual as addend), else `residualAdd`.
+   */
+  applyAndAdd(x: tf.Tensor2D, batch: number, residual: tf.Tensor2D): tf.Tensor2D {
+    if (!deviceKernel(DROPOUT) || !this.active) return residualAdd(this.apply2d(x, batch), residual);
+    return fusedDropout(x, this.keys(this.site++), this.threshold, 1 / (1 - this.rate), residual);
   }
 
   /** The per-sample keys of a site (call only when active). */

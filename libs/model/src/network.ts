@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { attentionSpan, type M3AEConfig } from './config.js';
 import type { Dropout } from './dropout.js';
-import { attentionProjections, dense, gatherRows, gelu, layerNorm, linear, multiHeadAttention, quickGelu, residualAdd, type Params } from './ops.js';
+import { attentionProjections, dense, gatherRows, gelu, layerNorm, layerNormAndInput, linear, multiHeadAttention, projections, quickGelu, residualAdd, type Params } from './ops.js';
 
 /**
  * The M3AE network as functions of (params, inputs), named after the official modules
@@ -20,12 +20,13 @@ const CLIP_LN_EPS = 1e-5;
 /** CLIP ResidualAttentionBlock (pre-LN, QuickGELU), used by the vision encoder and the MIM decoder. */
 export function clipBlock(ctx: Ctx, prefix: string, x: tf.Tensor2D, tokens: number, heads: number): tf.Tensor2D {
   const { p, batch } = ctx;
-  const h1 = layerNorm(p, `${prefix}.ln_1`, x, CLIP_LN_EPS);
+  // x and x1 again from their LayerNorms (layerNormAndInput): each gradient in one program with its residual's.
+  const { y: h1, input: x0 } = layerNormAndInput(p, `${prefix}.ln_1`, x, CLIP_LN_EPS);
   const names = { query: `${prefix}.attn.q_proj`, key: `${prefix}.attn.k_proj`, value: `${prefix}.attn.v_proj` };
   const { query, k, v } = attentionProjections(p, names, h1, undefined, (x.shape[1] / heads) ** -0.5);
-  const x1 = residualAdd(x, linear(p, `${prefix}.attn.out_proj`, multiHeadAttention(query, k, v, { batch, tq: tokens, tk: tokens, heads })));
-  const h2 = layerNorm(p, `${prefix}.ln_2`, x1, CLIP_LN_EPS);
-  return residualAdd(x1, linear(p, `${prefix}.mlp.c_proj`, quickGelu(linear(p, `${prefix}.mlp.c_fc`, h2))));
+  const x1 = residualAdd(x0, linear(p, `${prefix}.attn.out_proj`, multiHeadAttention(query, k, v, { batch, tq: tokens, tk: tokens, heads })));
+  const { y: h2, input: x1again } = layerNormAndInput(p, `${prefix}.ln_2`, x1, CLIP_LN_EPS);
+  return residualAdd(x1again, linear(p, `${prefix}.mlp.c_proj`, quickGelu(linear(p, `${prefix}.mlp.c_fc`, h2))));
 }
 
 /**
@@ -61,21 +62,21 @@ export function bertAttention(ctx: Ctx, prefix: string, x: tf.Tensor2D, tq: numb
   const heads = c.numHeads;
   const tk = kv ? kv.tokens : tq;
   const names = { query: `${prefix}.self.query`, key: `${prefix}.self.key`, value: `${prefix}.self.value` };
-  const { query, k, v } = attentionProjections(p, names, x, kv?.x, (c.hiddenSize / heads) ** -0.5);
+  // x again from its projections (`input`): x's gradient in one chain with the residual's.
+  const { query, k, v, input } = attentionProjections(p, names, x, kv?.x, (c.hiddenSize / heads) ** -0.5, true);
   // Indexed in the model's longest [span, span] so the mask of a (query, key) pair does not depend on the lengths.
   const span = attentionSpan(c);
   const probsMask = drop.lazyMask([heads, tq, tk], [heads, span, span]);
   const context = multiHeadAttention(query, k, v, { batch, tq, tk, heads }, keyBias, probsMask);
-  const out = drop.apply2d(linear(p, `${prefix}.output.dense`, context), batch);
-  return layerNorm(p, `${prefix}.output.LayerNorm`, residualAdd(out, x), eps);
+  return layerNorm(p, `${prefix}.output.LayerNorm`, drop.applyAndAdd(linear(p, `${prefix}.output.dense`, context), batch, input), eps);
 }
 
 /** HF BertIntermediate + BertOutput (GELU erf FFN, dropout, residual, post-LN). */
 export function bertFeedForward(ctx: Ctx, prefix: string, x: tf.Tensor2D, eps: number): tf.Tensor2D {
   const { p, batch, drop } = ctx;
-  const h = gelu(linear(p, `${prefix}.intermediate.dense`, x));
-  const out = drop.apply2d(linear(p, `${prefix}.output.dense`, h), batch);
-  return layerNorm(p, `${prefix}.output.LayerNorm`, residualAdd(out, x), eps);
+  const { ys, input } = projections(p, [{ prefix: `${prefix}.intermediate.dense` }], x, true);
+  const h = gelu(ys[0] as tf.Tensor2D);
+  return layerNorm(p, `${prefix}.output.LayerNorm`, drop.applyAndAdd(linear(p, `${prefix}.output.dense`, h), batch, input), eps);
 }
 
 export interface TextInputs {

@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs';
 import { nativeTransposedProducts } from './backend.js';
 import { batchMatMul } from './kernels/bmm.js';
-import { ATTENTION, ATTENTION_PROBS, DENSE, deviceKernel, fusedAttention, fusedActivation, fusedAttentionProbs, fusedDense, fusedLayerNorm, fusedReshapeTranspose, fusedProjections, fusedResidualAdd, GELU, HEADS, keyedMask, LAYER_NORM, projectionsKernel, QUICK_GELU, RESIDUAL_ADD, scatterAddRows, type MaskKeys, type Projection } from './kernels/device.js';
+import { ATTENTION, ATTENTION_PROBS, DENSE, deviceKernel, fusedAttention, fusedActivation, fusedAttentionProbs, fusedDense, fusedLayerNorm, fusedReshapeTranspose, fusedProjections, fusedResidualAdd, GELU, HEADS, keyedMask, LAYER_NORM, LAYER_NORM_RESIDUAL, projectionsKernel, QUICK_GELU, RESIDUAL_ADD, scatterAddRows, type MaskKeys, type Projection } from './kernels/device.js';
 
 /**
  * Small functional building blocks. Activations are 2-D [rows, features] (rows = batch × tokens) except
@@ -138,6 +138,25 @@ export function attentionQuery(p: Params, prefix: string, x: tf.Tensor2D, s: num
   return { q: linearScaled(p, prefix, x, s), scale: 1 };
 }
 
+/** A Linear by its parameter prefix, its output scaled by `scale` (as `linearScaled`; none: 1). */
+export interface ScaledLinear {
+  prefix: string;
+  scale?: number;
+}
+
+/**
+ * The Linears `layers` of one input x (x·Wᵢ + bᵢ, each scaled as `linearScaled`), and `input`: x again, for a residual
+ * connection around their consumer when `residual`. Where the backend has `fusedProjections`, one kernel: x's gradient
+ * sums the products' terms (and the residual's) in one chain, in the order the tape would add them, without its Adds;
+ * otherwise `linear`s and x itself.
+ */
+export function projections(p: Params, layers: readonly ScaledLinear[], x: tf.Tensor2D, residual = false): { ys: tf.Tensor2D[]; input: tf.Tensor2D } {
+  const scaled = (l: ScaledLinear): boolean => l.scale !== undefined && l.scale !== 1;
+  if (!deviceKernel(projectionsKernel(layers.length))) return { ys: layers.map((l) => (scaled(l) ? linearScaled(p, l.prefix, x, l.scale as number) : linear(p, l.prefix, x))), input: x };
+  const ys = fusedProjections(x, layers.map((l): Projection => ({ w: p.get(`${l.prefix}.weight`) as tf.Tensor2D, b: p.get(`${l.prefix}.bias`), scale: l.scale ?? 1 })), residual);
+  return residual ? { ys: ys.slice(0, layers.length), input: ys[layers.length] as tf.Tensor2D } : { ys, input: x };
+}
+
 /** The parameter prefixes of an attention's three input projections. */
 export interface AttentionNames {
   query: string;
@@ -147,29 +166,37 @@ export interface AttentionNames {
 
 /**
  * An attention's queries (from x, scaled by s as `attentionQuery`), keys and values (from `source`, or x for
- * self-attention). Where the backend has `fusedProjections`, the projections of one input are one kernel, whose
- * input gradient sums the products' terms without the tape's Adds (the same values); otherwise three `linear`s.
+ * self-attention) by `projections`: the projections of one input in one kernel where the backend has it, and x again
+ * (`input`) for the residual connection when `residual`.
  */
-export function attentionProjections(p: Params, names: AttentionNames, x: tf.Tensor2D, source: tf.Tensor2D | undefined, s: number): { query: AttentionQuery; k: tf.Tensor2D; v: tf.Tensor2D } {
-  if (!deviceKernel(projectionsKernel(3))) {
-    return { query: attentionQuery(p, names.query, x, s), k: linear(p, names.key, source ?? x), v: linear(p, names.value, source ?? x) };
-  }
+export function attentionProjections(p: Params, names: AttentionNames, x: tf.Tensor2D, source: tf.Tensor2D | undefined, s: number, residual = false): { query: AttentionQuery; k: tf.Tensor2D; v: tf.Tensor2D; input: tf.Tensor2D } {
   const inKernel = scaleInAttentionKernel(s);
-  const projection = (name: string, scale = 1): Projection => ({ w: p.get(`${name}.weight`) as tf.Tensor2D, b: p.get(`${name}.bias`), scale });
-  const query = projection(names.query, inKernel ? 1 : s);
+  const query: ScaledLinear = { prefix: names.query, scale: inKernel ? 1 : s };
   const scale = inKernel ? s : 1;
   if (source === undefined) {
-    const [q, k, v] = fusedProjections(x, [query, projection(names.key), projection(names.value)]) as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
-    return { query: { q, scale }, k, v };
+    const { ys, input } = projections(p, [query, { prefix: names.key }, { prefix: names.value }], x, residual);
+    const [q, k, v] = ys as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
+    return { query: { q, scale }, k, v, input };
   }
-  const q = fusedDense(x, query.w, query.b, true, query.scale === 1 ? undefined : query.scale);
-  const [k, v] = fusedProjections(source, [projection(names.key), projection(names.value)]) as [tf.Tensor2D, tf.Tensor2D];
-  return { query: { q, scale }, k, v };
+  const { ys: queries, input } = projections(p, [query], x, residual);
+  const [k, v] = projections(p, [{ prefix: names.key }, { prefix: names.value }], source).ys as [tf.Tensor2D, tf.Tensor2D];
+  return { query: { q: queries[0] as tf.Tensor2D, scale }, k, v, input };
 }
 
 /** LayerNorm over the last axis (biased variance, as PyTorch). */
 export function layerNorm(p: Params, prefix: string, x: tf.Tensor2D, eps: number): tf.Tensor2D {
   return layerNormOp(x, p.get(`${prefix}.weight`), p.get(`${prefix}.bias`), eps);
+}
+
+/**
+ * `layerNorm`, and `input`: x again, for a residual connection around the LayerNorm's consumer (pre-LN blocks). Where
+ * the backend has `M3aeLayerNormResidual`, x's gradient is the LayerNorm's plus the residual's in one program (no Add of
+ * the tape); otherwise x itself.
+ */
+export function layerNormAndInput(p: Params, prefix: string, x: tf.Tensor2D, eps: number): { y: tf.Tensor2D; input: tf.Tensor2D } {
+  if (!deviceKernel(LAYER_NORM_RESIDUAL)) return { y: layerNorm(p, prefix, x, eps), input: x };
+  const [y, input] = fusedLayerNorm(x, p.get(`${prefix}.weight`), p.get(`${prefix}.bias`), eps, true);
+  return { y, input };
 }
 
 /**

@@ -4,8 +4,8 @@ import { chooseBackend } from '../backend.js';
 import { Dropout } from '../dropout.js';
 import { useLavapipe } from '../lavapipe.js';
 import { HashStream, hashWords } from '../random.js';
-import { attend, attentionProjections, attentionQuery, dense, gelu, layerNormOp, linear, quickGelu, linearScaled, mergeHeads, multiHeadAttention, paramsFromMap, residualAdd, splitHeads, type AttentionQuery } from '../ops.js';
-import { ATTENTION, ATTENTION_GRAD, DENSE, DENSE_GRAD, DROPOUT, DROPOUT_MASK, FLAT_CONCAT, flatConcat, RESIDUAL_ADD, GELU, GELU_GRAD, HEADS, keyedMask, LAYER_NORM, LAYER_NORM_GRAD, PROJECTIONS_INPUT_GRAD, projectionsKernel, QUICK_GELU, QUICK_GELU_GRAD, SCATTER_ADD_ROWS, dropoutMask, dropoutValue, scatterAddRows, type MaskKeys } from './device.js';
+import { attend, attentionProjections, attentionQuery, dense, gelu, layerNormAndInput, layerNormOp, linear, quickGelu, linearScaled, mergeHeads, multiHeadAttention, paramsFromMap, residualAdd, splitHeads, type AttentionQuery } from '../ops.js';
+import { ATTENTION, ATTENTION_GRAD, BIAS_GRADS, DENSE, DENSE_GRAD, DROPOUT, DROPOUT_MASK, FLAT_CONCAT, flatConcat, RESIDUAL_ADD, GELU, GELU_GRAD, HEADS, keyedMask, LAYER_NORM, LAYER_NORM_GRAD, LAYER_NORM_RESIDUAL, PROJECTIONS_INPUT_GRAD, projectionsKernel, QUICK_GELU, QUICK_GELU_GRAD, SCATTER_ADD_ROWS, dropoutMask, dropoutValue, scatterAddRows, type MaskKeys } from './device.js';
 
 // The device kernels on the webgpu backend (Mesa's lavapipe in CI) against their portable definitions on cpu.
 const icd = useLavapipe();
@@ -44,6 +44,19 @@ async function valueAndGradient(backend: string, f: (a: tf.Tensor2D) => tf.Tenso
   const out = [(await y.data()) as Float32Array, (await g.data()) as Float32Array];
   tf.dispose([xt, wt, y, g]);
   return out;
+}
+
+/** f(args) and its gradients by every argument, read back, with the number of Add kernels they ran; args and `also` released. */
+async function valuesGradientsAdds(f: (...a: tf.Tensor[]) => tf.Scalar, args: tf.Tensor[], also: tf.Tensor[]): Promise<{ out: Float32Array[]; adds: number }> {
+  let list: tf.Tensor[] = [];
+  const profile = await tf.profile(() => {
+    const { value, grads } = tf.valueAndGrads(f)(args);
+    list = [value, ...grads];
+    return list;
+  });
+  const out = await Promise.all(list.map(async (t) => (await t.data()) as Float32Array));
+  tf.dispose([...list, ...args, ...also]);
+  return { out, adds: profile.kernels.filter((k) => k.name === 'Add').length };
 }
 
 function relL2(a: Float32Array, b: Float32Array): number {
@@ -129,7 +142,10 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
     expect(tf.getKernel(ATTENTION_GRAD, 'webgpu')).toBeDefined();
     expect(tf.getKernel(QUICK_GELU, 'webgpu')).toBeDefined();
     expect(tf.getKernel(QUICK_GELU_GRAD, 'webgpu')).toBeDefined();
+    expect(tf.getKernel(projectionsKernel(1), 'webgpu')).toBeDefined();
     expect(tf.getKernel(projectionsKernel(2), 'webgpu')).toBeDefined();
+    expect(tf.getKernel(LAYER_NORM_RESIDUAL, 'webgpu')).toBeDefined();
+    expect(tf.getKernel(BIAS_GRADS, 'webgpu')).toBeDefined();
     expect(tf.getKernel(projectionsKernel(3), 'webgpu')).toBeDefined();
     expect(tf.getKernel(PROJECTIONS_INPUT_GRAD, 'webgpu')).toBeDefined();
   }, 120_000);
@@ -372,6 +388,32 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
     expect((cpu[0] as Float32Array).filter((v) => v === 0).length).toBeGreaterThan(0);
   }, 120_000);
 
+  it('dropout and a residual add in one kernel (Dropout.applyAndAdd): values and gradients as the dropout and the add on cpu (1e-6), the same site, no Add', async () => {
+    const [B, rows, cols] = [3, 7, 70];
+    const [x, r, up] = [normals(B * rows * cols, 53), normals(B * rows * cols, 54), normals(B * rows * cols, 55)];
+    const run = async (backend: string, fused: boolean): Promise<{ out: Float32Array[]; adds: number }> => {
+      await chooseBackend({ backend });
+      const args = [tf.tensor2d(x, [B * rows, cols]), tf.tensor2d(r, [B * rows, cols])];
+      const u = tf.tensor2d(up, [B * rows, cols]);
+      const f = (...a: tf.Tensor[]): tf.Scalar => {
+        const d = new Dropout(Int32Array.from([9, -3, 77]), 0.15, 2);
+        d.mask([2, 3]); // site 0 drawn as a mask, site 1 applied
+        const y = fused ? d.applyAndAdd(a[0] as tf.Tensor2D, B, a[1] as tf.Tensor2D) : tf.add(d.apply2d(a[0] as tf.Tensor2D, B), a[1] as tf.Tensor2D);
+        return tf.sum(tf.mul(y, u));
+      };
+      return await valuesGradientsAdds(f, args, [u]);
+    };
+    const gpu = await run('webgpu', true);
+    const separate = await run('webgpu', false);
+    const cpu = await run('cpu', true);
+    ['loss', 'dx', 'dresidual'].forEach((name, i) => {
+      expect(relL2(gpu.out[i] as Float32Array, separate.out[i] as Float32Array), `${name} against the dropout and the add`).toBeLessThan(1e-6);
+      expect(relL2(gpu.out[i] as Float32Array, cpu.out[i] as Float32Array), `${name} against cpu`).toBeLessThan(1e-6);
+    });
+    expect(bitDifferences(gpu.out[2] as Float32Array, Float32Array.from(up)), 'the residual\'s gradient is dy').toBe(0);
+    expect(separate.adds - gpu.adds).toBe(1);
+  }, 120_000);
+
   it('tensors flattened and concatenated in one kernel (M3aeFlatConcat, buffer copies): the same bits as on cpu, nothing left behind', async () => {
     const shapes = [[3, 4], [5], [2, 3, 2], [], [3, 4], [1, 70]];
     const make = (): tf.Tensor => {
@@ -479,40 +521,33 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
     expect(info.kernels.filter((x) => x.name === 'BatchMatMul' || x.name === HEADS || x.name === DROPOUT_MASK).length).toBe(0);
   }, 120_000);
 
-  it('an attention\'s projections in one kernel (M3aeProjections): the same bits as three dense kernels summed by the tape, as on cpu (1e-5), without the tape\'s Adds', async () => {
+  it('an attention\'s projections in one kernel (M3aeProjections), x again for the residual: the same bits as dense kernels and an Add summed by the tape, as on cpu (1e-5), without the tape\'s Adds', async () => {
     // Self-attention (q, k, v of one input; the queries' scale a power of two, then not: the MIM decoder's) and
-    // cross-attention (k, v of the other input). Shapes past one 32×32 tile.
+    // cross-attention (k, v of the other input), with and without x returned for a residual. Shapes past one 32×32 tile.
     const [rows, other, din, d] = [70, 45, 40, 36];
     const names = { query: 'q', key: 'k', value: 'v' };
-    for (const [s, cross] of [[0.25, false], [0.3, false], [0.25, true]] as const) {
-      const label = `scale ${s}, ${cross ? 'cross' : 'self'}`;
+    for (const [s, cross, residual] of [[0.25, false, false], [0.3, false, false], [0.25, true, false], [0.25, false, true], [0.3, true, true]] as const) {
+      const label = `scale ${s}, ${cross ? 'cross' : 'self'}${residual ? ', residual' : ''}`;
       const sourceRows = cross ? other : rows;
       const params = ['q', 'k', 'v'].flatMap((n, i) => [[`${n}.weight`, normals(din * d, 103 + i), [din, d]], [`${n}.bias`, normals(d, 106 + i), [d]]] as [string, Float32Array, number[]][]);
       const inputs: [Float32Array, number[]][] = [[normals(rows * din, 101), [rows, din]], ...(cross ? [[normals(other * din, 102), [other, din]] as [Float32Array, number[]]] : [])];
-      const ups = [normals(rows * d, 109), normals(sourceRows * d, 110), normals(sourceRows * d, 111)];
-      /** Σ q·u₀ + k·u₁ + v·u₂ (q scaled as the attention kernel would), its gradients by the inputs and parameters, and the Adds run. */
+      const ups = [normals(rows * d, 109), normals(sourceRows * d, 110), normals(sourceRows * d, 111), normals(rows * din, 112)];
+      /** Σ q·u₀ + k·u₁ + v·u₂ (+ x·u₃ through `input`; q scaled as the attention kernel would), its gradients by the inputs and parameters, and the Adds run. */
       const run = async (backend: string, project: typeof attentionProjections): Promise<{ out: Float32Array[]; adds: number }> => {
         await chooseBackend({ backend });
         const args = [...inputs, ...params.map(([, v, shape]) => [v, shape] as const)].map(([v, shape]) => tf.tensor(v, shape));
-        const us = ups.map((u, i) => tf.tensor2d(u, [i === 0 ? rows : sourceRows, d]));
+        const us = ups.map((u, i) => tf.tensor2d(u, [i === 0 ? rows : i === 3 ? rows : sourceRows, i === 3 ? din : d]));
         const f = (...a: tf.Tensor[]): tf.Scalar => {
           const p = paramsFromMap(new Map(params.map(([n], i) => [n, a[inputs.length + i] as tf.Tensor])));
-          const { query, k, v } = project(p, names, a[0] as tf.Tensor2D, cross ? (a[1] as tf.Tensor2D) : undefined, s);
+          const { query, k, v, input } = project(p, names, a[0] as tf.Tensor2D, cross ? (a[1] as tf.Tensor2D) : undefined, s, residual);
           const q = query.scale === 1 ? query.q : tf.mul(query.q, query.scale);
-          return tf.addN([q, k, v].map((t, i) => tf.sum(tf.mul(t, us[i] as tf.Tensor)))) as tf.Scalar;
+          return tf.addN([q, k, v, ...(residual ? [input] : [])].map((t, i) => tf.sum(tf.mul(t, us[i] as tf.Tensor)))) as tf.Scalar;
         };
-        let list: tf.Tensor[] = [];
-        const profile = await tf.profile(() => {
-          const { value, grads } = tf.valueAndGrads(f)(args);
-          list = [value, ...grads];
-          return list;
-        });
-        const out = await Promise.all(list.map(async (t) => (await t.data()) as Float32Array));
-        tf.dispose([...list, ...args, ...us]);
-        return { out, adds: profile.kernels.filter((kk) => kk.name === 'Add').length };
+        return await valuesGradientsAdds(f, args, us);
       };
-      // What the model ran before: the queries by attentionQuery, keys and values by linear, the tape summing dx.
-      const separate: typeof attentionProjections = (p, n, a, b, scale) => ({ query: attentionQuery(p, n.query, a, scale), k: linear(p, n.key, b ?? a), v: linear(p, n.value, b ?? a) });
+      // What the model ran before: the queries by attentionQuery, keys and values by linear, x itself for the
+      // residual, the tape summing x's gradients.
+      const separate: typeof attentionProjections = (p, n, a, b, scale) => ({ query: attentionQuery(p, n.query, a, scale), k: linear(p, n.key, b ?? a), v: linear(p, n.value, b ?? a), input: a });
       const gpu = await run('webgpu', attentionProjections);
       const before = await run('webgpu', separate);
       const again = await run('webgpu', attentionProjections);
@@ -525,9 +560,36 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
         expect(bitDifferences(again.out[i] as Float32Array, a), `${name} repeat`).toBe(0);
         expect(relL2(a, cpu.out[i] as Float32Array), `${name} against cpu`).toBeLessThan(1e-5);
       });
-      // The tape's Adds of the input gradients (3 terms of x for self-attention; 2 of the source for cross) are gone.
-      expect(before.adds - gpu.adds, label).toBe(cross ? 1 : 2);
+      // The tape's Adds of the input gradients are gone: x's 3 terms (self-attention) or the source's 2 (cross),
+      // and the residual's term of x.
+      expect(before.adds - gpu.adds, label).toBe((cross ? 1 : 2) + (residual ? 1 : 0));
     }
+  }, 120_000);
+
+  it('LayerNorm with x again for the residual (M3aeLayerNormResidual): x\'s gradient in the dx program, as LayerNorm and an Add (1e-6), no Add', async () => {
+    const [rows, d] = [37, 80];
+    const [x, g, b, u, ur] = [normals(rows * d, 121), normals(d, 122), normals(d, 123), normals(rows * d, 124), normals(rows * d, 125)];
+    const run = async (backend: string, fused: boolean): Promise<{ out: Float32Array[]; adds: number }> => {
+      await chooseBackend({ backend });
+      const args = [tf.tensor2d(x, [rows, d]), tf.tensor1d(g), tf.tensor1d(b)];
+      const [ut, urt] = [tf.tensor2d(u, [rows, d]), tf.tensor2d(ur, [rows, d])];
+      const f = (...a: tf.Tensor[]): tf.Scalar => {
+        const p = paramsFromMap(new Map([['ln.weight', a[1] as tf.Tensor], ['ln.bias', a[2] as tf.Tensor]]));
+        const { y, input } = fused ? layerNormAndInput(p, 'ln', a[0] as tf.Tensor2D, 1e-5) : { y: layerNormOp(a[0] as tf.Tensor2D, a[1] as tf.Tensor, a[2] as tf.Tensor, 1e-5), input: a[0] as tf.Tensor2D };
+        return tf.add(tf.sum(tf.mul(y, ut)), tf.sum(tf.mul(input, urt)));
+      };
+      return await valuesGradientsAdds(f, args, [ut, urt]);
+    };
+    const gpu = await run('webgpu', true);
+    const before = await run('webgpu', false);
+    const again = await run('webgpu', true);
+    const cpu = await run('cpu', true);
+    ['loss', 'dx', 'dγ', 'dβ'].forEach((name, i) => {
+      expect(relL2(gpu.out[i] as Float32Array, before.out[i] as Float32Array), `${name} against LayerNorm and an Add`).toBeLessThan(1e-6);
+      expect(bitDifferences(again.out[i] as Float32Array, gpu.out[i] as Float32Array), `${name} repeat`).toBe(0);
+      expect(relL2(gpu.out[i] as Float32Array, cpu.out[i] as Float32Array), `${name} against cpu`).toBeLessThan(1e-5);
+    });
+    expect(before.adds - gpu.adds).toBe(1);
   }, 120_000);
 
   it('queries scaled by the attention kernel (attentionQuery, a power-of-two scale): the same bits as linearScaled, values and every gradient', async () => {

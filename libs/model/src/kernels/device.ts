@@ -39,7 +39,11 @@ import { hash32 } from '../random.js';
  * - `M3aeProjections2`, `M3aeProjections3` / `M3aeProjectionsInputGrad`: several x·Wᵢ + bᵢ of one input (an attention's queries, keys and
  *   values), forward the products of `M3aeDense`; backward, dx = Σᵢ dyᵢ·Wᵢᵀ as a chain of the backend's fused
  *   products, each adding the sum so far as its bias (last projection first, as the tape adds them: the same bits
- *   as separate `M3aeDense` gradients summed by the tape, without its Add programs); dWᵢ and dbᵢ as `M3aeDenseGrad`'s.
+ *   as separate `M3aeDense` gradients summed by the tape, without its Add programs); dWᵢ as `M3aeDenseGrad`'s, the dbᵢ
+ *   in one column-sum program (`M3aeBiasGrads`, each summed as alone; split by buffer copies) where none is scaled.
+ *   With `residual`, x itself is returned too, for a residual connection: its gradient starts the chain.
+ * - `M3aeLayerNormResidual`: `M3aeLayerNorm` returning x too, for a residual connection (pre-LN blocks): x's gradient
+ *   is `M3aeLayerNormGrad`'s dx program adding the residual's, without the tape's Add.
  * - `M3aeAttention` / `M3aeAttentionGrad`: multi-head attention from the [B·T, D] queries, keys and values to the
  *   [B·T, D] context — heads split, scores, `M3aeAttentionProbs`, weighted sum, heads merged — in one kernel each
  *   way instead of 7 and 9: three programs forward and five backward, the products reading and writing the heads in
@@ -58,6 +62,7 @@ export const SCATTER_ADD_ROWS = 'M3aeScatterAddRows';
 export const DROPOUT_MASK = 'M3aeDropoutMask';
 export const LAYER_NORM = 'M3aeLayerNorm';
 export const LAYER_NORM_GRAD = 'M3aeLayerNormGrad';
+export const LAYER_NORM_RESIDUAL = 'M3aeLayerNormResidual';
 export const GELU = 'M3aeGelu';
 export const GELU_GRAD = 'M3aeGeluGrad';
 export const QUICK_GELU = 'M3aeQuickGelu';
@@ -74,6 +79,7 @@ export const ATTENTION = 'M3aeAttention';
 export const ATTENTION_GRAD = 'M3aeAttentionGrad';
 const PROJECTIONS = 'M3aeProjections';
 export const PROJECTIONS_INPUT_GRAD = 'M3aeProjectionsInputGrad';
+export const BIAS_GRADS = 'M3aeBiasGrads';
 
 export function deviceKernel(name: string): boolean {
   return tf.getKernel(name, tf.getBackend()) !== undefined;
@@ -176,7 +182,14 @@ function saveUnlessVariable(save: tf.GradSaveFunc, tensors: tf.Tensor[], param: 
  * LayerNorm over the last axis through the device's fused kernels (call only where `deviceKernel(LAYER_NORM)`):
  * y = (x − μ)·r·γ + β with r = 1/√(var + eps); the gradient recomputes μ and r from x, as the forward did.
  */
-export function fusedLayerNorm(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor2D {
+export function fusedLayerNorm(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor2D;
+/**
+ * With `residual`: [y, x], x again for a residual connection around the LayerNorm's consumer (one tensor, no copy);
+ * the gradient of x is then the LayerNorm's plus that of the residual in one program (`M3aeLayerNormResidual`).
+ */
+export function fusedLayerNorm(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tensor, eps: number, residual: true): [tf.Tensor2D, tf.Tensor2D];
+export function fusedLayerNorm(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tensor, eps: number, residual = false): tf.Tensor2D | [tf.Tensor2D, tf.Tensor2D] {
+  if (residual) return tf.engine().runKernel(LAYER_NORM_RESIDUAL, { x, gamma, beta }, { eps }) as [tf.Tensor2D, tf.Tensor2D];
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [xi, gi, bi] = args as [tf.Tensor2D, tf.Tensor1D, tf.Tensor1D];
     const keep = saveUnlessVariable(args[3] as tf.GradSaveFunc, [xi], gi);
@@ -266,28 +279,45 @@ export interface Projection {
   scale?: number;
 }
 
+/**
+ * The gradient of `M3aeLayerNormResidual`: dx = the LayerNorm's dx + the residual's dy, in the dx program. Computed
+ * when the tape asks (as customGrad does: what the tape does not take is released with its scope).
+ */
+const layerNormResidualGradient: tf.GradConfig = {
+  kernelName: LAYER_NORM_RESIDUAL,
+  inputsToSave: ['x', 'gamma'],
+  gradFunc: (dy, saved, attrs) => {
+    const [dyOut, dyResidual] = dy as [tf.Tensor, tf.Tensor];
+    const [x, gamma] = saved as [tf.Tensor, tf.Tensor];
+    const [dx, dGamma, dBeta] = tf.engine().runKernel(LAYER_NORM_GRAD, { dy: dyOut, x, gamma, addend: dyResidual }, attrs) as [tf.Tensor, tf.Tensor, tf.Tensor];
+    return { x: () => dx, gamma: () => dGamma, beta: () => dBeta };
+  },
+};
+
 /** The kernel of `fusedProjections` for n projections (inputs x, w0, b0, …, w(n−1), b(n−1)). */
 export function projectionsKernel(n: number): string {
   return `${PROJECTIONS}${n}`;
 }
 
-/** How many projections of one input the model's attentions make: keys and values, or queries, keys and values. */
-const PROJECTION_COUNTS = [2, 3] as const;
+/** How many projections of one input the model makes: one (an FFN's, cross-attention's queries), keys and values, or all three. */
+const PROJECTION_COUNTS = [1, 2, 3] as const;
 
 /**
  * x·Wᵢ + bᵢ for each projection (call only where `deviceKernel(projectionsKernel(3))`): the values of `fusedDense`
  * for each, with one gradient for x (`M3aeProjectionsInputGrad`: the products chained, no Add programs of the tape).
+ * With `residual`, x itself follows as the last output, for a residual connection: its gradient joins the chain.
  */
-export function fusedProjections(x: tf.Tensor2D, projections: readonly Projection[]): tf.Tensor2D[] {
+export function fusedProjections(x: tf.Tensor2D, projections: readonly Projection[], residual = false): tf.Tensor2D[] {
   const inputs: tf.NamedTensorMap = { x };
   projections.forEach((p, i) => Object.assign(inputs, { [`w${i}`]: p.w, [`b${i}`]: p.b }));
   const scales = projections.map((p) => p.scale ?? 1);
-  return tf.engine().runKernel(projectionsKernel(projections.length), inputs, { scales }) as tf.Tensor2D[];
+  return tf.engine().runKernel(projectionsKernel(projections.length), inputs, { scales, residual }) as tf.Tensor2D[];
 }
 
 /**
- * The gradient of `M3aeProjections` of n projections. It saves x and the weights (a registered gradient has no
- * closure to read variables from: one saved copy more than n `fusedDense`s, which read theirs where they are).
+ * The gradient of `M3aeProjections` of n projections, computed when the tape asks (as customGrad does). It saves x
+ * and the weights (a registered gradient has no closure to read variables from: one saved copy more than n
+ * `fusedDense`s, which read theirs where they are).
  */
 function projectionsGradient(n: number): tf.GradConfig {
   const weights = Array.from({ length: n }, (_, i) => `w${i}`);
@@ -296,18 +326,20 @@ function projectionsGradient(n: number): tf.GradConfig {
     inputsToSave: ['x', ...weights],
     gradFunc: (dy, saved, attrs) => {
       const dys = Array.isArray(dy) ? dy : [dy];
-      const { scales } = attrs as unknown as { scales: number[] };
+      const { scales, residual } = attrs as unknown as { scales: number[]; residual: boolean };
       const [x, ...ws] = saved as [tf.Tensor2D, ...tf.Tensor2D[]];
-      const scaleAttr = (i: number): tf.NamedAttrMap => (scales[i] === 1 ? {} : { scale: scales[i] as number });
-      const grads: Record<string, () => tf.Tensor> = {
-        x: () => tf.engine().runKernel(PROJECTIONS_INPUT_GRAD, dys.flatMap((d, i) => [d, ws[i] as tf.Tensor]) as unknown as tf.NamedTensorMap, { scales }) as tf.Tensor,
-      };
-      const denseGrad = (i: number, weightGrad: boolean): tf.Tensor =>
-        (tf.engine().runKernel(DENSE_GRAD, { dy: dys[i] as tf.Tensor, x, w: ws[i] as tf.Tensor }, { inputGrad: false, weightGrad, hasBias: !weightGrad, ...scaleAttr(i) }) as tf.Tensor[])[0] as tf.Tensor;
-      for (let i = 0; i < n; i++) {
-        grads[`w${i}`] = () => denseGrad(i, true);
-        grads[`b${i}`] = () => denseGrad(i, false);
-      }
+      // dx: the products chained (the residual's dy, when x is also returned, first in the chain).
+      const dx = tf.engine().runKernel(PROJECTIONS_INPUT_GRAD, [...ws.flatMap((w, i) => [dys[i] as tf.Tensor, w]), ...(residual ? [dys[n] as tf.Tensor] : [])] as unknown as tf.NamedTensorMap, { scales, residual }) as tf.Tensor;
+      const grads: Record<string, () => tf.Tensor> = { x: () => dx };
+      // The biases' gradients in one program where none is scaled (the operands share x's rows), else with their dW.
+      const together = n > 1 && scales.every((scale) => scale === 1);
+      const dbs = together ? (tf.engine().runKernel(BIAS_GRADS, dys.slice(0, n) as unknown as tf.NamedTensorMap, {}) as tf.Tensor[]) : undefined;
+      ws.forEach((w, i) => {
+        const scale = scales[i] as number;
+        const [dW, db] = tf.engine().runKernel(DENSE_GRAD, { dy: dys[i] as tf.Tensor, x, w }, { inputGrad: false, hasBias: !together, ...(scale === 1 ? {} : { scale }) }) as [tf.Tensor, tf.Tensor?];
+        grads[`w${i}`] = () => dW;
+        grads[`b${i}`] = () => (dbs?.[i] ?? db) as tf.Tensor;
+      });
       return grads;
     },
   };
@@ -316,14 +348,21 @@ function projectionsGradient(n: number): tf.GradConfig {
 /**
  * x · mask for x [B·rows, cols] (per-sample blocks of `per` = rows·cols elements), the mask being `dropoutMask`'s of
  * shape [rows, cols] for `keys` [B], made inside the device's kernel each way (call only where `deviceKernel(DROPOUT)`).
+ * With `residual` (x's shape): x · mask + residual in the same program (a residual connection after dropout, as BERT's
+ * output layers), the residual's gradient dy itself.
  */
-export function fusedDropout(x: tf.Tensor2D, keys: Int32Array, threshold: number, keep: number): tf.Tensor2D {
+export function fusedDropout(x: tf.Tensor2D, keys: Int32Array, threshold: number, keep: number, residual?: tf.Tensor2D): tf.Tensor2D {
+  if (residual && residual.shape.join() !== x.shape.join()) throw new Error(`dropout and residual: shapes [${x.shape.join(', ')}] and [${residual.shape.join(', ')}] differ`);
   const attrs = { per: x.size / keys.length, threshold, keep };
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
-    value: tf.tidy(() => tf.engine().runKernel(DROPOUT, { x: args[0] as tf.Tensor, keys: tf.tensor1d(keys, 'int32') }, attrs) as tf.Tensor2D),
-    gradFunc: (dy: tf.Tensor) => tf.tidy(() => tf.engine().runKernel(DROPOUT, { x: dy, keys: tf.tensor1d(keys, 'int32') }, attrs) as tf.Tensor),
+    value: tf.tidy(() => tf.engine().runKernel(DROPOUT, { x: args[0] as tf.Tensor, keys: tf.tensor1d(keys, 'int32'), ...(residual ? { addend: args[1] as tf.Tensor } : {}) }, attrs) as tf.Tensor2D),
+    gradFunc: (dy: tf.Tensor) => {
+      const dx = tf.tidy(() => tf.engine().runKernel(DROPOUT, { x: dy, keys: tf.tensor1d(keys, 'int32') }, attrs) as tf.Tensor);
+      // Two tensors: the gradients of two inputs are accumulated (and disposed) separately.
+      return residual ? [dx, tf.clone(dy)] : dx;
+    },
   }));
-  return op(x) as tf.Tensor2D;
+  return (residual ? op(x, residual) : op(x)) as tf.Tensor2D;
 }
 
 /**
@@ -519,7 +558,7 @@ const LANES = 16;
  * WGSL expression of `r`, `c` and `i` = r·d + c. With `groups` > 1 the output is [groups · d]: group g's sums at
  * [g·d, (g+1)·d), `value` also seeing `g` (several sums of one operand in one program, each in the order above).
  */
-function columnSumProgram(d: number, shaderKey: string, variableNames: string[], value: string, groups = 1): WebGPUProgram {
+function columnSumProgram(d: number, shaderKey: string, variableNames: string[], value: string, groups = 1, helpers = ''): WebGPUProgram {
   return {
     outputShape: [groups * d],
     shaderKey: `${shaderKey}_${groups}`,
@@ -530,6 +569,7 @@ function columnSumProgram(d: number, shaderKey: string, variableNames: string[],
     uniforms: 'rows : i32, d : i32, scale : f32,',
     getUserCode: () => `
       var<workgroup> part : array<f32, ${COLUMNS * LANES}>;
+      ${helpers}
       fn main(index : i32) {
         let lid = i32(localId.x);
         let col = i32(workgroupId.y * numWorkgroups.x + workgroupId.x) * ${COLUMNS} + lid % ${COLUMNS};
@@ -554,6 +594,13 @@ function columnSumProgram(d: number, shaderKey: string, variableNames: string[],
 /** Σ_rows dy: the plain column sum (a bias gradient, LayerNorm's dβ). */
 function rowSumProgram(d: number): WebGPUProgram {
   return columnSumProgram(d, 'm3ae_col_sum', ['dy'], 'dy[i]');
+}
+
+/** Σ_rows dyᵢ for n operands of one shape (the biases' gradients of `M3aeProjections`): a group each, in one program. */
+function rowSumsProgram(n: number, d: number): WebGPUProgram {
+  const names = Array.from({ length: n }, (_, i) => `dy${i}`);
+  const pick = names.slice(0, -1).map((v, i) => `if (g == ${i}) { return ${v}[i]; }`).join(' ');
+  return columnSumProgram(d, 'm3ae_col_sums', names, 'dyOf(g, i)', n, `fn dyOf(g : i32, i : i32) -> f32 { ${pick} return ${names[n - 1] as string}[i]; }`);
 }
 
 function columnSumUniforms(rows: number, d: number, scale = 1): Uniforms {
@@ -755,6 +802,31 @@ function backendKernel(name: string, backend: object, inputs: Record<string, tf.
   return k.kernelFunc({ inputs: inputs as tf.NamedTensorInfoMap, backend: backend as tf.KernelBackend, attrs: attrs as tf.NamedAttrMap }) as tf.TensorInfo;
 }
 
+// A type, not an interface: kernel inputs (a map with an index signature) convert to it.
+type LayerNormInputs = { x: tf.TensorInfo; gamma: tf.TensorInfo; beta: tf.TensorInfo };
+
+/** y = (x − μ)·r·γ + β, one row program. */
+function layerNormForward(backend: object, { x, gamma, beta }: LayerNormInputs, eps: number): tf.TensorInfo {
+  const [rows, d] = x.shape as [number, number];
+  return runner(backend)(
+    rowProgram(rows, [rows, d], 'm3ae_ln', ['x', 'gamma', 'beta'], 'rows : i32, d : i32, eps : f32,', `${ROW_STATS}
+      if (live) {
+        for (var c = i32(lid); c < uniforms.d; c = c + ${ROW}) {
+          result[base + c] = (x[base + c] - mean) * rstd * gamma[c] + beta[c];
+        }
+      }`),
+    [x, gamma, beta],
+    'float32',
+    lnUniforms(rows, d, eps),
+  );
+}
+
+/** x itself as another output of a kernel (one more reference to its data, as the backend's Reshape makes one). */
+function passThrough(backend: object, x: tf.TensorInfo): tf.TensorInfo {
+  (backend as WebGPUBackend).incRef(x.dataId);
+  return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+}
+
 /** x·(s·W) + s·b (no bias: x·(s·W); no scale: s = 1) by the backend's fused product, as `M3aeDense` runs it. */
 function denseProduct(backend: object, x: tf.TensorInfo, w: tf.TensorInfo, bias: tf.TensorInfo | undefined, scale: number | undefined): tf.TensorInfo {
   const scaling = scaler(backend, scale);
@@ -858,27 +930,19 @@ export function registerWebGpuKernels(): void {
   tf.registerKernel({
     kernelName: LAYER_NORM,
     backendName: 'webgpu',
-    kernelFunc: ({ inputs, backend, attrs }) => {
-      const { x, gamma, beta } = inputs as { x: tf.TensorInfo; gamma: tf.TensorInfo; beta: tf.TensorInfo };
-      const [rows, d] = x.shape as [number, number];
-      return runner(backend)(
-        rowProgram(rows, [rows, d], 'm3ae_ln', ['x', 'gamma', 'beta'], 'rows : i32, d : i32, eps : f32,', `${ROW_STATS}
-          if (live) {
-            for (var c = i32(lid); c < uniforms.d; c = c + ${ROW}) {
-              result[base + c] = (x[base + c] - mean) * rstd * gamma[c] + beta[c];
-            }
-          }`),
-        [x, gamma, beta],
-        'float32',
-        lnUniforms(rows, d, (attrs as { eps: number }).eps),
-      );
-    },
+    kernelFunc: ({ inputs, backend, attrs }) => layerNormForward(backend, inputs as LayerNormInputs, (attrs as { eps: number }).eps),
   });
+  tf.registerKernel({
+    kernelName: LAYER_NORM_RESIDUAL,
+    backendName: 'webgpu',
+    kernelFunc: ({ inputs, backend, attrs }) => [layerNormForward(backend, inputs as LayerNormInputs, (attrs as { eps: number }).eps), passThrough(backend, (inputs as LayerNormInputs).x)],
+  });
+  tf.registerGradient(layerNormResidualGradient);
   tf.registerKernel({
     kernelName: LAYER_NORM_GRAD,
     backendName: 'webgpu',
     kernelFunc: ({ inputs, backend, attrs }) => {
-      const { dy, x, gamma } = inputs as { dy: tf.TensorInfo; x: tf.TensorInfo; gamma: tf.TensorInfo };
+      const { dy, x, gamma, addend } = inputs as { dy: tf.TensorInfo; x: tf.TensorInfo; gamma: tf.TensorInfo; addend?: tf.TensorInfo };
       const [rows, d] = x.shape as [number, number];
       const eps = (attrs as { eps: number }).eps;
       const run = runner(backend);
@@ -891,9 +955,9 @@ export function registerWebGpuKernels(): void {
         'float32',
         lnUniforms(rows, d, eps),
       );
-      // dx = r·(g − mean(g) − x̂·mean(g·x̂)), g = dy·γ.
+      // dx = r·(g − mean(g) − x̂·mean(g·x̂)), g = dy·γ; plus the addend (a residual's gradient), where given.
       const dx = run(
-        rowProgram(rows, [rows, d], 'm3ae_ln_dx', ['dy', 'x', 'stats', 'gamma'], 'rows : i32, d : i32, eps : f32,', `
+        rowProgram(rows, [rows, d], addend ? 'm3ae_ln_dx_add' : 'm3ae_ln_dx', ['dy', 'x', 'stats', 'gamma', ...(addend ? ['addend'] : [])], 'rows : i32, d : i32, eps : f32,', `
           let mean = stats[2 * row];
           let rstd = stats[2 * row + 1];
           var a = 0.0;
@@ -908,10 +972,11 @@ export function registerWebGpuKernels(): void {
           if (live) {
             for (var c = i32(lid); c < uniforms.d; c = c + ${ROW}) {
               let g = dy[base + c] * gamma[c];
-              result[base + c] = (g - ga - (x[base + c] - mean) * rstd * gm) * rstd;
+              let v = (g - ga - (x[base + c] - mean) * rstd * gm) * rstd;
+              result[base + c] = ${addend ? 'v + addend[base + c]' : 'v'};
             }
           }`),
-        [dy, x, stats, gamma],
+        [dy, x, stats, gamma, ...(addend ? [addend] : [])],
         'float32',
         lnUniforms(rows, d, eps),
       );
@@ -943,21 +1008,39 @@ export function registerWebGpuKernels(): void {
       backendName: 'webgpu',
       kernelFunc: ({ inputs, backend, attrs }) => {
         const named = inputs as Record<string, tf.TensorInfo>;
-        const { scales } = attrs as unknown as { scales: number[] };
-        return scales.map((s, i) => denseProduct(backend, named['x'] as tf.TensorInfo, named[`w${i}`] as tf.TensorInfo, named[`b${i}`], s === 1 ? undefined : s));
+        const x = named['x'] as tf.TensorInfo;
+        const { scales, residual } = attrs as unknown as { scales: number[]; residual: boolean };
+        const ys = scales.map((s, i) => denseProduct(backend, x, named[`w${i}`] as tf.TensorInfo, named[`b${i}`], s === 1 ? undefined : s));
+        return residual ? [...ys, passThrough(backend, x)] : ys;
       },
     });
     tf.registerGradient(projectionsGradient(n));
   }
   tf.registerKernel({
+    kernelName: BIAS_GRADS,
+    backendName: 'webgpu',
+    kernelFunc: ({ inputs, backend }) => {
+      const dys = inputs as unknown as tf.TensorInfo[];
+      const [rows, d] = (dys[0] as tf.TensorInfo).shape as [number, number];
+      if (dys.some((t) => t.shape.join() !== `${rows},${d}`)) throw new Error(`bias gradients: operands of shapes ${dys.map((t) => `[${t.shape.join(', ')}]`).join(', ')}; expected one shape`);
+      // Each group summed as the plain column sum sums it, then copied apart (buffer copies: commands, not programs).
+      const all = runner(backend)(rowSumsProgram(dys.length, d), dys, 'float32', columnSumUniforms(rows, d));
+      const out = splitByCopies(backend, all, dys.map(() => d));
+      (backend as WebGPUBackend).disposeData(all.dataId);
+      return out;
+    },
+  });
+  tf.registerKernel({
     kernelName: PROJECTIONS_INPUT_GRAD,
     backendName: 'webgpu',
     kernelFunc: ({ inputs, backend, attrs }) => {
       const pairs = inputs as unknown as tf.TensorInfo[];
-      const { scales } = attrs as unknown as { scales: number[] };
-      // dx = dy₀·W₀ᵀ + (dy₁·W₁ᵀ + (… + dyₙ·Wₙᵀ)): last projection first, each product adding the sum so far as the
-      // fused product's bias (the same rounding as an Add after it), as the tape would sum separate gradients.
-      let sum: tf.TensorInfo | undefined;
+      const { scales, residual } = attrs as unknown as { scales: number[]; residual: boolean };
+      // dx = dy₀·W₀ᵀ + (dy₁·W₁ᵀ + (… + (dyₙ·Wₙᵀ + dr))): last projection first (after the residual's dy dr, when x
+      // was returned for one), each product adding the sum so far as the fused product's bias (the same rounding as an
+      // Add after it), as the tape would sum separate gradients.
+      const start = residual ? pairs[2 * scales.length] : undefined;
+      let sum = start;
       for (let i = scales.length - 1; i >= 0; i--) {
         const scale = scales[i] as number;
         const scaling = scaler(backend, scale === 1 ? undefined : scale);
@@ -965,7 +1048,7 @@ export function registerWebGpuKernels(): void {
         const next = sum
           ? backendKernel(tf._FusedMatMul, backend, { a: dy, b: w, bias: sum }, { transposeA: false, transposeB: true, activation: 'linear', leakyreluAlpha: 0.2 })
           : backendKernel(tf.BatchMatMul, backend, { a: dy, b: w }, { transposeA: false, transposeB: true });
-        if (sum) (backend as WebGPUBackend).disposeData(sum.dataId);
+        if (sum && sum !== start) (backend as WebGPUBackend).disposeData(sum.dataId);
         scaling.dispose();
         sum = next;
       }
@@ -1182,16 +1265,17 @@ export function registerWebGpuKernels(): void {
     kernelName: DROPOUT,
     backendName: 'webgpu',
     kernelFunc: ({ inputs, backend, attrs }) => {
-      const { x: v, keys } = inputs as { x: tf.TensorInfo; keys: tf.TensorInfo };
+      const { x: v, keys, addend } = inputs as { x: tf.TensorInfo; keys: tf.TensorInfo; addend?: tf.TensorInfo };
       const { per, threshold, keep } = attrs as { per: number; threshold: number; keep: number };
       // The mask's element i of sample b is element i of the sample's block: shape and canonical shape are one.
       return runner(backend)(
-        flatProgram([...v.shape], 'm3ae_dropout', ['v', 'keys'], 'per : i32, threshold : i32, keep : f32,', `
+        flatProgram([...v.shape], addend ? 'm3ae_dropout_add' : 'm3ae_dropout', ['v', 'keys', ...(addend ? ['addend'] : [])], 'per : i32, threshold : i32, keep : f32,', `
           let b = index / uniforms.per;
           let i = index - b * uniforms.per;
           ${DROPOUT_VALUE}
-          result[index] = v[index] * m;`),
-        [v, keys],
+          let y = v[index] * m;
+          result[index] = ${addend ? 'y + addend[index]' : 'y'};`),
+        [v, keys, ...(addend ? [addend] : [])],
         'float32',
         [{ type: 'int32', data: [per] }, { type: 'int32', data: [threshold] }, { type: 'float32', data: [keep] }],
       );
