@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { deviceKernel, DROPOUT, fusedDropout, keyedMask, type MaskKeys } from './kernels/device.js';
+import { deviceKernel, DROPOUT, fusedDropout, keyedMask, type DeviceKeys, type MaskKeys } from './kernels/device.js';
 import { residualAdd } from './ops.js';
 import { hashWords } from './random.js';
 
@@ -11,6 +11,8 @@ import { hashWords } from './random.js';
  */
 export class Dropout {
   private site = 0;
+  /** This pass's keys on the device, a table of `sites` sites × B (`deviceKeys`). */
+  private table: { keys: tf.Tensor1D; sites: number } | undefined;
 
   constructor(
     private readonly seeds: Int32Array | null,
@@ -43,7 +45,8 @@ export class Dropout {
   lazyMask(perSample: readonly number[], canonical: readonly number[] = perSample): MaskKeys | undefined {
     const site = this.site++;
     if (!this.active || !this.seeds) return undefined;
-    return { keys: this.keys(site), shape: [...perSample], canonical: [...canonical], threshold: this.threshold, keep: 1 / (1 - this.rate) };
+    const device = deviceKernel(DROPOUT) ? { device: this.deviceKeys(site) } : {};
+    return { keys: this.keys(site), shape: [...perSample], canonical: [...canonical], threshold: this.threshold, keep: 1 / (1 - this.rate), ...device };
   }
 
   /**
@@ -53,7 +56,7 @@ export class Dropout {
   apply2d(x: tf.Tensor2D, batch: number): tf.Tensor2D {
     if (deviceKernel(DROPOUT)) {
       const site = this.site++;
-      return this.active ? fusedDropout(x, this.keys(site), this.threshold, 1 / (1 - this.rate)) : x;
+      return this.active ? fusedDropout(x, this.deviceKeys(site), batch, this.threshold, 1 / (1 - this.rate)) : x;
     }
     const m = this.mask([x.shape[0] / batch, x.shape[1]]);
     return m ? tf.mul(x, tf.reshape(m, x.shape)) : x;
@@ -65,7 +68,24 @@ export class Dropout {
    */
   applyAndAdd(x: tf.Tensor2D, batch: number, residual: tf.Tensor2D): tf.Tensor2D {
     if (!deviceKernel(DROPOUT) || !this.active) return residualAdd(this.apply2d(x, batch), residual);
-    return fusedDropout(x, this.keys(this.site++), this.threshold, 1 / (1 - this.rate), residual);
+    return fusedDropout(x, this.deviceKeys(this.site++), batch, this.threshold, 1 / (1 - this.rate), residual);
+  }
+
+  /**
+   * A site's keys where the device's kernels read them: every site's keys of this pass in one table, uploaded once
+   * (sites 0 … 63 at first, twice as many when a site passes the end; an upload per site and direction cost about as
+   * much JavaScript as a program). Made in the caller's scope (the forward pass's tidy); the kernels save it for the
+   * backward pass.
+   */
+  private deviceKeys(site: number): DeviceKeys {
+    const seeds = this.seeds ?? new Int32Array(0);
+    if (!this.table || this.table.keys.isDisposed || site >= this.table.sites) {
+      const sites = Math.max(64, 2 ** Math.ceil(Math.log2(site + 1)));
+      const values = new Int32Array(sites * seeds.length);
+      for (let s = 0; s < sites; s++) values.set(this.keys(s), s * seeds.length);
+      this.table = { keys: tf.tensor1d(values, 'int32'), sites };
+    }
+    return { table: this.table.keys, offset: site * seeds.length };
   }
 
   /** The per-sample keys of a site (call only when active). */

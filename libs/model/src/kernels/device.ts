@@ -132,6 +132,17 @@ export interface MaskKeys {
   canonical: number[];
   threshold: number;
   keep: number;
+  /** The same keys where the device's kernels read them (`Dropout` on a backend with them). */
+  device?: DeviceKeys;
+}
+
+/**
+ * A dropout site's per-sample keys on the device: a table of many sites' keys (one upload for a forward pass, not one
+ * per site and direction) and where this site's B keys start in it.
+ */
+export interface DeviceKeys {
+  table: tf.Tensor1D;
+  offset: number;
 }
 
 /** The mask tensor [B, ...shape] of `k`, as `Dropout.mask` returns it. */
@@ -347,21 +358,25 @@ function projectionsGradient(n: number): tf.GradConfig {
 
 /**
  * x · mask for x [B·rows, cols] (per-sample blocks of `per` = rows·cols elements), the mask being `dropoutMask`'s of
- * shape [rows, cols] for `keys` [B], made inside the device's kernel each way (call only where `deviceKernel(DROPOUT)`).
- * With `residual` (x's shape): x · mask + residual in the same program (a residual connection after dropout, as BERT's
- * output layers), the residual's gradient dy itself.
+ * shape [rows, cols] for the B keys of `keys`, made inside the device's kernel each way (call only where
+ * `deviceKernel(DROPOUT)`). With `residual` (x's shape): x · mask + residual in the same program (a residual connection
+ * after dropout, as BERT's output layers), the residual's gradient dy itself.
  */
-export function fusedDropout(x: tf.Tensor2D, keys: Int32Array, threshold: number, keep: number, residual?: tf.Tensor2D): tf.Tensor2D {
+export function fusedDropout(x: tf.Tensor2D, keys: DeviceKeys, batch: number, threshold: number, keep: number, residual?: tf.Tensor2D): tf.Tensor2D {
   if (residual && residual.shape.join() !== x.shape.join()) throw new Error(`dropout and residual: shapes [${x.shape.join(', ')}] and [${residual.shape.join(', ')}] differ`);
-  const attrs = { per: x.size / keys.length, threshold, keep };
-  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
-    value: tf.tidy(() => tf.engine().runKernel(DROPOUT, { x: args[0] as tf.Tensor, keys: tf.tensor1d(keys, 'int32'), ...(residual ? { addend: args[1] as tf.Tensor } : {}) }, attrs) as tf.Tensor2D),
-    gradFunc: (dy: tf.Tensor) => {
-      const dx = tf.tidy(() => tf.engine().runKernel(DROPOUT, { x: dy, keys: tf.tensor1d(keys, 'int32') }, attrs) as tf.Tensor);
-      // Two tensors: the gradients of two inputs are accumulated (and disposed) separately.
-      return residual ? [dx, tf.clone(dy)] : dx;
-    },
-  }));
+  const attrs = { per: x.size / batch, threshold, keep, keyOffset: keys.offset };
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    // The keys' table outlives the forward pass's tidy through save() (a data input has no gradient).
+    (args[args.length - 1] as tf.GradSaveFunc)([keys.table]);
+    return {
+      value: tf.engine().runKernel(DROPOUT, { x: args[0] as tf.Tensor, keys: keys.table, ...(residual ? { addend: args[1] as tf.Tensor } : {}) }, attrs) as tf.Tensor2D,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const dx = tf.engine().runKernel(DROPOUT, { x: dy, keys: saved[0] as tf.Tensor }, attrs) as tf.Tensor;
+        // Two tensors: the gradients of two inputs are accumulated (and disposed) separately.
+        return residual ? [dx, tf.clone(dy)] : dx;
+      },
+    };
+  });
   return (residual ? op(x, residual) : op(x)) as tf.Tensor2D;
 }
 
@@ -398,31 +413,32 @@ export function fusedAttention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, d
     if (a.join() !== [dims.heads, dims.tq, dims.tk].join() || mask.keys.length !== dims.batch) {
       throw new Error(`attention: a dropout mask of [${mask.keys.length}, ${mask.shape.join(', ')}]; expected [${dims.batch}, ${dims.heads}, ${dims.tq}, ${dims.tk}]`);
     }
-    Object.assign(attrs, { c1, c2, threshold: mask.threshold, keep: mask.keep });
+    if (!mask.device) throw new Error('attention: a dropout mask without its keys on the device (Dropout.lazyMask on this backend gives them)');
+    Object.assign(attrs, { c1, c2, threshold: mask.threshold, keep: mask.keep, keyOffset: mask.device.offset });
   }
+  const table = mask?.device?.table;
   const named = ([qi, ki, vi, ...rest]: tf.Tensor[]): tf.NamedTensorMap => {
     const m: tf.NamedTensorMap = { q: qi as tf.Tensor, k: ki as tf.Tensor, v: vi as tf.Tensor };
     if (keyBias) m['bias'] = rest.shift() as tf.Tensor;
-    if (mask) m['keys'] = tf.tensor1d(mask.keys, 'int32');
+    if (table) m['keys'] = table;
     return m;
   };
   // The forward kernel also returns the scores and the probabilities, which the gradient uses with q, k and v (saved
-  // instead of recomputed). The bias is data, not an input: it goes through save() only to outlive the forward
-  // pass's tidy.
+  // instead of recomputed). The bias and the keys' table are data, not inputs: they go through save() only to outlive
+  // the forward pass's tidy.
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const qkv = [args[0], args[1], args[2]] as tf.Tensor[];
     const inputs = named([...qkv, ...(keyBias ? [keyBias] : [])]);
     const [context, scores, probs] = tf.engine().runKernel(ATTENTION, inputs, attrs) as tf.Tensor[];
-    inputs['keys']?.dispose();
-    (args[3] as tf.GradSaveFunc)([...qkv, scores as tf.Tensor, probs as tf.Tensor, ...(keyBias ? [keyBias] : [])]);
+    (args[3] as tf.GradSaveFunc)([...qkv, scores as tf.Tensor, probs as tf.Tensor, ...(keyBias ? [keyBias] : []), ...(table ? [table] : [])]);
     return {
       value: context as tf.Tensor2D,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
         tf.tidy(() => {
-          const [qs, ks, vs, scoresSaved, probsSaved, bias] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor?];
+          const [qs, ks, vs, scoresSaved, probsSaved, ...rest] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, ...tf.Tensor[]];
           const g: tf.NamedTensorMap = { dy, q: qs, k: ks, v: vs, scores: scoresSaved, probs: probsSaved };
-          if (bias) g['bias'] = bias;
-          if (mask) g['keys'] = tf.tensor1d(mask.keys, 'int32');
+          if (keyBias) g['bias'] = rest.shift() as tf.Tensor;
+          if (table) g['keys'] = rest.shift() as tf.Tensor;
           return tf.engine().runKernel(ATTENTION_GRAD, g, attrs) as tf.Tensor[];
         }),
     };
@@ -727,9 +743,13 @@ const NORMAL_CDF = `
         let erf = sign(z) * (1.0 - (((((${tf.backend_util.ERF_A5} * t + ${tf.backend_util.ERF_A4}) * t) + ${tf.backend_util.ERF_A3}) * t + ${tf.backend_util.ERF_A2}) * t + ${tf.backend_util.ERF_A1}) * t * exp(-za * za));
         let cdf = 0.5 * erf + 0.5;`;
 
-/** WGSL: `dropoutValue(keys[b], i, threshold, keep)` as "m" (u32 arithmetic wraps as Math.imul does). */
-const DROPOUT_VALUE = `
-          var x = bitcast<u32>(keys[b]) ^ (u32(i) * 0x9e3779b9u);
+/**
+ * WGSL: `dropoutValue(key, i, threshold, keep)` as "m" (u32 arithmetic wraps as Math.imul does), the key sample b's:
+ * `keys[b]`, or `keys[uniforms.keyOffset + b]` in a table of sites (`DeviceKeys`).
+ */
+const TABLE_KEY = 'keys[uniforms.keyOffset + b]';
+const dropoutValueWgsl = (key = 'keys[b]'): string => `
+          var x = bitcast<u32>(${key}) ^ (u32(i) * 0x9e3779b9u);
           x = x ^ (x >> 16u);
           x = x * 0x7feb352du;
           x = x ^ (x >> 15u);
@@ -1171,7 +1191,7 @@ export function registerWebGpuKernels(): void {
       shape,
       `m3ae_attn_probs_${grad}_${hasBias}_${mask}_${scaled}`,
       names,
-      `rows : i32, d : i32, perSample : i32,${keyed ? ' tq : i32, c1 : i32, c2 : i32, threshold : i32, keep : f32,' : ''}${scaled ? ' scale : f32,' : ''}`,
+      `rows : i32, d : i32, perSample : i32,${keyed ? ' tq : i32, c1 : i32, c2 : i32, threshold : i32, keep : f32, keyOffset : i32,' : ''}${scaled ? ' scale : f32,' : ''}`,
       `
           let sample = row / uniforms.perSample;
           ${keyed ? `let within = row - sample * uniforms.perSample;
@@ -1184,7 +1204,7 @@ export function registerWebGpuKernels(): void {
           for (var c = i32(lid); c < uniforms.d; c = c + ${ROW}) { sv = sv + exp(${v} - mx); }
           let total = rowSum(sv, lid);
           ${tail}`,
-      keyed ? `fn dropMask(b : i32, i : i32) -> f32 {${DROPOUT_VALUE}
+      keyed ? `fn dropMask(b : i32, i : i32) -> f32 {${dropoutValueWgsl(TABLE_KEY)}
           return m;
         }` : '',
     );
@@ -1203,8 +1223,8 @@ export function registerWebGpuKernels(): void {
       { type: 'int32', data: [h * tq] },
     ];
     if (mask === 'keyed') {
-      const { c1, c2, threshold, keep } = attrs as { c1: number; c2: number; threshold: number; keep: number };
-      uniforms.push(...[tq, c1, c2, threshold].map((x) => ({ type: 'int32', data: [x] })), { type: 'float32', data: [keep] });
+      const { c1, c2, threshold, keep, keyOffset } = attrs as { c1: number; c2: number; threshold: number; keep: number; keyOffset: number };
+      uniforms.push(...[tq, c1, c2, threshold].map((x) => ({ type: 'int32', data: [x] })), { type: 'float32', data: [keep] }, { type: 'int32', data: [keyOffset] });
     }
     const scaled = queryScale !== 1;
     if (scaled) uniforms.push({ type: 'float32', data: [queryScale] });
@@ -1266,18 +1286,18 @@ export function registerWebGpuKernels(): void {
     backendName: 'webgpu',
     kernelFunc: ({ inputs, backend, attrs }) => {
       const { x: v, keys, addend } = inputs as { x: tf.TensorInfo; keys: tf.TensorInfo; addend?: tf.TensorInfo };
-      const { per, threshold, keep } = attrs as { per: number; threshold: number; keep: number };
+      const { per, threshold, keep, keyOffset } = attrs as { per: number; threshold: number; keep: number; keyOffset: number };
       // The mask's element i of sample b is element i of the sample's block: shape and canonical shape are one.
       return runner(backend)(
-        flatProgram([...v.shape], addend ? 'm3ae_dropout_add' : 'm3ae_dropout', ['v', 'keys', ...(addend ? ['addend'] : [])], 'per : i32, threshold : i32, keep : f32,', `
+        flatProgram([...v.shape], addend ? 'm3ae_dropout_add' : 'm3ae_dropout', ['v', 'keys', ...(addend ? ['addend'] : [])], 'per : i32, threshold : i32, keep : f32, keyOffset : i32,', `
           let b = index / uniforms.per;
           let i = index - b * uniforms.per;
-          ${DROPOUT_VALUE}
+          ${dropoutValueWgsl(TABLE_KEY)}
           let y = v[index] * m;
           result[index] = ${addend ? 'y + addend[index]' : 'y'};`),
         [v, keys, ...(addend ? [addend] : [])],
         'float32',
-        [{ type: 'int32', data: [per] }, { type: 'int32', data: [threshold] }, { type: 'float32', data: [keep] }],
+        [{ type: 'int32', data: [per] }, { type: 'int32', data: [threshold] }, { type: 'float32', data: [keep] }, { type: 'int32', data: [keyOffset] }],
       );
     },
   });
@@ -1297,7 +1317,7 @@ export function registerWebGpuKernels(): void {
           let r = e - i0 * uniforms.a1 * uniforms.a2;
           let i1 = r / uniforms.a2;
           let i = (i0 * uniforms.c1 + i1) * uniforms.c2 + (r - i1 * uniforms.a2);
-          ${DROPOUT_VALUE}
+          ${dropoutValueWgsl()}
           result[index] = m;`),
         [keys],
         'float32',
