@@ -1,4 +1,4 @@
-import { emptyPretrainBatch, type PretrainBatch } from '@m3ae/protocol';
+import { emptyPretrainBatch, type DownstreamBatch, type PretrainBatch } from '@m3ae/protocol';
 import { numPatches, trainingTextLength, type M3AEConfig } from './config.js';
 import { HashStream, hashWords } from './random.js';
 
@@ -83,4 +83,33 @@ export function sliceBatch(b: PretrainBatch, start: number, end: number): Pretra
     itmLabels: cut(b.itmLabels),
     dropoutSeeds: cut(b.dropoutSeeds),
   };
+}
+
+/**
+ * A synthetic fine-tuning batch for tests: random images and texts (ids in [5, vocab), RoBERTa-like: <s>=0 first,
+ * padding 1 at the end), `textsPerExample` texts an example, labels in [0, classes), per-text dropout seeds.
+ */
+export function syntheticTaskBatch(c: M3AEConfig, B: number, K: number, classes: number, seed: number, L = 8): DownstreamBatch {
+  const s = new HashStream(seed);
+  const H = c.imageSize;
+  const rows = B * K;
+  const b: DownstreamBatch = {
+    batchSize: B,
+    textsPerExample: K,
+    imageSize: H,
+    textLength: L,
+    pixelValues: Float32Array.from({ length: B * 3 * H * H }, () => s.normal()),
+    inputIds: new Int32Array(rows * L),
+    attentionMask: new Int32Array(rows * L),
+    labels: Int32Array.from({ length: B }, () => Math.floor(s.uniform() * classes)),
+    dropoutSeeds: Int32Array.from({ length: rows }, () => Math.floor(s.uniform() * 2 ** 31)),
+  };
+  for (let r = 0; r < rows; r++) {
+    const len = 3 + Math.floor(s.uniform() * (L - 3));
+    for (let j = 0; j < L; j++) {
+      b.inputIds[r * L + j] = j === 0 ? 0 : j < len ? 5 + Math.floor(s.uniform() * (c.vocabSize - 5)) : 1;
+      b.attentionMask[r * L + j] = j < len ? 1 : 0;
+    }
+  }
+  return b;
 }

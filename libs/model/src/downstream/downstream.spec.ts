@@ -2,39 +2,13 @@ import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AdamW } from '../adamw.js';
 import { chooseBackend } from '../backend.js';
-import { presetConfig, type M3AEConfig } from '../config.js';
+import { presetConfig } from '../config.js';
 import { createModel, flattenParams, unflatten } from '../model.js';
 import { modelManifest } from '../params.js';
-import { HashStream } from '../random.js';
+import { syntheticTaskBatch } from '../synthetic.js';
 import { createDownstreamModel, downstreamManifest, flattenDownstream, loadPretrained, setDownstreamFromFlat, type DownstreamModel } from './downstream-model.js';
 import { computeTaskGradients, computeTaskOutputs, retrievalScores, type DownstreamBatch } from './objective.js';
 import { finetuneImageSize, FINETUNE_DEFAULTS } from './tasks.js';
-
-/** A batch of random images and texts (ids in [5, vocab), RoBERTa-like: <s>=0 first, padding 1 at the end). */
-function randomBatch(c: M3AEConfig, B: number, K: number, classes: number, seed: number, L = 8): DownstreamBatch {
-  const s = new HashStream(seed);
-  const H = c.imageSize;
-  const rows = B * K;
-  const b: DownstreamBatch = {
-    batchSize: B,
-    textsPerExample: K,
-    imageSize: H,
-    textLength: L,
-    pixelValues: Float32Array.from({ length: B * 3 * H * H }, () => s.normal()),
-    inputIds: new Int32Array(rows * L),
-    attentionMask: new Int32Array(rows * L),
-    labels: Int32Array.from({ length: B }, () => Math.floor(s.uniform() * classes)),
-    dropoutSeeds: Int32Array.from({ length: rows }, () => Math.floor(s.uniform() * 2 ** 31)),
-  };
-  for (let r = 0; r < rows; r++) {
-    const len = 3 + Math.floor(s.uniform() * (L - 3));
-    for (let j = 0; j < L; j++) {
-      b.inputIds[r * L + j] = j === 0 ? 0 : j < len ? 5 + Math.floor(s.uniform() * (c.vocabSize - 5)) : 1;
-      b.attentionMask[r * L + j] = j < len ? 1 : 0;
-    }
-  }
-  return b;
-}
 
 function slice(b: DownstreamBatch, start: number, end: number): DownstreamBatch {
   const K = b.textsPerExample;
@@ -91,7 +65,7 @@ describe('downstream heads and objectives (tiny, wasm)', () => {
   });
 
   it('gives logits [B, answers] and a gradient that matches finite differences', async () => {
-    const batch = randomBatch(config, 3, 1, 7, 5);
+    const batch = syntheticTaskBatch(config, 3, 1, 7, 5);
     const out = await computeTaskOutputs(vqa, batch);
     expect(out.classes).toBe(7);
     expect(out.logits.length).toBe(21);
@@ -127,7 +101,7 @@ describe('downstream heads and objectives (tiny, wasm)', () => {
   });
 
   it('scores VQA answers with the named loss (bce-sum official, bce-mean, softmax) and refuses an unknown one', async () => {
-    const batch = randomBatch(config, 3, 1, 7, 5);
+    const batch = syntheticTaskBatch(config, 3, 1, 7, 5);
     batch.labels[2] = -1; // an answer outside the vocabulary
     const logits = (await computeTaskOutputs(vqa, batch)).logits;
     const bce = (x: number, t: number): number => Math.max(x, 0) - x * t + Math.log1p(Math.exp(-Math.abs(x)));
@@ -167,8 +141,8 @@ describe('downstream heads and objectives (tiny, wasm)', () => {
   });
 
   it('a question-only model (inputs: text) answers the same whatever the image; the full model does not', async () => {
-    const a = randomBatch(config, 3, 1, 7, 5);
-    const b = { ...a, pixelValues: randomBatch(config, 3, 1, 7, 6).pixelValues };
+    const a = syntheticTaskBatch(config, 3, 1, 7, 5);
+    const b = { ...a, pixelValues: syntheticTaskBatch(config, 3, 1, 7, 6).pixelValues };
     const textOnly = createDownstreamModel(config, { kind: 'vqa', outputs: 7, inputs: 'text' }, { seed: 3 });
     try {
       const [ta, tb] = [await computeTaskOutputs(textOnly, a), await computeTaskOutputs(textOnly, b)];
@@ -183,7 +157,7 @@ describe('downstream heads and objectives (tiny, wasm)', () => {
   });
 
   it('sums micro-batch gradients to the whole batch (dropout on), and leaks no tensor', async () => {
-    const batch = randomBatch(config, 4, 1, 7, 9);
+    const batch = syntheticTaskBatch(config, 4, 1, 7, 9);
     const before = tf.memory().numTensors;
     const whole = await computeTaskGradients(vqa, batch, { normalizer: 4, training: true });
     const a = await computeTaskGradients(vqa, slice(batch, 0, 1), { normalizer: 4, training: true });
@@ -202,7 +176,7 @@ describe('downstream heads and objectives (tiny, wasm)', () => {
   });
 
   it('counts an answer outside the vocabulary (label −1) wrong, with an all-zero BCE target', async () => {
-    const batch = randomBatch(config, 2, 1, 7, 13);
+    const batch = syntheticTaskBatch(config, 2, 1, 7, 13);
     batch.labels[1] = -1;
     const out = await computeTaskOutputs(vqa, batch);
     expect(out.correct).toBeLessThanOrEqual(1);
@@ -211,7 +185,7 @@ describe('downstream heads and objectives (tiny, wasm)', () => {
     for (let j = 0; j < 7; j++) row1 += Math.log1p(Math.exp(out.logits[7 + j] ?? 0));
     const only0 = await computeTaskOutputs(vqa, slice(batch, 0, 1));
     expect(out.sum - only0.sum).toBeCloseTo(row1, 3);
-    const bad = randomBatch(config, 2, 1, 7, 13);
+    const bad = syntheticTaskBatch(config, 2, 1, 7, 13);
     bad.labels[0] = 7;
     await expect(computeTaskOutputs(vqa, bad)).rejects.toThrow(/labels\[0\]: got 7/);
   });
@@ -219,7 +193,7 @@ describe('downstream heads and objectives (tiny, wasm)', () => {
   it('retrieval: K captions per image, cross-entropy on the true one, and pair scores that agree with the batched pass', async () => {
     const irtr = createDownstreamModel(config, { kind: 'retrieval', outputs: 1 }, { seed: 4 });
     try {
-      const batch = randomBatch(config, 2, 4, 1, 21);
+      const batch = syntheticTaskBatch(config, 2, 4, 1, 21);
       batch.labels.fill(0);
       const g = await computeTaskGradients(irtr, batch, { normalizer: 2, training: true });
       expect(norm(segment(irtr, g.grads, 'irtr_head.weight'))).toBeGreaterThan(0);
@@ -288,7 +262,7 @@ describe('downstream heads and objectives (tiny, wasm)', () => {
     const cls = createDownstreamModel(config, { kind: 'classification', outputs: 2 }, { seed: 2 });
     try {
       const make = (seed: number): DownstreamBatch => {
-        const b = randomBatch(config, 8, 1, 2, seed);
+        const b = syntheticTaskBatch(config, 8, 1, 2, seed);
         const plane = 3 * config.imageSize * config.imageSize;
         for (let i = 0; i < 8; i++) {
           const shift = b.labels[i] === 1 ? 1.5 : -1.5;
