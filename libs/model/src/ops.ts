@@ -127,17 +127,6 @@ function scaleInAttentionKernel(s: number): boolean {
   return deviceKernel(ATTENTION) && Number.isInteger(Math.log2(s));
 }
 
-/**
- * The attention queries of `prefix` for x, scaled by s (1/√dh). Where the device's attention kernel takes the scale and
- * s is a power of two, the projection stays unscaled and the kernel multiplies the scores by s: the same bits as
- * `linearScaled` (scaling by a power of two is exact in every product and sum), without its five multiplications
- * per attention. Otherwise `linearScaled`.
- */
-export function attentionQuery(p: Params, prefix: string, x: tf.Tensor2D, s: number): AttentionQuery {
-  if (scaleInAttentionKernel(s)) return { q: linear(p, prefix, x), scale: s };
-  return { q: linearScaled(p, prefix, x, s), scale: 1 };
-}
-
 /** A Linear by its parameter prefix, its output scaled by `scale` (as `linearScaled`; none: 1). */
 export interface ScaledLinear {
   prefix: string;
@@ -165,9 +154,12 @@ export interface AttentionNames {
 }
 
 /**
- * An attention's queries (from x, scaled by s as `attentionQuery`), keys and values (from `source`, or x for
- * self-attention) by `projections`: the projections of one input in one kernel where the backend has it, and x again
- * (`input`) for the residual connection when `residual`.
+ * An attention's queries (from x, scaled by s = 1/√dh), keys and values (from `source`, or x for self-attention) by
+ * `projections`: the projections of one input in one kernel where the backend has it, and x again (`input`) for the
+ * residual connection when `residual`. Where the device's attention kernel takes the scale and s is a power of two,
+ * the queries stay unscaled and the kernel multiplies the scores by s (`query.scale`): the same bits as scaled queries
+ * (`linearScaled`; scaling by a power of two is exact in every product and sum), without their multiplications.
+ * Otherwise the queries are `linearScaled`'s, `query.scale` 1.
  */
 export function attentionProjections(p: Params, names: AttentionNames, x: tf.Tensor2D, source: tf.Tensor2D | undefined, s: number, residual = false): { query: AttentionQuery; k: tf.Tensor2D; v: tf.Tensor2D; input: tf.Tensor2D } {
   const inKernel = scaleInAttentionKernel(s);
@@ -319,7 +311,7 @@ export function attend(q: tf.Tensor4D, kT: tf.Tensor4D, v: tf.Tensor4D, keyBias?
 }
 
 /**
- * Multi-head attention from [B·Tq, D] queries (scaled by 1/√dh: already, or by the kernel, see attentionQuery) and
+ * Multi-head attention from [B·Tq, D] queries (scaled by 1/√dh: already, or by the kernel, see attentionProjections) and
  * [B·Tk, D] keys and values to the [B·Tq, D] context: `splitHeads`, `attend` (keyBias as there; the dropout mask of `probsMask`, a
  * `Dropout.lazyMask`) and `mergeHeads`; one kernel each way, the mask made inside, where the backend has it
  * (`fusedAttention`).

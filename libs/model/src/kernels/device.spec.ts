@@ -4,7 +4,7 @@ import { chooseBackend } from '../backend.js';
 import { Dropout } from '../dropout.js';
 import { useLavapipe } from '../lavapipe.js';
 import { HashStream, hashWords } from '../random.js';
-import { attend, attentionProjections, attentionQuery, dense, gelu, layerNormAndInput, layerNormOp, linear, quickGelu, linearScaled, mergeHeads, multiHeadAttention, paramsFromMap, residualAdd, splitHeads, type AttentionQuery } from '../ops.js';
+import { attend, attentionProjections, dense, gelu, layerNormAndInput, layerNormOp, linear, quickGelu, linearScaled, mergeHeads, multiHeadAttention, paramsFromMap, residualAdd, splitHeads, type AttentionQuery } from '../ops.js';
 import { ATTENTION, ATTENTION_GRAD, BIAS_GRADS, DENSE, DENSE_GRAD, DROPOUT, DROPOUT_MASK, FLAT_CONCAT, flatConcat, RESIDUAL_ADD, GELU, GELU_GRAD, HEADS, keyedMask, LAYER_NORM, LAYER_NORM_GRAD, LAYER_NORM_RESIDUAL, PROJECTIONS_INPUT_GRAD, projectionsKernel, QUICK_GELU, QUICK_GELU_GRAD, SCATTER_ADD_ROWS, dropoutMask, dropoutValue, scatterAddRows, type MaskKeys } from './device.js';
 
 // The device kernels on the webgpu backend (Mesa's lavapipe in CI) against their portable definitions on cpu.
@@ -559,9 +559,9 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
         };
         return await valuesGradientsAdds(f, args, us);
       };
-      // What the model ran before: the queries by attentionQuery, keys and values by linear, x itself for the
-      // residual, the tape summing x's gradients.
-      const separate: typeof attentionProjections = (p, n, a, b, scale) => ({ query: attentionQuery(p, n.query, a, scale), k: linear(p, n.key, b ?? a), v: linear(p, n.value, b ?? a), input: a });
+      // What the model ran before: scaled queries (linearScaled, also where the attention kernel now scales the
+      // scores), keys and values by linear, x itself for the residual, the tape summing x's gradients.
+      const separate: typeof attentionProjections = (p, n, a, b, scale) => ({ query: { q: linearScaled(p, n.query, a, scale), scale: 1 }, k: linear(p, n.key, b ?? a), v: linear(p, n.value, b ?? a), input: a });
       const gpu = await run('webgpu', attentionProjections);
       const before = await run('webgpu', separate);
       const again = await run('webgpu', attentionProjections);
@@ -606,7 +606,7 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
     expect(before.adds - gpu.adds).toBe(1);
   }, 120_000);
 
-  it('queries scaled by the attention kernel (attentionQuery, a power-of-two scale): the same bits as linearScaled, values and every gradient', async () => {
+  it('queries scaled by the attention kernel (attentionProjections, a power-of-two scale): the same bits as linearScaled, values and every gradient', async () => {
     const [B, h, tq, tk, dh, din] = [2, 2, 6, 67, 16, 12];
     const D = h * dh;
     const s = dh ** -0.5; // 1/4
@@ -628,7 +628,8 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
       tf.dispose([xt, wt, bt, kt, vt, ut, kb, value, ...grads]);
       return out;
     };
-    const byKernel: Query = (p, xt) => attentionQuery(p, 'l', xt, s);
+    // The queries as attentionProjections makes them on webgpu for this scale: unscaled, the kernel scaling the scores.
+    const byKernel: Query = (p, xt) => ({ q: linear(p, 'l', xt), scale: s });
     const byWeights: Query = (p, xt) => linearScaled(p, 'l', xt, s);
     const gpu = await run('webgpu', byKernel);
     const before = await run('webgpu', byWeights);
@@ -637,18 +638,26 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
       expect(bitDifferences(before[i] as Float32Array, gpu[i] as Float32Array), `${name} against linearScaled`).toBe(0);
       expect(relL2(gpu[i] as Float32Array, cpu[i] as Float32Array), `${name} against cpu`).toBeLessThan(1e-5);
     });
-    // The scale goes to the kernel only where it is exact there, and only on a backend with the kernel.
-    await chooseBackend({ backend: 'webgpu' });
-    const p = paramsFromMap(new Map<string, tf.Tensor>([['l.weight', tf.tensor2d(w, [din, D])], ['l.bias', tf.tensor1d(b)]]));
-    const xt = tf.tensor2d(x, [B * tq, din]);
-    const kernels = (await tf.profile(() => tf.dispose(attentionQuery(p, 'l', xt, s).q))).kernels.map((kk) => kk.name);
-    expect(kernels).not.toContain('Multiply');
-    const scales = (): number[] => [s, 8 ** -0.5].map((scale) => tf.tidy(() => attentionQuery(p, 'l', xt, scale).scale));
-    expect(scales()).toEqual([s, 1]);
-    tf.dispose([xt, p.get('l.weight'), p.get('l.bias')]);
-    await chooseBackend({ backend: 'cpu' });
-    const [pc, xc] = [paramsFromMap(new Map<string, tf.Tensor>([['l.weight', tf.tensor2d(w, [din, D])], ['l.bias', tf.tensor1d(b)]])), tf.tensor2d(x, [B * tq, din])];
-    expect(tf.tidy(() => attentionQuery(pc, 'l', xc, s).scale)).toBe(1);
-    tf.dispose([xc, pc.get('l.weight'), pc.get('l.bias')]);
+    // attentionProjections gives the scale to the kernel only where it is exact there, and only on a backend with it.
+    const names = { query: 'l', key: 'l', value: 'l' };
+    for (const backend of ['webgpu', 'cpu']) {
+      await chooseBackend({ backend });
+      const p = paramsFromMap(new Map<string, tf.Tensor>([['l.weight', tf.tensor2d(w, [din, D])], ['l.bias', tf.tensor1d(b)]]));
+      const xt = tf.tensor2d(x, [B * tq, din]);
+      const projected = (scale: number): { q: tf.Tensor; scale: number; rest: tf.Tensor[] } => {
+        const r = attentionProjections(p, names, xt, undefined, scale);
+        return { q: r.query.q, scale: r.query.scale, rest: [r.k, r.v] };
+      };
+      const kernels = (
+        await tf.profile(() => {
+          const r = projected(s);
+          tf.dispose([r.q, ...r.rest]);
+        })
+      ).kernels.map((kk) => kk.name);
+      if (backend === 'webgpu') expect(kernels).not.toContain('Multiply');
+      const scales = [s, 8 ** -0.5].map((scale) => tf.tidy(() => projected(scale).scale));
+      expect(scales, backend).toEqual(backend === 'webgpu' ? [s, 1] : [1, 1]);
+      tf.dispose([xt, p.get('l.weight'), p.get('l.bias')]);
+    }
   }, 120_000);
 });

@@ -395,7 +395,7 @@ export interface HeadsShape {
   tq: number;
   tk: number;
   heads: number;
-  /** What the scores are multiplied by before the softmax (a power of two, see `attentionQuery` in ops.ts); 1: none. */
+  /** What the scores are multiplied by before the softmax (a power of two, see `attentionProjections` in ops.ts); 1: none. */
   queryScale?: number;
 }
 
