@@ -36,8 +36,8 @@ import { hash32 } from '../random.js';
  *   kernel instead of three (`dense` in ops.ts). db is one column-sum program of ours, in a fixed order (tfjs's Sum
  *   over rows transposes first: two programs), so its last bits differ from tfjs's Sum; the products are the
  *   backend's, bit for bit.
- * - `M3aeProjections2`, `M3aeProjections3` / `M3aeProjectionsInputGrad`: several x·Wᵢ + bᵢ of one input (an attention's queries, keys and
- *   values), forward the products of `M3aeDense`; backward, dx = Σᵢ dyᵢ·Wᵢᵀ as a chain of the backend's fused
+ * - `M3aeProjections1/2/3` / `M3aeProjectionsInputGrad`: the Linears of one input (an attention's queries, keys and
+ *   values, an FFN's up-projection), forward the products of `M3aeDense`; backward, dx = Σᵢ dyᵢ·Wᵢᵀ as a chain of the backend's fused
  *   products, each adding the sum so far as its bias (last projection first, as the tape adds them: the same bits
  *   as separate `M3aeDense` gradients summed by the tape, without its Add programs); dWᵢ as `M3aeDenseGrad`'s, the dbᵢ
  *   in one column-sum program (`M3aeBiasGrads`, each summed as alone; split by buffer copies) where none is scaled.
