@@ -1,8 +1,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { gridSize, type M3AEConfig } from './config.js';
-import { buildManifest, parameterSpecs, shapeSize, sincos2d, type ParamManifest, type ParamSpec } from './params.js';
+import { buildManifest, parameterSpecs, shapeSize, sincos2d, type ManifestEntry, type ParamManifest, type ParamSpec } from './params.js';
 import { HashStream, hashWords } from './random.js';
 import { ParamVariables } from './variables.js';
+import { deviceKernel, FLAT_SPLIT, flatSplit } from './kernels/device.js';
 
 export interface CreateModelOptions {
   /** Seed of the parameter initialisation. @defaultValue 0 (the official seed) */
@@ -92,16 +93,40 @@ export async function flattenParams(model: FlatParamModel): Promise<Float32Array
   }
 }
 
-/** Assigns every trainable parameter from a flat buffer in manifest order. */
-export function setParamsFromFlat(model: FlatParamModel, flat: Float32Array): void {
+/** Values of one upload of `setParamsFromFlat` on a device at most (a parameter larger than this goes alone). */
+const UPLOAD_CHUNK_VALUES = 16 * 2 ** 20;
+
+/**
+ * Assigns every trainable parameter from a flat buffer in manifest order. Where the backend splits on the device
+ * (`flatSplit`), consecutive parameters go up in uploads of up to 64 MiB, each cut into the parameters by buffer copies:
+ * an upload per parameter costs about as much JavaScript as a program, and each ends a compute pass. `uploadValues`:
+ * the largest upload in values (tests).
+ */
+export function setParamsFromFlat(model: FlatParamModel, flat: Float32Array, uploadValues = UPLOAD_CHUNK_VALUES): void {
   if (flat.length !== model.manifest.size) {
     throw new Error(`setParamsFromFlat: got ${flat.length} values; expected ${model.manifest.size} (manifest ${model.manifest.hash.slice(0, 12)})`);
   }
-  for (const e of model.manifest.entries) {
-    if (e.offset === null) continue;
-    const size = shapeSize(e.shape);
-    const v = model.param(e.name);
-    tf.tidy(() => v.assign(tf.tensor(flat.subarray(e.offset ?? 0, (e.offset ?? 0) + size), [...e.shape], 'float32')));
+  const entries = model.manifest.entries.filter((e) => e.offset !== null);
+  if (!deviceKernel(FLAT_SPLIT)) {
+    for (const e of entries) {
+      const size = shapeSize(e.shape);
+      const v = model.param(e.name);
+      tf.tidy(() => v.assign(tf.tensor(flat.subarray(e.offset ?? 0, (e.offset ?? 0) + size), [...e.shape], 'float32')));
+    }
+    return;
+  }
+  // Consecutive entries in groups of at most `uploadValues` values (manifest offsets are contiguous).
+  for (let first = 0; first < entries.length; ) {
+    let end = first;
+    let values = 0;
+    while (end < entries.length && (end === first || values + shapeSize((entries[end] as ManifestEntry).shape) <= uploadValues)) values += shapeSize((entries[end++] as ManifestEntry).shape);
+    const group = entries.slice(first, end);
+    const start = (group[0] as ManifestEntry).offset ?? 0;
+    tf.tidy(() => {
+      const parts = flatSplit(tf.tensor1d(flat.subarray(start, start + values)), group.map((e) => shapeSize(e.shape)));
+      group.forEach((e, i) => model.param(e.name).assign(tf.reshape(parts[i] as tf.Tensor, [...e.shape])));
+    });
+    first = end;
   }
 }
 

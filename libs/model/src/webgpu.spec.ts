@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chooseBackend, webGpuAdapter } from './backend.js';
 import { presetConfig } from './config.js';
 import { useLavapipe } from './lavapipe.js';
-import { createModel, type M3AEModel } from './model.js';
+import { createModel, flattenParams, setParamsFromFlat, type M3AEModel } from './model.js';
 import { batchCounts, computeGradients, computeLosses, type MicroBatchResult } from './pretrain.js';
 import { createDownstreamModel } from './downstream/downstream-model.js';
 import { computeTaskGradients, type TaskGradients } from './downstream/objective.js';
@@ -130,6 +130,37 @@ describe.skipIf(icd === undefined)('the webgpu backend on lavapipe against wasm 
     expect(Math.abs(gpu.sum - ref.sum) / Math.abs(ref.sum)).toBeLessThan(1e-4);
     expect(nonFinite(gpu.grads)).toBe(0);
     expect(relL2(gpu.grads, ref.grads)).toBeLessThan(1e-5);
+  }, 120_000);
+
+  it('sets the parameters of a new version in few uploads, cut on the device: the same bits, no leak', async () => {
+    const flat = Float32Array.from({ length: model.manifest.size }, (_, i) => Math.sin(i) * 0.01);
+    const before = await flattenParams(model);
+    const b = tf.backend() as unknown as { uploadToGPU(id: tf.DataId): void; tensorMap: { get(id: tf.DataId): { resource: unknown; values: unknown } } };
+    const upload = b.uploadToGPU.bind(b);
+    try {
+      // Whole (one upload), then in groups of at most 40,000 values (several; a larger parameter alone).
+      const groups = Math.ceil(model.manifest.size / 40_000);
+      for (const [chunk, least, most] of [[undefined, 1, 1], [40_000, groups, 2 * groups]] as const) {
+        let uploads = 0;
+        // Data that goes up from the CPU (the backend's uploadToGPU returns at once for data already there).
+        b.uploadToGPU = (id: tf.DataId): void => {
+          const d = b.tensorMap.get(id);
+          if (d.resource == null && d.values != null) uploads++;
+          upload(id);
+        };
+        const tensors = tf.memory().numTensors;
+        setParamsFromFlat(model, flat, chunk);
+        b.uploadToGPU = upload;
+        const back = await flattenParams(model);
+        expect(Buffer.compare(Buffer.from(back.buffer, back.byteOffset, back.byteLength), Buffer.from(flat.buffer)), `chunk ${chunk ?? 'none'}`).toBe(0);
+        expect(uploads, `chunk ${chunk ?? 'none'}`).toBeGreaterThanOrEqual(least);
+        expect(uploads, `chunk ${chunk ?? 'none'}`).toBeLessThanOrEqual(most);
+        expect(tf.memory().numTensors).toBe(tensors);
+      }
+    } finally {
+      b.uploadToGPU = upload;
+      setParamsFromFlat(model, before);
+    }
   }, 120_000);
 
   it('leaks no tensor and no GPU buffer over 50 steps', async () => {

@@ -5,7 +5,7 @@ import { Dropout } from '../dropout.js';
 import { useLavapipe } from '../lavapipe.js';
 import { HashStream, hashWords } from '../random.js';
 import { attend, attentionProjections, dense, gelu, layerNormAndInput, layerNormOp, linear, quickGelu, linearScaled, mergeHeads, multiHeadAttention, paramsFromMap, residualAdd, splitHeads, type AttentionQuery } from '../ops.js';
-import { ATTENTION, ATTENTION_GRAD, BIAS_GRADS, DENSE, DENSE_GRAD, DROPOUT, DROPOUT_MASK, FLAT_CONCAT, flatConcat, RESIDUAL_ADD, GELU, GELU_GRAD, HEADS, keyedMask, LAYER_NORM, LAYER_NORM_GRAD, LAYER_NORM_RESIDUAL, PROJECTIONS_INPUT_GRAD, projectionsKernel, QUICK_GELU, QUICK_GELU_GRAD, SCATTER_ADD_ROWS, dropoutMask, dropoutValue, scatterAddRows, type MaskKeys } from './device.js';
+import { ATTENTION, ATTENTION_GRAD, BIAS_GRADS, DENSE, DENSE_GRAD, DROPOUT, DROPOUT_MASK, FLAT_CONCAT, FLAT_SPLIT, flatConcat, flatSplit, RESIDUAL_ADD, GELU, GELU_GRAD, HEADS, keyedMask, LAYER_NORM, LAYER_NORM_GRAD, LAYER_NORM_RESIDUAL, PROJECTIONS_INPUT_GRAD, projectionsKernel, QUICK_GELU, QUICK_GELU_GRAD, SCATTER_ADD_ROWS, dropoutMask, dropoutValue, scatterAddRows, type MaskKeys } from './device.js';
 
 // The device kernels on the webgpu backend (Mesa's lavapipe in CI) against their portable definitions on cpu.
 const icd = useLavapipe();
@@ -445,6 +445,32 @@ describe.skipIf(icd === undefined)('device kernels on webgpu (lavapipe) against 
     expect(bitDifferences(gpu, cpu)).toBe(0);
     const info = await tf.profile(() => make().dispose());
     expect(info.kernels.filter((k) => k.name === 'Reshape' || k.name === 'Concat').length).toBe(0);
+  }, 120_000);
+
+  it('a flat tensor cut into parts (flatSplit; M3aeFlatSplit, buffer copies): the same bits as on cpu, nothing left behind, a wrong size refused', async () => {
+    const sizes = [12, 5, 0, 1, 70, 3];
+    const values = normals(91, 64);
+    const cut = (): tf.Tensor => {
+      const flat = tf.tensor1d(values);
+      const parts = flatSplit(flat, sizes);
+      expect(parts.map((t) => t.size)).toEqual(sizes);
+      // Read back in reverse order: each part in its own place.
+      const out = tf.concat([...parts].reverse());
+      tf.dispose([flat, ...parts]);
+      return out;
+    };
+    const cpu = await on('cpu', cut);
+    await chooseBackend({ backend: 'webgpu' });
+    const before = tf.memory().numTensors;
+    const gpu = await on('webgpu', cut);
+    expect(tf.memory().numTensors).toBe(before);
+    expect(bitDifferences(gpu, cpu)).toBe(0);
+    expect(Array.from(gpu.subarray(0, 3))).toEqual(Array.from(values.subarray(88, 91)));
+    const info = await tf.profile(() => tf.tidy(() => tf.dispose(flatSplit(tf.tensor1d(values), sizes))));
+    expect(info.kernels.map((k) => k.name)).toEqual([FLAT_SPLIT]);
+    const t = tf.tensor1d(values);
+    expect(() => flatSplit(t, [90])).toThrow(/sizes add up to 90; expected the 91 values/);
+    t.dispose();
   }, 120_000);
 
   it('residual add in one kernel each way (M3aeResidualAdd): value and gradients bit-equal to cpu, no saved copies', async () => {

@@ -54,7 +54,8 @@ import { hash32 } from '../random.js';
  * - `M3aeResidualAdd`: a + b of one shape (residual connections) by the backend's Add, its gradient dy to both
  *   (one copy): tfjs's Add saves both inputs (two Identity kernels) and reshapes dy twice for its gradient.
  * - `M3aeFlatConcat`: tensors flattened and concatenated (the step's gradients in manifest order) in one kernel
- *   instead of a Reshape each and the Concat, by buffer copies (commands, not programs).
+ *   instead of a Reshape each and the Concat, by buffer copies (commands, not programs); `M3aeFlatSplit` the inverse
+ *   (the parameters of a new version: one upload of many, cut by copies).
  * - `M3aeHeads`: reshape → transpose → reshape in one kernel (the attention heads split and merged: `splitHeads`,
  *   `mergeHeads` in ops.ts), its gradient the same kernel inverted: 2 kernels each way and a saved copy become 1.
  */
@@ -74,6 +75,7 @@ export const DENSE_GRAD = 'M3aeDenseGrad';
 export const HEADS = 'M3aeHeads';
 export const DROPOUT = 'M3aeDropout';
 export const FLAT_CONCAT = 'M3aeFlatConcat';
+export const FLAT_SPLIT = 'M3aeFlatSplit';
 export const RESIDUAL_ADD = 'M3aeResidualAdd';
 export const ATTENTION = 'M3aeAttention';
 export const ATTENTION_GRAD = 'M3aeAttentionGrad';
@@ -378,6 +380,17 @@ export function fusedDropout(x: tf.Tensor2D, keys: DeviceKeys, batch: number, th
     };
   });
   return (residual ? op(x, residual) : op(x)) as tf.Tensor2D;
+}
+
+/**
+ * `flat` [Σ sizes] cut into consecutive 1-D tensors of `sizes` elements (the inverse of `flatConcat`): by buffer copies
+ * where the backend has it (`FLAT_SPLIT`: commands, not programs), else tf.split.
+ */
+export function flatSplit(flat: tf.Tensor1D, sizes: readonly number[]): tf.Tensor1D[] {
+  const total = sizes.reduce((a, n) => a + n, 0);
+  if (total !== flat.size) throw new Error(`flatSplit: sizes add up to ${total}; expected the ${flat.size} values of the flat tensor`);
+  if (deviceKernel(FLAT_SPLIT)) return tf.engine().runKernel(FLAT_SPLIT, { x: flat }, { sizes: [...sizes] }) as tf.Tensor1D[];
+  return tf.split(flat, [...sizes]) as tf.Tensor1D[];
 }
 
 /**
@@ -1120,6 +1133,15 @@ export function registerWebGpuKernels(): void {
         offset += n;
       });
       return out;
+    },
+  });
+  tf.registerKernel({
+    kernelName: FLAT_SPLIT,
+    backendName: 'webgpu',
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const { x } = inputs as { x: tf.TensorInfo };
+      if (x.dtype !== 'float32') throw new Error(`flatSplit: a ${x.dtype} tensor; expected float32`);
+      return splitByCopies(backend, x, (attrs as { sizes: number[] }).sizes);
     },
   });
   const heads = (backend: object, x: tf.TensorInfo, shape: number[], perm: number[], outShape: number[]): tf.TensorInfo => {
