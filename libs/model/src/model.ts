@@ -115,16 +115,17 @@ export function setParamsFromFlat(model: FlatParamModel, flat: Float32Array, upl
     }
     return;
   }
-  // Consecutive entries in groups of at most `uploadValues` values (manifest offsets are contiguous).
+  // Consecutive entries in groups of at most `uploadValues` values (manifest offsets are contiguous); an entry larger
+  // than that is a group of its own.
+  const sizes = entries.map((e) => shapeSize(e.shape));
   for (let first = 0; first < entries.length; ) {
-    let end = first;
-    let values = 0;
-    while (end < entries.length && (end === first || values + shapeSize((entries[end] as ManifestEntry).shape) <= uploadValues)) values += shapeSize((entries[end++] as ManifestEntry).shape);
-    const group = entries.slice(first, end);
-    const start = (group[0] as ManifestEntry).offset ?? 0;
+    let end = first + 1;
+    let values = sizes[first] as number;
+    while (end < entries.length && values + (sizes[end] as number) <= uploadValues) values += sizes[end++] as number;
+    const start = (entries[first] as ManifestEntry).offset ?? 0;
     tf.tidy(() => {
-      const parts = flatSplit(tf.tensor1d(flat.subarray(start, start + values)), group.map((e) => shapeSize(e.shape)));
-      group.forEach((e, i) => model.param(e.name).assign(tf.reshape(parts[i] as tf.Tensor, [...e.shape])));
+      const parts = flatSplit(tf.tensor1d(flat.subarray(start, start + values)), sizes.slice(first, end));
+      entries.slice(first, end).forEach((e, i) => model.param(e.name).assign(tf.reshape(parts[i] as tf.Tensor, [...e.shape])));
     });
     first = end;
   }

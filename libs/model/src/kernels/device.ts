@@ -1094,12 +1094,12 @@ export function registerWebGpuKernels(): void {
     backendName: 'webgpu',
     kernelFunc: ({ inputs, backend, attrs }) => {
       const { dy, x, w } = inputs as { dy: tf.TensorInfo; x: tf.TensorInfo; w: tf.TensorInfo };
-      const { inputGrad, weightGrad = true, hasBias, scale } = attrs as { inputGrad: boolean; weightGrad?: boolean; hasBias: boolean; scale?: number };
+      const { inputGrad, hasBias, scale } = attrs as { inputGrad: boolean; hasBias: boolean; scale?: number };
       const scaling = scaler(backend, scale);
       // With a scale: dx = dy·(s·W)ᵀ, dW = s·(xᵀ·dy), db = s·Σ_rows dy, as tfjs's Multiply gradient gives them.
       const out: tf.TensorInfo[] = [];
       if (inputGrad) out.push(backendKernel(tf.BatchMatMul, backend, { a: dy, b: scaling.apply(w) }, { transposeA: false, transposeB: true }));
-      if (weightGrad) out.push(scaling.apply(backendKernel(tf.BatchMatMul, backend, { a: x, b: dy }, { transposeA: true, transposeB: false }), true));
+      out.push(scaling.apply(backendKernel(tf.BatchMatMul, backend, { a: x, b: dy }, { transposeA: true, transposeB: false }), true));
       if (hasBias) {
         const [rows, d] = dy.shape as [number, number];
         out.push(runner(backend)(rowSumProgram(d), [dy], 'float32', columnSumUniforms(rows, d, scale)));
