@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
-import { shardTokenizer, sharedDataForTests } from '@m3ae/data';
+import { medpixDevManifestLines, shardTokenizer, sharedDataForTests } from '@m3ae/data';
 
 const run = promisify(execFile);
 const bin = resolve(import.meta.dirname, '../bin/m3ae.js');
@@ -21,17 +21,9 @@ describe.skipIf(!data)('m3ae tokenizer train and m3ae prepare (built, run as rea
     expect(trained.vocabSize).toBe(600);
     expect(trained.agreement.mismatches).toBe(0);
 
-    const lines = readFileSync(join(d, 'medpix2', 'descriptions_dev.jsonl'), 'utf8').split('\n').filter(Boolean).slice(0, 12);
+    const lines = medpixDevManifestLines(d, 12, (caption, image) => `${caption} (image ${image})`);
     const manifest = join(work, 'pairs.jsonl');
-    writeFileSync(
-      manifest,
-      lines
-        .map((l) => {
-          const r = JSON.parse(l) as { image: string; Description: { Caption: string } };
-          return JSON.stringify({ id: r.image, image: join(d, 'medpix2', 'images_288', `${r.image}.jpg`), text: `${r.Description.Caption} (image ${r.image})` });
-        })
-        .join('\n') + '\n{"id": "broken", "image": "nowhere.jpg", "text": "an image that is not there"}\n',
-    );
+    writeFileSync(manifest, lines.map((l) => JSON.stringify(l)).join('\n') + '\n{"id": "broken", "image": "nowhere.jpg", "text": "an image that is not there"}\n');
     const args = ['prepare', '--source', 'manifest', '--input', manifest, '--output', join(work, 'shards'), '--image-size', '32', '--samples-per-shard', '5', '--tokenizer', tok];
     const first = await run('node', [bin, ...args]);
     // Not a terminal: no progress bar, nothing on stderr, exactly one JSON line on stdout.

@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -7,7 +7,7 @@ import { normalizeRgb } from './images/normalize.js';
 import { EpochSampler } from './sampler.js';
 import { openShardDataset, type ShardDataset } from './shards/reader.js';
 import { prepareShards } from './shards/writer.js';
-import { sharedDataForTests } from './shared-data.js';
+import { medpixDevManifestLines, sharedDataForTests } from './shared-data.js';
 import { loadTokenizer, type TextTokenizer } from './tokenizer/load.js';
 import { trainTokenizer } from './tokenizer/train.js';
 
@@ -47,17 +47,8 @@ describe.skipIf(!data)('buildPretrainBatch on shards of real MedPix pairs', () =
 
   beforeAll(async () => {
     const d = data as string;
-    const lines = readFileSync(join(d, 'medpix2', 'descriptions_dev.jsonl'), 'utf8').split('\n').filter(Boolean).slice(0, 24);
     const manifest = join(work, 'pairs.jsonl');
-    writeFileSync(
-      manifest,
-      lines
-        .map((l) => {
-          const r = JSON.parse(l) as { image: string; Description: { Caption: string } };
-          return JSON.stringify({ id: r.image, image: join(d, 'medpix2', 'images_288', `${r.image}.jpg`), text: r.Description.Caption });
-        })
-        .join('\n'),
-    );
+    writeFileSync(manifest, medpixDevManifestLines(d, 24).map((l) => JSON.stringify(l)).join('\n'));
     await trainTokenizer({ sources: [{ kind: 'medpix', path: join(d, 'medpix2') }], vocabSize: 500, output: join(work, 'tok.json'), agreementSamples: 10 });
     tokenizer = await loadTokenizer(join(work, 'tok.json'));
     await prepareShards({ source: 'manifest', input: manifest, output: join(work, 'shards'), imageSize: H, samplesPerShard: 10, tokenizer });

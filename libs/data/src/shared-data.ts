@@ -1,5 +1,6 @@
-import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { PairManifestLine } from './readers/manifest.js';
 
 /**
  * Where the real medical datasets live for tests and benchmarks: `M3AE_SHARED_DATA`, else `../shared/data`
@@ -24,4 +25,20 @@ export function sharedDataForTests(workspaceRoot: string, what: string, env: Nod
   if (env['CI'] === 'true' || env['CI'] === '1') throw new Error(`${what} need the real datasets, and ${where} is absent; CI must provide them`);
   console.warn(`${what} skipped: ${where} is absent`);
   return undefined;
+}
+
+/**
+ * The first `limit` MedPix 2.0 `dev` pairs of the shared data as manifest lines (the 288 px images), for tests that
+ * prepare real image–caption shards; `text` may reword a caption (to make every one unique, say).
+ */
+export function medpixDevManifestLines(dataDir: string, limit: number, text: (caption: string, image: string) => string = (c) => c): PairManifestLine[] {
+  const dir = join(dataDir, 'medpix2');
+  return readFileSync(join(dir, 'descriptions_dev.jsonl'), 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .slice(0, limit)
+    .map((l) => {
+      const r = JSON.parse(l) as { image: string; Description: { Caption: string } };
+      return { id: r.image, image: join(dir, 'images_288', `${r.image}.jpg`), text: text(r.Description.Caption, r.image) };
+    });
 }

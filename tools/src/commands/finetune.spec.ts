@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sharedDataForTests } from '@m3ae/data';
 import { chooseBackend, latestCheckpointInfo } from '@m3ae/model';
+import { startCli } from '../../test/cli-process.js';
 import { tinyPretrainCheckpoint, tinyVqaRadOptions } from '../../test/finetune-fixture.js';
 import type { EvalReport } from './eval.js';
 import { runFinetune, type FinetuneOptions } from './finetune.js';
@@ -102,6 +103,23 @@ describe.skipIf(!data || !built)('m3ae eval (the built CLI as a process, tiny, r
     expect(summary.steps).toBe(3);
     expect(summary.best.path).toContain(join(output, 'best'));
   }, 300_000);
+
+  it('SIGTERM stops a fine-tuning at its next step: the step is kept as a checkpoint, exit 143 within seconds', async () => {
+    const out = join(dir, 'ft-sigterm');
+    const p = startCli(['finetune', 'vqa-rad', '--checkpoint', pretrain, '--data', join(data ?? '', 'vqa_rad'), '--output', out, '--holdout-fraction', '0.1',
+      '--train-limit', '24', '--val-limit', '12', '--epochs', '100', '--global-batch', '4', '--micro-batch', '4', '--learning-rate', '1e-4', '--backend', 'wasm']);
+    await p.waitFor(/^step 2\//m, 120_000);
+    const signalled = performance.now();
+    p.child.kill('SIGTERM');
+    const r = await p.exit(60_000);
+    expect(r.code).toBe(143);
+    expect(performance.now() - signalled).toBeLessThan(30_000);
+    const summary = JSON.parse(r.stdout.trim().split('\n').pop() as string) as { steps: number; stopped: boolean };
+    expect(summary.stopped).toBe(true);
+    expect(summary.steps).toBeGreaterThanOrEqual(1);
+    expect(summary.steps).toBeLessThan(600); // 100 epochs of 6 steps: it did stop early
+    expect((await latestCheckpointInfo(out)).step).toBe(summary.steps);
+  }, 180_000);
 
   it('prints open / closed / overall with counts on the held-out split and writes consistent JSON', async () => {
     const json = join(dir, 'eval.json');

@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { fraction, nonNegativeInt, nonNegativeNumber, oneOf, positiveInt, positiveNumber } from '../flags.js';
-import { signalExitCode } from '../signals.js';
+import { StopOnSignals } from '../signals.js';
 import { CARVE_GROUP_BY, DEFAULT_VQA_RAD_CARVE, RETRIEVAL_SOURCES, type CarveGroupBy, type CarveSpec, type RetrievalSource } from '@m3ae/data';
 import { DOWNSTREAM_TASKS, FINETUNE_DEFAULTS, TASK_INPUTS, VQA_LOSSES, type DownstreamTaskName, type TaskInputs, type VqaLoss } from '@m3ae/model';
 import { TENSOR_ENCODINGS, type StepReport, type TensorEncoding } from '@m3ae/protocol';
@@ -214,15 +214,8 @@ export function registerFinetune(program: Command): void {
     .option('--micro-batches-per-job <n>', 'micro-batches a job carries, summed on its computer (above 1: needs --grad-encoding fx53)', positiveInt('--micro-batches-per-job'))
     .option('--shards <n>', 'shards of the parameter vector, reduced and updated side by side (same parameters for any number)', positiveInt('--shards'))
     .action(async (task: DownstreamTaskName, opts: FinetuneCliOptions) => {
-      const ac = new AbortController();
       // The first signal stops the run (its exit code follows the signal: 130 for SIGINT, 143 for SIGTERM).
-      let stoppedBy: NodeJS.Signals | undefined;
-      const onSignal = (signal: NodeJS.Signals): void => {
-        stoppedBy ??= signal;
-        ac.abort();
-      };
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
+      const stop = new StopOnSignals();
       const carve: CarveSpec | undefined =
         opts.valFraction !== undefined || opts.holdoutFraction !== undefined || opts.carveSeed !== 0
           ? { seed: opts.carveSeed, valFraction: opts.valFraction ?? (task === 'vqa-rad' ? DEFAULT_VQA_RAD_CARVE.valFraction : 0.1), testFraction: opts.holdoutFraction ?? 0 }
@@ -272,20 +265,19 @@ export function registerFinetune(program: Command): void {
         if (opts.workers !== undefined) {
           const { runFinetuneCluster } = await import('./finetune-cluster.js');
           const r = await runFinetuneCluster({ ...common, workers: opts.workers, redisUrl: opts.redisUrl, checkpointEvery: opts.checkpointEvery, restart: restartPolicyFrom(opts) });
-          if (r.stopped) process.exitCode = signalExitCode(stoppedBy ?? 'SIGINT');
+          if (r.stopped) process.exitCode = stop.exitCode;
           const summary = { task, output: r.output, best: { path: r.bestPath, step: r.bestStep, valScore: r.bestScore }, steps: r.steps, workers: r.workers, samplesPerSecond: r.samplesPerSecond, seconds: Math.round(r.seconds), stopped: r.stopped };
           process.stdout.write(JSON.stringify(summary) + '\n');
           if (opts.json) writeFileSync(opts.json, JSON.stringify(r, null, 2) + '\n');
           return;
         }
-        const r = await runFinetune({ ...common, threads: opts.threads, signal: ac.signal });
-        if (r.stopped) process.exitCode = signalExitCode(stoppedBy ?? 'SIGINT');
+        const r = await runFinetune({ ...common, threads: opts.threads, signal: stop.signal });
+        if (r.stopped) process.exitCode = stop.exitCode;
         const summary = { task, output: r.output, best: { path: r.bestPath, step: r.bestStep, valScore: r.bestScore }, steps: r.steps, train: r.trainExamples, val: r.valExamples, skipped: r.skipped, seconds: Math.round(r.seconds), stopped: r.stopped };
         process.stdout.write(JSON.stringify(summary) + '\n');
         if (opts.json) writeFileSync(opts.json, JSON.stringify(r, null, 2) + '\n');
       } finally {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
+        stop.dispose();
       }
     });
 }

@@ -1,7 +1,7 @@
 import { availableParallelism } from 'node:os';
 import type { Command } from 'commander';
 import { oneOf, positiveInt } from '../flags.js';
-import { signalExitCode } from '../signals.js';
+import { StopOnSignals } from '../signals.js';
 import cliProgress from 'cli-progress';
 import { IMAGE_FORMATS, loadTokenizer, PAIR_SOURCES, prepareShards, type PairSource, type ShardImageFormat } from '@m3ae/data';
 
@@ -37,14 +37,8 @@ export function registerPrepare(program: Command): void {
     .option('--concurrency <n>', 'images decoded at once', positiveInt('--concurrency'), Math.max(2, 2 * availableParallelism()))
     .action(async (opts: PrepareCliOptions) => {
       const tokenizer = opts.tokenizer ? await loadTokenizer(opts.tokenizer) : undefined;
-      const ac = new AbortController();
-      let stoppedBy: NodeJS.Signals | undefined;
-      const onSignal = (signal: NodeJS.Signals): void => {
-        stoppedBy ??= signal;
-        ac.abort();
-      };
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
+      // The first signal stops the run (its exit code follows the signal: 130 for SIGINT, 143 for SIGTERM).
+      const stop = new StopOnSignals();
       const bar = process.stderr.isTTY
         ? new cliProgress.SingleBar(
             { format: 'prepare [{bar}] {percentage}% | {value}/{total} images | shards {shardsDone}/{shardsTotal} | ETA {eta_formatted}', stream: process.stderr },
@@ -63,7 +57,7 @@ export function registerPrepare(program: Command): void {
           samplesPerShard: opts.samplesPerShard,
           concurrency: opts.concurrency,
           tokenizer,
-          signal: ac.signal,
+          signal: stop.signal,
           onProgress: (p) => {
             if (!bar) return;
             if (!started) {
@@ -76,11 +70,10 @@ export function registerPrepare(program: Command): void {
         process.stdout.write(JSON.stringify({ written: result.written, skipped: result.skipped, shards: result.shards }) + '\n');
       } catch (e) {
         bar?.stop();
-        if (ac.signal.aborted) process.exitCode = signalExitCode(stoppedBy ?? 'SIGINT');
+        if (stop.signal.aborted) process.exitCode = stop.exitCode;
         throw e;
       } finally {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
+        stop.dispose();
       }
     });
 }

@@ -27,10 +27,8 @@ export interface ImageAugment {
   scale: readonly [number, number];
 }
 
-export interface LabeledBatchOptions {
-  examples: readonly LabeledExample[];
-  /** Dataset indices of this batch's examples, in batch order (they seed dropout and augmentation). */
-  indices: ArrayLike<number>;
+/** What every downstream batch is built with: its images, text, randomness and augmentation. */
+interface DownstreamBatchInputs {
   images: ImageStore;
   tokenizer: TextTokenizer;
   textLength: number;
@@ -38,6 +36,12 @@ export interface LabeledBatchOptions {
   step: number;
   /** Training-time augmentation; evaluation batches use the centre crop. */
   augment?: ImageAugment;
+}
+
+export interface LabeledBatchOptions extends DownstreamBatchInputs {
+  examples: readonly LabeledExample[];
+  /** Dataset indices of this batch's examples, in batch order (they seed dropout and augmentation). */
+  indices: ArrayLike<number>;
 }
 
 function checkIndices(indices: ArrayLike<number>, size: number, what: string): number[] {
@@ -48,7 +52,7 @@ function checkIndices(indices: ArrayLike<number>, size: number, what: string): n
   return out;
 }
 
-async function fillImages(paths: readonly string[], indices: readonly number[], o: { images: ImageStore; seed: number; step: number; augment?: ImageAugment | undefined }, out: Float32Array): Promise<void> {
+async function fillImages(paths: readonly string[], indices: readonly number[], o: Pick<DownstreamBatchInputs, 'images' | 'seed' | 'step' | 'augment'>, out: Float32Array): Promise<void> {
   const H = o.images.size;
   const plane = 3 * H * H;
   const rgbs = await Promise.all(
@@ -76,18 +80,12 @@ export async function buildLabeledBatch(o: LabeledBatchOptions): Promise<Downstr
   return batch;
 }
 
-export interface RetrievalBatchOptions {
+export interface RetrievalBatchOptions extends DownstreamBatchInputs {
   set: RetrievalSet;
   /** Pair indices of this batch (each pair: its image, its caption as the positive). */
   indices: ArrayLike<number>;
   /** Captions drawn per example besides the true one. @defaultValue 15 (M3AE's `draw_false_text`) */
   negatives?: number;
-  images: ImageStore;
-  tokenizer: TextTokenizer;
-  textLength: number;
-  seed: number;
-  step: number;
-  augment?: ImageAugment;
 }
 
 /**

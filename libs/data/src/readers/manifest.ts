@@ -11,6 +11,13 @@ export const MANIFEST_ID_KEYS = ['id', 'uid'] as const;
 
 export type ManifestFormat = 'jsonl' | 'csv' | 'tsv';
 
+/** One line of a JSONL manifest in its plainest form: an id, an image path and one text. */
+export interface PairManifestLine {
+  id: string;
+  image: string;
+  text: string;
+}
+
 export interface ManifestOptions extends ReaderOptions {
   /** @defaultValue from the extension (.jsonl/.ndjson/.json → jsonl, .csv, .tsv), else jsonl if the file starts with `{` */
   format?: ManifestFormat;

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { resizeToRgb } from '../images/image.js';
-import { sharedDataForTests } from '../shared-data.js';
+import type { PairManifestLine } from '../readers/manifest.js';
+import { medpixDevManifestLines, sharedDataForTests } from '../shared-data.js';
 import { loadTokenizer } from '../tokenizer/load.js';
 import { trainTokenizer } from '../tokenizer/train.js';
 import type { DatasetManifest } from './format.js';
@@ -14,23 +15,13 @@ const data = sharedDataForTests(resolve(import.meta.dirname, '../../../..'), 'sh
 const work = mkdtempSync(join(tmpdir(), 'm3ae-shards-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
-interface ManifestLine {
-  id: string;
-  image: string;
-  text: string;
-}
-
 describe.skipIf(!data)('shards from real MedPix images', () => {
-  const lines: ManifestLine[] = [];
+  const lines: PairManifestLine[] = [];
   const manifest = join(work, 'corpus.jsonl');
 
   beforeAll(() => {
     const d = data as string;
-    const medpix = readFileSync(join(d, 'medpix2', 'descriptions_dev.jsonl'), 'utf8').split('\n').filter(Boolean).slice(0, 20);
-    for (const l of medpix) {
-      const r = JSON.parse(l) as { image: string; Description: { Caption: string } };
-      lines.push({ id: r.image, image: join(d, 'medpix2', 'images_288', `${r.image}.jpg`), text: `${r.Description.Caption} (case ${r.image})` });
-    }
+    lines.push(...medpixDevManifestLines(d, 20, (caption, image) => `${caption} (case ${image})`));
     // Hostile inputs between real ones: a truncated JPEG, a text file named .jpg, a missing file.
     const real = readFileSync(lines[0]?.image as string);
     writeFileSync(join(work, 'truncated.jpg'), real.subarray(0, Math.floor(real.length / 3)));
@@ -64,7 +55,7 @@ describe.skipIf(!data)('shards from real MedPix images', () => {
     const good = lines.filter((l) => !['cut', 'text', 'gone'].includes(l.id));
     for (const i of [0, 3, 7, 19, 12]) {
       const s = await ds.get(i);
-      const want = good[i] as ManifestLine;
+      const want = good[i] as PairManifestLine;
       expect(s.id).toBe(want.id);
       expect(s.text).toBe(want.text.trim().replace(/\s+/g, ' ')); // the reader collapses whitespace
       expect(s.provenance).toEqual({ file: 'corpus.jsonl', line: lines.indexOf(want) + 1 });

@@ -3,6 +3,7 @@ import { join, resolve } from 'node:path';
 import sharp from 'sharp';
 import { phantomAttributes, phantomCaption, type PhantomAttributes } from './attributes.js';
 import { renderPhantom } from './render.js';
+import type { PairManifestLine } from '../readers/manifest.js';
 
 export type PhantomImageFormat = 'png' | 'jpeg';
 
@@ -21,10 +22,7 @@ export interface PhantomCorpusOptions {
 }
 
 /** One manifest line: what `readManifest` reads, plus the attributes the caption was made from. */
-export interface PhantomManifestLine {
-  id: string;
-  image: string;
-  text: string;
+export interface PhantomManifestLine extends PairManifestLine {
   attributes: PhantomAttributes;
 }
 
