@@ -42,6 +42,33 @@ export function machineInfo(backend?: string): MachineInfo {
   };
 }
 
+/** CPU time of the whole machine so far, all cores together (ms): busy (user, nice, sys, irq) and in all. */
+export interface MachineCpuTimes {
+  busyMs: number;
+  totalMs: number;
+}
+
+export function machineCpuTimes(): MachineCpuTimes {
+  let busyMs = 0;
+  let totalMs = 0;
+  for (const c of cpus()) {
+    const { user, nice, sys, idle, irq } = c.times;
+    busyMs += user + nice + sys + irq;
+    totalMs += user + nice + sys + idle + irq;
+  }
+  return { busyMs, totalMs };
+}
+
+/**
+ * How busy the machine's cores were between two readings: the fraction of core time that was not idle, and the busy
+ * core-milliseconds — every process's, this bench's and anyone else's.
+ */
+export function machineBusy(before: MachineCpuTimes, after: MachineCpuTimes): { fraction: number; busyMs: number } {
+  const busyMs = after.busyMs - before.busyMs;
+  const totalMs = after.totalMs - before.totalMs;
+  return { fraction: totalMs > 0 ? busyMs / totalMs : 0, busyMs };
+}
+
 function cell(v: string | number): string {
   if (typeof v === 'string') return v;
   if (Number.isInteger(v)) return String(v);

@@ -8,7 +8,7 @@ export interface MicroBatchResult {
   correct: ObjectiveTotals;
   /** Real (non-padding) text tokens read (absent: not counted, as the synthetic workload). */
   tokens?: number;
-  /** Flat, canonical parameter order; g_k = ∇ Σ_o w_o · S_{o,k} / N_o. */
+  /** Flat, canonical parameter order; g_k = ∇ Σ_o w_o · S_{o,k} / N_o. A new array each call: the caller's to keep and change. */
   grads: Float32Array;
 }
 

@@ -43,7 +43,7 @@ export async function computeContribution(computer: GradientComputer, job: Compu
     if (r.grads.length !== computer.paramCount) throw new Error(`step ${job.step} job ${job.jobIndex}: the computer returned ${r.grads.length} gradient values; expected ${computer.paramCount}`);
     if (m >= job.indices.length) single = encodeTensor(r.grads, job.gradEncoding);
     else if (job.gradEncoding === 'fx53') quantizeInto((acc ??= new Float64Array(r.grads.length)), r.grads);
-    else if (acc32 === undefined) acc32 = Float32Array.from(r.grads);
+    else if (acc32 === undefined) acc32 = r.grads; // the computer's own new array: the sum starts in it, no copy
     else addEncodedInto(acc32, new Uint8Array(r.grads.buffer, r.grads.byteOffset, r.grads.byteLength), 'f32');
     out.computeMs += te - tc;
     out.encodeMs += performance.now() - te;
