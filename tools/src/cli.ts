@@ -15,6 +15,7 @@ import { registerEval } from './commands/eval.js';
 import { registerReconstruct } from './commands/reconstruct.js';
 import { registerFill } from './commands/fill.js';
 import { m3aeVersion } from './version.js';
+import { BACKEND_HELP } from './flags.js';
 
 /** Builds the `m3ae` program. Each later capability adds its subcommand here. */
 export function buildProgram(): Command {
@@ -27,7 +28,7 @@ export function buildProgram(): Command {
     .command('doctor')
     .description('check this machine: Node, TensorFlow.js backend, Redis (M3AE_REDIS_URL or REDIS_URL, password, CA file), redis-server, memory; exits 1 when a check fails')
     .option('--json', 'print one JSON object instead of text', false)
-    .option('--backend <name>', 'backend to try instead of the automatic order')
+    .option('--backend <name>', BACKEND_HELP)
     .action(async (opts: { json: boolean; backend?: string }) => {
       const report = await doctor(process.env, opts.backend);
       process.stdout.write((opts.json ? JSON.stringify(report) : formatDoctor(report)) + '\n');

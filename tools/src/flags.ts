@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from 'commander';
+import { BACKEND_NAMES } from '@m3ae/model';
 
 /**
  * Parsers of command-line flag values for commander's `.option(flags, description, parser)`: each returns the
@@ -66,3 +67,6 @@ export function oneOf<T extends string>(name: string, allowed: readonly T[]): (v
 export function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
+
+/** The help of every `--backend` flag: the names the one chooser takes (`@m3ae/model`'s `chooseBackend`). */
+export const BACKEND_HELP = `TensorFlow.js backend: auto (the first that works of ${BACKEND_NAMES.join(' → ')}; webgpu only on a hardware adapter) or one of them (default M3AE_BACKEND or auto)`;

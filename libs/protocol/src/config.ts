@@ -156,7 +156,7 @@ export const RunConfigSchema = z
       .object({
         /** `model`: real M3AE gradients; `synthetic`: fixed work and deterministic fake gradients (orchestration tests, `bench scaling`). */
         kind: z.enum(['model', 'synthetic']).default('model'),
-        /** TensorFlow.js backend for `model` (auto, node-gpu, node, wasm, cpu). */
+        /** TensorFlow.js backend for `model`: auto or a name `chooseBackend` of @m3ae/model takes (node-gpu, webgpu, node, wasm, cpu). */
         backend: z.string().min(1).default('auto'),
         synthetic: z
           .object({

@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
-import { BACKEND_NAMES } from '@m3ae/model';
-import { positiveInt } from '../flags.js';
+import { BACKEND_HELP, positiveInt } from '../flags.js';
 import { benchArea, benchAreaNames } from '../bench/areas.js';
 import { formatReport, writeReport, type BenchReport } from '../bench/report.js';
 import '../bench/backend.js';
@@ -17,7 +16,7 @@ export function registerBench(program: Command): void {
     .description('run a benchmark area; prints a table and (with --json) writes the figures as JSON')
     .argument('<area>', 'what to measure')
     .option('--json <file>', 'also write the report as JSON to this file')
-    .option('--backend <name>', `TensorFlow.js backend (auto, ${BACKEND_NAMES.join(', ')})`)
+    .option('--backend <name>', BACKEND_HELP)
     .option('--quick', 'a shorter run (fewer sizes and repetitions)', false)
     .option('--preset <name>', 'model preset, for areas that train a model')
     .option('--size <key=value,...>', 'area-specific sizes (learning: phantom-steps=600,pretrain-steps=150,ft-epochs=3,...)')

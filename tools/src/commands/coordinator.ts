@@ -4,6 +4,7 @@ import { createSetup, type EvaluationEntry, type RunSummary, type StepSchedule }
 import { connectRedis, jobsPerStep, loadRunConfig, queueEndpoint, redactConfig, type RunConfig } from '@m3ae/protocol';
 import { coordinatorEvents, CoordinatorMetrics, createLogger, mergeEventHandlers, metricsPortFromEnv, startTelemetryServer, type Logger } from '@m3ae/telemetry';
 import { prepareRunPage } from '../run-page.js';
+import { BACKEND_HELP } from '../flags.js';
 import { signalExitCode } from '../signals.js';
 
 /** Flags shared by `m3ae coordinator`, `m3ae worker` and `m3ae train`, mapped to run-configuration fields. */
@@ -26,6 +27,7 @@ export interface RunFlags {
   evalEvery?: string;
   evalData?: string;
   evalSamples?: string;
+  backend?: string;
 }
 
 const FLAG_FIELDS: readonly [keyof RunFlags, string, string, 'int' | 'string'][] = [
@@ -46,6 +48,7 @@ const FLAG_FIELDS: readonly [keyof RunFlags, string, string, 'int' | 'string'][]
   ['evalEvery', 'evaluation.every', '--eval-every', 'int'],
   ['evalData', 'evaluation.data', '--eval-data', 'string'],
   ['evalSamples', 'evaluation.samples', '--eval-samples', 'int'],
+  ['backend', 'compute.backend', '--backend', 'string'],
 ];
 
 /** The run configuration: file ← environment ← flags (errors name the flag a bad value came from). */
@@ -79,7 +82,8 @@ export function addRunFlags(cmd: Command): Command {
     .option('--tokenizer <file>', 'tokenizer.json (default: the one m3ae prepare kept with the shards)')
     .option('--eval-every <n>', 'pre-training: held-out ITM/MLM accuracy and MIM loss every n steps and after the last (0: none; needs --eval-data)')
     .option('--eval-data <dir>', 'pre-training: held-out shard dataset, disjoint from --data (e.g. m3ae prepare --source medpix --split dev)')
-    .option('--eval-samples <n>', 'pre-training: held-out pairs per evaluation (spread evenly over --eval-data; default 256)');
+    .option('--eval-samples <n>', 'pre-training: held-out pairs per evaluation (spread evenly over --eval-data; default 256)')
+    .option('--backend <name>', `${BACKEND_HELP}; the workers' (a run keeps the kind of its first worker and refuses others)`);
 }
 
 /** The coordinator's observability: Prometheus metrics, /healthz /readyz /status, and the live run page. */

@@ -1,7 +1,7 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { oneOf, positiveInt } from '../flags.js';
+import { BACKEND_HELP, oneOf, positiveInt } from '../flags.js';
 import { ImageStore, LabelVocabulary, limitRetrievalPairs, openShardDataset, RETRIEVAL_SOURCES, SkipLog, TASK_SPLITS, type AnswerType, type RetrievalSource, type SkipLogJson, type TaskSplit } from '@m3ae/data';
 import type { RecallSet } from '@m3ae/model';
 import { chooseBackend, DOWNSTREAM_TASKS, type AccuracyCell, type DownstreamTaskName } from '@m3ae/model';
@@ -215,7 +215,7 @@ export function registerEval(program: Command): void {
     .option('--source <name>', `retrieval source format: ${RETRIEVAL_SOURCES.join(', ')} (default: from the checkpoint or the layout)`, oneOf('--source', RETRIEVAL_SOURCES))
     .option('--limit <n>', `evaluate on the first n examples (retrieval: n images, chosen by a seeded order; on shards: n pairs spread evenly, default ${SHARD_RETRIEVAL_PAIRS})`, positiveInt('--limit'))
     .option('--batch-size <n>', 'examples per forward pass', positiveInt('--batch-size'), 16)
-    .option('--backend <name>', 'TensorFlow.js backend (auto, node-gpu, node, wasm, cpu)')
+    .option('--backend <name>', BACKEND_HELP)
     .action(async (task: DownstreamTaskName, opts: EvalCliOptions) => {
       const progress = process.stderr.isTTY ? (done: number, total: number): void => void process.stderr.write(`\reval ${done}/${total}`) : undefined;
       const { json, predictions, ...rest } = opts;

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { fill, formatFill } from '@m3ae/qualitative';
-import { intInRange } from '../flags.js';
+import { BACKEND_HELP, intInRange } from '../flags.js';
 
 export function registerFill(program: Command): void {
   program
@@ -12,7 +12,7 @@ export function registerFill(program: Command): void {
     .option('--mismatched-image <file>', 'another image to read the text with')
     .option('--top-k <k>', 'tokens shown per mask', intInRange('--top-k', 1, 100), 5)
     .option('--tokenizer <file>', "tokenizer.json (default: the one the checkpoint's run used)")
-    .option('--backend <name>', 'TensorFlow.js backend (auto, node-gpu, node, wasm, cpu)')
+    .option('--backend <name>', BACKEND_HELP)
     .option('--json', 'print one JSON object instead of the table', false)
     .action(async (opts: { checkpoint: string; image: string; text: string; mismatchedImage?: string; topK: number; tokenizer?: string; backend?: string; json: boolean }) => {
       const s = await fill({ checkpoint: opts.checkpoint, image: opts.image, text: opts.text, mismatchedImage: opts.mismatchedImage, topK: opts.topK, tokenizer: opts.tokenizer, backend: opts.backend });

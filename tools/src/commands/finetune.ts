@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { fraction, nonNegativeInt, nonNegativeNumber, oneOf, positiveInt, positiveNumber } from '../flags.js';
+import { BACKEND_HELP, fraction, nonNegativeInt, nonNegativeNumber, oneOf, positiveInt, positiveNumber } from '../flags.js';
 import { StopOnSignals } from '../signals.js';
 import { CARVE_GROUP_BY, DEFAULT_VQA_RAD_CARVE, RETRIEVAL_SOURCES, type CarveGroupBy, type CarveSpec, type RetrievalSource } from '@m3ae/data';
 import { DOWNSTREAM_TASKS, FINETUNE_DEFAULTS, TASK_INPUTS, VQA_LOSSES, type DownstreamTaskName, type TaskInputs, type VqaLoss } from '@m3ae/model';
@@ -204,7 +204,7 @@ export function registerFinetune(program: Command): void {
     .option('--inputs <what>', `what reaches the head: ${TASK_INPUTS.join(', ')} (text: the question-only baseline, every image blank)`, oneOf('--inputs', TASK_INPUTS))
     .option('--head-bias <how>', `initial bias of the head's last layer: ${HEAD_BIASES.join(', ')} (default zero, the official; prior: the training answers' log frequencies)`, oneOf('--head-bias', HEAD_BIASES))
     .option('--resume', 'continue from the output directory\'s latest checkpoint', false)
-    .option('--backend <name>', 'TensorFlow.js backend (auto, node-gpu, node, wasm, cpu)')
+    .option('--backend <name>', BACKEND_HELP)
     .option('--json <file>', 'write the result (settings, history, best) as JSON')
     .option('--threads <n>', 'in this process: compute threads, each holding the model (same result for any count)', positiveInt('--threads'))
     .option('--workers <n>', 'run on the coordinator and n worker processes of this machine (same result as in one process)', positiveInt('--workers'))

@@ -17,6 +17,7 @@ import {
   type M3AEConfig,
   type PretrainBatch,
 } from '@m3ae/model';
+import { BACKEND_HELP } from '../flags.js';
 
 export interface ModelForwardOptions {
   readonly config: string;
@@ -115,7 +116,7 @@ export function registerModelForward(program: Command): void {
     .requiredOption('--weights <file>', 'weights under the official PyTorch state-dict names (safetensors)')
     .requiredOption('--batch <file>', 'batch safetensors: pixel_values, input_ids, attention_mask, mlm_input_ids, mlm_labels, mim_noise, itm_pixel_values, itm_labels')
     .option('--grads <file>', 'also write the gradient of mlm_loss + mim_loss + itm_loss (official names, safetensors)')
-    .option('--backend <name>', 'TensorFlow.js backend (auto, node-gpu, node, wasm, cpu)')
+    .option('--backend <name>', BACKEND_HELP)
     .action(async (opts: ModelForwardOptions) => {
       const result = await modelForward(opts);
       process.stdout.write(JSON.stringify(result) + '\n');

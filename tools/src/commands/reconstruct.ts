@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { reconstruct } from '@m3ae/qualitative';
-import { collect, fraction, intInRange } from '../flags.js';
+import { BACKEND_HELP, collect, fraction, intInRange } from '../flags.js';
 
 export function registerReconstruct(program: Command): void {
   program
@@ -14,7 +14,7 @@ export function registerReconstruct(program: Command): void {
     .option('--text <caption>', 'caption read with the image (repeat once per image; default: an empty text)', collect)
     .option('--tokenizer <file>', "tokenizer.json (default: the one the checkpoint's run used)")
     .option('--scale <n>', 'integer upscaling of each cell (default: cells of at least 128 px)', intInRange('--scale', 1, 64))
-    .option('--backend <name>', 'TensorFlow.js backend (auto, node-gpu, node, wasm, cpu)')
+    .option('--backend <name>', BACKEND_HELP)
     .action(async (opts: { checkpoint: string; image: string[]; out: string; maskRatio?: number; seed: number; text?: string[]; tokenizer?: string; scale?: number; backend?: string }) => {
       const summary = await reconstruct({
         checkpoint: opts.checkpoint,
