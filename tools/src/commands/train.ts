@@ -8,6 +8,7 @@ import cliProgress from 'cli-progress';
 import { loadTokenizer, prepareShards, trainTokenizer, writePhantomCorpus } from '@m3ae/data';
 import { LocalRedis, pretrainTraining, redactRedisUrl, type RunConfig, type StepReport } from '@m3ae/protocol';
 import { createLogger, type Logger } from '@m3ae/telemetry';
+import { dataModelOverrides, runModelConfig } from '@m3ae/training';
 import { positiveInt } from '../flags.js';
 import { addRunFlags, METRICS_HOST_HELP, metricsPortOption, runConfigFrom, type RunFlags } from './coordinator.js';
 import { addRestartFlags, LocalRunSignals, restartPolicyFrom, RunStopped, runLocalCluster, type LocalClusterSummary } from './local-cluster.js';
@@ -177,6 +178,13 @@ export async function trainLocal(opts: TrainFlags, hooks: TrainHooks = {}): Prom
         // The vocabulary trained on the corpus (phantom captions use few words) sizes the embeddings.
         model: { ...config.model, overrides: { vocabSize: phantom.vocabSize, padTokenId: phantom.padTokenId, ...config.model.overrides } },
       };
+    } else if (config.compute.kind === 'model' && dataDir && !opts.config) {
+      // Without a run file the model takes its data-dependent sizes from the data; what the flags set still wins.
+      const fromData = await signals.guard(dataModelOverrides(config));
+      const preset = runModelConfig({ ...config, model: { ...config.model, overrides: {} } });
+      const adopted = Object.entries(fromData).filter(([k, v]) => preset[k as keyof typeof fromData] !== v && config.model.overrides[k] === undefined);
+      if (adopted.length > 0) log.info(Object.fromEntries(adopted.map(([k, v]) => [k, `${v} (preset ${config.model.preset}: ${preset[k as keyof typeof fromData]})`])), 'model sizes from the data');
+      config = { ...config, model: { ...config.model, overrides: { ...fromData, ...config.model.overrides } } };
     }
     const { steps } = pretrainTraining(config);
     log.info({ run: config.runId, preset: config.model.preset, workers, redis: redactRedisUrl(redisUrl), data: dataDir, steps }, 'training');

@@ -31,13 +31,32 @@ export async function openRunData(config: RunConfig, model: M3AEConfig): Promise
   if (!config.data.dir) throw new ConfigError('data.dir is not set; expected a shard dataset written by m3ae prepare (or use m3ae train --local, which makes one)');
   const dataset = await openShardDataset(config.data.dir);
   const tokenizer = await loadTokenizer(runTokenizerPath(config));
-  const bad = (field: string, value: unknown, expected: string): never => {
-    throw new ConfigError(`model.overrides.${field} = ${JSON.stringify(value)}: expected ${expected}`);
+  const bad = (field: string, value: unknown, expected: string, fix: string): never => {
+    throw new ConfigError(`model.overrides.${field} = ${JSON.stringify(value)}: expected ${expected}; ${fix}`);
   };
-  if (model.imageSize !== dataset.imageSize) bad('imageSize', model.imageSize, `${dataset.imageSize}, the size ${config.data.dir} was prepared at`);
-  if (model.vocabSize < tokenizer.vocabSize) bad('vocabSize', model.vocabSize, `at least ${tokenizer.vocabSize}, the tokenizer's vocabulary`);
-  if (model.padTokenId !== tokenizer.special.pad) bad('padTokenId', model.padTokenId, `${tokenizer.special.pad}, the tokenizer's pad id`);
+  const set = (field: string, value: number): string => `set model.overrides.${field}: ${value} in the run configuration`;
+  if (model.imageSize !== dataset.imageSize) {
+    bad('imageSize', model.imageSize, `${dataset.imageSize}, the size ${config.data.dir} was prepared at`, `${set('imageSize', dataset.imageSize)}, or prepare the data at ${model.imageSize} px (m3ae prepare --image-size ${model.imageSize})`);
+  }
+  if (model.vocabSize < tokenizer.vocabSize) bad('vocabSize', model.vocabSize, `at least ${tokenizer.vocabSize}, the tokenizer's vocabulary`, set('vocabSize', tokenizer.vocabSize));
+  if (model.padTokenId !== tokenizer.special.pad) bad('padTokenId', model.padTokenId, `${tokenizer.special.pad}, the tokenizer's pad id`, set('padTokenId', tokenizer.special.pad));
   return { dataset, tokenizer };
+}
+
+/**
+ * The model's data-dependent sizes as a run's data has them: the image size the shards were prepared at, and the
+ * tokenizer's vocabulary and pad id. `m3ae train --local` without a run file adopts them (as for its phantom corpus);
+ * a run configuration states them, and {@link openRunData} refuses a mismatch.
+ */
+export async function dataModelOverrides(config: RunConfig): Promise<{ imageSize: number; vocabSize: number; padTokenId: number }> {
+  if (!config.data.dir) throw new ConfigError('data.dir is not set; expected a shard dataset written by m3ae prepare');
+  const dataset = await openShardDataset(config.data.dir);
+  try {
+    const tokenizer = await loadTokenizer(runTokenizerPath(config));
+    return { imageSize: dataset.imageSize, vocabSize: tokenizer.vocabSize, padTokenId: tokenizer.special.pad };
+  } finally {
+    await dataset.close();
+  }
 }
 
 /**
