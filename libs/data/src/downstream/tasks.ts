@@ -119,7 +119,7 @@ export async function readVqaTaskSplit(task: VqaTaskName, root: string, split: T
     case 'vqa-rad': {
       if (split === 'test') return toVqaExamples(await collect(readVqaRad(root, { ...reader, split: 'test' })), log);
       const carve = validateCarveSpec(options.carve ?? DEFAULT_VQA_RAD_CARVE, 'vqa-rad carve');
-      if (split === 'holdout' && carve.testFraction === 0) throw splitError(task, split, ['train', 'val', 'test'], 'holdout needs a carve with testFraction > 0');
+      if (split === 'holdout' && carve.testFraction === 0) throw splitError(task, split, ['train', 'val', 'test'], 'holdout needs a carve with testFraction > 0: fine-tune with --holdout-fraction F (task.carve.testFraction) to keep one');
       const all = toVqaExamples(await collect(readVqaRad(root, { ...reader, split: 'train' })), log);
       const carved = carveByGroup(all, (e) => vqaRadCarveGroup(e, carve.groupBy), carve);
       return split === 'holdout' ? carved.test : carved[split];
