@@ -113,6 +113,7 @@ registerBenchArea('training', {
     const steps = options.quick ? 4 : 7;
     const warmup = 2;
     const redis = await LocalRedis.start();
+    const info = new Redis(redis.url);
     const work = join(tmpdir(), 'm3ae-bench-training');
     const rows: BenchRow[] = [];
     const notes: string[] = [];
@@ -125,6 +126,8 @@ registerBenchArea('training', {
           const cpu: number[] = [];
           // The machine's CPU time and the wall clock at the end of every step (all processes: workers, Redis, us).
           const machine: { at: number; times: MachineCpuTimes }[] = [];
+          // Redis's own CPU seconds (INFO cpu), asked for at the end of every step.
+          const redisCpu: Promise<number>[] = [];
           let last = process.cpuUsage();
           const report = await trainLocal(
             {
@@ -152,6 +155,7 @@ registerBenchArea('training', {
                 last = process.cpuUsage();
                 cpu.push((u.user + u.system) / 1000);
                 machine.push({ at: performance.now(), times: machineCpuTimes() });
+                redisCpu.push(redisCpuSeconds(info));
               },
             },
           );
@@ -161,9 +165,15 @@ registerBenchArea('training', {
           const to = machine[machine.length - 1] as (typeof machine)[number];
           const measured = Math.max(1, machine.length - warmup);
           const busy = machineBusy(from.times, to.times);
+          const redisSeconds = await Promise.all(redisCpu);
+          const redisMs = (((redisSeconds[redisSeconds.length - 1] as number) - (redisSeconds[warmup - 1] as number)) * 1000) / measured;
+          const coordinatorMs = cpu.slice(warmup).reduce((a, b) => a + b, 0) / Math.max(1, cpu.length - warmup);
           const row = {
             ...summariseSteps(reports.slice(warmup), workers),
-            'coordinator CPU ms': cpu.slice(warmup).reduce((a, b) => a + b, 0) / Math.max(1, cpu.length - warmup),
+            'coordinator CPU ms': coordinatorMs,
+            'Redis CPU ms': redisMs,
+            // Everything else that ran: the worker processes and their compute threads (and any other process).
+            'workers CPU ms': busy.busyMs / measured - coordinatorMs - redisMs,
             'wall ms a step': (to.at - from.at) / measured,
             'machine CPU ms a step': busy.busyMs / measured,
             'machine busy': busy.fraction,
@@ -198,6 +208,8 @@ registerBenchArea('training', {
           speedup_1_micro_batch_per_job: speedup(1),
           machine_busy_fraction_2: fig(2, 2, 'machine busy'),
           machine_cpu_ms_per_step_2: fig(2, 2, 'machine CPU ms a step'),
+          redis_cpu_ms_per_step_2: fig(2, 2, 'Redis CPU ms'),
+          workers_cpu_ms_per_step_2: fig(2, 2, 'workers CPU ms'),
           speedup_ceiling_cpu: speedupCeiling(2),
           speedup_ceiling_cpu_1_micro_batch_per_job: speedupCeiling(1),
           transport_vs_raw: t.transportVsRaw,
@@ -216,7 +228,15 @@ registerBenchArea('training', {
         notes,
       };
     } finally {
+      info.disconnect();
       await redis.stop();
     }
   },
 });
+
+/** The CPU seconds a Redis server has used (user + system, its INFO cpu section). */
+async function redisCpuSeconds(redis: Redis): Promise<number> {
+  const text = await redis.info('cpu');
+  const field = (name: string): number => Number(new RegExp(`^${name}:([0-9.]+)`, 'm').exec(text)?.[1] ?? NaN);
+  return field('used_cpu_user') + field('used_cpu_sys');
+}
