@@ -138,4 +138,13 @@ describe('checkpoint directories', () => {
     await expect(saveCheckpoint(d, state(12), { keepLast: -1 })).rejects.toThrow('keepLast: got -1');
     await expect(loadLatestCheckpoint(join(dir, 'empty-nothing'), manifest())).rejects.toThrow('no such file or directory');
   });
+
+  it('a checkpoint that cannot be written names the step, the file, the cause and the fix', async () => {
+    // A file where the directory should be: no disk error can be staged more portably than this.
+    await writeFile(join(dir, 'a-file'), 'not a directory');
+    const err = await saveCheckpoint(join(dir, 'a-file', 'ckpts'), state(6)).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CheckpointError);
+    expect((err as Error).message).toMatch(/^could not write the checkpoint of step 6 to .*a-file\/ckpts\/ckpt-6\.safetensors: ENOTDIR.*; check the directory or point checkpoint\.dir \(--checkpoint-dir\) at a volume that can take it \(about 1 MB a checkpoint\)$/);
+    expect((err as Error).cause).toMatchObject({ code: 'ENOTDIR' });
+  });
 });

@@ -47,6 +47,23 @@ export interface SaveOptions {
   readonly keepLast?: number;
 }
 
+/** A checkpoint that could not be written, with the file, the cause and what to do about it (a disk error). */
+function writeFailure(e: unknown, path: string, state: CheckpointState): Error {
+  if (e instanceof CheckpointError) return e;
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  const message = e instanceof Error ? e.message : String(e);
+  // Parameters, and with the optimizer its two moments: what the file needs, give or take the header.
+  const mb = Math.ceil((state.params.length * 4 * (state.optimizer ? 3 : 1)) / 1e6);
+  const elsewhere = `or point checkpoint.dir (--checkpoint-dir) at a volume that can take it (about ${mb} MB a checkpoint)`;
+  const fix =
+    code === 'ENOSPC' || code === 'EDQUOT'
+      ? `free space on that volume ${elsewhere}`
+      : code === 'EACCES' || code === 'EPERM' || code === 'EROFS'
+        ? `make the directory writable for this process ${elsewhere}`
+        : `check the directory ${elsewhere}`;
+  return new CheckpointError(`could not write the checkpoint of step ${state.step} to ${path}: ${message}; ${fix}`, { cause: e });
+}
+
 /**
  * Writes `dir/ckpt-<step>.safetensors` atomically, then removes older checkpoints beyond `keepLast` and leftovers
  * of interrupted writes. The new file is on disk before anything is deleted.
@@ -54,8 +71,14 @@ export interface SaveOptions {
 export async function saveCheckpoint(dir: string, state: CheckpointState, options: SaveOptions = {}): Promise<{ path: string; bytes: number; paramsSha256: string; removed: string[] }> {
   const keep = options.keepLast ?? 0;
   if (!Number.isInteger(keep) || keep < 0) throw new CheckpointError(`keepLast: got ${keep}; expected a non-negative integer (0 keeps all)`);
-  await mkdir(dir, { recursive: true });
-  const written = await writeCheckpoint(join(dir, checkpointFileName(state.step)), state);
+  const path = join(dir, checkpointFileName(state.step));
+  let written: Awaited<ReturnType<typeof writeCheckpoint>>;
+  try {
+    await mkdir(dir, { recursive: true });
+    written = await writeCheckpoint(path, state);
+  } catch (e) {
+    throw writeFailure(e, path, state);
+  }
   const removed: string[] = [];
   for (const n of await readdir(dir)) {
     if (TEMP_RE.test(n)) {
