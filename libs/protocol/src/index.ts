@@ -1,3 +1,4 @@
+export * from './atomic-file.js';
 export * from './blob-store.js';
 export * from './config.js';
 export * from './encoding.js';

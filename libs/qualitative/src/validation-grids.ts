@@ -1,5 +1,6 @@
-import { readFile, mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { readFile, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { writeFileAtomic } from '@m3ae/protocol';
 import type { GridOptions, ValidationSample } from '@m3ae/data';
 import { createModel, listStepFiles, loadCheckpoint, setParamsFromFlat, type M3AEConfig, type M3AEModel, type MimInput, type ReconstructionRow } from '@m3ae/model';
 import { batchSamples, renderReconstructionGrid } from './reconstruction-grid.js';
@@ -96,9 +97,7 @@ export class ValidationGridRenderer {
     const dir = this.options.dir;
     await mkdir(dir, { recursive: true });
     const path = join(dir, reconstructionGridFileName(step));
-    const tmp = `${path}.tmp-${process.pid}`;
-    await writeFile(tmp, png);
-    await rename(tmp, path);
+    await writeFileAtomic(path, png);
     if (!this.newest || step >= this.newest.step) this.newest = { step, png };
     const all = await listReconstructionGrids(dir);
     for (const old of all.slice(0, Math.max(0, all.length - this.keep))) await rm(old.path, { force: true });

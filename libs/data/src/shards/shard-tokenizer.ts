@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { copyFile, open, rename } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
+import { writeFileAtomic } from '@m3ae/protocol';
 import { join, resolve } from 'node:path';
 import type { TextTokenizer } from '../tokenizer/load.js';
 import { ShardFormatError, type DatasetManifest } from './format.js';
@@ -16,15 +17,7 @@ export const SHARD_TOKENIZER_FILE = 'tokenizer.json';
 export async function keepTokenizerWithShards(output: string, tokenizer: Pick<TextTokenizer, 'path'>): Promise<string> {
   const target = join(output, SHARD_TOKENIZER_FILE);
   if (resolve(tokenizer.path) === resolve(target)) return SHARD_TOKENIZER_FILE;
-  const tmp = `${target}.tmp-${process.pid}`;
-  await copyFile(tokenizer.path, tmp);
-  const fh = await open(tmp, 'r+');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, target);
+  await writeFileAtomic(target, await readFile(tokenizer.path));
   return SHARD_TOKENIZER_FILE;
 }
 

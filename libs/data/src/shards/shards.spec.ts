@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -120,6 +120,20 @@ describe.skipIf(!data)('shards from real MedPix images', () => {
     await expect(prepareShards({ source: 'manifest', input: manifest, output: out, imageSize: 48, samplesPerShard: 5 })).rejects.toThrow(
       /holds shards of a different preparation/,
     );
+  });
+
+  it('a shard that cannot be written stops the preparation naming the file and the way on; running it again resumes', async () => {
+    const out = join(work, 'blocked');
+    // A directory where shard 1 should go: its rename fails, as a full disk would fail its write.
+    mkdirSync(join(out, 'shard-00001.m3s'), { recursive: true });
+    const err = await prepareShards({ source: 'manifest', input: manifest, output: out, imageSize: 32, samplesPerShard: 5, concurrency: 1 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PrepareError);
+    expect((err as Error).message).toMatch(/^could not write .*shard-00001\.m3s: .*; check the directory or choose another --output, then run the same command again: the shards already written are kept$/);
+    expect(readdirSync(out).filter((n) => n.includes('.tmp-'))).toEqual([]);
+    rmSync(join(out, 'shard-00001.m3s'), { recursive: true });
+    const r = await prepareShards({ source: 'manifest', input: manifest, output: out, imageSize: 32, samplesPerShard: 5 });
+    expect(r.resumedShards).toBeGreaterThanOrEqual(1);
+    expect(r.written).toBe(20);
   });
 
   it('detects a corrupt shard: lazily on first use, or at open with verify eager', async () => {

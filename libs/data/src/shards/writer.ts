@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import sharp from 'sharp';
+import { isAtomicTemp, writeFileAtomic, writeFailureAdvice } from '@m3ae/protocol';
 import { resizeToRgb } from '../images/image.js';
 import { readPairs, type PairSource } from '../readers/index.js';
 import type { PairRecord } from '../readers/types.js';
@@ -88,17 +89,14 @@ function sha256(data: Uint8Array | string): string {
   return createHash('sha256').update(data).digest('hex');
 }
 
-/** Writes a file so that it either exists complete or not at all: temp file, fsync, rename. */
+/** Writes one of the dataset's files atomically (`writeFileAtomic`); a failure names the file and the way on. */
 async function writeAtomic(path: string, data: Uint8Array | string): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
-  const fh = await open(tmp, 'w');
   try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
+    await writeFileAtomic(path, data);
+  } catch (e) {
+    const message = e instanceof Error ? e.message : String(e);
+    throw new PrepareError(`could not write ${path}: ${message}; ${writeFailureAdvice(e)} or choose another --output, then run the same command again: the shards already written are kept`);
   }
-  await rename(tmp, path);
 }
 
 /** The content-defined dataset hash coordinator and workers compare. */
@@ -282,7 +280,7 @@ export async function prepareShards(options: PrepareShardsOptions): Promise<Prep
   const baseDir = (await stat(input)).isDirectory() ? input : dirname(input);
   await mkdir(output, { recursive: true });
   // Temp files of a run that was killed mid-write: never part of the dataset.
-  for (const name of await readdir(output)) if (/\.tmp-\d+$/.test(name)) await rm(join(output, name), { force: true });
+  for (const name of await readdir(output)) if (isAtomicTemp(name)) await rm(join(output, name), { force: true });
 
   // 1. Read the source (fast: text files and stat calls), then partition into shards.
   const readerLog = new SkipLog();

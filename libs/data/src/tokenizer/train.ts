@@ -1,6 +1,7 @@
-import { mkdtemp, readFile, rename, rm, writeFile, mkdir } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, mkdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { writeFileAtomic } from '@m3ae/protocol';
 import {
   BPE,
   Tokenizer as RustTokenizer,
@@ -184,9 +185,7 @@ export async function trainTokenizer(options: TrainTokenizerOptions): Promise<Tr
     const { json, size } = type === 'bpe' ? rebuildBpe(saved, options.vocabSize) : rebuildWordPiece(saved, options.vocabSize);
 
     await mkdir(dirname(options.output), { recursive: true });
-    const tmp = `${options.output}.tmp-${process.pid}`;
-    await writeFile(tmp, JSON.stringify(json));
-    await rename(tmp, options.output);
+    await writeFileAtomic(options.output, JSON.stringify(json));
 
     const agreement = await checkAgreement(options.output, texts, options.agreementSamples ?? 500);
     return { output: options.output, type, texts: texts.length, perSource, vocabSize: size, exhausted: size < options.vocabSize, agreement };

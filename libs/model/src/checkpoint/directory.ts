@@ -1,5 +1,6 @@
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { writeFailureAdvice } from '@m3ae/protocol';
 import { CheckpointError, loadCheckpoint, readCheckpointInfo, writeCheckpoint, type CheckpointInfo, type CheckpointManifest, type CheckpointState, type LoadedCheckpoint, type LoadOptions } from './checkpoint.js';
 
 const FILE_RE = /^ckpt-(\d+)\.safetensors$/;
@@ -50,18 +51,13 @@ export interface SaveOptions {
 /** A checkpoint that could not be written, with the file, the cause and what to do about it (a disk error). */
 function writeFailure(e: unknown, path: string, state: CheckpointState): Error {
   if (e instanceof CheckpointError) return e;
-  const code = (e as NodeJS.ErrnoException | undefined)?.code;
   const message = e instanceof Error ? e.message : String(e);
   // Parameters, and with the optimizer its two moments: what the file needs, give or take the header.
   const mb = Math.ceil((state.params.length * 4 * (state.optimizer ? 3 : 1)) / 1e6);
-  const elsewhere = `or point checkpoint.dir (--checkpoint-dir) at a volume that can take it (about ${mb} MB a checkpoint)`;
-  const fix =
-    code === 'ENOSPC' || code === 'EDQUOT'
-      ? `free space on that volume ${elsewhere}`
-      : code === 'EACCES' || code === 'EPERM' || code === 'EROFS'
-        ? `make the directory writable for this process ${elsewhere}`
-        : `check the directory ${elsewhere}`;
-  return new CheckpointError(`could not write the checkpoint of step ${state.step} to ${path}: ${message}; ${fix}`, { cause: e });
+  return new CheckpointError(
+    `could not write the checkpoint of step ${state.step} to ${path}: ${message}; ${writeFailureAdvice(e)} or point checkpoint.dir (--checkpoint-dir) at a volume that can take it (about ${mb} MB a checkpoint)`,
+    { cause: e },
+  );
 }
 
 /**

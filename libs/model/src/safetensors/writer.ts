@@ -1,6 +1,4 @@
-import { randomUUID } from 'node:crypto';
-import { open, rename, rm, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { writeFileAtomic } from '@m3ae/protocol';
 import { DTYPE_BYTES, elementCount, isSafetensorsDtype, matchesDtype, SAFETENSORS_DTYPES, type SafetensorsDtype } from './dtype.js';
 import { SafetensorsError } from './errors.js';
 import { METADATA_KEY } from './header.js';
@@ -99,43 +97,6 @@ export interface WriteResult {
 export async function writeSafetensors(path: string, entries: TensorEntries, options: WriteOptions = {}): Promise<WriteResult> {
   assertLittleEndian();
   const h = encodeHeader(entries, options);
-  const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${randomUUID().slice(0, 8)}`);
-  let handle: FileHandle | undefined = await open(tmp, 'wx');
-  try {
-    await writeFully(handle, h.prefix);
-    for (const t of h.tensors) await writeFully(handle, t.bytes);
-    await handle.sync();
-    await handle.close();
-    handle = undefined;
-    await rename(tmp, path);
-  } catch (e) {
-    await handle?.close().catch(() => undefined);
-    await rm(tmp, { force: true });
-    throw e;
-  }
-  await syncDirectory(dirname(path));
+  await writeFileAtomic(path, [h.prefix, ...h.tensors.map((t) => t.bytes)]);
   return { path, bytes: h.totalBytes };
-}
-
-/** Makes a rename durable: on Linux the directory entry is only on disk after the directory is fsynced. */
-export async function syncDirectory(dir: string): Promise<void> {
-  const d = await open(dir, 'r');
-  try {
-    await d.sync();
-  } catch (e) {
-    // Some file systems (and Windows) refuse fsync on a directory; the rename itself has still happened.
-    if (!(e instanceof Error && 'code' in e && (e.code === 'EINVAL' || e.code === 'EPERM' || e.code === 'EISDIR'))) throw e;
-  } finally {
-    await d.close();
-  }
-}
-
-const WRITE_CHUNK = 1 << 30;
-
-async function writeFully(handle: FileHandle, bytes: Uint8Array): Promise<void> {
-  let done = 0;
-  while (done < bytes.byteLength) {
-    const { bytesWritten } = await handle.write(bytes, done, Math.min(WRITE_CHUNK, bytes.byteLength - done));
-    done += bytesWritten;
-  }
 }
