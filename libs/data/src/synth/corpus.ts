@@ -1,6 +1,7 @@
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import sharp from 'sharp';
+import { writeFileAtomic } from '@m3ae/protocol';
 import { phantomAttributes, phantomCaption, type PhantomAttributes } from './attributes.js';
 import { renderPhantom } from './render.js';
 import type { PairManifestLine } from '../readers/manifest.js';
@@ -81,8 +82,8 @@ export async function writePhantomCorpus(options: PhantomCorpusOptions): Promise
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, Math.max(count, 1)) }, worker));
   const manifest = join(output, 'manifest.jsonl');
-  await writeFile(manifest + '.tmp', lines.map((l) => l + '\n').join(''));
-  await rename(manifest + '.tmp', manifest);
+  // The manifest is written last and atomically: a corpus without it is unfinished.
+  await writeFileAtomic(manifest, lines.map((l) => l + '\n').join(''));
   await writeFile(join(output, 'phantom.json'), JSON.stringify({ generator: 'm3ae phantom', version: 1, seed, count, size, format }, null, 2) + '\n');
   return { written, manifest, output };
 }
