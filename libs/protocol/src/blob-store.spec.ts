@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlobStore } from './blob-store.js';
-import { BlobError } from './errors.js';
+import { BlobError, RedisFullError } from './errors.js';
+import { LocalRedis } from './local-redis.js';
 import { RunKeys } from './keys.js';
 import { parseBlobRef } from './job.js';
 
@@ -101,4 +102,25 @@ describe('BlobStore (real Redis)', () => {
     expect(ttl).toBeLessThanOrEqual(120);
     await store.delete(ref);
   });
+});
+
+describe('BlobStore on a full Redis (a private redis-server with a small maxmemory)', () => {
+  it('refuses with the instance, the blob and the ways out, and leaves nothing of the blob behind', async () => {
+    const redis = await LocalRedis.start({ args: ['--maxmemory', '3mb'] });
+    const client = new Redis(redis.url);
+    try {
+      const store = new BlobStore([client], { chunkBytes: 256 * 1024 });
+      const err = await store.putTensor('m3ae:full:params:v0', new Float32Array(2_000_000).fill(1), 'f32').catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(RedisFullError);
+      expect((err as Error).message).toMatch(new RegExp(`^Redis \\(127\\.0\\.0\\.1:${redis.port}\\) is full: it refused m3ae:full:params:v0 \\(8\\.0 MB\\) under its maxmemory; give it more memory`));
+      expect((err as Error).message).toContain('redis.blobUrls');
+      expect(await client.dbsize()).toBe(0);
+      // Room again for what fits.
+      const small = await store.putTensor('m3ae:full:small', new Float32Array(1000).fill(2), 'f32');
+      expect((await store.getTensor(small))[999]).toBe(2);
+    } finally {
+      client.disconnect();
+      await redis.stop();
+    }
+  }, 30_000);
 });

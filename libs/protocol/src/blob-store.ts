@@ -1,6 +1,6 @@
 import type { Redis, RedisOptions } from 'ioredis';
 import { Checksum, bytesPerElement, checksumAlgorithm, countNonFinite, decodeTensor, encodeTensor, type ChecksumAlgorithm, type TensorEncoding } from './encoding.js';
-import { BlobError, ProtocolError } from './errors.js';
+import { BlobError, ProtocolError, RedisFullError } from './errors.js';
 import type { BlobRef } from './job.js';
 import type { ShardRange } from './shards.js';
 import { connectRedis, type RedisEndpoint } from './redis-connection.js';
@@ -100,6 +100,22 @@ export class BlobStore {
       throw new ProtocolError(`putEncoded(${key}): ${bytes.byteLength} bytes for ${elements} ${encoding} values; expected ${elements * bytesPerElement(encoding)}`);
     }
     const chunks = Math.ceil(bytes.byteLength / this.chunkBytes);
+    try {
+      return await this.putChunks(key, bytes, encoding, elements, chunks, options);
+    } catch (e) {
+      // What was stored of it is of no use: give the memory back (best effort), then say what happened.
+      await this.delete({ key, chunks }).catch(() => undefined);
+      if (e instanceof Error && e.message.startsWith('OOM')) {
+        const where = this.stores.map((s) => `${s.options.host ?? '127.0.0.1'}:${s.options.port ?? 6379}`).join(', ');
+        throw new RedisFullError(
+          `Redis (${where}) is full: it refused ${key} (${(bytes.byteLength / 1e6).toFixed(1)} MB) under its maxmemory; give it more memory (a step needs the parameters plus one contribution per job in flight), spread blobs over more instances (redis.blobUrls), or send bf16 gradients (training.gradEncoding)`,
+        );
+      }
+      throw e;
+    }
+  }
+
+  private async putChunks(key: string, bytes: Uint8Array, encoding: TensorEncoding, elements: number, chunks: number, options: PutOptions): Promise<BlobRef> {
     const sum = new Checksum(this.checksum);
     const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     // Two windows in flight: the next window is checksummed while the previous one is on the wire.

@@ -31,3 +31,8 @@ export class BlobError extends ProtocolError {
     super(message);
   }
 }
+
+/** A Redis that refused a write because it is full (`maxmemory` with the `noeviction` policy the run requires). */
+export class RedisFullError extends ProtocolError {
+  override readonly name = 'RedisFullError';
+}
