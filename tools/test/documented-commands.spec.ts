@@ -6,9 +6,9 @@ import { buildProgram } from '../src/cli.js';
 
 const root = resolve(import.meta.dirname, '../..');
 
-/** The project's own documentation: the README files of the root, apps, libs and tools, docs/ and BENCHMARKS.md. */
+/** The project's own documentation: the README files of the root, apps, libs, tools and k8s, docs/ and BENCHMARKS.md. */
 function docs(): string[] {
-  const files = [join(root, 'README.md'), join(root, 'BENCHMARKS.md'), join(root, 'tools', 'README.md')];
+  const files = ['README.md', 'BENCHMARKS.md', 'tools/README.md', 'tools/reference/README.md', 'k8s/README.md'].map((f) => join(root, f));
   for (const dir of ['apps', 'libs']) for (const d of readdirSync(join(root, dir))) files.push(join(root, dir, d, 'README.md'));
   for (const f of readdirSync(join(root, 'docs'))) if (f.endsWith('.md')) files.push(join(root, 'docs', f));
   return files.filter((f) => {
