@@ -219,6 +219,27 @@ describe('distributed training orchestration (synthetic compute)', () => {
     expect(await runKeys(config.runId)).toEqual([]);
   });
 
+  it('says that no worker is alive while a step waits, keeps waiting, and finishes exactly once workers come', async () => {
+    const config = syntheticRun({ training: { steps: 2 }, coordinator: { noWorkerWarnMs: 300 } });
+    const warnings: { step: number; waiting: number; seconds: number }[] = [];
+    let workers: Awaited<ReturnType<typeof startWorkers>> = [];
+    const run = runCoordinator(config, {
+      onNoWorkers: (w) => {
+        warnings.push(w);
+        // Two warnings, then the workers arrive.
+        if (warnings.length === 2) void startWorkers(config, 2).then((ws) => (workers = ws));
+      },
+    });
+    const { summary } = await run;
+    await stopWorkers(workers);
+    // Two, or one more if the workers took longer than a warning period to say they are alive.
+    expect(warnings.length).toBeGreaterThanOrEqual(2);
+    expect(warnings.every((w) => w.step === 0 && w.waiting === 4)).toBe(true);
+    expect(warnings[1]?.seconds).toBeGreaterThanOrEqual(warnings[0]?.seconds ?? 0);
+    expect(summary.steps).toBe(2);
+    expect(summary.paramsSha256).toBe(serialReference(config));
+  });
+
   it('refuses a worker whose model manifest differs, at start and per job', async () => {
     const config = syntheticRun({ training: { steps: 2 } });
     const other = { ...config, compute: { ...config.compute, synthetic: { ...config.compute.synthetic, paramCount: config.compute.synthetic.paramCount + 8 } } };

@@ -56,6 +56,8 @@ export interface SourceEvents {
   onRecover?(detail: { step: number; reason: string }): void;
   /** BullMQ found a job whose lock expired (its worker died or stalled) and put it back: it runs again. */
   onRedeliver?(detail: { jobId: string }): void;
+  /** A step's jobs have waited `seconds` with no worker alive (said every `coordinator.noWorkerWarnMs`). */
+  onNoWorkers?(detail: { step: number; waiting: number; seconds: number }): void;
 }
 
 export class CoordinatorError extends Error {
@@ -99,6 +101,9 @@ interface StepState {
   transfers: Map<string, ProcessTransfer>;
   backupsOf: Set<number>;
   recoveries: number;
+  /** When the step's jobs were enqueued, and when the coordinator last said that no worker was alive. */
+  startedAt: number;
+  noWorkerWarnedAt?: number;
 }
 
 /**
@@ -271,6 +276,7 @@ export class RedisGradientSource implements GradientSource {
       transfers: new Map(),
       backupsOf: new Set(),
       recoveries: 0,
+      startedAt: Date.now(),
     };
     this.current = state;
     for (let k = 0; k < state.jobCount; k++) await this.enqueue(state, k, 'original');
@@ -434,6 +440,7 @@ export class RedisGradientSource implements GradientSource {
     const copies = missing.flatMap((k) => (state.copies[k] as JobCopy[]).map((c) => ({ k, c })));
     const states = await Promise.all(copies.map(async ({ c }) => this.queue.getJobState(c.id)));
     const activeIds = copies.filter((_, i) => states[i] === 'active').map(({ c }) => c.id);
+    if (activeIds.length === 0) await this.warnWithoutWorkers(state, now, missing.length);
     const startedAt = new Map<string, number>();
     if (median !== undefined && activeIds.length > 0) {
       const jobs = await Promise.all(activeIds.map(async (id) => this.queue.getJob(id)));
@@ -478,6 +485,27 @@ export class RedisGradientSource implements GradientSource {
         }
       }
     }
+  }
+
+  /**
+   * Jobs wait and no worker is alive (no heartbeat in Redis): said every `coordinator.noWorkerWarnMs`, so that whoever
+   * watches the log sees why nothing moves. The run keeps waiting: workers may join at any time (a scaled deployment).
+   */
+  private async warnWithoutWorkers(state: StepState, now: number, waiting: number): Promise<void> {
+    if (now - (state.noWorkerWarnedAt ?? state.startedAt) < this.config.coordinator.noWorkerWarnMs) return;
+    let cursor = '0';
+    do {
+      const [next, alive] = await this.redis.scan(cursor, 'MATCH', this.keys.workersPattern, 'COUNT', 1000);
+      if (alive.length > 0) return;
+      cursor = next;
+    } while (cursor !== '0');
+    state.noWorkerWarnedAt = now;
+    const seconds = Math.round((now - state.startedAt) / 1000);
+    this.log.warn(
+      { step: state.step, waiting, seconds },
+      `no worker is alive: ${waiting} job(s) of step ${state.step} have waited ${seconds} s; start m3ae worker with this run's configuration (run ${this.config.runId}, the same Redis and data)`,
+    );
+    this.options.events?.onNoWorkers?.({ step: state.step, waiting, seconds });
   }
 
   /** Redis lost our keys: write them again, republish version v and recompute what is not yet counted. */

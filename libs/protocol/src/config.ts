@@ -220,6 +220,8 @@ export const RunConfigSchema = z
          * to validate and at the end). Same parameters either way.
          */
         reducers: z.enum(['threads', 'processes']).default('threads'),
+        /** While a step's jobs wait and no worker is alive, a warning says so every this many milliseconds. */
+        noWorkerWarnMs: positiveInt.default(30_000),
       })
       .strict()
       .prefault({}),
