@@ -54,9 +54,9 @@ export M3AE_LOG_LEVEL=warn
 log "node $("$NODE" --version); python $PY; $(nvidia-smi -L 2>/dev/null | head -1 || echo 'no nvidia-smi')"
 
 if [ "$QUICK" = 1 ]; then SMALL=(--preset tiny --batch 8); BASE=(--preset tiny --batch 16 --quick); TRAIN=(--steps 2 --global-batch 4 --micro-batch 2)
-  SCALING=(--quick); WASM8=(--preset tiny --steps 2 --global-batch 16 --micro-batch 2); WASM8_WORKERS="1 2"; LEARNING=(--quick --size "budget-s=60,out=$W/learning")
+  SCALING=(--quick); WASM8=(--preset tiny --steps 2 --global-batch 16 --micro-batch 2 --blob-redis 2); WASM8_WORKERS="1 2"; LEARNING=(--quick --size "budget-s=60,out=$W/learning")
 else SMALL=(--preset small --batch 128); BASE=(--preset base --batch 32 --quick); TRAIN=(--preset small --steps 3 --global-batch 64 --micro-batch 32)
-  SCALING=(); WASM8=(--preset small --steps 4 --global-batch 16 --micro-batch 2); WASM8_WORKERS="1 8"; LEARNING=(--size "out=$W/learning"); fi
+  SCALING=(); WASM8=(--preset small --steps 4 --global-batch 16 --micro-batch 2 --blob-redis 4); WASM8_WORKERS="1 8"; LEARNING=(--size "out=$W/learning"); fi
 
 part env "$(limit 60 400)" bash -c "nvidia-smi 2>&1 | head -20; ${M3AE[*]} doctor --backend webgpu 2>&1"
 # `small` at the issue's batch: samples/s, dispatch/device/readback, TFLOP/s, kernels per step, PyTorch fp32 on CUDA and the ratio.

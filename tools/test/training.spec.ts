@@ -1,5 +1,6 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -19,6 +20,16 @@ interface TrainReport {
   checkpoint: string;
   finalLosses: { total: number; mlm: number; mim: number; itm: number };
   redis: string;
+  blobRedis: string[];
+}
+
+/** Whether something accepts connections at a redis:// URL's host and port. */
+async function listening(url: string): Promise<boolean> {
+  const { hostname, port } = new URL(url);
+  return await new Promise((done) => {
+    const socket = connect(Number(port), hostname, () => (socket.destroy(), done(true)));
+    socket.on('error', () => done(false));
+  });
 }
 
 async function train(workers: number, extra: string[] = [], env: NodeJS.ProcessEnv = {}, steps = 3): Promise<TrainReport> {
@@ -47,7 +58,7 @@ describe('m3ae train --local (real processes, tiny preset, real compute)', () =>
     await expect(r).rejects.toMatchObject({ stderr: expect.stringContaining('install it with: sudo apt-get install -y redis-server') });
   });
 
-  it('1, 2 and 3 worker processes end with bitwise-identical parameters', async () => {
+  it('1, 2 and 3 worker processes (and 2 with the blobs in two more Redis servers) end with bitwise-identical parameters', async () => {
     const one = await train(1);
     // Worker logs at info: each says how many jobs it computed when it stops.
     const two = await train(2, [], { M3AE_LOG_LEVEL: 'info' });
@@ -68,8 +79,14 @@ describe('m3ae train --local (real processes, tiny preset, real compute)', () =>
     const info = JSON.parse(stdout) as { step: number; params_sha256: string };
     expect(info).toMatchObject({ step: 3, params_sha256: one.paramsSha256 });
     expect(await runKeys(three.runId)).toEqual([]);
-    // Three whole runs (43 s on an idle 2-core machine): room for a loaded one.
-  }, 360_000);
+    // The blobs in two more private Redis servers, spread by chunk: the same bits, and the servers stop with the run.
+    const spread = await train(2, ['--blob-redis', '2']);
+    expect(spread.blobRedis).toHaveLength(2);
+    expect(spread.blobRedis).not.toContain(spread.redis);
+    expect(spread.paramsSha256).toBe(one.paramsSha256);
+    for (const url of [spread.redis, ...spread.blobRedis]) expect(await listening(url), url).toBe(false);
+    // Four whole runs (about 1 min on an idle 2-core machine): room for a loaded one.
+  }, 420_000);
 });
 
 /** A child process with its output collected, and a way to wait for a line. */

@@ -25,6 +25,9 @@ const SIZES = {
   'b-shards': 8,
   'b-work-ms': 1000,
   'b-steps': 3,
+  // Private redis-servers holding the blobs (redis.blobUrls), the queue's Redis apart. 0: one per 4 cores, up to 4,
+  // none below 8 cores (then the queue's Redis holds them, as on 2 cores every Redis would share the same cores).
+  'blob-redis': 0,
 } as const;
 
 const QUICK = { 'p-params': 1_000_000, 'p-workers': '1,2', 'p-steps': 2, 'b-params': 2_000_000, 'b-workers': 2, 'b-shards': 2, 'b-steps': 2, 'b-work-ms': 200 } as const;
@@ -40,7 +43,7 @@ interface Measured {
 
 
 /** One run on real processes: `workers` `m3ae worker` processes and the coordinator in this process (runLocalCluster). */
-async function measure(redisUrl: string, o: { params: number; workers: number; shards: number; globalBatch: number; microBatch: number; workMs: number; steps: number; reducers?: 'threads' | 'processes' }): Promise<Measured> {
+async function measure(redisUrl: string, blobUrls: readonly string[], o: { params: number; workers: number; shards: number; globalBatch: number; microBatch: number; workMs: number; steps: number; reducers?: 'threads' | 'processes' }): Promise<Measured> {
   const workDir = mkdtempSync(join(tmpdir(), 'm3ae-bench-scaling-'));
   const config: RunConfig = loadRunConfig({
     base: {
@@ -49,7 +52,7 @@ async function measure(redisUrl: string, o: { params: number; workers: number; s
       // One warm-up step (worker start-up, first parameter fetch) before the measured ones.
       training: { steps: o.steps + 1, globalBatch: o.globalBatch, microBatch: o.microBatch, learningRate: 1e-3, shards: o.shards },
       checkpoint: { dir: join(workDir, 'ckpt'), every: 0 },
-      redis: { url: redisUrl },
+      redis: { url: redisUrl, blobUrls: [...blobUrls] },
       coordinator: { checkIntervalMs: 200, backupMinMs: 600_000, reducers: o.reducers ?? 'threads' },
       worker: { heartbeatSeconds: 5 },
     },
@@ -100,6 +103,10 @@ registerBenchArea('scaling', {
     const s = parseSizeSpec(SIZES, options.extra['size'], options.quick ? QUICK : undefined);
     const parts = s.parts.split(',').map((x) => x.trim());
     const redis = await LocalRedis.start();
+    const cores = machineInfo().cpus;
+    const blobCount = s['blob-redis'] > 0 ? s['blob-redis'] : cores >= 8 ? Math.min(4, Math.floor(cores / 4)) : 1;
+    const blobRedis = blobCount > 1 ? await Promise.all(Array.from({ length: blobCount }, async () => await LocalRedis.start())) : [];
+    const blobUrls = blobRedis.map((b) => b.url);
     const rows: BenchRow[] = [];
     const figures: Record<string, number> = {};
     const notes: string[] = [];
@@ -108,12 +115,12 @@ registerBenchArea('scaling', {
         const counts = s['p-workers'].split(',').map(Number);
         const one = { params: s['p-params'], shards: s['p-shards'], globalBatch: 16, microBatch: 2, workMs: s['p-work-ms'], steps: s['p-steps'] };
         const points: Measured[] = [];
-        for (const w of counts) points.push(await measure(redis.url, { ...one, workers: w }));
+        for (const w of counts) points.push(await measure(redis.url, blobUrls, { ...one, workers: w }));
         const base = points[0] as Measured;
         for (const p of points) rows.push({ part: 'p', ...split(p), speedup: base.stepMs / p.stepMs, 'ideal step ms': Math.ceil(8 / p.workers) * s['p-work-ms'] });
         const top = points[points.length - 1] as Measured;
         // The same top worker count with one shard: the serial reduction of before, for comparison in the same run.
-        const serial = await measure(redis.url, { ...one, workers: top.workers, shards: 1 });
+        const serial = await measure(redis.url, blobUrls, { ...one, workers: top.workers, shards: 1 });
         rows.push({ part: 'p', ...split(serial), speedup: base.stepMs / serial.stepMs, 'ideal step ms': Math.ceil(8 / top.workers) * s['p-work-ms'] });
         figures[`p_speedup_${top.workers}`] = base.stepMs / top.stepMs;
         figures[`p_speedup_${top.workers}_one_shard`] = base.stepMs / serial.stepMs;
@@ -131,7 +138,7 @@ registerBenchArea('scaling', {
         // The shards in coordinator threads (every gradient byte through the coordinator's process), then in reducer
         // processes (none through it).
         for (const reducers of ['threads', 'processes'] as const) {
-          const b = await measure(redis.url, { params, workers: w, shards: s['b-shards'], globalBatch: w, microBatch: 1, workMs: s['b-work-ms'], steps: s['b-steps'], reducers });
+          const b = await measure(redis.url, blobUrls, { params, workers: w, shards: s['b-shards'], globalBatch: w, microBatch: 1, workMs: s['b-work-ms'], steps: s['b-steps'], reducers });
           const row = split(b);
           const exchange = b.stepMs - (row['worker compute ms'] as number);
           rows.push({ part: 'b', ...row, 'exchange+reduce+optimizer+publish ms': exchange });
@@ -143,12 +150,13 @@ registerBenchArea('scaling', {
         );
       }
       notes.push(
-        `every process, two threads per shard at most, and a private redis-server share this machine's ${machineInfo().cpus} cores (load average ${loadavg()[0]?.toFixed(1)} at the end, ${Math.round(freemem() / 2 ** 30)} GiB free)`,
+        `every process, two threads per shard at most, and the private redis-servers (the queue's${blobUrls.length ? `, and ${blobUrls.length} for the blobs, spread by chunk` : ', which holds the blobs too'}) share this machine's ${cores} cores (load average ${loadavg()[0]?.toFixed(1)} at the end, ${Math.round(freemem() / 2 ** 30)} GiB free)`,
         'bytes per process are what each process counted moving through Redis for the step (StepReport.processes): the coordinator its shards\' gradient reads and parameter writes, each worker its parameter fetch (0 when cached) and gradient upload; shard thread-ms are summed over shards working side by side',
       );
+      figures['blob_redis'] = Math.max(1, blobUrls.length);
       return { area: 'scaling', machine: machineInfo('synthetic'), rows, figures, notes };
     } finally {
-      await redis.stop();
+      await Promise.all([redis.stop(), ...blobRedis.map(async (b) => await b.stop())]);
     }
   },
 });

@@ -68,6 +68,8 @@ export interface TrainFlags extends RunFlags {
   samples?: number;
   synthetic: boolean;
   gradEncoding?: string;
+  /** Private redis-servers for gradient and parameter blobs (redis.blobUrls); 1: the queue's Redis holds them too. */
+  blobRedis?: number;
   json: boolean;
   metrics?: boolean;
   metricsPort?: string;
@@ -89,6 +91,8 @@ export interface TrainReport extends Pick<LocalClusterSummary, 'runId' | 'steps'
   durationSeconds: number;
   checkpoint: string | null;
   redis: string;
+  /** The Redis instances that held the blobs, when not the queue's (redis.blobUrls). */
+  blobRedis: string[];
   data: string | null;
 }
 
@@ -110,6 +114,7 @@ export function registerTrain(program: Command): void {
     .option('--samples <n>', 'phantom corpus size when no --data is given (default: 256 for tiny, 512 otherwise)', positiveInt('--samples'))
     .option('--synthetic', 'synthetic compute instead of the model (orchestration only)', false)
     .option('--grad-encoding <enc>', 'gradients on the wire: f32, bf16 or fx53 (exact fixed point)')
+    .option('--blob-redis <n>', "private redis-servers that hold the run's gradient and parameter blobs, spread by chunk (redis.blobUrls); 1: the queue's Redis holds them (on many cores, one Redis thread is the exchange's limit)", positiveInt('--blob-redis'), 1)
     .option('--json', 'print the final report as one JSON line', false)
     .option('--metrics-port <port>', "the coordinator's /metrics, /status and run page port; worker i uses the port + 1 + i", '9400')
     .option('--metrics-host <host>', METRICS_HOST_HELP)
@@ -150,13 +155,19 @@ export async function trainLocal(opts: TrainFlags, hooks: TrainHooks = {}): Prom
   // SIGINT/SIGTERM in every phase: before the coordinator runs they end the command; after, they stop it in order.
   const signals = new LocalRunSignals(log);
   let redis: LocalRedis | undefined;
-  signals.onExit(() => void redis?.stop());
+  const blobRedis: LocalRedis[] = [];
+  signals.onExit(() => {
+    void redis?.stop();
+    for (const b of blobRedis) void b.stop();
+  });
   try {
     // An empty variable counts as unset (as everywhere in the run configuration).
     const externalRedis = opts.redisUrl || process.env['M3AE_REDIS_URL'] || process.env['REDIS_URL'] || undefined;
     // Its own process group: stopped last, after the processes that use it.
     redis = externalRedis ? undefined : await signals.guard(LocalRedis.start({ detached: true }));
     const redisUrl = externalRedis ?? (redis as LocalRedis).url;
+    const blobCount = opts.blobRedis ?? 1;
+    if (blobCount > 1) for (let i = 0; i < blobCount; i++) blobRedis.push(await signals.guard(LocalRedis.start({ detached: true })));
     const preset = opts.preset ?? 'tiny';
     const base: Record<string, unknown> = {
       runId: `local-${randomBytes(3).toString('hex')}`,
@@ -167,6 +178,7 @@ export async function trainLocal(opts: TrainFlags, hooks: TrainHooks = {}): Prom
     // Without a run file, local defaults: 20 steps of 8 samples in 4 micro-batches, checkpoints in the work dir.
     let config: RunConfig = opts.config ? runConfigFrom({ ...opts, redisUrl }) : runConfigFrom({ ...opts, redisUrl }, process.env, base);
     if (opts.synthetic) config = { ...config, compute: { ...config.compute, kind: 'synthetic' } };
+    if (blobRedis.length > 0) config = { ...config, redis: { ...config.redis, blobUrls: blobRedis.map((b) => b.url) } };
     let dataDir: string | null = config.data.dir ?? null;
     if (config.compute.kind === 'model' && !dataDir) {
       const count = opts.samples ?? (config.model.preset === 'tiny' ? 256 : 512);
@@ -187,7 +199,7 @@ export async function trainLocal(opts: TrainFlags, hooks: TrainHooks = {}): Prom
       config = { ...config, model: { ...config.model, overrides: { ...fromData, ...config.model.overrides } } };
     }
     const { steps } = pretrainTraining(config);
-    log.info({ run: config.runId, preset: config.model.preset, workers, redis: redactRedisUrl(redisUrl), data: dataDir, steps }, 'training');
+    log.info({ run: config.runId, preset: config.model.preset, workers, redis: redactRedisUrl(redisUrl), ...(config.redis.blobUrls.length ? { blobRedis: config.redis.blobUrls.map(redactRedisUrl) } : {}), data: dataDir, steps }, 'training');
     const bar = process.stdout.isTTY && !hooks.quiet
       ? new cliProgress.SingleBar(
           { format: 'train [{bar}] {value}/{total} | loss {loss} (mlm {mlm} mim {mim} itm {itm}) | {sps} samples/s | ETA {eta_formatted}', stream: process.stdout, etaBuffer: 10 },
@@ -242,6 +254,7 @@ export async function trainLocal(opts: TrainFlags, hooks: TrainHooks = {}): Prom
       paramsSha256: summary.paramsSha256,
       rejected: summary.rejected,
       redis: redactRedisUrl(redisUrl),
+      blobRedis: config.redis.blobUrls.map(redactRedisUrl),
       data: dataDir,
       stopped: summary.stopped,
       workerRestarts: summary.workerRestarts,
@@ -251,7 +264,7 @@ export async function trainLocal(opts: TrainFlags, hooks: TrainHooks = {}): Prom
     throw e;
   } finally {
     // Redis last: the workers and the coordinator are done with it.
-    await redis?.stop();
+    await Promise.all([redis?.stop(), ...blobRedis.map(async (b) => await b.stop())]);
     signals.dispose();
     if (signals.stoppedBy) process.exitCode = signals.exitCode;
   }
