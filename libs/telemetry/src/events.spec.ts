@@ -55,6 +55,10 @@ describe('coordinatorEvents', () => {
     expect(v('m3ae_checkpoint_last_step')).toBe(5);
     expect(v('m3ae_checkpoint_duration_seconds_sum')).toBe(1.5);
     expect(m.status()).toMatchObject({ step: 5, workers: { active: 2, ids: ['w-1', 'w-2'] }, throughput: { samplesPerSecond: 4 } });
+    // Then every worker is gone while step 6 waits: the gauge drops to 0 without waiting for a step.
+    events.onNoWorkers({ step: 6, waiting: 4, seconds: 30 });
+    expect(sampleValue(parseExposition(await m.metrics()), 'm3ae_workers_active', {})).toBe(0);
+    expect(m.status()).toMatchObject({ workers: { active: 0, ids: [] } });
   });
 });
 

@@ -16,6 +16,7 @@ export interface CoordinatorEventHandlers {
   onEnqueue(detail: { kind: 'original' | 'retry' | 'backup' }): void;
   onBackupWon(detail: { step: number }): void;
   onCheckpoint(detail: { step: number; durationMs: number }): void;
+  onNoWorkers(detail: { step: number; waiting: number; seconds: number }): void;
 }
 
 /**
@@ -70,6 +71,10 @@ export function coordinatorEvents(metrics: CoordinatorMetrics): CoordinatorEvent
     },
     onCheckpoint({ step, durationMs }) {
       metrics.observeCheckpoint({ step, durationSeconds: durationMs / 1000 });
+    },
+    onNoWorkers() {
+      // Nothing alive while jobs wait: the gauge says so before a step could (an alert can fire on it).
+      metrics.setActiveWorkers(0);
     },
   };
 }
