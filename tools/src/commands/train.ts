@@ -193,9 +193,9 @@ export async function trainLocal(opts: TrainFlags, hooks: TrainHooks = {}): Prom
     } else if (config.compute.kind === 'model' && dataDir && !opts.config) {
       // Without a run file the model takes its data-dependent sizes from the data; what the flags set still wins.
       const fromData = await signals.guard(dataModelOverrides(config));
-      const preset = runModelConfig({ ...config, model: { ...config.model, overrides: {} } });
-      const adopted = Object.entries(fromData).filter(([k, v]) => preset[k as keyof typeof fromData] !== v && config.model.overrides[k] === undefined);
-      if (adopted.length > 0) log.info(Object.fromEntries(adopted.map(([k, v]) => [k, `${v} (preset ${config.model.preset}: ${preset[k as keyof typeof fromData]})`])), 'model sizes from the data');
+      const presetModel = runModelConfig({ ...config, model: { ...config.model, overrides: {} } });
+      const adopted = Object.entries(fromData).filter(([k, v]) => presetModel[k as keyof typeof fromData] !== v && config.model.overrides[k] === undefined);
+      if (adopted.length > 0) log.info(Object.fromEntries(adopted.map(([k, v]) => [k, `${v} (preset ${config.model.preset}: ${presetModel[k as keyof typeof fromData]})`])), 'model sizes from the data');
       config = { ...config, model: { ...config.model, overrides: { ...fromData, ...config.model.overrides } } };
     }
     const { steps } = pretrainTraining(config);
