@@ -68,7 +68,8 @@ part base "$(limit 300 10)" "${M3AE[@]}" bench model --backend webgpu "${BASE[@]
 # workers where memory allows), then `small` with real wasm workers, 1 and 8 (the issue's 8-over-1 figure; each run's
 # JSON line has samplesPerSecond and the params sha256, which must be equal).
 part scaling "$(limit 330 150)" "${M3AE[@]}" bench scaling "${SCALING[@]}" --json "$OUT/scaling.json"
-part wasm8 "$(limit 240 10)" bash -c "for w in $WASM8_WORKERS; do M3AE_BACKEND=wasm ${M3AE[*]} train --local --workers \$w ${WASM8[*]} --work-dir $W/wasm8-\$w --json --no-metrics | tail -1; done"
+# Then the top worker count again with bf16 gradients (half the bytes: the model in BENCHMARKS says the exchange decides).
+part wasm8 "$(limit 240 10)" bash -c "for w in $WASM8_WORKERS; do M3AE_BACKEND=wasm ${M3AE[*]} train --local --workers \$w ${WASM8[*]} --work-dir $W/wasm8-\$w --json --no-metrics | tail -1; done; M3AE_BACKEND=wasm ${M3AE[*]} train --local --workers \$w ${WASM8[*]} --grad-encoding bf16 --work-dir $W/wasm8-bf16 --json --no-metrics | tail -1"
 # Issue 13 on the GPU: bench learning's webgpu recipe (part b: small pre-trained on MedPix, then VQA-RAD fine-tuned
 # from it, from random initialisation and question-only, sized to its budget), on the packed data.
 part learning "$(limit 540 5)" env M3AE_SHARED_DATA="$ROOT/.device/data" "${M3AE[@]}" bench learning --backend webgpu "${LEARNING[@]}" --json "$OUT/learning.json"
