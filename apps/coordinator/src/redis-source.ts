@@ -493,12 +493,7 @@ export class RedisGradientSource implements GradientSource {
    */
   private async warnWithoutWorkers(state: StepState, now: number, waiting: number): Promise<void> {
     if (now - (state.noWorkerWarnedAt ?? state.startedAt) < this.config.coordinator.noWorkerWarnMs) return;
-    let cursor = '0';
-    do {
-      const [next, alive] = await this.redis.scan(cursor, 'MATCH', this.keys.workersPattern, 'COUNT', 1000);
-      if (alive.length > 0) return;
-      cursor = next;
-    } while (cursor !== '0');
+    if ((await new BlobStore([this.redis]).scan(this.keys.workersPattern)).length > 0) return;
     state.noWorkerWarnedAt = now;
     const seconds = Math.round((now - state.startedAt) / 1000);
     this.log.warn(

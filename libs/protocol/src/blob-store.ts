@@ -4,6 +4,7 @@ import { BlobError, ProtocolError, RedisFullError } from './errors.js';
 import type { BlobRef } from './job.js';
 import type { ShardRange } from './shards.js';
 import { connectRedis, type RedisEndpoint } from './redis-connection.js';
+import { redisAddress } from './redis-reachable.js';
 
 export const DEFAULT_CHUNK_BYTES = 4 * 2 ** 20;
 /**
@@ -106,7 +107,7 @@ export class BlobStore {
       // What was stored of it is of no use: give the memory back (best effort), then say what happened.
       await this.delete({ key, chunks }).catch(() => undefined);
       if (e instanceof Error && e.message.startsWith('OOM')) {
-        const where = this.stores.map((s) => `${s.options.host ?? '127.0.0.1'}:${s.options.port ?? 6379}`).join(', ');
+        const where = this.stores.map((s) => redisAddress(s.options)).join(', ');
         throw new RedisFullError(
           `Redis (${where}) is full: it refused ${key} (${(bytes.byteLength / 1e6).toFixed(1)} MB) under its maxmemory; give it more memory (a step needs the parameters plus one contribution per job in flight), spread blobs over more instances (redis.blobUrls), or send bf16 gradients (training.gradEncoding)`,
         );

@@ -1,4 +1,4 @@
-import { Redis } from 'ioredis';
+import { Redis, type RedisOptions } from 'ioredis';
 import { ProtocolError } from './errors.js';
 import { redisOptions, type RedisEndpoint } from './redis-connection.js';
 
@@ -22,9 +22,9 @@ export class StoppedWhileConnecting extends ProtocolError {
   override readonly name = 'StoppedWhileConnecting';
 }
 
-/** `host:port` of an endpoint (never its credentials). */
-export function redisAddress(endpoint: RedisEndpoint): string {
-  const o = redisOptions(endpoint);
+/** `host:port` of an endpoint, or of a connection's options (never its credentials). */
+export function redisAddress(endpoint: RedisEndpoint | RedisOptions): string {
+  const o = 'url' in endpoint ? redisOptions(endpoint) : endpoint;
   return `${o.host ?? '127.0.0.1'}:${o.port ?? 6379}`;
 }
 
