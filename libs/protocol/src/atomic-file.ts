@@ -9,7 +9,7 @@ import { basename, dirname, join } from 'node:path';
 export type AtomicContent = string | Uint8Array | readonly Uint8Array[] | ((file: FileHandle) => Promise<void>);
 
 /** The temporary files of {@link writeFileAtomic}: `.<name>.tmp-<pid>-<8 hex>`, next to their target. */
-export const ATOMIC_TEMP_RE = /^\..+\.tmp-\d+-[0-9a-f]{8}$/;
+const ATOMIC_TEMP_RE = /^\..+\.tmp-\d+-[0-9a-f]{8}$/;
 
 /** True for the name of a temporary file that an interrupted {@link writeFileAtomic} may have left. */
 export function isAtomicTemp(name: string): boolean {
@@ -27,7 +27,7 @@ async function writeFully(file: FileHandle, bytes: Uint8Array): Promise<void> {
 }
 
 /** Makes a rename durable: on Linux the directory entry is only on disk after the directory is fsynced. */
-export async function syncDirectory(dir: string): Promise<void> {
+async function syncDirectory(dir: string): Promise<void> {
   const d = await open(dir, 'r');
   try {
     await d.sync();

@@ -1,11 +1,10 @@
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeFailureAdvice } from '@m3ae/protocol';
+import { isAtomicTemp, writeFailureAdvice } from '@m3ae/protocol';
 import { CheckpointError, loadCheckpoint, readCheckpointInfo, writeCheckpoint, type CheckpointInfo, type CheckpointManifest, type CheckpointState, type LoadedCheckpoint, type LoadOptions } from './checkpoint.js';
 
 const FILE_RE = /^ckpt-(\d+)\.safetensors$/;
 /** Temporary files of an interrupted write (see `writeSafetensors`). */
-const TEMP_RE = /^\.ckpt-\d+\.safetensors\.tmp-/;
 
 export function checkpointFileName(step: number): string {
   return `ckpt-${step}.safetensors`;
@@ -77,7 +76,8 @@ export async function saveCheckpoint(dir: string, state: CheckpointState, option
   }
   const removed: string[] = [];
   for (const n of await readdir(dir)) {
-    if (TEMP_RE.test(n)) {
+    // Leftovers of interrupted checkpoint writes (writeFileAtomic's temporary files of ckpt-<step>.safetensors).
+    if (n.startsWith('.ckpt-') && isAtomicTemp(n)) {
       await rm(join(dir, n), { force: true });
       removed.push(join(dir, n));
     }
