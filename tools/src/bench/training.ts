@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
-import { cpus, loadavg, tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import type { StepReport } from '@m3ae/protocol';
@@ -189,7 +189,7 @@ registerBenchArea('training', {
       const speedup = (perJob: number): number => fig(perJob, 2, 'samples/s') / fig(perJob, 1, 'samples/s');
       // No schedule of the 2-worker step's CPU work on these cores is shorter than its CPU time / cores: measured, the
       // ceiling of the speedup on this machine (other processes' CPU counts too — run it on a quiet machine).
-      const cores = cpus().length;
+      const cores = machineInfo().cpus;
       const speedupCeiling = (perJob: number): number => fig(perJob, 1, 'wall ms a step') / (fig(perJob, 2, 'machine CPU ms a step') / cores);
       notes.push(`load average ${loadavg().map((x) => x.toFixed(1)).join(' ')} at the end (2 cores shared with other work: compute per job with 2 workers vs 1 shows how much of a second core the second worker got: ${(fig(2, 2, 'job compute ms') / fig(2, 1, 'job compute ms')).toFixed(2)}×)`);
       notes.push('overhead = 1 − (jobs per worker × mean job compute) / step time: everything that is not the compute one worker cannot avoid (transport, reduction, optimizer, queueing, and on this 2-core machine the coordinator and Redis competing with the workers for the cores)');
